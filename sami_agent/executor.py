@@ -1,0 +1,65 @@
+"""The one small interface between the agent's connection loop and the thing that deploys.
+
+Executors are synchronous and run in a worker thread: the Docker SDK is blocking, and a
+thread keeps a slow engine from stalling heartbeats on the agent's event loop. Everything an
+executor needs arrives in a `Job`; it needs no git checkout and no database.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Job:
+    deployment_id: str
+    service: str
+    environment: str
+    pull_request: int
+    deployment_type: str
+    stack_name: str
+    artifact_name: str
+    artifact_ref: str
+    artifact_digest: str
+    attempt: int
+    converge_timeout: float
+    # Manifest files of the environment folder, by path relative to it.
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    stack_files: tuple[str, ...] = ()
+    image_services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    outcome: Outcome
+    reason: str = ""
+
+
+# report(phase, message): thread-safe; each call becomes one progress event.
+ProgressReporter = Callable[[str, str], None]
+
+
+class Executor(Protocol):
+    """Applies one job and returns only when its outcome is known.
+
+    Must be idempotent: a redelivered job that is already applied is recognised and
+    watched, not applied again. When `cancelled` is set the executor stops, rolls back
+    what it started, and returns Outcome.CANCELLED.
+    """
+
+    capabilities: tuple[str, ...]
+
+    def execute(
+        self, job: Job, report: ProgressReporter, cancelled: threading.Event
+    ) -> ExecutionResult: ...
