@@ -10,20 +10,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
-def configure(stream: object = None, *, json: bool | None = None) -> None:
+def configure(stream: TextIO | None = None, *, json: bool | None = None) -> None:
     out = stream if stream is not None else sys.stderr
     level_name = os.environ.get("SAMI_LOG_LEVEL", "info").lower()
     level = _LEVELS.get(level_name, logging.INFO)
     if json is None:
         fmt = os.environ.get("SAMI_LOG_FORMAT", "").lower()
-        json = fmt == "json" or (fmt != "console" and not getattr(out, "isatty", lambda: False)())
+        json = fmt == "json" or (fmt != "console" and not out.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -36,10 +41,11 @@ def configure(stream: object = None, *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name)  # type: ignore[no-any-return]
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

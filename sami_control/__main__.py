@@ -1,0 +1,5 @@
+import sys
+
+from sami_control.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""Core model ↔ sami.v1 protobuf."""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from sami.v1 import agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2
+from sami_control.core.agents import (
+    AssignCommand,
+    CancelCommand,
+    CloseCommand,
+    Command,
+    DoneCommand,
+    HeldLease,
+    RevokeCommand,
+)
+from sami_control.core.model import AgentRecord, Artifact, Cluster, Deployment, Event
+from sami_control.core.requests import ArtifactInput, DeploymentInput
+
+
+def ts(t: float) -> timestamp_pb2.Timestamp | None:
+    if not t:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromNanoseconds(int(t * 1e9))
+    return out
+
+
+def dur(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(seconds * 1e9))
+    return out
+
+
+def artifact(a: Artifact) -> artifact_pb2.Artifact:
+    return artifact_pb2.Artifact(
+        name=f"artifacts/{a.id}",
+        id=a.id,
+        artifact_name=a.artifact_name,
+        kind=int(a.kind),  # type: ignore[arg-type]
+        ref=a.ref,
+        digest=a.digest,
+        tags=a.tags,
+        provenance=artifact_pb2.Provenance(
+            git_repo=a.git_repo, git_commit=a.git_commit, ci_run_url=a.ci_run_url
+        ),
+        labels=a.labels,
+        create_time=ts(a.created_at),
+        created_by=a.created_by,
+    )
+
+
+def artifact_input(a: artifact_pb2.Artifact) -> ArtifactInput:
+    return ArtifactInput(
+        artifact_name=a.artifact_name,
+        kind=a.kind or artifact_pb2.ARTIFACT_KIND_IMAGE,
+        ref=a.ref,
+        digest=a.digest,
+        tags=list(a.tags),
+        git_repo=a.provenance.git_repo,
+        git_commit=a.provenance.git_commit,
+        ci_run_url=a.provenance.ci_run_url,
+        labels=dict(a.labels),
+    )
+
+
+def deployment(d: Deployment, art: Artifact | None) -> deployment_pb2.Deployment:
+    return deployment_pb2.Deployment(
+        name=f"deployments/{d.id}",
+        id=d.id,
+        service=d.service,
+        environment=d.environment,
+        pull_request=d.pull_request,
+        artifact=artifact(art) if art else None,
+        reason=d.reason,
+        request_id=d.request_id,
+        state=int(d.state),  # type: ignore[arg-type]
+        status_message=d.status_message,
+        cluster=d.cluster,
+        agent_id=d.agent_id,
+        attempt=d.attempt,
+        epoch=d.epoch,
+        last_sequence=d.last_sequence,
+        cancel_requested=d.cancel_requested,
+        deployment_type=d.deployment_type,
+        stack_name=d.stack_name,
+        created_by=d.created_by,
+        create_time=ts(d.created_at),
+        update_time=ts(d.updated_at),
+        finish_time=ts(d.finished_at),
+    )
+
+
+def deployment_input(r: deployment_pb2.CreateDeploymentRequest) -> DeploymentInput:
+    return DeploymentInput(
+        service=r.service,
+        environment=r.environment,
+        artifact=r.artifact,
+        pull_request=r.pull_request,
+        reason=r.reason,
+        request_id=r.request_id,
+    )
+
+
+def event(e: Event) -> deployment_pb2.DeploymentEvent:
+    return deployment_pb2.DeploymentEvent(
+        deployment_id=e.deployment_id,
+        sequence=e.sequence,
+        type=int(e.type),  # type: ignore[arg-type]
+        state=int(e.state),  # type: ignore[arg-type]
+        phase=e.phase,
+        message=e.message,
+        agent_id=e.agent_id,
+        attempt=e.attempt,
+        time=ts(e.time),
+    )
+
+
+def cluster(c: Cluster) -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=f"clusters/{c.id}",
+        cluster_id=c.id,
+        environments=c.environments,
+        create_time=ts(c.created_at),
+    )
+
+
+def agent(a: AgentRecord) -> cluster_pb2.Agent:
+    return cluster_pb2.Agent(
+        agent_id=a.agent_id,
+        cluster=a.cluster,
+        version=a.version,
+        capabilities=a.capabilities,
+        connected=a.connected,
+        connect_time=ts(a.connected_at),
+        last_heartbeat_time=ts(a.last_seen_at),
+        leases=a.leases,
+    )
+
+
+def held(leases: object) -> list[HeldLease]:
+    return [
+        HeldLease(h.deployment_id, h.lease_id, h.epoch)
+        for h in leases  # type: ignore[attr-defined]
+    ]
+
+
+def command(cmd: Command) -> agent_pb2.ControlMessage | None:
+    match cmd:
+        case AssignCommand(deployment=d, artifact=art, lease_ttl=ttl, files=files):
+            return agent_pb2.ControlMessage(
+                assignment=agent_pb2.Assignment(
+                    lease_id=d.lease_id,
+                    epoch=d.epoch,
+                    attempt=d.attempt,
+                    deployment=deployment(d, art),
+                    files=files,
+                    manifest_revision=d.manifest_revision,
+                    converge_timeout=dur(d.converge_timeout),
+                    lease_ttl=dur(ttl),
+                    stack_files=d.stack_files,
+                    image_services=d.image_services,
+                )
+            )
+        case CancelCommand(deployment_id=i, lease_id=lease, reason=r):
+            return agent_pb2.ControlMessage(
+                cancel=agent_pb2.Cancel(deployment_id=i, lease_id=lease, reason=r)
+            )
+        case RevokeCommand(deployment_id=i, lease_id=lease, reason=r):
+            return agent_pb2.ControlMessage(
+                revoke=agent_pb2.Revoke(deployment_id=i, lease_id=lease, reason=r)
+            )
+        case DoneCommand(deployment_id=i, lease_id=lease):
+            return agent_pb2.ControlMessage(done=agent_pb2.Done(deployment_id=i, lease_id=lease))
+        case CloseCommand():
+            return None
+    raise AssertionError(f"unknown command {cmd!r}")

@@ -1,0 +1,104 @@
+"""Domain errors → gRPC status codes, in one place.
+
+INVALID_ARGUMENT carries google.rpc.BadRequest details naming each field, so clients (and
+grpcurl) can show which input was wrong. Anything unexpected becomes INTERNAL with an id to
+find the stack trace in the server log; the trace itself never reaches the client.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from sami_control.core import errors
+
+log = structlog.get_logger("sami.api")
+
+CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+def to_status(exc: errors.DomainError) -> grpc.Status:
+    code = CODES.get(type(exc), grpc.StatusCode.INTERNAL)
+    st = status_pb2.Status(code=code.value[0], message=exc.message)
+    if isinstance(exc, errors.InvalidArgument):
+        br = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in exc.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(br)
+        st.details.append(detail)
+    return rpc_status.to_status(st)
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, errors.DomainError):
+        status = to_status(exc)
+    else:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("internal_error", incident=incident)
+        status = rpc_status.to_status(
+            status_pb2.Status(
+                code=code_pb2.INTERNAL,
+                message=f"internal error (incident {incident} in the sami-control log)",
+            )
+        )
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def mapped(fn: F) -> F:
+    """Decorate a servicer method so domain errors become statuses."""
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def gen_wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except (errors.DomainError, Exception) as exc:
+                if _is_abort(exc):
+                    raise
+                await abort(context, exc)
+
+        return gen_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await fn(self, request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() raises this to unwind the handler; let it through untouched.
+    return isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError"
+
+
+Handler = Callable[..., Awaitable[Any]]

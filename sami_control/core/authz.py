@@ -1,0 +1,52 @@
+"""Who may do what. One table of actions by roles, plus the scope checks of bound tokens."""
+
+from __future__ import annotations
+
+import enum
+
+from sami_control.core.errors import PermissionDenied
+from sami_control.core.model import Principal, Role
+
+
+class Action(enum.StrEnum):
+    READ = "read"  # get/list/watch artifacts, deployments, clusters, agents
+    REGISTER_ARTIFACT = "register_artifact"
+    DEPLOY = "deploy"  # create and cancel deployments
+    MANAGE_CLUSTERS = "manage_clusters"
+    MANAGE_TOKENS = "manage_tokens"
+    AGENT_CONNECT = "agent_connect"
+
+
+ALLOWED: dict[Action, frozenset[Role]] = {
+    Action.READ: frozenset({Role.ADMIN, Role.DEPLOYER, Role.READER}),
+    Action.REGISTER_ARTIFACT: frozenset({Role.ADMIN, Role.DEPLOYER}),
+    Action.DEPLOY: frozenset({Role.ADMIN, Role.DEPLOYER}),
+    Action.MANAGE_CLUSTERS: frozenset({Role.ADMIN}),
+    Action.MANAGE_TOKENS: frozenset({Role.ADMIN}),
+    Action.AGENT_CONNECT: frozenset({Role.AGENT}),
+}
+
+
+def require(principal: Principal, action: Action) -> None:
+    if principal.role not in ALLOWED[action]:
+        raise PermissionDenied(
+            f"token {principal.name!r} has role {principal.role.value}, which may not "
+            f"{action.value.replace('_', ' ')}; ask an admin for a token with one of the "
+            f"roles: {', '.join(sorted(r.value for r in ALLOWED[action]))}"
+        )
+
+
+def require_deploy_scope(principal: Principal, service: str, environment: str) -> None:
+    require(principal, Action.DEPLOY)
+    if principal.role is Role.ADMIN:
+        return
+    if principal.services and service not in principal.services:
+        raise PermissionDenied(
+            f"token {principal.name!r} may deploy only {', '.join(principal.services)}, "
+            f"not {service!r}"
+        )
+    if principal.environments and environment not in principal.environments:
+        raise PermissionDenied(
+            f"token {principal.name!r} may deploy only to {', '.join(principal.environments)}, "
+            f"not {environment!r}"
+        )

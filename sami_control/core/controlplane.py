@@ -1,0 +1,887 @@
+"""The control plane's core: artifacts, deployments, leases and agent sessions.
+
+Everything durable goes through the Store inside one transaction per operation; effects
+that other parties see (events for watchers, commands for agents) are applied only after
+that transaction committed. Nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from sami_control.core import authz, tokens, validation
+from sami_control.core.agents import (
+    AgentSession,
+    AssignCommand,
+    CancelCommand,
+    CloseCommand,
+    Command,
+    DoneCommand,
+    HeldLease,
+    RevokeCommand,
+)
+from sami_control.core.authz import Action
+from sami_control.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from sami_control.core.hub import Hub
+from sami_control.core.ids import new_id
+from sami_control.core.model import (
+    ENVIRONMENTS,
+    OUTCOME_STATE,
+    AgentRecord,
+    Artifact,
+    ArtifactKind,
+    AuditEntry,
+    Cluster,
+    Deployment,
+    Event,
+    EventType,
+    Outcome,
+    Principal,
+    State,
+)
+from sami_control.core.requests import ArtifactInput, DeploymentInput
+from sami_control.core.transitions import move, record
+from sami_control.storage.base import Store, Tx
+
+log = structlog.get_logger("sami.control")
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+@dataclass
+class Settings:
+    # An acked lease not renewed (heartbeat or progress) within this is offered again.
+    lease_ttl: float = 30.0
+    # An assignment not acked within this is offered again.
+    ack_timeout: float = 10.0
+    heartbeat_interval: float = 10.0
+    # Deliveries before a deployment is failed instead of offered again.
+    max_attempts: int = 5
+    # After a control-plane start, leases get this long for their agents to reconnect.
+    restart_grace: float = 30.0
+    default_converge_timeout: float = 300.0
+
+
+@dataclass
+class _Effects:
+    events: list[Event] = field(default_factory=list)
+    commands: list[tuple[AgentSession, Command]] = field(default_factory=list)
+    wake: bool = False
+
+
+def _page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode()
+
+
+def _parse_page(token: str, size: int) -> tuple[int, int]:
+    if size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    limit = min(size or DEFAULT_PAGE, MAX_PAGE)
+    if not token:
+        return 2**62, limit
+    try:
+        prefix, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if prefix != "v1":
+            raise ValueError(prefix)
+        return int(seq), limit
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a token this server issued") from None
+
+
+def default_stack_name(service: str, environment: str, pull_request: int) -> str:
+    # The team's existing scripts name stacks <environment>_<service>.
+    if environment == "pull_request":
+        return f"pr-{pull_request}_{service}"
+    return f"{environment}_{service}"
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.hub = Hub()
+        self.sessions: dict[str, AgentSession] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        now = self.clock()
+        with self.store.tx() as tx:
+            # Agents cannot renew while we were down: give each live lease time to come back.
+            for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS]):
+                d.lease_expires = max(d.lease_expires, now + self.settings.restart_grace)
+                tx.update_deployment(d)
+        self._loop_task = asyncio.create_task(self._background(), name="sami-dispatch")
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for s in list(self.sessions.values()):
+            s.send(CloseCommand("the control plane is stopping; reconnect"))
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+
+    async def _background(self) -> None:
+        while True:
+            timeout = self._next_deadline() - self.clock()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(timeout, 1.0)))
+            self._wake.clear()
+            try:
+                self._apply(self._expire_leases())
+                self._apply(self._dispatch())
+            except Exception:  # the loop must survive a bad row or a busy database
+                log.exception("dispatch_failed")
+                await asyncio.sleep(0.5)
+
+    def _next_deadline(self) -> float:
+        with self.store.tx() as tx:
+            active = tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS])
+        return min((d.lease_expires for d in active), default=self.clock() + 1.0)
+
+    def _apply(self, fx: _Effects) -> None:
+        """Publish what a committed transaction produced."""
+        self.hub.publish(fx.events)
+        for session, cmd in fx.commands:
+            session.send(cmd)
+        for e in fx.events:
+            if e.type is EventType.STATE_CHANGED:
+                log.info(
+                    "deployment_state",
+                    deployment_id=e.deployment_id,
+                    state=e.state.name,
+                    attempt=e.attempt,
+                    agent_id=e.agent_id or None,
+                    message=e.message or None,
+                )
+        if fx.wake:
+            self._wake.set()
+
+    # ---------------------------------------------------------------- auth
+
+    def authenticate(self, token: str) -> Principal:
+        token_id, secret = tokens.parse(token)
+        with self.store.tx() as tx:
+            record_ = tx.get_token(token_id)
+        return tokens.verify(record_, secret, self.clock())
+
+    def _audit(
+        self,
+        tx: Tx,
+        who: Principal,
+        action: str,
+        target: str,
+        outcome: str = "ok",
+        detail: str = "",
+    ) -> None:
+        tx.append_audit(
+            AuditEntry(
+                time=self.clock(),
+                token_id=who.token_id,
+                token_name=who.name,
+                action=action,
+                target=target,
+                outcome=outcome,
+                detail=detail,
+            )
+        )
+
+    # ---------------------------------------------------------------- clusters
+
+    def create_cluster(self, who: Principal, cluster_id: str, environments: list[str]) -> Cluster:
+        authz.require(who, Action.MANAGE_CLUSTERS)
+        return create_cluster(self.store, cluster_id, environments, self.clock(), who)
+
+    def get_cluster(self, who: Principal, cluster_id: str) -> Cluster:
+        authz.require(who, Action.READ)
+        with self.store.tx() as tx:
+            c = tx.get_cluster(cluster_id.removeprefix("clusters/"))
+        if c is None:
+            raise NotFound(f"cluster {cluster_id!r} does not exist; `sami cluster list` shows them")
+        return c
+
+    def list_clusters(self, who: Principal) -> list[Cluster]:
+        authz.require(who, Action.READ)
+        with self.store.tx() as tx:
+            return tx.list_clusters()
+
+    def list_agents(self, who: Principal, cluster: str) -> list[AgentRecord]:
+        authz.require(who, Action.READ)
+        with self.store.tx() as tx:
+            known = {a.agent_id: a for a in tx.list_agents(cluster)}
+        for s in self.sessions.values():
+            if cluster and s.cluster != cluster:
+                continue
+            known[s.agent_id] = AgentRecord(
+                agent_id=s.agent_id,
+                cluster=s.cluster,
+                version=s.version,
+                capabilities=sorted(s.capabilities),
+                connected_at=s.connected_at,
+                last_seen_at=s.last_seen_at,
+                connected=True,
+                leases=sorted(s.leases),
+            )
+        return sorted(known.values(), key=lambda a: a.agent_id)
+
+    # ---------------------------------------------------------------- artifacts
+
+    def register_artifact(self, who: Principal, req: ArtifactInput) -> tuple[Artifact, bool]:
+        authz.require(who, Action.REGISTER_ARTIFACT)
+        name = validation.artifact_name("artifact.artifact_name", req.artifact_name)
+        try:
+            kind = ArtifactKind(req.kind)
+        except ValueError:
+            raise InvalidArgument(
+                "artifact.kind", "must be one of image, static_file, module"
+            ) from None
+        if kind is ArtifactKind.IMAGE:
+            _, ref_digest = validation.image_ref("artifact.ref", req.ref)
+            digest = validation.digest("artifact.digest", req.digest or ref_digest)
+            if digest != ref_digest:
+                raise InvalidArgument("artifact.digest", "does not match the digest in ref")
+        else:
+            digest = validation.digest("artifact.digest", req.digest)
+            if req.ref.startswith(("http://", "https://")):
+                validation.url("artifact.ref", req.ref)
+            else:
+                _, ref_digest = validation.image_ref("artifact.ref", req.ref)
+        art = Artifact(
+            id=new_id("art"),
+            artifact_name=name,
+            kind=kind,
+            ref=req.ref,
+            digest=digest,
+            tags=validation.tags("artifact.tags", req.tags),
+            git_repo=validation.text("artifact.provenance.git_repo", req.git_repo, 500),
+            git_commit=validation.commit("artifact.provenance.git_commit", req.git_commit),
+            ci_run_url=validation.url("artifact.provenance.ci_run_url", req.ci_run_url)
+            if req.ci_run_url
+            else "",
+            labels=validation.labels("artifact.labels", req.labels),
+            created_at=self.clock(),
+            created_by=who.name,
+        )
+        with self.store.tx() as tx:
+            existing = tx.find_artifact(name, digest)
+            if existing is not None:
+                if existing.ref != art.ref or existing.kind != art.kind:
+                    raise AlreadyExists(
+                        f"artifact {name}@{digest} is already registered with ref "
+                        f"{existing.ref}; an artifact is immutable"
+                    )
+                return existing, False
+            tx.insert_artifact(art)
+            self._audit(tx, who, "artifact.register", f"{name}@{digest}")
+        return art, True
+
+    def get_artifact(self, who: Principal, name: str) -> Artifact:
+        authz.require(who, Action.READ)
+        with self.store.tx() as tx:
+            art = self._resolve_artifact(tx, name, "name")
+        return art
+
+    def _resolve_artifact(self, tx: Tx, ref: str, field_: str) -> Artifact:
+        """An artifact by id, `artifacts/{id}`, digest-pinned ref, or `name@sha256:…`."""
+        if not ref:
+            raise InvalidArgument(field_, "artifact is required (an id, or a ref pinned by digest)")
+        validation.text(field_, ref, limit=validation.MAX_REF)
+        art: Artifact | None = None
+        ident = ref.removeprefix("artifacts/")
+        if ident.startswith("art_"):
+            art = tx.get_artifact(ident)
+        elif "@" in ref:
+            name, _, digest = ref.rpartition("@")
+            validation.digest(field_, digest)
+            art = tx.find_artifact(name, digest)
+            if art is None:
+                matches = [a for a in tx.find_artifacts_by_digest(digest) if a.ref == ref]
+                art = matches[0] if matches else None
+        else:
+            raise InvalidArgument(
+                field_, f"{ref!r} is neither an artifact id nor a reference pinned by digest"
+            )
+        if art is None:
+            raise NotFound(
+                f"artifact {ref!r} is not registered; register it first with "
+                "`sami artifact register NAME --ref REPO@sha256:...`"
+            )
+        return art
+
+    def list_artifacts(
+        self, who: Principal, artifact_name: str, page_size: int, page_token: str
+    ) -> tuple[list[Artifact], str]:
+        authz.require(who, Action.READ)
+        if artifact_name:
+            validation.artifact_name("artifact_name", artifact_name)
+        before, limit = _parse_page(page_token, page_size)
+        with self.store.tx() as tx:
+            rows = tx.list_artifacts(artifact_name, before, limit + 1)
+        nxt = _page_token(rows[limit - 1][0]) if len(rows) > limit else ""
+        return [a for _, a in rows[:limit]], nxt
+
+    # ---------------------------------------------------------------- deployments
+
+    def create_deployment(self, who: Principal, req: DeploymentInput) -> Deployment:
+        service = validation.name("service", req.service, "service name")
+        env = validation.environment("environment", req.environment)
+        pr = validation.pull_request("pull_request", env, req.pull_request)
+        validation.text("reason", req.reason)
+        request_id = validation.request_id("request_id", req.request_id)
+        authz.require_deploy_scope(who, service, env)
+        fingerprint = req.fingerprint()
+        now = self.clock()
+        fx = _Effects(wake=True)
+        with self.store.tx() as tx:
+            if request_id:
+                prior = tx.get_deployment_by_request_id(request_id)
+                if prior is not None:
+                    if prior.request_hash != fingerprint:
+                        raise AlreadyExists(
+                            f"request_id {request_id!r} was already used for deployment "
+                            f"{prior.id} with a different request; use a new request_id"
+                        )
+                    return prior
+            art = self._resolve_artifact(tx, req.artifact, "artifact")
+            cluster = tx.cluster_for_environment(env)
+            if cluster is None:
+                raise FailedPrecondition(
+                    f"no cluster serves environment {env!r}: create one with "
+                    f"`sami cluster create NAME --env {env}` (or, offline, "
+                    f"`sami-control cluster create NAME --env {env} --data DIR`)"
+                )
+            d = Deployment(
+                id=new_id("dep"),
+                service=service,
+                environment=env,
+                pull_request=pr,
+                artifact_id=art.id,
+                cluster=cluster,
+                deployment_type="swarm",
+                stack_name=default_stack_name(service, env, pr),
+                reason=req.reason,
+                request_id=request_id,
+                request_hash=fingerprint,
+                created_by=who.name,
+                created_at=now,
+                converge_timeout=self.settings.default_converge_timeout,
+            )
+            first = record(
+                d,
+                EventType.STATE_CHANGED,
+                now,
+                message=f"requested by {who.name}" + (f": {req.reason}" if req.reason else ""),
+            )
+            tx.insert_deployment(d)
+            tx.append_event(first)
+            fx.events.append(first)
+            for old in tx.deployments_in_states([State.QUEUED], cluster):
+                if old.key == d.key and old.id != d.id:
+                    ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
+                    tx.update_deployment(old)
+                    tx.append_event(ev)
+                    fx.events.append(ev)
+            self._audit(
+                tx,
+                who,
+                "deployment.create",
+                d.id,
+                detail=f"{service}/{env} {art.artifact_name}@{art.digest}",
+            )
+        self._apply(fx)
+        return d
+
+    def get_deployment(self, who: Principal, name: str) -> Deployment:
+        authz.require(who, Action.READ)
+        with self.store.tx() as tx:
+            return self._must_get(tx, name)
+
+    def _must_get(self, tx: Tx, name: str) -> Deployment:
+        ident = name.removeprefix("deployments/")
+        if not ident:
+            raise InvalidArgument("name", "deployment id is required")
+        validation.text("name", ident, limit=100)
+        d = tx.get_deployment(ident)
+        if d is None:
+            raise NotFound(f"deployment {ident!r} does not exist; `sami list` shows deployments")
+        return d
+
+    def artifact_of(self, d: Deployment) -> Artifact:
+        with self.store.tx() as tx:
+            art = tx.get_artifact(d.artifact_id)
+        assert art is not None, "deployments reference artifacts by foreign key"
+        return art
+
+    def list_deployments(
+        self,
+        who: Principal,
+        service: str,
+        environment: str,
+        state: State | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Deployment], str]:
+        authz.require(who, Action.READ)
+        if service:
+            validation.name("service", service, "service name")
+        if environment:
+            validation.environment("environment", environment)
+        before, limit = _parse_page(page_token, page_size)
+        with self.store.tx() as tx:
+            rows = tx.list_deployments(service, environment, state, before, limit + 1)
+        nxt = _page_token(rows[limit - 1].seq) if len(rows) > limit else ""
+        return rows[:limit], nxt
+
+    def cancel_deployment(self, who: Principal, name: str, reason: str) -> Deployment:
+        validation.text("reason", reason)
+        now = self.clock()
+        fx = _Effects()
+        with self.store.tx() as tx:
+            d = self._must_get(tx, name)
+            authz.require_deploy_scope(who, d.service, d.environment)
+            if d.state.terminal:
+                raise FailedPrecondition(
+                    f"deployment {d.id} already ended ({d.state.name}); to undo a deployment, "
+                    "deploy the previous artifact"
+                )
+            msg = f"cancelled by {who.name}" + (f": {reason}" if reason else "")
+            if d.state is State.QUEUED:
+                ev = move(d, State.CANCELLED, now, msg)
+            elif d.cancel_requested:
+                return d
+            else:
+                # The agent may already be applying: it must roll back, then report.
+                d.cancel_requested = True
+                ev = record(
+                    d, EventType.NOTICE, now, f"cancel requested by {who.name}", phase="cancel"
+                )
+                session = self.sessions.get(d.agent_id)
+                if session is not None:
+                    fx.commands.append((session, CancelCommand(d.id, d.lease_id, msg)))
+            tx.update_deployment(d)
+            tx.append_event(ev)
+            fx.events.append(ev)
+            fx.wake = True
+            self._audit(tx, who, "deployment.cancel", d.id, detail=reason)
+        self._apply(fx)
+        return d
+
+    async def watch(
+        self, who: Principal, name: str, after: int
+    ) -> AsyncIterator[Deployment | Event]:
+        """The deployment now, then every event after `after`, ending after the terminal one."""
+        authz.require(who, Action.READ)
+        if after < 0:
+            raise InvalidArgument("after_sequence", "must not be negative")
+        with self.store.tx() as tx:
+            d = self._must_get(tx, name)
+        # Subscribe before reading the log, so nothing published in between is missed;
+        # duplicates between the two are dropped by sequence.
+        with self.hub.subscribe(d.id) as sub:
+            with self.store.tx() as tx:
+                d = self._must_get(tx, d.id)
+            yield d
+            last = after
+            caught_up = False
+            while True:
+                if not caught_up or sub.lagged:
+                    # Read from the store, which holds every event ever published: at the
+                    # start, and whenever this watcher fell behind its queue.
+                    sub.lagged = False
+                    while not sub.queue.empty():
+                        sub.queue.get_nowait()
+                    for e in self.store.iter_events(d.id, last):
+                        yield e
+                        last = e.sequence
+                        if _ends(e):
+                            return
+                    if d.state.terminal and last >= d.last_sequence:
+                        return
+                    caught_up = True
+                    continue
+                if sub.queue.empty():
+                    sub.wakeup.clear()
+                    await sub.wakeup.wait()
+                    continue
+                e = sub.queue.get_nowait()
+                if e.sequence <= last:
+                    continue
+                if e.sequence > last + 1:  # a gap (cannot happen in one process): re-read
+                    sub.lagged = True
+                    continue
+                yield e
+                last = e.sequence
+                if _ends(e):
+                    return
+
+    # ---------------------------------------------------------------- agents
+
+    def agent_connect(
+        self,
+        who: Principal,
+        agent_id: str,
+        version: str,
+        capabilities: Iterable[str],
+        held: list[HeldLease],
+    ) -> tuple[AgentSession, list[HeldLease]]:
+        authz.require(who, Action.AGENT_CONNECT)
+        validation.name("hello.agent_id", agent_id, "agent id")
+        validation.text("hello.version", version, limit=100)
+        caps = frozenset(capabilities)
+        for c in caps:
+            validation.text("hello.capabilities", c, limit=50)
+        now = self.clock()
+        previous = self.sessions.get(agent_id)
+        if previous is not None:
+            previous.send(CloseCommand("this agent id connected again on another stream"))
+            previous.closed = True
+        session = AgentSession(
+            agent_id=agent_id,
+            cluster=who.cluster,
+            version=version,
+            capabilities=caps,
+            token_id=who.token_id,
+            connected_at=now,
+            last_seen_at=now,
+        )
+        held_by_id = {h.deployment_id: h for h in held}
+        resumed: list[HeldLease] = []
+        fx = _Effects(wake=True)
+        with self.store.tx() as tx:
+            for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS], who.cluster):
+                if d.agent_id != agent_id:
+                    continue
+                h = held_by_id.get(d.id)
+                if h is not None and h.lease_id == d.lease_id and h.epoch == d.epoch:
+                    d.lease_expires = now + self.settings.lease_ttl
+                    tx.update_deployment(d)
+                    session.leases.add(d.id)
+                    resumed.append(h)
+                else:
+                    # The agent restarted and forgot this work: offer it again now rather
+                    # than waiting for the lease to run out.
+                    fx.events.extend(self._requeue(tx, d, now, "the agent restarted without it"))
+            tx.upsert_agent(
+                AgentRecord(
+                    agent_id=agent_id,
+                    cluster=who.cluster,
+                    version=version,
+                    capabilities=sorted(caps),
+                    connected_at=now,
+                    last_seen_at=now,
+                )
+            )
+        self.sessions[agent_id] = session
+        log.info(
+            "agent_connected",
+            agent_id=agent_id,
+            cluster=who.cluster,
+            resumed=len(resumed),
+            capabilities=sorted(caps),
+        )
+        self._apply(fx)
+        return session, resumed
+
+    def agent_disconnect(self, session: AgentSession) -> None:
+        session.closed = True
+        if self.sessions.get(session.agent_id) is session:
+            del self.sessions[session.agent_id]
+            log.info(
+                "agent_disconnected",
+                agent_id=session.agent_id,
+                cluster=session.cluster,
+                leases=len(session.leases),
+            )
+        # Leases stay until they expire: the agent may be back in a moment, still working.
+
+    def _leased(
+        self, tx: Tx, session: AgentSession, deployment_id: str, lease_id: str, epoch: int
+    ) -> Deployment | None:
+        """The deployment if `session` holds this lease on it; otherwise None (after telling
+        the agent to let go). Another cluster's deployment is a permission error."""
+        d = tx.get_deployment(deployment_id)
+        if d is not None and d.cluster != session.cluster:
+            raise PermissionDenied(
+                f"deployment {deployment_id} belongs to another cluster than {session.cluster!r}"
+            )
+        if (
+            d is None
+            or d.state.terminal
+            or not d.state.active
+            or d.agent_id != session.agent_id
+            or d.lease_id != lease_id
+            or d.epoch != epoch
+        ):
+            return None
+        return d
+
+    def _reject_report(
+        self, session: AgentSession, deployment_id: str, lease_id: str, why: str
+    ) -> None:
+        session.leases.discard(deployment_id)
+        session.send(RevokeCommand(deployment_id, lease_id, why))
+        log.warning(
+            "report_rejected",
+            agent_id=session.agent_id,
+            deployment_id=deployment_id,
+            lease_id=lease_id,
+            reason=why,
+        )
+
+    def agent_ack(
+        self, session: AgentSession, deployment_id: str, lease_id: str, epoch: int
+    ) -> None:
+        now = self.clock()
+        session.last_seen_at = now
+        fx = _Effects()
+        with self.store.tx() as tx:
+            d = self._leased(tx, session, deployment_id, lease_id, epoch)
+            if d is None:
+                return self._reject_report(
+                    session, deployment_id, lease_id, "stale lease: not yours or no longer live"
+                )
+            d.lease_expires = now + self.settings.lease_ttl
+            if d.state is State.ASSIGNED:
+                ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
+                tx.append_event(ev)
+                fx.events.append(ev)
+            tx.update_deployment(d)
+        self._apply(fx)
+
+    def agent_progress(
+        self,
+        session: AgentSession,
+        deployment_id: str,
+        lease_id: str,
+        epoch: int,
+        sequence: int,
+        phase: str,
+        message: str,
+    ) -> None:
+        now = self.clock()
+        session.last_seen_at = now
+        phase = validation.text("progress.phase", phase, limit=64)
+        message = validation.text("progress.message", message, limit=4000)
+        fx = _Effects()
+        with self.store.tx() as tx:
+            d = self._leased(tx, session, deployment_id, lease_id, epoch)
+            if d is None:
+                return self._reject_report(
+                    session, deployment_id, lease_id, "stale lease: not yours or no longer live"
+                )
+            d.lease_expires = now + self.settings.lease_ttl
+            if d.state is State.ASSIGNED:  # progress implies the ack was lost
+                ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
+                tx.append_event(ev)
+                fx.events.append(ev)
+            if sequence > d.agent_sequence:
+                d.agent_sequence = sequence
+                ev = record(d, EventType.PROGRESS, now, message=message, phase=phase)
+                tx.append_event(ev)
+                fx.events.append(ev)
+            tx.update_deployment(d)
+        self._apply(fx)
+
+    def agent_result(
+        self,
+        session: AgentSession,
+        deployment_id: str,
+        lease_id: str,
+        epoch: int,
+        outcome: int,
+        reason: str,
+    ) -> None:
+        now = self.clock()
+        session.last_seen_at = now
+        reason = validation.text("result.reason", reason, limit=4000)
+        try:
+            state = OUTCOME_STATE[Outcome(outcome)]
+        except ValueError:
+            raise InvalidArgument("result.outcome", "must be set") from None
+        fx = _Effects(wake=True)
+        with self.store.tx() as tx:
+            current = tx.get_deployment(deployment_id)
+            if (
+                current is not None
+                and current.state.terminal
+                and current.lease_id == lease_id
+                and current.agent_id == session.agent_id
+            ):
+                # A result we already stored, sent again after a reconnect.
+                session.send(DoneCommand(deployment_id, lease_id))
+                session.leases.discard(deployment_id)
+                return None
+            d = self._leased(tx, session, deployment_id, lease_id, epoch)
+            if d is None:
+                return self._reject_report(
+                    session, deployment_id, lease_id, "stale lease: not yours or no longer live"
+                )
+            ev = move(d, state, now, reason or state.name.lower().replace("_", " "))
+            tx.update_deployment(d)
+            tx.append_event(ev)
+            fx.events.append(ev)
+        session.leases.discard(deployment_id)
+        fx.commands.append((session, DoneCommand(deployment_id, lease_id)))
+        self._apply(fx)
+
+    def agent_heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:
+        now = self.clock()
+        session.last_seen_at = now
+        if not held:
+            return
+        with self.store.tx() as tx:
+            for h in held:
+                d = self._leased(tx, session, h.deployment_id, h.lease_id, h.epoch)
+                if d is None:
+                    self._reject_report(
+                        session,
+                        h.deployment_id,
+                        h.lease_id,
+                        "stale lease: not yours or no longer live",
+                    )
+                    continue
+                d.lease_expires = now + (
+                    self.settings.lease_ttl
+                    if d.state is State.IN_PROGRESS
+                    else self.settings.ack_timeout
+                )
+                tx.update_deployment(d)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _requeue(self, tx: Tx, d: Deployment, now: float, why: str) -> list[Event]:
+        old_session = self.sessions.get(d.agent_id)
+        if old_session is not None:
+            old_session.leases.discard(d.id)
+            old_session.send(RevokeCommand(d.id, d.lease_id, why))
+        if d.cancel_requested:
+            ev = move(d, State.CANCELLED, now, f"cancelled ({why} while cancelling)")
+        elif d.attempt >= self.settings.max_attempts:
+            ev = move(d, State.FAILED, now, f"gave up after {d.attempt} attempts; last: {why}")
+        else:
+            ev = move(
+                d,
+                State.QUEUED,
+                now,
+                f"attempt {d.attempt} on agent {d.agent_id} lost: {why}; offering again",
+            )
+        tx.update_deployment(d)
+        tx.append_event(ev)
+        return [ev]
+
+    def _expire_leases(self) -> _Effects:
+        now = self.clock()
+        fx = _Effects()
+        with self.store.tx() as tx:
+            for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS]):
+                if d.lease_expires and d.lease_expires <= now:
+                    what = "not acknowledged" if d.state is State.ASSIGNED else "lease expired"
+                    fx.events.extend(self._requeue(tx, d, now, what))
+                    fx.wake = True
+        return fx
+
+    def _dispatch(self) -> _Effects:
+        """Offer queued work to connected agents: oldest first, one active per key."""
+        fx = _Effects()
+        if not self.sessions or self._stopping:
+            return fx
+        now = self.clock()
+        by_cluster: dict[str, list[AgentSession]] = {}
+        for s in self.sessions.values():
+            if not s.closed:
+                by_cluster.setdefault(s.cluster, []).append(s)
+        with self.store.tx() as tx:
+            busy = {d.key for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS])}
+            for d in tx.deployments_in_states([State.QUEUED]):
+                if d.key in busy:
+                    continue
+                candidates = [
+                    s for s in by_cluster.get(d.cluster, ()) if d.deployment_type in s.capabilities
+                ]
+                if not candidates:
+                    continue
+                s = min(candidates, key=lambda s: (len(s.leases), s.agent_id))
+                d.attempt += 1
+                d.epoch += 1
+                d.lease_id = new_id("lease")
+                d.agent_id = s.agent_id
+                d.agent_sequence = 0
+                d.lease_expires = now + self.settings.ack_timeout
+                ev = move(
+                    d, State.ASSIGNED, now, f"assigned to agent {s.agent_id} (attempt {d.attempt})"
+                )
+                tx.update_deployment(d)
+                tx.append_event(ev)
+                fx.events.append(ev)
+                art = tx.get_artifact(d.artifact_id)
+                assert art is not None
+                s.leases.add(d.id)
+                busy.add(d.key)
+                fx.commands.append((s, AssignCommand(d, art, self.settings.lease_ttl, files={})))
+        return fx
+
+
+def _ends(e: Event) -> bool:
+    return e.type is EventType.STATE_CHANGED and e.state.terminal
+
+
+def create_cluster(
+    store: Store, cluster_id: str, environments: list[str], now: float, who: Principal
+) -> Cluster:
+    """Shared by the RPC and the offline `sami-control cluster create`."""
+    validation.name("cluster_id", cluster_id, "cluster name")
+    if not environments:
+        raise InvalidArgument(
+            "environments",
+            f"name at least one environment the cluster serves ({', '.join(ENVIRONMENTS)})",
+        )
+    envs = sorted({validation.environment("environments", e) for e in environments})
+    with store.tx() as tx:
+        if tx.get_cluster(cluster_id) is not None:
+            raise AlreadyExists(f"cluster {cluster_id!r} already exists")
+        for e in envs:
+            other = tx.cluster_for_environment(e)
+            if other is not None:
+                raise FailedPrecondition(
+                    f"environment {e!r} is already served by cluster {other!r}; an "
+                    "environment is served by one cluster"
+                )
+        c = Cluster(id=cluster_id, environments=envs, created_at=now)
+        tx.insert_cluster(c)
+        tx.append_audit(
+            AuditEntry(
+                time=now,
+                token_id=who.token_id,
+                token_name=who.name,
+                action="cluster.create",
+                target=cluster_id,
+                outcome="ok",
+                detail=",".join(envs),
+            )
+        )
+    return c

@@ -1,0 +1,199 @@
+"""Plain data the core works on. Storage returns these; the API converts them to protobuf."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class State(enum.IntEnum):
+    # Values match sami.v1.DeploymentState so conversion is a cast.
+    QUEUED = 1
+    ASSIGNED = 2
+    IN_PROGRESS = 3
+    SUCCEEDED = 4
+    FAILED = 5
+    ROLLED_BACK = 6
+    CANCELLED = 7
+    SUPERSEDED = 8
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def active(self) -> bool:
+        return self in (State.ASSIGNED, State.IN_PROGRESS)
+
+
+TERMINAL = frozenset(
+    {State.SUCCEEDED, State.FAILED, State.ROLLED_BACK, State.CANCELLED, State.SUPERSEDED}
+)
+
+
+class EventType(enum.IntEnum):
+    # Values match sami.v1.EventType.
+    STATE_CHANGED = 1
+    PROGRESS = 2
+    NOTICE = 3
+
+
+class Outcome(enum.IntEnum):
+    # Values match sami.v1.Outcome.
+    SUCCEEDED = 1
+    FAILED = 2
+    ROLLED_BACK = 3
+    CANCELLED = 4
+
+
+OUTCOME_STATE = {
+    Outcome.SUCCEEDED: State.SUCCEEDED,
+    Outcome.FAILED: State.FAILED,
+    Outcome.ROLLED_BACK: State.ROLLED_BACK,
+    Outcome.CANCELLED: State.CANCELLED,
+}
+
+
+class ArtifactKind(enum.IntEnum):
+    IMAGE = 1
+    STATIC_FILE = 2
+    MODULE = 3
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    AGENT = "agent"
+    DEPLOYER = "deployer"
+    READER = "reader"
+
+
+ENVIRONMENTS = ("stage", "production", "pull_request")
+
+
+@dataclass
+class Artifact:
+    id: str
+    artifact_name: str
+    kind: ArtifactKind
+    ref: str
+    digest: str
+    tags: list[str] = field(default_factory=list)
+    git_repo: str = ""
+    git_commit: str = ""
+    ci_run_url: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    created_by: str = ""
+
+
+@dataclass
+class Deployment:
+    id: str
+    service: str
+    environment: str
+    pull_request: int
+    artifact_id: str
+    cluster: str
+    deployment_type: str
+    stack_name: str
+    state: State = State.QUEUED
+    reason: str = ""
+    request_id: str = ""
+    # Fingerprint of the request body, to tell a retry from a reused key.
+    request_hash: str = ""
+    status_message: str = ""
+    agent_id: str = ""
+    attempt: int = 0
+    epoch: int = 0
+    lease_id: str = ""
+    lease_expires: float = 0.0
+    # Highest progress sequence stored from the current lease's agent.
+    agent_sequence: int = 0
+    last_sequence: int = 0
+    cancel_requested: bool = False
+    created_by: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float = 0.0
+    manifest_revision: str = ""
+    # What the agent needs beyond the deployment itself (resolved manifest), kept so
+    # that a redelivery sends exactly what the first delivery sent.
+    converge_timeout: float = 300.0
+    stack_files: list[str] = field(default_factory=list)
+    image_services: list[str] = field(default_factory=list)
+    seq: int = 0  # storage order, newest highest
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """At most one deployment is active per key."""
+        return (self.service, self.environment, self.pull_request)
+
+
+@dataclass
+class Event:
+    deployment_id: str
+    sequence: int
+    type: EventType
+    state: State
+    phase: str = ""
+    message: str = ""
+    agent_id: str = ""
+    attempt: int = 0
+    time: float = 0.0
+
+
+@dataclass
+class Cluster:
+    id: str
+    environments: list[str]
+    created_at: float = 0.0
+
+
+@dataclass
+class TokenRecord:
+    id: str
+    name: str
+    role: Role
+    secret_hash: str
+    cluster: str = ""
+    services: list[str] = field(default_factory=list)
+    environments: list[str] = field(default_factory=list)
+    created_at: float = 0.0
+    expires_at: float = 0.0  # 0: never
+    revoked_at: float = 0.0  # 0: not revoked
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as established by their token."""
+
+    token_id: str
+    name: str
+    role: Role
+    cluster: str = ""
+    services: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+
+
+@dataclass
+class AgentRecord:
+    agent_id: str
+    cluster: str
+    version: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    connected_at: float = 0.0
+    last_seen_at: float = 0.0
+    connected: bool = False
+    leases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditEntry:
+    time: float
+    token_id: str
+    token_name: str
+    action: str
+    target: str
+    outcome: str
+    detail: str = ""
+    peer: str = ""

@@ -1,0 +1,36 @@
+"""What callers ask for, already out of protobuf, not yet validated."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class ArtifactInput:
+    artifact_name: str
+    kind: int
+    ref: str
+    digest: str
+    tags: list[str] = field(default_factory=list)
+    git_repo: str = ""
+    git_commit: str = ""
+    ci_run_url: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentInput:
+    service: str
+    environment: str
+    artifact: str
+    pull_request: int = 0
+    reason: str = ""
+    request_id: str = ""
+
+    def fingerprint(self) -> str:
+        """Identifies the body of the request, to tell a retry from a reused request_id."""
+        body = asdict(self)
+        body.pop("request_id")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

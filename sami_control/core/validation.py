@@ -1,0 +1,171 @@
+"""Input validation at the edge. Each check raises InvalidArgument naming the field.
+
+Names are deliberately narrow (lower-case ASCII): they become stack names, labels and
+folder names, where homoglyphs, zero-width characters or `../` would be dangerous.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlparse
+
+from sami_control.core.errors import InvalidArgument
+from sami_control.core.model import ENVIRONMENTS
+
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?")
+_ARTIFACT_NAME = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+_COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+_LABEL_KEY = re.compile(r"[a-z0-9](?:[a-z0-9._/-]{0,62}[a-z0-9])?")
+# Docker reference grammar (distribution/reference), restricted to what Sami deploys:
+# optional registry host[:port], lower-case path components, then @sha256:<64 hex>.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?/)"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+_IMAGE_REF = re.compile(
+    rf"(?P<repo>{_HOST}?{_PATH})(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?"
+    r"@(?P<digest>sha256:[0-9a-f]{64})"
+)
+
+MAX_REF = 512
+MAX_TEXT = 1000
+
+
+def name(field: str, value: str, what: str = "name") -> str:
+    if not value:
+        raise InvalidArgument(field, f"{what} is required")
+    if len(value) > 63:
+        raise InvalidArgument(field, f"{what} is longer than 63 characters")
+    if not _NAME.fullmatch(value):
+        raise InvalidArgument(
+            field,
+            f"{what} {value!r} must be lower-case letters, digits, '-' or '_', "
+            "starting and ending with a letter or digit",
+        )
+    return value
+
+
+def environment(field: str, value: str) -> str:
+    if value == "prod":
+        raise InvalidArgument(field, "use 'production' ('prod' is only a folder alias)")
+    if value not in ENVIRONMENTS:
+        raise InvalidArgument(
+            field, f"environment {value!r} is not one of {', '.join(ENVIRONMENTS)}"
+        )
+    return value
+
+
+def pull_request(field: str, env: str, value: int) -> int:
+    if env == "pull_request":
+        if value <= 0:
+            raise InvalidArgument(field, "a pull_request deployment needs its PR number (> 0)")
+        if value > 10**9:
+            raise InvalidArgument(field, "PR number is too large")
+    elif value != 0:
+        raise InvalidArgument(field, "a PR number is only allowed with environment pull_request")
+    return value
+
+
+def artifact_name(field: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "artifact name is required")
+    if len(value) > 200:
+        raise InvalidArgument(field, "artifact name is longer than 200 characters")
+    if not _ARTIFACT_NAME.fullmatch(value):
+        raise InvalidArgument(
+            field,
+            f"artifact name {value!r} must be lower-case letters and digits separated by "
+            "'.', '_', '-' or '/'",
+        )
+    return value
+
+
+def digest(field: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "digest is required (sha256:<64 hex>)")
+    if not _DIGEST.fullmatch(value):
+        if value.lower() != value and _DIGEST.fullmatch(value.lower()):
+            raise InvalidArgument(field, "digest must be lower-case hex")
+        algo = value.split(":", 1)[0] if ":" in value else ""
+        if algo and algo != "sha256":
+            raise InvalidArgument(field, f"digest algorithm {algo!r} is not supported (sha256)")
+        raise InvalidArgument(field, "digest must be sha256:<64 lower-case hex characters>")
+    return value
+
+
+def image_ref(field: str, value: str) -> tuple[str, str]:
+    """An image reference pinned by digest; returns (repository, digest)."""
+    if not value:
+        raise InvalidArgument(field, "ref is required (registry/repo@sha256:<64 hex>)")
+    if len(value) > MAX_REF:
+        raise InvalidArgument(field, f"ref is longer than {MAX_REF} characters")
+    m = _IMAGE_REF.fullmatch(value)
+    if not m:
+        if "@" not in value:
+            raise InvalidArgument(
+                field, f"ref {value!r} is not pinned by digest: use repo@sha256:<64 hex>"
+            )
+        raise InvalidArgument(field, f"ref {value!r} is not a valid image reference")
+    return m.group("repo"), m.group("digest")
+
+
+def url(field: str, value: str) -> str:
+    text(field, value, limit=MAX_REF)
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InvalidArgument(field, f"{value!r} is not an http(s) URL")
+    return value
+
+
+def text(field: str, value: str, limit: int = MAX_TEXT) -> str:
+    """Free text: bounded, and no control or invisible formatting characters (which can
+    hide what a log line or a CLI listing really says)."""
+    if len(value) > limit:
+        raise InvalidArgument(field, f"longer than {limit} characters")
+    for ch in value:
+        if ch in "\t":
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            raise InvalidArgument(
+                field, f"contains the control or invisible character U+{ord(ch):04X}"
+            )
+    return value
+
+
+def tags(field: str, values: Iterable[str]) -> list[str]:
+    out = list(values)
+    if len(out) > 50:
+        raise InvalidArgument(field, "more than 50 tags")
+    for i, t in enumerate(out):
+        if not _TAG.fullmatch(t):
+            raise InvalidArgument(f"{field}[{i}]", f"tag {t!r} is not a valid tag")
+    return sorted(set(out))
+
+
+def labels(field: str, values: Mapping[str, str]) -> dict[str, str]:
+    if len(values) > 64:
+        raise InvalidArgument(field, "more than 64 labels")
+    for k, v in values.items():
+        if not _LABEL_KEY.fullmatch(k):
+            raise InvalidArgument(f"{field}[{k!r}]", "label key must be lower-case [a-z0-9._/-]")
+        text(f"{field}[{k!r}]", v, limit=256)
+    return dict(values)
+
+
+def commit(field: str, value: str) -> str:
+    if value and not _COMMIT.fullmatch(value):
+        raise InvalidArgument(field, "commit must be a full lower-case hex sha (40 characters)")
+    return value
+
+
+def request_id(field: str, value: str) -> str:
+    if value and not _REQUEST_ID.fullmatch(value):
+        raise InvalidArgument(
+            field, "request_id must be 1-128 characters of letters, digits and ._:/-"
+        )
+    return value

@@ -1,0 +1,142 @@
+"""Assemble and run the gRPC server: servicers, auth, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sami.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    artifact_pb2,
+    artifact_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    deployment_pb2,
+    deployment_pb2_grpc,
+)
+from sami_control.api.auth import AuthInterceptor
+from sami_control.api.servicers import (
+    AgentServicer,
+    ArtifactServicer,
+    ClusterServicer,
+    DeploymentServicer,
+)
+from sami_control.core.controlplane import ControlPlane, Settings
+from sami_control.storage.sqlite import SQLiteStore
+
+log = structlog.get_logger("sami.control")
+
+DEFAULT_LISTEN = "127.0.0.1:7443"
+SERVICE_NAMES = [
+    artifact_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
+    cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+]
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    # Let agents keep idle streams alive with pings (they sit behind NAT).
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class ListenRefused(Exception):
+    pass
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServeConfig:
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = Path(".sami")
+    settings: Settings | None = None
+    insecure: bool = False
+    grace: float = 10.0
+
+
+class ControlServer:
+    def __init__(self, cfg: ServeConfig) -> None:
+        if not is_loopback(cfg.listen) and not cfg.insecure:
+            raise ListenRefused(
+                f"refusing to listen on {cfg.listen} without TLS: tokens would cross the "
+                "network in clear. Listen on 127.0.0.1, or pass --insecure if a trusted "
+                "proxy terminates TLS in front of Sami"
+            )
+        self.cfg = cfg
+        self.store = SQLiteStore(cfg.data_dir)
+        check = self.store.integrity_check()
+        if check != "ok":
+            raise RuntimeError(
+                f"database {self.store.path} failed its integrity check ({check}); restore "
+                "it from a backup"
+            )
+        self.core = ControlPlane(self.store, cfg.settings)
+        self.server = grpc.aio.server(
+            interceptors=[AuthInterceptor(self.core.authenticate)], options=SERVER_OPTIONS
+        )
+        artifact_pb2_grpc.add_ArtifactServiceServicer_to_server(
+            ArtifactServicer(self.core), self.server
+        )
+        deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
+            DeploymentServicer(self.core), self.server
+        )
+        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(
+            ClusterServicer(self.core), self.server
+        )
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.core), self.server)
+        self.health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, self.server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = 0
+
+    async def start(self) -> None:
+        self.port = self.server.add_insecure_port(self.cfg.listen)
+        if self.port == 0:
+            raise ListenRefused(f"could not listen on {self.cfg.listen} (in use?)")
+        await self.core.start()
+        await self.server.start()
+        for name in ["", *SERVICE_NAMES]:
+            await self.health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", listen=self.cfg.listen, port=self.port, data=str(self.cfg.data_dir))
+
+    async def stop(self) -> None:
+        log.info("stopping", grace=self.cfg.grace)
+        await self.health_servicer.enter_graceful_shutdown()
+        await self.core.stop()
+        await self.server.stop(self.cfg.grace)
+        self.store.close()
+
+    async def run_until_signalled(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.stop()

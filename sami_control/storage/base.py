@@ -1,0 +1,116 @@
+"""The storage interface. Every method runs inside a transaction (`Store.tx()`): the core
+composes several reads and writes and they commit together or not at all, which is how a
+rejected request writes nothing and an event is durable before it is published."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+
+from sami_control.core.model import (
+    AgentRecord,
+    Artifact,
+    AuditEntry,
+    Cluster,
+    Deployment,
+    Event,
+    State,
+    TokenRecord,
+)
+
+
+class Tx(abc.ABC):
+    # tokens
+    @abc.abstractmethod
+    def insert_token(self, t: TokenRecord) -> None: ...
+    @abc.abstractmethod
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenRecord]: ...
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str, at: float) -> bool: ...
+
+    # clusters
+    @abc.abstractmethod
+    def insert_cluster(self, c: Cluster) -> None: ...
+    @abc.abstractmethod
+    def get_cluster(self, cluster_id: str) -> Cluster | None: ...
+    @abc.abstractmethod
+    def list_clusters(self) -> list[Cluster]: ...
+    @abc.abstractmethod
+    def cluster_for_environment(self, environment: str) -> str | None: ...
+
+    # artifacts
+    @abc.abstractmethod
+    def insert_artifact(self, a: Artifact) -> None: ...
+    @abc.abstractmethod
+    def get_artifact(self, artifact_id: str) -> Artifact | None: ...
+    @abc.abstractmethod
+    def find_artifact(self, artifact_name: str, digest: str) -> Artifact | None: ...
+    @abc.abstractmethod
+    def find_artifacts_by_digest(self, digest: str) -> list[Artifact]: ...
+    @abc.abstractmethod
+    def list_artifacts(
+        self, artifact_name: str, before_seq: int, limit: int
+    ) -> list[tuple[int, Artifact]]: ...
+
+    # deployments
+    @abc.abstractmethod
+    def insert_deployment(self, d: Deployment) -> None: ...
+    @abc.abstractmethod
+    def update_deployment(self, d: Deployment) -> None: ...
+    @abc.abstractmethod
+    def get_deployment(self, deployment_id: str) -> Deployment | None: ...
+    @abc.abstractmethod
+    def get_deployment_by_request_id(self, request_id: str) -> Deployment | None: ...
+    @abc.abstractmethod
+    def list_deployments(
+        self,
+        service: str,
+        environment: str,
+        state: State | None,
+        before_seq: int,
+        limit: int,
+    ) -> list[Deployment]: ...
+    @abc.abstractmethod
+    def deployments_in_states(
+        self, states: Sequence[State], cluster: str | None = None
+    ) -> list[Deployment]:
+        """Oldest first."""
+
+    # events
+    @abc.abstractmethod
+    def append_event(self, e: Event) -> None: ...
+    @abc.abstractmethod
+    def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]: ...
+
+    # agents
+    @abc.abstractmethod
+    def upsert_agent(self, a: AgentRecord) -> None: ...
+    @abc.abstractmethod
+    def list_agents(self, cluster: str) -> list[AgentRecord]: ...
+
+    # audit
+    @abc.abstractmethod
+    def append_audit(self, entry: AuditEntry) -> None: ...
+    @abc.abstractmethod
+    def list_audit(self, since: float, limit: int) -> list[AuditEntry]: ...
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def tx(self) -> AbstractContextManager[Tx]:
+        """A read-write transaction: commits on normal exit, rolls back on an exception."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def iter_events(self, deployment_id: str, after: int, page: int = 500) -> Iterator[Event]:
+        while True:
+            with self.tx() as tx:
+                batch = tx.events_after(deployment_id, after, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].sequence

@@ -1,0 +1,407 @@
+"""SQLite storage: one file in the data folder, WAL mode.
+
+Durability: `synchronous=FULL` so an acknowledged write survives not only kill -9 (which WAL
+with NORMAL already survives) but also a power cut or kernel crash; it costs one fsync per
+commit, which the benchmarks measure. Every write transaction is `BEGIN IMMEDIATE`, taking the
+write lock up front so two writers never deadlock upgrading a read lock.
+
+The connection is used from one thread at a time (the control plane's event loop, or an
+offline CLI command). Other processes may open the same file: WAL lets them read while the
+server writes, and busy_timeout makes a writer wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sami_control.core.model import (
+    AgentRecord,
+    Artifact,
+    ArtifactKind,
+    AuditEntry,
+    Cluster,
+    Deployment,
+    Event,
+    EventType,
+    Role,
+    State,
+    TokenRecord,
+)
+from sami_control.storage.base import Store, Tx
+
+# Migrations are append-only: never edit one that has shipped, add the next.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, secret_hash TEXT NOT NULL,
+        cluster TEXT NOT NULL, services TEXT NOT NULL, environments TEXT NOT NULL,
+        created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL NOT NULL
+    );
+    CREATE TABLE clusters (id TEXT PRIMARY KEY, created_at REAL NOT NULL);
+    CREATE TABLE cluster_environments (
+        environment TEXT PRIMARY KEY, cluster TEXT NOT NULL REFERENCES clusters(id)
+    );
+    CREATE TABLE artifacts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        artifact_name TEXT NOT NULL, kind INTEGER NOT NULL, ref TEXT NOT NULL,
+        digest TEXT NOT NULL, tags TEXT NOT NULL, git_repo TEXT NOT NULL,
+        git_commit TEXT NOT NULL, ci_run_url TEXT NOT NULL, labels TEXT NOT NULL,
+        created_at REAL NOT NULL, created_by TEXT NOT NULL,
+        UNIQUE (artifact_name, digest)
+    );
+    CREATE INDEX artifacts_digest ON artifacts(digest);
+    CREATE TABLE deployments (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        service TEXT NOT NULL, environment TEXT NOT NULL, pull_request INTEGER NOT NULL,
+        artifact_id TEXT NOT NULL REFERENCES artifacts(id), cluster TEXT NOT NULL,
+        deployment_type TEXT NOT NULL, stack_name TEXT NOT NULL, state INTEGER NOT NULL,
+        reason TEXT NOT NULL, request_id TEXT, request_hash TEXT NOT NULL,
+        status_message TEXT NOT NULL, agent_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+        epoch INTEGER NOT NULL, lease_id TEXT NOT NULL, lease_expires REAL NOT NULL,
+        agent_sequence INTEGER NOT NULL, last_sequence INTEGER NOT NULL,
+        cancel_requested INTEGER NOT NULL, created_by TEXT NOT NULL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL NOT NULL,
+        manifest_revision TEXT NOT NULL, converge_timeout REAL NOT NULL,
+        stack_files TEXT NOT NULL, image_services TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX deployments_request_id ON deployments(request_id)
+        WHERE request_id IS NOT NULL;
+    CREATE INDEX deployments_state ON deployments(state, cluster);
+    CREATE INDEX deployments_service ON deployments(service, environment);
+    CREATE TABLE events (
+        deployment_id TEXT NOT NULL, sequence INTEGER NOT NULL, type INTEGER NOT NULL,
+        state INTEGER NOT NULL, phase TEXT NOT NULL, message TEXT NOT NULL,
+        agent_id TEXT NOT NULL, attempt INTEGER NOT NULL, time REAL NOT NULL,
+        PRIMARY KEY (deployment_id, sequence)
+    ) WITHOUT ROWID;
+    CREATE TABLE agents (
+        agent_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, version TEXT NOT NULL,
+        capabilities TEXT NOT NULL, connected_at REAL NOT NULL, last_seen_at REAL NOT NULL
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, token_id TEXT NOT NULL,
+        token_name TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+        outcome TEXT NOT NULL, detail TEXT NOT NULL, peer TEXT NOT NULL
+    );
+    """,
+]
+
+_DEPLOYMENT_COLUMNS = [f.name for f in dataclasses.fields(Deployment) if f.name != "seq"]
+_JSON_FIELDS = {
+    "stack_files",
+    "image_services",
+    "tags",
+    "labels",
+    "services",
+    "environments",
+    "capabilities",
+}
+
+T = TypeVar("T")
+
+
+def _enc(name: str, value: Any) -> Any:
+    if name in _JSON_FIELDS:
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, bool):
+        return int(value)
+    if name == "request_id" and value == "":
+        return None  # NULLs don't collide in the unique index
+    return value
+
+
+def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    for k in list(d):
+        if k in _JSON_FIELDS:
+            d[k] = json.loads(d[k])
+    return d
+
+
+def _deployment(row: sqlite3.Row) -> Deployment:
+    d = _row_dict(row)
+    d["state"] = State(d["state"])
+    d["cancel_requested"] = bool(d["cancel_requested"])
+    d["request_id"] = d["request_id"] or ""
+    return Deployment(**d)
+
+
+def _artifact(row: sqlite3.Row) -> Artifact:
+    d = _row_dict(row)
+    d.pop("seq", None)
+    d["kind"] = ArtifactKind(d["kind"])
+    return Artifact(**d)
+
+
+def _event(row: sqlite3.Row) -> Event:
+    d = dict(row)
+    d["type"] = EventType(d["type"])
+    d["state"] = State(d["state"])
+    return Event(**d)
+
+
+def _token(row: sqlite3.Row) -> TokenRecord:
+    d = _row_dict(row)
+    d["role"] = Role(d["role"])
+    return TokenRecord(**d)
+
+
+class SQLiteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.c = conn
+
+    # tokens
+    def insert_token(self, t: TokenRecord) -> None:
+        self._insert("tokens", dataclasses.asdict(t))
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        row = self.c.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        return _token(row) if row else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [_token(r) for r in self.c.execute("SELECT * FROM tokens ORDER BY created_at")]
+
+    def revoke_token(self, token_id: str, at: float) -> bool:
+        cur = self.c.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at = 0", (at, token_id)
+        )
+        return cur.rowcount == 1
+
+    # clusters
+    def insert_cluster(self, c: Cluster) -> None:
+        self.c.execute("INSERT INTO clusters (id, created_at) VALUES (?, ?)", (c.id, c.created_at))
+        self.c.executemany(
+            "INSERT INTO cluster_environments (environment, cluster) VALUES (?, ?)",
+            [(e, c.id) for e in c.environments],
+        )
+
+    def get_cluster(self, cluster_id: str) -> Cluster | None:
+        row = self.c.execute("SELECT * FROM clusters WHERE id = ?", (cluster_id,)).fetchone()
+        if not row:
+            return None
+        envs = [
+            r[0]
+            for r in self.c.execute(
+                "SELECT environment FROM cluster_environments WHERE cluster = ? "
+                "ORDER BY environment",
+                (cluster_id,),
+            )
+        ]
+        return Cluster(id=row["id"], environments=envs, created_at=row["created_at"])
+
+    def list_clusters(self) -> list[Cluster]:
+        ids = [r[0] for r in self.c.execute("SELECT id FROM clusters ORDER BY id")]
+        return [c for i in ids if (c := self.get_cluster(i))]
+
+    def cluster_for_environment(self, environment: str) -> str | None:
+        row = self.c.execute(
+            "SELECT cluster FROM cluster_environments WHERE environment = ?", (environment,)
+        ).fetchone()
+        return row[0] if row else None
+
+    # artifacts
+    def insert_artifact(self, a: Artifact) -> None:
+        self._insert("artifacts", dataclasses.asdict(a))
+
+    def get_artifact(self, artifact_id: str) -> Artifact | None:
+        row = self.c.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
+        return _artifact(row) if row else None
+
+    def find_artifact(self, artifact_name: str, digest: str) -> Artifact | None:
+        row = self.c.execute(
+            "SELECT * FROM artifacts WHERE artifact_name = ? AND digest = ?",
+            (artifact_name, digest),
+        ).fetchone()
+        return _artifact(row) if row else None
+
+    def find_artifacts_by_digest(self, digest: str) -> list[Artifact]:
+        rows = self.c.execute("SELECT * FROM artifacts WHERE digest = ? ORDER BY seq", (digest,))
+        return [_artifact(r) for r in rows]
+
+    def list_artifacts(
+        self, artifact_name: str, before_seq: int, limit: int
+    ) -> list[tuple[int, Artifact]]:
+        sql = "SELECT * FROM artifacts WHERE seq < ?"
+        args: list[Any] = [before_seq]
+        if artifact_name:
+            sql += " AND artifact_name = ?"
+            args.append(artifact_name)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [(r["seq"], _artifact(r)) for r in self.c.execute(sql, args)]
+
+    # deployments
+    def insert_deployment(self, d: Deployment) -> None:
+        row = {k: getattr(d, k) for k in _DEPLOYMENT_COLUMNS}
+        self._insert("deployments", row)
+        d.seq = self.c.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+    def update_deployment(self, d: Deployment) -> None:
+        cols = [c for c in _DEPLOYMENT_COLUMNS if c != "id"]
+        self.c.execute(
+            f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
+            [_enc(c, getattr(d, c)) for c in cols] + [d.id],
+        )
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        row = self.c.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+        return _deployment(row) if row else None
+
+    def get_deployment_by_request_id(self, request_id: str) -> Deployment | None:
+        row = self.c.execute(
+            "SELECT * FROM deployments WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return _deployment(row) if row else None
+
+    def list_deployments(
+        self, service: str, environment: str, state: State | None, before_seq: int, limit: int
+    ) -> list[Deployment]:
+        sql = "SELECT * FROM deployments WHERE seq < ?"
+        args: list[Any] = [before_seq]
+        for col, val in (("service", service), ("environment", environment)):
+            if val:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(int(state))
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [_deployment(r) for r in self.c.execute(sql, args)]
+
+    def deployments_in_states(
+        self, states: Sequence[State], cluster: str | None = None
+    ) -> list[Deployment]:
+        sql = f"SELECT * FROM deployments WHERE state IN ({','.join('?' * len(states))})"
+        args: list[Any] = [int(s) for s in states]
+        if cluster is not None:
+            sql += " AND cluster = ?"
+            args.append(cluster)
+        sql += " ORDER BY seq"
+        return [_deployment(r) for r in self.c.execute(sql, args)]
+
+    # events
+    def append_event(self, e: Event) -> None:
+        self._insert("events", dataclasses.asdict(e))
+
+    def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]:
+        rows = self.c.execute(
+            "SELECT * FROM events WHERE deployment_id = ? AND sequence > ? "
+            "ORDER BY sequence LIMIT ?",
+            (deployment_id, after, limit),
+        )
+        return [_event(r) for r in rows]
+
+    # agents
+    def upsert_agent(self, a: AgentRecord) -> None:
+        row = {k: v for k, v in dataclasses.asdict(a).items() if k not in ("connected", "leases")}
+        cols = list(row)
+        self.c.execute(
+            f"INSERT INTO agents ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT(agent_id) DO UPDATE SET "
+            f"{', '.join(f'{c} = excluded.{c}' for c in cols if c != 'agent_id')}",
+            [_enc(c, row[c]) for c in cols],
+        )
+
+    def list_agents(self, cluster: str) -> list[AgentRecord]:
+        sql = "SELECT * FROM agents"
+        args: list[Any] = []
+        if cluster:
+            sql += " WHERE cluster = ?"
+            args.append(cluster)
+        return [
+            AgentRecord(**_row_dict(r)) for r in self.c.execute(sql + " ORDER BY agent_id", args)
+        ]
+
+    # audit
+    def append_audit(self, entry: AuditEntry) -> None:
+        self._insert("audit", dataclasses.asdict(entry))
+
+    def list_audit(self, since: float, limit: int) -> list[AuditEntry]:
+        rows = self.c.execute(
+            "SELECT * FROM audit WHERE time >= ? ORDER BY seq LIMIT ?", (since, limit)
+        )
+        out = []
+        for r in rows:
+            d = dict(r)
+            d.pop("seq")
+            out.append(AuditEntry(**d))
+        return out
+
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
+        cols = list(row)
+        self.c.execute(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [_enc(c, row[c]) for c in cols],
+        )
+
+
+class SQLiteStore(Store):
+    FILE_NAME = "sami.db"
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.data_dir / self.FILE_NAME
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "foreign_keys=ON",
+            "busy_timeout=30000",
+        ):
+            self._conn.execute(f"PRAGMA {pragma}")
+        os.chmod(self.path, 0o600)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise RuntimeError(
+                        f"{self.path} was written by a newer Sami (schema {version}); "
+                        "upgrade sami-control"
+                    )
+                for i in range(version, len(MIGRATIONS)):
+                    for stmt in MIGRATIONS[i].split(";"):
+                        if stmt.strip():
+                            self._conn.execute(stmt)
+                self._conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return str(self._conn.execute("PRAGMA quick_check").fetchone()[0])
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SQLiteTx(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
