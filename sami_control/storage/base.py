@@ -20,6 +20,11 @@ from sami_control.core.model import (
 )
 
 
+class Conflict(Exception):
+    """A write broke a uniqueness rule (same id, same request_id, same event sequence).
+    Backends translate their own integrity errors into this one."""
+
+
 class Tx(abc.ABC):
     # tokens
     @abc.abstractmethod

@@ -35,7 +35,7 @@ from sami_control.core.model import (
     State,
     TokenRecord,
 )
-from sami_control.storage.base import Store, Tx
+from sami_control.storage.base import Conflict, Store, Tx
 
 # Migrations are append-only: never edit one that has shipped, add the next.
 MIGRATIONS: list[str] = [
@@ -397,6 +397,9 @@ class SQLiteStore(Store):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield SQLiteTx(self._conn)
+            except sqlite3.IntegrityError as exc:
+                self._conn.execute("ROLLBACK")
+                raise Conflict(str(exc)) from exc
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

@@ -1,0 +1,432 @@
+"""The domain core in-process (no grpc): state machine, leases, fencing, supersede, cancel,
+idempotency. A fake clock makes lease expiry exact; the store is a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sami_control.core.agents import (
+    AgentSession,
+    AssignCommand,
+    CancelCommand,
+    Command,
+    DoneCommand,
+    HeldLease,
+    RevokeCommand,
+)
+from sami_control.core.controlplane import ControlPlane, Settings, create_cluster
+from sami_control.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from sami_control.core.model import (
+    ArtifactKind,
+    Deployment,
+    Event,
+    EventType,
+    Outcome,
+    Principal,
+    Role,
+    State,
+)
+from sami_control.core.requests import ArtifactInput, DeploymentInput
+from sami_control.storage.sqlite import SQLiteStore
+
+ADMIN = Principal("t0", "admin", Role.ADMIN)
+AGENT_C1 = Principal("t1", "agent-c1", Role.AGENT, cluster="c1")
+AGENT_C2 = Principal("t2", "agent-c2", Role.AGENT, cluster="c2")
+REF = "127.0.0.1:5000/web@sha256:" + "a" * 64
+REF2 = "127.0.0.1:5000/web@sha256:" + "b" * 64
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    store = SQLiteStore(tmp_path / "data")
+    clock = Clock()
+    cp = ControlPlane(store, Settings(lease_ttl=30, ack_timeout=10, max_attempts=3), clock)
+    create_cluster(store, "c1", ["stage", "production"], clock(), ADMIN)
+    create_cluster(store, "c2", ["pull_request"], clock(), ADMIN)
+    cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+    cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF2, ""))
+    yield cp, clock
+    store.close()
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def tick(cp: ControlPlane) -> None:
+    """One pass of the background loop: expire leases, then dispatch."""
+    cp._apply(cp._expire_leases())
+    cp._apply(cp._dispatch())
+
+
+def drain(s: AgentSession) -> list[Command]:
+    out = []
+    while not s.outbox.empty():
+        out.append(s.outbox.get_nowait())
+    return out
+
+
+def connect(
+    cp: ControlPlane, agent_id: str, who: Principal = AGENT_C1, held: list[HeldLease] | None = None
+) -> AgentSession:
+    session, _ = cp.agent_connect(who, agent_id, "test", ["swarm"], held or [])
+    return session
+
+
+def deploy(cp: ControlPlane, ref: str = REF, **kw: object) -> Deployment:
+    args: dict[str, object] = {"service": "web", "environment": "stage", "artifact": ref}
+    args.update(kw)
+    return cp.create_deployment(ADMIN, DeploymentInput(**args))  # type: ignore[arg-type]
+
+
+def events(cp: ControlPlane, d: Deployment) -> list[Event]:
+    return list(cp.store.iter_events(d.id, 0))
+
+
+def states(cp: ControlPlane, d: Deployment) -> list[str]:
+    return [e.state.name for e in events(cp, d) if e.type is EventType.STATE_CHANGED]
+
+
+def get(cp: ControlPlane, d: Deployment) -> Deployment:
+    return cp.get_deployment(ADMIN, d.id)
+
+
+def test_happy_path_lifecycle(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    d = deploy(cp, reason="release 1.2")
+    assert d.state is State.QUEUED and d.stack_name == "stage_web" and d.cluster == "c1"
+    a = connect(cp, "a1")
+    tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand) and cmd.deployment.id == d.id
+    assert cmd.artifact.ref == REF and cmd.deployment.attempt == 1
+    lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
+    cp.agent_ack(a, d.id, lease, epoch)
+    for seq in (1, 2, 2, 3, 1):  # duplicates are ignored
+        cp.agent_progress(a, d.id, lease, epoch, seq, "converge", f"step {seq}")
+    cp.agent_result(a, d.id, lease, epoch, Outcome.SUCCEEDED, "")
+    assert isinstance(drain(a)[-1], DoneCommand)
+    assert states(cp, d) == ["QUEUED", "ASSIGNED", "IN_PROGRESS", "SUCCEEDED"]
+    progress = [e.message for e in events(cp, d) if e.type is EventType.PROGRESS]
+    assert progress == ["step 1", "step 2", "step 3"]
+    seqs = [e.sequence for e in events(cp, d)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    # A result sent again after a reconnect is acknowledged, not applied twice.
+    cp.agent_result(a, d.id, lease, epoch, Outcome.FAILED, "late")
+    assert isinstance(drain(a)[-1], DoneCommand)
+    assert get(cp, d).state is State.SUCCEEDED
+
+
+def test_no_cluster_serves_environment(env: tuple[ControlPlane, Clock], tmp_path: Path) -> None:
+    _cp, _ = env
+    store = SQLiteStore(tmp_path / "other")
+    cp2 = ControlPlane(store)
+    cp2.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+    with pytest.raises(FailedPrecondition, match="sami cluster create NAME --env stage"):
+        deploy(cp2)
+    assert cp2.list_deployments(ADMIN, "", "", None, 0, "")[0] == []
+    store.close()
+
+
+def test_request_id_idempotency(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    d1 = deploy(cp, request_id="ci-run-7")
+    d2 = deploy(cp, request_id="ci-run-7")
+    assert d1.id == d2.id
+    with pytest.raises(AlreadyExists, match="different request"):
+        deploy(cp, ref=REF2, request_id="ci-run-7")
+    assert len(cp.list_deployments(ADMIN, "", "", None, 0, "")[0]) == 1
+
+
+def test_bad_input_names_the_field_and_writes_nothing(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    cases = [
+        ({"service": "Web"}, "service"),
+        ({"service": ""}, "service"),
+        ({"service": "web\u200b"}, "service"),
+        ({"environment": "prod"}, "environment"),
+        ({"environment": "qa"}, "environment"),
+        ({"pull_request": 3}, "pull_request"),
+        ({"environment": "pull_request"}, "pull_request"),
+        ({"artifact": "web:latest"}, "artifact"),
+        ({"artifact": "web@sha256:XYZ"}, "artifact"),
+        ({"reason": "a\u202eb"}, "reason"),
+        ({"request_id": "../x"}, "request_id"),
+    ]
+    for override, field in cases:
+        with pytest.raises(InvalidArgument) as ei:
+            deploy(cp, **override)
+        assert ei.value.violations[0][0] == field, override
+    with pytest.raises(NotFound, match="sami artifact register"):
+        deploy(cp, ref="127.0.0.1:5000/web@sha256:" + "f" * 64)
+    assert cp.list_deployments(ADMIN, "", "", None, 0, "")[0] == []
+
+
+def test_newer_request_supersedes_queued_one(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    d1 = deploy(cp)
+    d2 = deploy(cp, ref=REF2)
+    other_env = deploy(cp, environment="production")
+    assert get(cp, d1).state is State.SUPERSEDED
+    assert get(cp, d1).status_message == f"superseded by {d2.id}"
+    assert get(cp, d2).state is State.QUEUED
+    assert get(cp, other_env).state is State.QUEUED
+
+
+def test_one_active_deployment_per_service_and_environment(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a1, a2 = connect(cp, "a1"), connect(cp, "a2")
+    d1 = deploy(cp)
+    tick(cp)
+    d2 = deploy(cp, ref=REF2)  # d1 is active, so d2 waits (and is not superseded by it)
+    tick(cp)
+    assigned = [c for c in drain(a1) + drain(a2) if isinstance(c, AssignCommand)]
+    assert [c.deployment.id for c in assigned] == [d1.id]
+    assert get(cp, d2).state is State.QUEUED
+    c = assigned[0].deployment
+    owner = a1 if c.agent_id == "a1" else a2
+    cp.agent_result(owner, d1.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    tick(cp)
+    assert get(cp, d2).state is State.ASSIGNED
+
+
+def test_lease_expiry_redelivers_with_new_epoch_and_fences_old_agent(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, clock = env
+    a1 = connect(cp, "a1")
+    d = deploy(cp)
+    tick(cp)
+    (first,) = drain(a1)
+    assert isinstance(first, AssignCommand)
+    old = first.deployment
+    cp.agent_ack(a1, d.id, old.lease_id, old.epoch)
+    cp.agent_disconnect(a1)  # the agent dies
+    a2 = connect(cp, "a2")
+    clock.t += 29
+    tick(cp)
+    assert get(cp, d).state is State.IN_PROGRESS  # the lease still runs
+    clock.t += 2
+    tick(cp)
+    (second,) = drain(a2)
+    assert isinstance(second, AssignCommand)
+    new = second.deployment
+    assert (new.attempt, new.agent_id) == (2, "a2") and new.epoch > old.epoch
+    assert new.lease_id != old.lease_id
+    # The dead agent comes back: its lease is not resumed, its late reports are refused.
+    a1b, resumed = cp.agent_connect(
+        AGENT_C1, "a1", "test", ["swarm"], [HeldLease(d.id, old.lease_id, old.epoch)]
+    )
+    assert resumed == []
+    cp.agent_progress(a1b, d.id, old.lease_id, old.epoch, 9, "apply", "late")
+    cp.agent_result(a1b, d.id, old.lease_id, old.epoch, Outcome.FAILED, "late")
+    assert all(isinstance(c, RevokeCommand) for c in drain(a1b))
+    assert get(cp, d).state is State.ASSIGNED
+    assert "late" not in [e.message for e in events(cp, d)]
+    cp.agent_ack(a2, d.id, new.lease_id, new.epoch)
+    cp.agent_result(a2, d.id, new.lease_id, new.epoch, Outcome.SUCCEEDED, "")
+    assert states(cp, d) == [
+        "QUEUED",
+        "ASSIGNED",
+        "IN_PROGRESS",
+        "QUEUED",
+        "ASSIGNED",
+        "IN_PROGRESS",
+        "SUCCEEDED",
+    ]
+
+
+def test_unacked_assignment_is_offered_again_then_fails_after_max_attempts(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, clock = env
+    a1 = connect(cp, "a1")
+    d = deploy(cp)
+    for attempt in (1, 2, 3):
+        tick(cp)
+        assert get(cp, d).attempt == attempt
+        clock.t += 11  # past the ack timeout
+    tick(cp)
+    final = get(cp, d)
+    assert final.state is State.FAILED
+    assert "gave up after 3 attempts" in final.status_message
+    assert sum(isinstance(c, AssignCommand) for c in drain(a1)) == 3
+
+
+def test_reconnect_resumes_held_lease(env: tuple[ControlPlane, Clock]) -> None:
+    cp, clock = env
+    a1 = connect(cp, "a1")
+    d = deploy(cp)
+    tick(cp)
+    (cmd,) = drain(a1)
+    assert isinstance(cmd, AssignCommand)
+    lease = HeldLease(d.id, cmd.deployment.lease_id, cmd.deployment.epoch)
+    cp.agent_ack(a1, *lease.__dict__.values())
+    cp.agent_disconnect(a1)
+    clock.t += 20
+    a1b, resumed = cp.agent_connect(AGENT_C1, "a1", "test", ["swarm"], [lease])
+    assert resumed == [lease]
+    clock.t += 20  # past the original expiry: the reconnect renewed it
+    tick(cp)
+    assert get(cp, d).state is State.IN_PROGRESS
+    cp.agent_result(a1b, d.id, lease.lease_id, lease.epoch, Outcome.ROLLED_BACK, "health")
+    assert get(cp, d).state is State.ROLLED_BACK
+    assert get(cp, d).status_message == "health"
+
+
+def test_restarted_agent_without_its_lease_gets_work_requeued_at_once(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a1 = connect(cp, "a1")
+    deploy(cp)
+    tick(cp)
+    drain(a1)
+    cp.agent_disconnect(a1)
+    a1b = connect(cp, "a1")  # restarted: holds nothing
+    tick(cp)
+    (cmd,) = [c for c in drain(a1b) if isinstance(c, AssignCommand)]
+    assert cmd.deployment.attempt == 2
+
+
+def test_agent_cannot_touch_another_clusters_deployment(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a1 = connect(cp, "a1")
+    d = deploy(cp)
+    tick(cp)
+    (cmd,) = drain(a1)
+    assert isinstance(cmd, AssignCommand)
+    intruder = connect(cp, "b1", AGENT_C2)
+    with pytest.raises(PermissionDenied):
+        cp.agent_ack(intruder, d.id, cmd.deployment.lease_id, cmd.deployment.epoch)
+    with pytest.raises(PermissionDenied):
+        cp.agent_result(
+            intruder, d.id, cmd.deployment.lease_id, cmd.deployment.epoch, Outcome.SUCCEEDED, ""
+        )
+    assert get(cp, d).state is State.ASSIGNED
+
+
+def test_cancel_queued_and_in_progress(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _clock = env
+    d1 = deploy(cp)
+    assert cp.cancel_deployment(ADMIN, d1.id, "oops").state is State.CANCELLED
+    with pytest.raises(FailedPrecondition, match="already ended"):
+        cp.cancel_deployment(ADMIN, d1.id, "")
+    a1 = connect(cp, "a1")
+    d2 = deploy(cp, ref=REF2)
+    tick(cp)
+    (cmd,) = drain(a1)
+    assert isinstance(cmd, AssignCommand)
+    c = cmd.deployment
+    cp.agent_ack(a1, d2.id, c.lease_id, c.epoch)
+    after = cp.cancel_deployment(ADMIN, d2.id, "stop")
+    assert after.state is State.IN_PROGRESS and after.cancel_requested
+    (cancel,) = drain(a1)
+    assert isinstance(cancel, CancelCommand) and cancel.deployment_id == d2.id
+    cp.agent_result(a1, d2.id, c.lease_id, c.epoch, Outcome.CANCELLED, "rolled back")
+    assert get(cp, d2).state is State.CANCELLED
+
+
+def test_cancel_with_lost_agent_ends_cancelled_not_redelivered(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, clock = env
+    a1 = connect(cp, "a1")
+    d = deploy(cp)
+    tick(cp)
+    cp.cancel_deployment(ADMIN, d.id, "")
+    cp.agent_disconnect(a1)
+    clock.t += 60
+    tick(cp)
+    assert get(cp, d).state is State.CANCELLED
+
+
+def test_watch_replays_then_follows_and_resumes(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    a1 = connect(cp, "a1")
+    d = deploy(cp)
+    tick(cp)
+    (cmd,) = drain(a1)
+    assert isinstance(cmd, AssignCommand)
+    c = cmd.deployment
+
+    async def collect(after: int) -> list[int]:
+        seen: list[int] = []
+        async for item in cp.watch(ADMIN, d.id, after):
+            if isinstance(item, Event):
+                seen.append(item.sequence)
+        return seen
+
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        live = asyncio.ensure_future(collect(0))
+        await asyncio.sleep(0.01)
+        cp.agent_ack(a1, d.id, c.lease_id, c.epoch)
+        for i in range(1, 4):
+            cp.agent_progress(a1, d.id, c.lease_id, c.epoch, i, "converge", str(i))
+            await asyncio.sleep(0)
+        cp.agent_result(a1, d.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+        full = await asyncio.wait_for(live, 5)
+        resumed = await asyncio.wait_for(collect(4), 5)
+        at_end = await asyncio.wait_for(collect(full[-1]), 5)
+        return full, resumed, at_end
+
+    full, resumed, at_end = asyncio.get_event_loop().run_until_complete(scenario())
+    assert full == list(range(1, 8))
+    assert resumed == [5, 6, 7]
+    assert at_end == []
+
+
+def test_watch_of_unknown_deployment(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+
+    async def first() -> object:
+        return await anext(aiter(cp.watch(ADMIN, "dep_nope", 0)))
+
+    with pytest.raises(NotFound):
+        asyncio.get_event_loop().run_until_complete(first())
+
+
+def test_restart_extends_leases_by_grace(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "d")
+        clock = Clock()
+        cp = ControlPlane(store, Settings(lease_ttl=5, restart_grace=60), clock)
+        create_cluster(store, "c1", ["stage"], clock(), ADMIN)
+        cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+        a1 = connect(cp, "a1")
+        d = deploy(cp)
+        tick(cp)
+        store.close()
+        clock.t += 30  # down for 30 s: longer than the lease
+        store2 = SQLiteStore(tmp_path / "d")
+        cp2 = ControlPlane(store2, Settings(lease_ttl=5, restart_grace=60), clock)
+        await cp2.start()
+        tick(cp2)
+        assert cp2.get_deployment(ADMIN, d.id).state is State.ASSIGNED
+        await cp2.stop()
+        store2.close()
+        del a1
+
+    asyncio.run(scenario())

@@ -1,0 +1,244 @@
+"""The storage suite: every backend runs it (SQLite today; PostgreSQL joins BACKENDS).
+
+Each test reopens the store where it matters: what a user relies on is what is still there
+after the control plane restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sami_control.core.model import (
+    AgentRecord,
+    Artifact,
+    ArtifactKind,
+    AuditEntry,
+    Cluster,
+    Deployment,
+    Event,
+    EventType,
+    Role,
+    State,
+    TokenRecord,
+)
+from sami_control.storage.base import Conflict, Store
+from sami_control.storage.sqlite import SQLiteStore
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": SQLiteStore}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    factory = BACKENDS[request.param]
+    opened: list[Store] = []
+
+    def make() -> Store:
+        s = factory(tmp_path / "data")
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+def art(i: int = 1, name: str = "web") -> Artifact:
+    return Artifact(
+        id=f"art_{i}",
+        artifact_name=name,
+        kind=ArtifactKind.IMAGE,
+        ref=f"reg/{name}@sha256:{i:064x}",
+        digest=f"sha256:{i:064x}",
+        tags=["v1"],
+        labels={"team": "a"},
+        created_at=float(i),
+    )
+
+
+def dep(
+    i: int,
+    service: str = "web",
+    env: str = "stage",
+    state: State = State.QUEUED,
+    request_id: str = "",
+) -> Deployment:
+    return Deployment(
+        id=f"dep_{i}",
+        service=service,
+        environment=env,
+        pull_request=0,
+        artifact_id="art_1",
+        cluster="c1",
+        deployment_type="swarm",
+        stack_name=f"{env}_{service}",
+        state=state,
+        request_id=request_id,
+        created_at=float(i),
+        stack_files=["a.yml"],
+        image_services=["web"],
+    )
+
+
+def seed(s: Store) -> None:
+    with s.tx() as tx:
+        tx.insert_cluster(Cluster("c1", ["production", "stage"], 1.0))
+        tx.insert_artifact(art())
+
+
+def test_data_survives_reopen(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with s.tx() as tx:
+        d = dep(1, request_id="ci-1")
+        tx.insert_deployment(d)
+        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED, time=1.0))
+    s.close()
+    s2 = open_store()
+    with s2.tx() as tx:
+        got = tx.get_deployment("dep_1")
+        assert got is not None
+        assert got.stack_files == ["a.yml"] and got.image_services == ["web"]
+        assert got.state is State.QUEUED and got.request_id == "ci-1"
+        assert tx.get_deployment_by_request_id("ci-1") == got
+        assert tx.get_artifact("art_1") == art()
+        assert tx.get_cluster("c1") == Cluster("c1", ["production", "stage"], 1.0)
+        assert [e.sequence for e in tx.events_after("dep_1", 0, 10)] == [1]
+
+
+def test_a_failed_transaction_writes_nothing(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with pytest.raises(RuntimeError), s.tx() as tx:
+        tx.insert_deployment(dep(1))
+        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
+        raise RuntimeError("boom")
+    with s.tx() as tx:
+        assert tx.get_deployment("dep_1") is None
+        assert tx.events_after("dep_1", 0, 10) == []
+
+
+def test_request_id_is_unique_but_empty_ones_are_not(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with s.tx() as tx:
+        tx.insert_deployment(dep(1, request_id="same"))
+        tx.insert_deployment(dep(2))
+        tx.insert_deployment(dep(3))
+    with pytest.raises(Conflict), s.tx() as tx:
+        tx.insert_deployment(dep(4, request_id="same"))
+
+
+def test_list_is_newest_first_with_filters_and_paging(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with s.tx() as tx:
+        for i in range(1, 8):
+            tx.insert_deployment(
+                dep(
+                    i,
+                    service="web" if i % 2 else "api",
+                    state=State.SUCCEEDED if i < 5 else State.QUEUED,
+                )
+            )
+    with s.tx() as tx:
+        all_ = tx.list_deployments("", "", None, 2**62, 100)
+        assert [d.id for d in all_] == [f"dep_{i}" for i in range(7, 0, -1)]
+        web = tx.list_deployments("web", "stage", None, 2**62, 100)
+        assert [d.id for d in web] == ["dep_7", "dep_5", "dep_3", "dep_1"]
+        page1 = tx.list_deployments("", "", None, 2**62, 3)
+        page2 = tx.list_deployments("", "", None, page1[-1].seq, 3)
+        assert [d.id for d in page1 + page2] == [f"dep_{i}" for i in range(7, 1, -1)]
+        queued = tx.deployments_in_states([State.QUEUED])
+        assert [d.id for d in queued] == ["dep_5", "dep_6", "dep_7"]  # oldest first
+        assert tx.list_deployments("", "", State.SUCCEEDED, 2**62, 100)[0].id == "dep_4"
+
+
+def test_update_round_trips_every_field(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with s.tx() as tx:
+        d = dep(1)
+        tx.insert_deployment(d)
+        d.state, d.agent_id, d.attempt, d.epoch, d.lease_id = State.IN_PROGRESS, "a1", 2, 7, "l"
+        d.lease_expires, d.agent_sequence, d.last_sequence = 99.5, 3, 9
+        d.cancel_requested, d.status_message = True, "why"
+        tx.update_deployment(d)
+    s.close()
+    with open_store().tx() as tx:
+        assert tx.get_deployment("dep_1") == d
+
+
+def test_events_page_in_order(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with s.tx() as tx:
+        tx.insert_deployment(dep(1))
+        for i in range(1, 1201):
+            tx.append_event(
+                Event("dep_1", i, EventType.PROGRESS, State.IN_PROGRESS, message=f"m{i}")
+            )
+    seqs = [e.sequence for e in s.iter_events("dep_1", 0)]
+    assert seqs == list(range(1, 1201))
+    assert [e.sequence for e in s.iter_events("dep_1", 1195)] == list(range(1196, 1201))
+
+
+def test_event_sequences_cannot_repeat(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with s.tx() as tx:
+        tx.insert_deployment(dep(1))
+        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
+    with pytest.raises(Conflict), s.tx() as tx:
+        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
+
+
+def test_tokens_clusters_agents_audit(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    t = TokenRecord(
+        id="t1",
+        name="ci",
+        role=Role.DEPLOYER,
+        secret_hash="h",
+        services=["web"],
+        environments=["stage"],
+        created_at=1.0,
+    )
+    with s.tx() as tx:
+        tx.insert_token(t)
+        tx.upsert_agent(AgentRecord("a1", "c1", "0.1", ["swarm"], 1.0, 2.0))
+        tx.upsert_agent(AgentRecord("a1", "c1", "0.2", ["swarm"], 1.0, 3.0))
+        tx.append_audit(AuditEntry(5.0, "t1", "ci", "deployment.create", "dep_1", "ok"))
+    s.close()
+    s = open_store()
+    with s.tx() as tx:
+        assert tx.get_token("t1") == t
+        assert tx.revoke_token("t1", 9.0) is True
+        assert tx.revoke_token("t1", 10.0) is False
+        assert tx.get_token("t1").revoked_at == 9.0  # type: ignore[union-attr]
+        assert tx.cluster_for_environment("stage") == "c1"
+        assert tx.cluster_for_environment("pull_request") is None
+        agents = tx.list_agents("c1")
+        assert [(a.agent_id, a.version, a.last_seen_at) for a in agents] == [("a1", "0.2", 3.0)]
+        assert [a.action for a in tx.list_audit(0, 10)] == ["deployment.create"]
+    # An environment is served by one cluster: the schema refuses a second.
+    with pytest.raises(Conflict), s.tx() as tx:
+        tx.insert_cluster(Cluster("c2", ["stage"]))
+    with s.tx() as tx:
+        assert tx.get_cluster("c2") is None
+
+
+def test_artifacts_unique_on_name_and_digest(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with pytest.raises(Conflict), s.tx() as tx:
+        a = art()
+        a.id = "art_other"
+        tx.insert_artifact(a)
+    with s.tx() as tx:
+        tx.insert_artifact(art(2, "api"))
+        assert tx.find_artifact("api", f"sha256:{2:064x}") == art(2, "api")
+        assert [a.id for _, a in tx.list_artifacts("", 2**62, 10)] == ["art_2", "art_1"]
+        assert [a.id for _, a in tx.list_artifacts("web", 2**62, 10)] == ["art_1"]
