@@ -1,0 +1,208 @@
+"""Every role against every RPC, over a real socket: who may do what is the contract that
+keeps a CI token for one service away from production."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from sami.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    artifact_pb2,
+    artifact_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    deployment_pb2,
+    deployment_pb2_grpc,
+)
+from sami_control import offline
+from tests.control.conftest import LiveServer
+
+REF = "127.0.0.1:5000/web@sha256:" + "a" * 64
+OK, DENIED, UNAUTH = "OK", "PERMISSION_DENIED", "UNAUTHENTICATED"
+_n = itertools.count()
+
+
+class Ctx:
+    def __init__(self, srv: LiveServer) -> None:
+        self.srv = srv
+        self.ch = grpc.insecure_channel(srv.addr)
+        offline.add_cluster(srv.data, "c1", ["stage", "production"])
+        self.admin = srv.token("admin")
+        self.art = artifact_pb2_grpc.ArtifactServiceStub(self.ch)
+        self.dep = deployment_pb2_grpc.DeploymentServiceStub(self.ch)
+        self.clu = cluster_pb2_grpc.ClusterServiceStub(self.ch)
+        self.agent = agent_pb2_grpc.AgentServiceStub(self.ch)
+        self.artifact_id = self.art.RegisterArtifact(
+            artifact_pb2.RegisterArtifactRequest(
+                artifact=artifact_pb2.Artifact(artifact_name="web", ref=REF)
+            ),
+            metadata=self.md(self.admin),
+        ).artifact.id
+
+    @staticmethod
+    def md(token: str | None) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
+    def queued(self, service: str = "web", env: str = "stage") -> str:
+        return self.dep.CreateDeployment(
+            deployment_pb2.CreateDeploymentRequest(
+                service=service, environment=env, artifact=self.artifact_id
+            ),
+            metadata=self.md(self.admin),
+        ).id
+
+
+Call = Callable[[Ctx, tuple[tuple[str, str], ...]], object]
+
+
+def _connect(c: Ctx, md: tuple[tuple[str, str], ...]) -> object:
+    hello = agent_pb2.AgentMessage(hello=agent_pb2.Hello(agent_id=f"a{next(_n)}"))
+
+    def messages():  # type: ignore[no-untyped-def]
+        yield hello
+        time.sleep(0.5)
+
+    stream = c.agent.Connect(messages(), metadata=md, timeout=5)
+    first = next(iter(stream))
+    assert first.WhichOneof("msg") == "welcome"
+    stream.cancel()
+    return first
+
+
+RPCS: dict[str, Call] = {
+    "RegisterArtifact": lambda c, md: c.art.RegisterArtifact(
+        artifact_pb2.RegisterArtifactRequest(
+            artifact=artifact_pb2.Artifact(artifact_name="web", ref=f"r/web@sha256:{next(_n):064x}")
+        ),
+        metadata=md,
+    ),
+    "GetArtifact": lambda c, md: c.art.GetArtifact(
+        artifact_pb2.GetArtifactRequest(name=c.artifact_id), metadata=md
+    ),
+    "ListArtifacts": lambda c, md: c.art.ListArtifacts(
+        artifact_pb2.ListArtifactsRequest(), metadata=md
+    ),
+    "CreateDeployment(web,stage)": lambda c, md: c.dep.CreateDeployment(
+        deployment_pb2.CreateDeploymentRequest(
+            service="web", environment="stage", artifact=c.artifact_id
+        ),
+        metadata=md,
+    ),
+    "CreateDeployment(web,production)": lambda c, md: c.dep.CreateDeployment(
+        deployment_pb2.CreateDeploymentRequest(
+            service="web", environment="production", artifact=c.artifact_id
+        ),
+        metadata=md,
+    ),
+    "CreateDeployment(api,stage)": lambda c, md: c.dep.CreateDeployment(
+        deployment_pb2.CreateDeploymentRequest(
+            service="api", environment="stage", artifact=c.artifact_id
+        ),
+        metadata=md,
+    ),
+    "GetDeployment": lambda c, md: c.dep.GetDeployment(
+        deployment_pb2.GetDeploymentRequest(name=c.queued()), metadata=md
+    ),
+    "ListDeployments": lambda c, md: c.dep.ListDeployments(
+        deployment_pb2.ListDeploymentsRequest(), metadata=md
+    ),
+    "WatchDeployment": lambda c, md: next(
+        iter(
+            c.dep.WatchDeployment(
+                deployment_pb2.WatchDeploymentRequest(name=c.queued()), metadata=md, timeout=5
+            )
+        )
+    ),
+    "CancelDeployment(web,stage)": lambda c, md: c.dep.CancelDeployment(
+        deployment_pb2.CancelDeploymentRequest(name=c.queued()), metadata=md
+    ),
+    "CancelDeployment(web,production)": lambda c, md: c.dep.CancelDeployment(
+        deployment_pb2.CancelDeploymentRequest(name=c.queued(env="production")), metadata=md
+    ),
+    "CreateCluster": lambda c, md: c.clu.CreateCluster(
+        cluster_pb2.CreateClusterRequest(cluster_id=f"k{next(_n)}", environments=["pull_request"]),
+        metadata=md,
+    ),
+    "GetCluster": lambda c, md: c.clu.GetCluster(
+        cluster_pb2.GetClusterRequest(name="c1"), metadata=md
+    ),
+    "ListClusters": lambda c, md: c.clu.ListClusters(
+        cluster_pb2.ListClustersRequest(), metadata=md
+    ),
+    "ListAgents": lambda c, md: c.clu.ListAgents(cluster_pb2.ListAgentsRequest(), metadata=md),
+    "AgentService.Connect": _connect,
+}
+
+READ = {
+    "GetArtifact",
+    "ListArtifacts",
+    "GetDeployment",
+    "ListDeployments",
+    "WatchDeployment",
+    "GetCluster",
+    "ListClusters",
+    "ListAgents",
+}
+# What each role may do; every other RPC must be refused.
+ALLOWED: dict[str, set[str]] = {
+    "admin": set(RPCS) - {"AgentService.Connect"},
+    "deployer(web,stage)": READ
+    | {"RegisterArtifact", "CreateDeployment(web,stage)", "CancelDeployment(web,stage)"},
+    "reader": READ,
+    "agent(c1)": {"AgentService.Connect"},
+}
+
+
+def tokens(srv: LiveServer) -> dict[str, str | None]:
+    revoked = offline.add_token(srv.data, "admin", "gone")
+    offline.revoke_token(srv.data, revoked.record.id)
+    expired = offline.add_token(srv.data, "admin", "old", expires_in="1")
+    time.sleep(1.1)
+    return {
+        "admin": srv.token("admin"),
+        "deployer(web,stage)": srv.token("deployer", services=["web"], environments=["stage"]),
+        "reader": srv.token("reader"),
+        "agent(c1)": srv.token("agent", cluster="c1"),
+        "no token": None,
+        "forged": "sami_000000000000_" + "x" * 43,
+        "garbage": "not-a-token",
+        "revoked": revoked.plaintext,
+        "expired": expired.plaintext,
+    }
+
+
+def test_every_role_against_every_rpc(live_server: LiveServer) -> None:
+    c = Ctx(live_server)
+    table: dict[tuple[str, str], str] = {}
+    for role, token in tokens(live_server).items():
+        for rpc, call in RPCS.items():
+            try:
+                call(c, c.md(token))
+                table[(role, rpc)] = OK
+            except grpc.RpcError as e:
+                table[(role, rpc)] = e.code().name
+    wrong = []
+    for (role, rpc), got in table.items():
+        if role in ALLOWED:
+            want = OK if rpc in ALLOWED[role] else DENIED
+        else:
+            want = UNAUTH
+        if got != want:
+            wrong.append(f"{role} x {rpc}: got {got}, want {want}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Bearer", "bearer  ", "x" * 300])
+def test_malformed_authorization_headers(live_server: LiveServer, header: str) -> None:
+    c = Ctx(live_server)
+    with pytest.raises(grpc.RpcError) as ei:
+        c.dep.ListDeployments(
+            deployment_pb2.ListDeploymentsRequest(), metadata=(("authorization", header),)
+        )
+    assert ei.value.code() is grpc.StatusCode.UNAUTHENTICATED
