@@ -550,7 +550,7 @@ class ControlPlane:
         held: list[HeldLease],
     ) -> tuple[AgentSession, list[HeldLease]]:
         authz.require(who, Action.AGENT_CONNECT)
-        validation.name("hello.agent_id", agent_id, "agent id")
+        validation.agent_id("hello.agent_id", agent_id)
         validation.text("hello.version", version, limit=100)
         caps = frozenset(capabilities)
         for c in caps:

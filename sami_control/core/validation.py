@@ -14,7 +14,10 @@ from urllib.parse import urlparse
 from sami_control.core.errors import InvalidArgument
 from sami_control.core.model import ENVIRONMENTS
 
-_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?")
+# DNS labels: names end up in stack names (`<environment>_<service>`), where `_` is the
+# separator, and in hostnames.
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_AGENT_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
 _ARTIFACT_NAME = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -43,8 +46,16 @@ def name(field: str, value: str, what: str = "name") -> str:
     if not _NAME.fullmatch(value):
         raise InvalidArgument(
             field,
-            f"{what} {value!r} must be lower-case letters, digits, '-' or '_', "
+            f"{what} {value!r} must be lower-case letters, digits and '-', "
             "starting and ending with a letter or digit",
+        )
+    return value
+
+
+def agent_id(field: str, value: str) -> str:
+    if not _AGENT_ID.fullmatch(value):
+        raise InvalidArgument(
+            field, "agent id must be 1-128 letters, digits, '.', '_' or '-' (e.g. a hostname)"
         )
     return value
 

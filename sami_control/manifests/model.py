@@ -1,0 +1,95 @@
+"""The vocabulary of the deployments repo and what a validated manifest resolves to."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .problems import Problem
+
+VERSION = "v1beta"
+DEPLOYMENT_TYPES: tuple[str, ...] = ("swarm", "compose", "k8s", "cron", "static_file")
+# Types whose manifests Sami accepts but cannot deploy yet.
+UNSUPPORTED_TYPES: tuple[str, ...] = ("k8s",)
+ENVIRONMENTS: tuple[str, ...] = ("stage", "production", "pull_request")
+# Folder names accepted for an environment, with a warning: existing repos use them.
+ENVIRONMENT_ALIASES: Mapping[str, str] = {"prod": "production"}
+MANIFEST_NAMES: tuple[str, ...] = ("sami.yaml", "sami.yml")
+SERVICES_DIR = "services"
+
+DEFAULT_CONVERGE_TIMEOUT = 300
+MIN_CONVERGE_TIMEOUT = 10
+MAX_CONVERGE_TIMEOUT = 2 * 3600
+DEFAULT_KEEP_RELEASES = 5
+MAX_KEEP_RELEASES = 100
+
+
+def canonical_environment(name: str) -> str | None:
+    """ "production" for "prod"; the name itself when it is an environment; else None."""
+    if name in ENVIRONMENTS:
+        return name
+    return ENVIRONMENT_ALIASES.get(name)
+
+
+def default_stack_name(service: str, environment: str, pull_request: int = 0) -> str:
+    """`<environment>_<service>`, or `pr-<N>_<service>` for a pull-request preview."""
+    env = canonical_environment(environment) or environment
+    if env == "pull_request":
+        if pull_request < 1:
+            raise ValueError("a pull_request deployment needs its pull request number (>= 1)")
+        return f"pr-{pull_request}_{service}"
+    if pull_request:
+        raise ValueError(f"pull request number given for environment {env}")
+    return f"{env}_{service}"
+
+
+@dataclass(frozen=True)
+class StaticFileSettings:
+    """`static_file:` — where the agent unpacks a static-files artifact."""
+
+    target_dir: str
+    keep_releases: int = DEFAULT_KEEP_RELEASES
+
+
+@dataclass(frozen=True)
+class CronSettings:
+    """`cron:` — the schedule; its stack_files/image_services are on the manifest itself."""
+
+    schedule: str
+
+
+@dataclass(frozen=True)
+class ResolvedManifest:
+    """One environment folder's validated manifest, ready to build an assignment from.
+
+    `stack_files` are paths relative to the environment folder, in apply order (for type
+    cron, the ones under `cron:`); `image_services` are the compose services that take the
+    artifact's image (resolved when the manifest left it implicit). `files` holds every file
+    of the environment folder, sami.yaml included, by path relative to the folder.
+    """
+
+    service: str
+    deployment_type: str
+    environment: str  # canonical: production even when the folder is `prod`
+    folder: str  # repo-relative, e.g. services/web/swarm/prod
+    manifest_file: str  # sami.yaml or sami.yml
+    pr_deploy: bool
+    stack_files: tuple[str, ...]
+    image_services: tuple[str, ...]
+    converge_timeout: int  # seconds
+    stack_name: str | None  # explicit override; see stack_name_for()
+    cluster: str | None
+    static_file: StaticFileSettings | None
+    cron: CronSettings | None
+    files: Mapping[str, bytes] = field(repr=False, hash=False)
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def manifest_path(self) -> str:
+        return f"{self.folder}/{self.manifest_file}"
+
+    def stack_name_for(self, pull_request: int = 0) -> str:
+        """The stack to apply to: the manifest's `stack_name`, else the default name."""
+        if self.stack_name:
+            return self.stack_name
+        return default_stack_name(self.service, self.environment, pull_request)

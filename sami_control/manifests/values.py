@@ -1,0 +1,196 @@
+"""Small value grammars: names, durations, cron schedules, paths inside a folder."""
+
+from __future__ import annotations
+
+import re
+
+# A service, cluster or folder name: a DNS label (what Swarm accepts in service names).
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# A stack name: Swarm prefixes every service, network and volume of the stack with
+# `<stack>_`, so it stays a lowercase DNS-label-like word; `_` is allowed (the defaults use it).
+STACK_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+SWARM_NAME_MAX = 63
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(NAME_RE.fullmatch(name))
+
+
+def is_valid_stack_name(name: str) -> bool:
+    return bool(STACK_NAME_RE.fullmatch(name))
+
+
+# --- durations -----------------------------------------------------------------------------
+
+_SAMI_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_sami_duration(value: object) -> int:
+    """A manifest duration: whole seconds (int) or a string like "90s", "5m", "1h30m".
+
+    Raises ValueError with a message meant for the user.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected seconds or a duration like '90s' or '5m', got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    match = _SAMI_DURATION_RE.fullmatch(text)
+    if not text or match is None:
+        if text.isdigit():
+            raise ValueError(f"duration {value!r} has no unit")
+        raise ValueError(f"cannot read duration {value!r}")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_seconds(seconds: float) -> str:
+    """90 -> "1m30s", 7200 -> "2h", 1.5 -> "1.5s" (readable by compose and by Sami)."""
+    whole = int(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts)
+
+
+_GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(value: str) -> float:
+    """A compose-file duration (Go syntax: "30s", "1m30s", "1.5s", "500ms"), in seconds."""
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    if not text:
+        raise ValueError("empty duration")
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _GO_PART_RE.match(text, pos)
+        if match is None:
+            raise ValueError(f"cannot read duration {value!r}")
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        pos = match.end()
+    return total
+
+
+# --- cron ----------------------------------------------------------------------------------
+
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    (
+        "month",
+        1,
+        12,
+        {
+            m: i + 1
+            for i, m in enumerate(
+                ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+            )
+        },
+    ),
+    (
+        "day of week",
+        0,
+        7,
+        {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
+    ),
+)
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def cron_error(expression: str) -> str | None:
+    """Why `expression` is not a 5-field cron schedule, or None when it is one.
+
+    Fields: minute hour day-of-month month day-of-week, each `*`, `n`, `a-b`, with an
+    optional `/step`, comma-separated; months and weekdays also by name (jan, mon); the
+    macros @hourly, @daily, @weekly, @monthly, @yearly are accepted.
+    """
+    text = expression.strip()
+    if text.startswith("@"):
+        return None if text.lower() in CRON_MACROS else f"unknown cron macro {text!r}"
+    fields = text.split()
+    if len(fields) != 5:
+        return f"a cron schedule has 5 fields (minute hour day month weekday), got {len(fields)}"
+    for raw, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        problem = _cron_field_error(raw, name, low, high, names)
+        if problem:
+            return problem
+    return None
+
+
+def _cron_value(token: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
+    value = names.get(token.lower())
+    if value is None:
+        if not token.isdigit():
+            raise ValueError(f"{name}: {token!r} is not a number")
+        value = int(token)
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {value} is outside {low}-{high}")
+    return value
+
+
+def _cron_field_error(raw: str, name: str, low: int, high: int, names: dict[str, int]) -> str:
+    try:
+        for part in raw.split(","):
+            base, slash, step = part.partition("/")
+            if slash:
+                if not step.isdigit() or int(step) == 0:
+                    raise ValueError(f"{name}: step {step!r} must be a positive number")
+                if int(step) > high:
+                    raise ValueError(f"{name}: step {step} is larger than {high}")
+            if base == "*":
+                continue
+            start, dash, end = base.partition("-")
+            first = _cron_value(start, name, low, high, names)
+            if dash:
+                last = _cron_value(end, name, low, high, names)
+                if last < first:
+                    raise ValueError(f"{name}: range {base!r} runs backwards")
+            elif slash:
+                continue  # `5/15`: from 5 every 15
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+# --- paths ---------------------------------------------------------------------------------
+
+
+def relative_path_error(path: str) -> str | None:
+    """Why `path` is not a plain relative path that stays inside its folder, or None."""
+    if not path:
+        return "the path is empty"
+    if "\x00" in path:
+        return "the path contains a NUL character"
+    if "\\" in path:
+        return f"{path!r} uses backslashes"
+    if path.startswith("/"):
+        return f"{path!r} is absolute"
+    if re.match(r"^[A-Za-z]:", path):
+        return f"{path!r} is absolute"
+    if ".." in path.split("/"):
+        return f"{path!r} goes up with '..'"
+    return None
+
+
+def normalize_relative(path: str) -> str:
+    """Drop `.` and empty segments: "./a//b.yml" -> "a/b.yml"."""
+    return "/".join(seg for seg in path.split("/") if seg not in ("", "."))
