@@ -1,0 +1,351 @@
+"""Typed client for the sami.v1 API: one method per RPC, protobuf messages in and out,
+`SamiError` for every failure, and a deployment watch that survives control-plane restarts.
+
+A `SamiClient` is meant to be used from one thread at a time: a watch that reconnects swaps
+the client's channel for a fresh one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from sami.v1 import (
+    artifact_pb2,
+    artifact_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    deployment_pb2,
+    deployment_pb2_grpc,
+)
+from sami_client.errors import SamiError, WatchGapError, WatchTimeout
+from sami_common.backoff import Backoff
+from sami_common.dial import Endpoint
+
+WatchItem = deployment_pb2.Deployment | deployment_pb2.DeploymentEvent
+
+TERMINAL_STATES = frozenset(
+    {
+        deployment_pb2.SUCCEEDED,
+        deployment_pb2.FAILED,
+        deployment_pb2.ROLLED_BACK,
+        deployment_pb2.CANCELLED,
+        deployment_pb2.SUPERSEDED,
+    }
+)
+
+# A watch reconnects after these: the control plane went away (restart, network, a proxy
+# dropping the stream), it did not refuse the request.
+_RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+
+DEFAULT_CALL_TIMEOUT = 30.0
+DEFAULT_PAGE_SIZE = 100
+
+# Called before each reconnect of a watch with the error that broke the stream (None when the
+# stream simply ended early) and the delay before the next attempt.
+ReconnectCallback = Callable[[SamiError | None, float], None]
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """The one place where grpc errors become SamiError."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        raise SamiError.from_rpc_error(err) from err
+
+
+class SamiClient:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        self.endpoint = endpoint
+        self._call_timeout = call_timeout
+        self._backoff = backoff
+        self._open_channel()
+
+    def _open_channel(self) -> None:
+        self._channel = self.endpoint.channel()
+        self._artifacts = artifact_pb2_grpc.ArtifactServiceStub(self._channel)
+        self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
+        self._clusters = cluster_pb2_grpc.ClusterServiceStub(self._channel)
+
+    def _reopen_channel(self) -> None:
+        # A channel whose connection attempts failed waits out grpc's own reconnect backoff
+        # (growing to two minutes) before trying again; a fresh channel dials right away, so
+        # our Backoff alone decides when to retry.
+        self._channel.close()
+        self._open_channel()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> SamiClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any, *, timeout: float | None = None) -> Any:
+        with _translated_errors():
+            return method(
+                request,
+                metadata=self.endpoint.metadata(),
+                timeout=self._call_timeout if timeout is None else timeout,
+            )
+
+    # Artifacts
+
+    def register_artifact(
+        self, artifact: artifact_pb2.Artifact
+    ) -> artifact_pb2.RegisterArtifactResponse:
+        response: artifact_pb2.RegisterArtifactResponse = self._call(
+            self._artifacts.RegisterArtifact,
+            artifact_pb2.RegisterArtifactRequest(artifact=artifact),
+        )
+        return response
+
+    def get_artifact(self, name: str) -> artifact_pb2.Artifact:
+        artifact: artifact_pb2.Artifact = self._call(
+            self._artifacts.GetArtifact, artifact_pb2.GetArtifactRequest(name=name)
+        )
+        return artifact
+
+    def list_artifacts(
+        self, artifact_name: str = "", *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Iterator[artifact_pb2.Artifact]:
+        """Every matching artifact, fetching pages as the caller iterates."""
+        token = ""
+        while True:
+            page: artifact_pb2.ListArtifactsResponse = self._call(
+                self._artifacts.ListArtifacts,
+                artifact_pb2.ListArtifactsRequest(
+                    artifact_name=artifact_name, page_size=page_size, page_token=token
+                ),
+            )
+            yield from page.artifacts
+            token = page.next_page_token
+            if not token:
+                return
+
+    # Deployments
+
+    def create_deployment(
+        self,
+        service: str,
+        environment: str,
+        artifact: str,
+        *,
+        pull_request: int = 0,
+        reason: str = "",
+        request_id: str = "",
+    ) -> deployment_pb2.Deployment:
+        deployment: deployment_pb2.Deployment = self._call(
+            self._deployments.CreateDeployment,
+            deployment_pb2.CreateDeploymentRequest(
+                service=service,
+                environment=environment,
+                artifact=artifact,
+                pull_request=pull_request,
+                reason=reason,
+                request_id=request_id,
+            ),
+        )
+        return deployment
+
+    def get_deployment(
+        self, name: str, *, retry_for: float | None = None
+    ) -> deployment_pb2.Deployment:
+        """`retry_for`: keep retrying for that many seconds while the control plane is
+        unreachable (used to read the outcome right after a watch)."""
+        request = deployment_pb2.GetDeploymentRequest(name=name)
+        if retry_for is None:
+            deployment: deployment_pb2.Deployment = self._call(
+                self._deployments.GetDeployment, request
+            )
+            return deployment
+        deadline = time.monotonic() + retry_for
+        backoff = self._backoff()
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                deployment = self._call(
+                    self._deployments.GetDeployment,
+                    request,
+                    timeout=max(0.001, min(self._call_timeout, remaining)),
+                )
+                return deployment
+            except SamiError as err:
+                if err.code not in _RESUMABLE_CODES or remaining <= 0:
+                    raise
+            time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
+            self._reopen_channel()
+
+    def list_deployments(
+        self,
+        *,
+        service: str = "",
+        environment: str = "",
+        state: deployment_pb2.DeploymentState = deployment_pb2.DEPLOYMENT_STATE_UNSPECIFIED,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[deployment_pb2.Deployment]:
+        """Matching deployments, newest first, fetching pages as the caller iterates."""
+        token = ""
+        while True:
+            page: deployment_pb2.ListDeploymentsResponse = self._call(
+                self._deployments.ListDeployments,
+                deployment_pb2.ListDeploymentsRequest(
+                    service=service,
+                    environment=environment,
+                    state=state,
+                    page_size=page_size,
+                    page_token=token,
+                ),
+            )
+            yield from page.deployments
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel_deployment(self, name: str, reason: str = "") -> deployment_pb2.Deployment:
+        deployment: deployment_pb2.Deployment = self._call(
+            self._deployments.CancelDeployment,
+            deployment_pb2.CancelDeploymentRequest(name=name, reason=reason),
+        )
+        return deployment
+
+    def watch(
+        self,
+        name: str,
+        *,
+        after_sequence: int = 0,
+        timeout: float | None = None,
+        on_reconnect: ReconnectCallback | None = None,
+    ) -> Iterator[WatchItem]:
+        """Yield the deployment as it is now, then every event after `after_sequence` in order,
+        ending after the event that reaches a terminal state.
+
+        When the control plane goes away (UNAVAILABLE, or a stream that ends before the
+        terminal event) the watch reconnects with backoff and resumes after the last event it
+        yielded, so no event is yielded twice or skipped; a gap in sequence numbers raises
+        `WatchGapError`. Past `timeout` seconds it raises `WatchTimeout`. Other errors
+        (NOT_FOUND, UNAUTHENTICATED, ...) are raised as `SamiError` at once.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = after_sequence
+        snapshot_yielded = False
+        backoff = self._backoff()
+        last_error: SamiError | None = None
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise WatchTimeout(name, timeout, last, last_error)
+            snapshot: deployment_pb2.Deployment | None = None
+            stream = self._watch_stream(name, last, remaining)
+            try:
+                for item in stream:
+                    if isinstance(item, deployment_pb2.Deployment):
+                        # Re-sent on every reconnect; the caller gets it only once.
+                        snapshot = item
+                        backoff.reset()
+                        last_error = None
+                        if not snapshot_yielded:
+                            snapshot_yielded = True
+                            yield item
+                        continue
+                    if item.sequence <= last:
+                        continue  # Already yielded: never show an event twice.
+                    if item.sequence != last + 1:
+                        raise WatchGapError(name, last + 1, item.sequence)
+                    last = item.sequence
+                    yield item
+                    if item.state in TERMINAL_STATES:
+                        return
+            except SamiError as err:
+                if isinstance(err, WatchGapError):
+                    raise
+                if err.code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    raise WatchTimeout(name, timeout, last, last_error) from err
+                if err.code not in _RESUMABLE_CODES:
+                    raise
+                last_error = err
+            else:
+                # The stream ended without a terminal event. If the deployment had already
+                # ended before this stream began, there is nothing left to wait for.
+                if (
+                    snapshot is not None
+                    and snapshot.state in TERMINAL_STATES
+                    and snapshot.last_sequence <= last
+                ):
+                    return
+            finally:
+                stream.close()
+            delay = backoff.next_delay()
+            if deadline is not None:
+                delay = max(0.0, min(delay, deadline - time.monotonic()))
+            if on_reconnect is not None:
+                on_reconnect(last_error, delay)
+            time.sleep(delay)
+            self._reopen_channel()
+
+    def _watch_stream(
+        self, name: str, after_sequence: int, timeout: float | None
+    ) -> Generator[WatchItem, None, None]:
+        request = deployment_pb2.WatchDeploymentRequest(name=name, after_sequence=after_sequence)
+        with _translated_errors():
+            stream = self._deployments.WatchDeployment(
+                request, metadata=self.endpoint.metadata(), timeout=timeout
+            )
+            try:
+                for response in stream:
+                    kind = response.WhichOneof("item")
+                    if kind == "deployment":
+                        yield response.deployment
+                    elif kind == "event":
+                        yield response.event
+            finally:
+                # The caller may stop early (generator closed): end the RPC with it.
+                stream.cancel()
+
+    # Clusters and agents
+
+    def create_cluster(self, cluster_id: str, environments: Iterable[str]) -> cluster_pb2.Cluster:
+        cluster: cluster_pb2.Cluster = self._call(
+            self._clusters.CreateCluster,
+            cluster_pb2.CreateClusterRequest(
+                cluster_id=cluster_id, environments=list(environments)
+            ),
+        )
+        return cluster
+
+    def get_cluster(self, name: str) -> cluster_pb2.Cluster:
+        cluster: cluster_pb2.Cluster = self._call(
+            self._clusters.GetCluster, cluster_pb2.GetClusterRequest(name=name)
+        )
+        return cluster
+
+    def list_clusters(self) -> list[cluster_pb2.Cluster]:
+        response: cluster_pb2.ListClustersResponse = self._call(
+            self._clusters.ListClusters, cluster_pb2.ListClustersRequest()
+        )
+        return list(response.clusters)
+
+    def list_agents(self, cluster: str = "") -> list[cluster_pb2.Agent]:
+        response: cluster_pb2.ListAgentsResponse = self._call(
+            self._clusters.ListAgents, cluster_pb2.ListAgentsRequest(cluster=cluster)
+        )
+        return list(response.agents)

@@ -1,0 +1,73 @@
+"""What `sami` does differently when it runs as a GitHub Actions step: collapsible log
+groups, error annotations, step outputs, and provenance taken from the run's variables.
+
+See https://docs.github.com/actions/reference/workflow-commands-for-github-actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TextIO
+
+from sami.v1 import artifact_pb2
+
+
+def enabled(env: Mapping[str, str]) -> bool:
+    return env.get("GITHUB_ACTIONS") == "true"
+
+
+def command_stream(out: TextIO, err: TextIO, *, json_output: bool) -> TextIO:
+    """Where to write workflow commands: stdout, unless it carries JSON that they would break
+    (the runner reads commands from stderr too)."""
+    return err if json_output else out
+
+
+def _escape_data(text: str) -> str:
+    # A workflow command is one line; the runner decodes these escapes.
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+@contextmanager
+def group(stream: TextIO, title: str) -> Iterator[None]:
+    """Fold the lines printed inside into one collapsible section of the job log."""
+    print(f"::group::{_escape_data(title)}", file=stream, flush=True)
+    try:
+        yield
+    finally:
+        print("::endgroup::", file=stream, flush=True)
+
+
+def error(stream: TextIO, message: str, title: str = "sami") -> None:
+    """An annotation on the run summary, so a failed deployment is visible without the log."""
+    safe_title = _escape_data(title).replace(":", "%3A").replace(",", "%2C")
+    print(f"::error title={safe_title}::{_escape_data(message)}", file=stream, flush=True)
+
+
+def write_outputs(env: Mapping[str, str], outputs: Mapping[str, str]) -> None:
+    """Append `key=value` lines to $GITHUB_OUTPUT, so later steps can read
+    `steps.<id>.outputs.<key>`."""
+    path = env.get("GITHUB_OUTPUT")
+    if not path:
+        return
+    lines = []
+    for key, value in outputs.items():
+        if "\n" in value or "\r" in value:
+            # Ids and digests never contain newlines; refuse rather than corrupt the file.
+            raise ValueError(f"output {key} must be a single line")
+        lines.append(f"{key}={value}\n")
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(lines)
+
+
+def default_provenance(env: Mapping[str, str]) -> artifact_pb2.Provenance:
+    """Where the artifact came from, from the variables every Actions run sets."""
+    server = env.get("GITHUB_SERVER_URL", "").rstrip("/")
+    repository = env.get("GITHUB_REPOSITORY", "")
+    run_id = env.get("GITHUB_RUN_ID", "")
+    provenance = artifact_pb2.Provenance(git_commit=env.get("GITHUB_SHA", ""))
+    if server and repository:
+        provenance.git_repo = f"{server}/{repository}"
+        if run_id:
+            provenance.ci_run_url = f"{server}/{repository}/actions/runs/{run_id}"
+    return provenance

@@ -1,0 +1,313 @@
+"""How the CLI shows things: progress lines, tables, detail blocks, JSON, and errors that say
+what to do next. Pure formatting (strings in, strings out) plus `Console`, the only writer."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf import json_format, message, timestamp_pb2
+
+from sami.v1 import artifact_pb2, cluster_pb2, deployment_pb2
+from sami_client.errors import SamiError, WatchTimeout
+
+# Wide enough for IN_PROGRESS and ROLLED_BACK, so messages line up in the CI log.
+_STATE_WIDTH = 11
+
+
+def state_name(state: deployment_pb2.DeploymentState) -> str:
+    return deployment_pb2.DeploymentState.Name(state)
+
+
+def kind_name(kind: artifact_pb2.ArtifactKind) -> str:
+    return artifact_pb2.ArtifactKind.Name(kind).removeprefix("ARTIFACT_KIND_").lower()
+
+
+def _local(ts: timestamp_pb2.Timestamp) -> datetime.datetime | None:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.ToDatetime(tzinfo=datetime.UTC).astimezone()
+
+
+def clock(ts: timestamp_pb2.Timestamp) -> str:
+    when = _local(ts) or datetime.datetime.now().astimezone()
+    return when.strftime("%H:%M:%S")
+
+
+def timestamp(ts: timestamp_pb2.Timestamp) -> str:
+    when = _local(ts)
+    return when.isoformat(timespec="seconds") if when else "-"
+
+
+def to_dict(msg: message.Message) -> dict[str, Any]:
+    # Field names as in the .proto (what the docs and grpcurl show), every field present so a
+    # script need not know proto3 defaults; int64 values are strings, as ProtoJSON says.
+    return json_format.MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def to_json(value: Any) -> str:
+    if isinstance(value, message.Message):
+        value = to_dict(value)
+    return json.dumps(value, sort_keys=True)
+
+
+# Deployments
+
+
+def target(d: deployment_pb2.Deployment) -> str:
+    """`web -> stage`, or `web -> pull_request #12`."""
+    where = d.environment
+    if d.pull_request:
+        where += f" #{d.pull_request}"
+    return f"{d.service} -> {where}"
+
+
+def event_line(e: deployment_pb2.DeploymentEvent) -> str:
+    """`12:01:03  #4  IN_PROGRESS  converge  web 1/2 running (new)`"""
+    parts = [clock(e.time), f"#{e.sequence}", state_name(e.state).ljust(_STATE_WIDTH)]
+    if e.phase:
+        parts.append(e.phase)
+    if e.message:
+        parts.append(e.message)
+    return "  ".join(parts).rstrip()
+
+
+def watch_header(d: deployment_pb2.Deployment) -> str:
+    artifact = d.artifact.ref or d.artifact.digest or "?"
+    line = f"deployment {d.id}: {target(d)}, artifact {artifact}, {state_name(d.state)}"
+    if d.cluster:
+        line += f" on cluster {d.cluster}"
+    return line
+
+
+def reconnect_line(addr: str, deployment_id: str, err: SamiError | None, delay: float) -> str:
+    if err is None:
+        what = f"sami-control at {addr} ended the event stream early"
+    else:
+        what = f"no connection to sami-control at {addr} ({err.code.name}: {err.message})"
+    return f"sami: {what}; resuming the watch of deployment {deployment_id} in {delay:.1f}s"
+
+
+def outcome_line(d: deployment_pb2.Deployment) -> str:
+    line = f"{state_name(d.state)}: deployment {d.id} ({target(d)})"
+    return f"{line}: {d.status_message}" if d.status_message else line
+
+
+def deployment_detail(d: deployment_pb2.Deployment) -> str:
+    rows = [
+        ("deployment", d.id),
+        ("service", d.service),
+        (
+            "environment",
+            d.environment + (f" (pull request #{d.pull_request})" if d.pull_request else ""),
+        ),
+        ("state", state_name(d.state) + (" (cancel requested)" if d.cancel_requested else "")),
+        ("status", d.status_message),
+        ("artifact", f"{d.artifact.artifact_name} {d.artifact.ref}".strip()),
+        ("digest", d.artifact.digest),
+        ("type", d.deployment_type),
+        ("stack", d.stack_name),
+        ("cluster", d.cluster),
+        ("agent", d.agent_id + (f" (attempt {d.attempt})" if d.attempt else "")),
+        ("reason", d.reason),
+        ("request id", d.request_id),
+        ("created", _when_by(d.create_time, d.created_by)),
+        ("updated", timestamp(d.update_time)),
+        ("finished", timestamp(d.finish_time)),
+        ("events", str(d.last_sequence)),
+    ]
+    return _detail(rows)
+
+
+def deployments_table(deployments: Sequence[deployment_pb2.Deployment]) -> str:
+    return table(
+        ("ID", "STATE", "SERVICE", "ENVIRONMENT", "ARTIFACT", "CREATED"),
+        [
+            (
+                d.id,
+                state_name(d.state),
+                d.service,
+                d.environment + (f" #{d.pull_request}" if d.pull_request else ""),
+                d.artifact.ref or d.artifact.digest,
+                timestamp(d.create_time),
+            )
+            for d in deployments
+        ],
+    )
+
+
+# Artifacts, clusters, agents
+
+
+def artifact_detail(a: artifact_pb2.Artifact) -> str:
+    return _detail(
+        [
+            ("artifact", a.id),
+            ("name", a.artifact_name),
+            ("kind", kind_name(a.kind)),
+            ("ref", a.ref),
+            ("digest", a.digest),
+            ("tags", ", ".join(a.tags)),
+            ("git repo", a.provenance.git_repo),
+            ("git commit", a.provenance.git_commit),
+            ("ci run", a.provenance.ci_run_url),
+            ("labels", ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()))),
+            ("created", _when_by(a.create_time, a.created_by)),
+        ]
+    )
+
+
+def artifacts_table(artifacts: Sequence[artifact_pb2.Artifact]) -> str:
+    return table(
+        ("ID", "NAME", "KIND", "TAGS", "REF", "CREATED"),
+        [
+            (
+                a.id,
+                a.artifact_name,
+                kind_name(a.kind),
+                ",".join(a.tags),
+                a.ref,
+                timestamp(a.create_time),
+            )
+            for a in artifacts
+        ],
+    )
+
+
+def clusters_table(clusters: Sequence[cluster_pb2.Cluster]) -> str:
+    return table(
+        ("CLUSTER", "ENVIRONMENTS", "CREATED"),
+        [(c.cluster_id, ",".join(c.environments), timestamp(c.create_time)) for c in clusters],
+    )
+
+
+def agents_table(agents: Sequence[cluster_pb2.Agent]) -> str:
+    return table(
+        ("AGENT", "CLUSTER", "CONNECTED", "VERSION", "CAPABILITIES", "LAST HEARTBEAT", "LEASES"),
+        [
+            (
+                a.agent_id,
+                a.cluster,
+                "yes" if a.connected else "no",
+                a.version,
+                ",".join(a.capabilities),
+                timestamp(a.last_heartbeat_time),
+                ",".join(a.leases),
+            )
+            for a in agents
+        ],
+    )
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    if not rows:
+        return "(none)"
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _when_by(ts: timestamp_pb2.Timestamp, who: str) -> str:
+    return f"{timestamp(ts)} by {who}" if who else timestamp(ts)
+
+
+def _detail(rows: Sequence[tuple[str, str]]) -> str:
+    shown = [(k, v) for k, v in rows if v and v != "-"]
+    width = max(len(k) for k, _ in shown)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in shown)
+
+
+# Errors: what is wrong, then what to do next.
+
+
+def error_lines(err: SamiError, addr: str, token_set: bool) -> list[str]:
+    lines = [f"{err.code.name}: {err.message}"]
+    lines += [f"  {field}: {description}" for field, description in err.field_violations]
+    lines += [f"  {detail}" for detail in err.details]
+    advice = _advice(err, addr, token_set)
+    if advice:
+        lines.append(advice)
+    return lines
+
+
+def _advice(err: SamiError, addr: str, token_set: bool) -> str:
+    code = err.code
+    if isinstance(err, WatchTimeout):
+        unreachable = (
+            f"is sami-control running at {addr}? set SAMI_ADDR if it moved. "
+            if err.last_error is not None
+            else ""
+        )
+        return (
+            f"{unreachable}the deployment goes on without this client: follow it with "
+            f"`sami watch {err.deployment}`, stop it with `sami cancel {err.deployment}`, "
+            "or wait longer with --timeout SECONDS"
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return (
+            f"is sami-control running at {addr}? set SAMI_ADDR (or --addr) to its host:port; "
+            "if it serves TLS, set SAMI_CA to the CA certificate file"
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        if not token_set:
+            return (
+                "SAMI_TOKEN is not set: set it to a token "
+                "(create one with `sami-control token create ...`)"
+            )
+        return (
+            "set SAMI_TOKEN to a valid token: this one is unknown or revoked "
+            "(create one with `sami-control token create ...`)"
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return (
+            "the token in SAMI_TOKEN may not do this: use a token whose role covers this "
+            "service and environment (an admin can create one with `sami-control token create ...`)"
+        )
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return "fix the values named above and run the command again"
+    if code == grpc.StatusCode.NOT_FOUND:
+        return (
+            "check the name or id: `sami list`, `sami artifact list` and `sami cluster list` "
+            "show what exists"
+        )
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return (
+            "that --request-id was already used for a different request: repeat the original "
+            "request exactly, or use a new --request-id"
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return (
+            f"sami-control at {addr} did not answer in time: check that it is healthy, then retry"
+        )
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return ""  # The server's message names the command that fixes it.
+    if code == grpc.StatusCode.DATA_LOSS:
+        return "run `sami get ID` to read the outcome from the control plane"
+    return "this looks like a problem in sami-control: check its logs, then retry"
+
+
+@dataclass
+class Console:
+    """Where the CLI writes: results on `out`, diagnostics on `err`; every line flushed, so
+    progress shows up live in CI logs even when stdout is a pipe."""
+
+    out: TextIO
+    err: TextIO
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def error(self, text: str) -> None:
+        print(f"sami: {text}", file=self.err, flush=True)
