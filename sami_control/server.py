@@ -23,6 +23,8 @@ from sami.v1 import (
     cluster_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
+    manifest_pb2,
+    manifest_pb2_grpc,
 )
 from sami_control.api.auth import AuthInterceptor
 from sami_control.api.servicers import (
@@ -30,6 +32,7 @@ from sami_control.api.servicers import (
     ArtifactServicer,
     ClusterServicer,
     DeploymentServicer,
+    ManifestServicer,
 )
 from sami_control.core.controlplane import ControlPlane, Settings
 from sami_control.storage.sqlite import SQLiteStore
@@ -41,6 +44,7 @@ SERVICE_NAMES = [
     artifact_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+    manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
 ]
 SERVER_OPTIONS = [
@@ -106,6 +110,9 @@ class ControlServer:
         )
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterServicer(self.core), self.server
+        )
+        manifest_pb2_grpc.add_ManifestServiceServicer_to_server(
+            ManifestServicer(self.core), self.server
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.core), self.server)
         self.health_servicer = health.aio.HealthServicer()

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from sami.v1 import deployment_pb2 as _deployment_pb2
+from sami.v1 import manifest_pb2 as _manifest_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -85,7 +86,7 @@ class Welcome(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., resumed_leases: _Optional[_Iterable[_Union[HeldLease, _Mapping]]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("lease_id", "epoch", "attempt", "deployment", "files", "manifest_revision", "converge_timeout", "lease_ttl", "stack_files", "image_services")
+    __slots__ = ("lease_id", "epoch", "attempt", "deployment", "files", "manifest_revision", "converge_timeout", "lease_ttl", "stack_files", "image_services", "manifest")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +104,7 @@ class Assignment(_message.Message):
     LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
     STACK_FILES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     epoch: int
     attempt: int
@@ -113,7 +115,8 @@ class Assignment(_message.Message):
     lease_ttl: _duration_pb2.Duration
     stack_files: _containers.RepeatedScalarFieldContainer[str]
     image_services: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, lease_id: _Optional[str] = ..., epoch: _Optional[int] = ..., attempt: _Optional[int] = ..., deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ..., files: _Optional[_Mapping[str, bytes]] = ..., manifest_revision: _Optional[str] = ..., converge_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stack_files: _Optional[_Iterable[str]] = ..., image_services: _Optional[_Iterable[str]] = ...) -> None: ...
+    manifest: _manifest_pb2.ManifestEntry
+    def __init__(self, lease_id: _Optional[str] = ..., epoch: _Optional[int] = ..., attempt: _Optional[int] = ..., deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ..., files: _Optional[_Mapping[str, bytes]] = ..., manifest_revision: _Optional[str] = ..., converge_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stack_files: _Optional[_Iterable[str]] = ..., image_services: _Optional[_Iterable[str]] = ..., manifest: _Optional[_Union[_manifest_pb2.ManifestEntry, _Mapping]] = ...) -> None: ...
 
 class Cancel(_message.Message):
     __slots__ = ("deployment_id", "lease_id", "reason")

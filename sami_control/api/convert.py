@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from sami.v1 import agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2
+from sami.v1 import agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
 from sami_control.core.agents import (
     AssignCommand,
     CancelCommand,
@@ -14,7 +14,14 @@ from sami_control.core.agents import (
     HeldLease,
     RevokeCommand,
 )
-from sami_control.core.model import AgentRecord, Artifact, Cluster, Deployment, Event
+from sami_control.core.model import (
+    AgentRecord,
+    Artifact,
+    Cluster,
+    Deployment,
+    Event,
+    ManifestRevision,
+)
 from sami_control.core.requests import ArtifactInput, DeploymentInput
 
 
@@ -84,6 +91,7 @@ def deployment(d: Deployment, art: Artifact | None) -> deployment_pb2.Deployment
         cancel_requested=d.cancel_requested,
         deployment_type=d.deployment_type,
         stack_name=d.stack_name,
+        manifest_revision=d.manifest_revision,
         created_by=d.created_by,
         create_time=ts(d.created_at),
         update_time=ts(d.updated_at),
@@ -99,6 +107,7 @@ def deployment_input(r: deployment_pb2.CreateDeploymentRequest) -> DeploymentInp
         pull_request=r.pull_request,
         reason=r.reason,
         request_id=r.request_id,
+        deployment_type=r.deployment_type,
     )
 
 
@@ -160,6 +169,20 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
                     lease_ttl=dur(ttl),
                     stack_files=d.stack_files,
                     image_services=d.image_services,
+                    manifest=manifest_pb2.ManifestEntry(
+                        service=d.service,
+                        deployment_type=d.deployment_type,
+                        environment=d.environment,
+                        folder=d.manifest_folder + "/" if d.manifest_folder else "",
+                        pr_deploy=bool(d.manifest_settings.get("pr_deploy", False)),
+                        stack_files=d.stack_files,
+                        image_services=d.image_services,
+                        converge_timeout_seconds=int(d.converge_timeout),
+                        stack_name=d.stack_name,
+                        static_target_dir=str(d.manifest_settings.get("static_target_dir", "")),
+                        keep_releases=int(d.manifest_settings.get("keep_releases", 0)),  # type: ignore[call-overload]
+                        cron_schedule=str(d.manifest_settings.get("cron_schedule", "")),
+                    ),
                 )
             )
         case CancelCommand(deployment_id=i, lease_id=lease, reason=r):
@@ -175,3 +198,30 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
         case CloseCommand():
             return None
     raise AssertionError(f"unknown command {cmd!r}")
+
+
+def manifest_revision(
+    rev: ManifestRevision, current: bool, files: dict[str, bytes] | None = None
+) -> manifest_pb2.ManifestRevision:
+    return manifest_pb2.ManifestRevision(
+        name=f"manifestRevisions/{rev.id}",
+        id=rev.id,
+        commit=rev.commit,
+        entries=[manifest_pb2.ManifestEntry(**e) for e in rev.entries],  # type: ignore[arg-type]
+        warnings=[
+            manifest_pb2.ManifestProblem(
+                severity=str(w.get("severity", "")),
+                file=str(w.get("file", "")),
+                line=int(w.get("line", 0)),  # type: ignore[call-overload]
+                message=str(w.get("message", "")),
+                hint=str(w.get("hint", "")),
+                code=str(w.get("code", "")),
+            )
+            for w in rev.warnings
+        ],
+        files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in (files or {}).items()],
+        file_count=rev.file_count,
+        create_time=ts(rev.created_at),
+        created_by=rev.created_by,
+        current=current,
+    )

@@ -20,6 +20,8 @@ from sami.v1 import (
     cluster_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
+    manifest_pb2,
+    manifest_pb2_grpc,
 )
 from sami_control.api import convert
 from sami_control.api.auth import principal
@@ -28,6 +30,7 @@ from sami_control.core.agents import AgentSession, CloseCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import DomainError, InvalidArgument, PermissionDenied
 from sami_control.core.model import Deployment, State
+from sami_control.core import paging
 
 log = structlog.get_logger("sami.api")
 
@@ -125,6 +128,42 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
         self, request: deployment_pb2.CancelDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
         return self._out(self.core.cancel_deployment(principal(), request.name, request.reason))
+
+
+class ManifestServicer(manifest_pb2_grpc.ManifestServiceServicer):
+    def __init__(self, core: ControlPlane) -> None:
+        self.core = core
+
+    @mapped
+    async def SyncManifests(
+        self, request: manifest_pb2.SyncManifestsRequest, context: Any
+    ) -> manifest_pb2.SyncManifestsResponse:
+        rev, created = self.core.manifests.sync(
+            principal(), request.commit, [(f.path, f.content) for f in request.files]
+        )
+        return manifest_pb2.SyncManifestsResponse(
+            revision=convert.manifest_revision(rev, True), created=created
+        )
+
+    @mapped
+    async def GetManifestRevision(
+        self, request: manifest_pb2.GetManifestRevisionRequest, context: Any
+    ) -> manifest_pb2.ManifestRevision:
+        rev, current = self.core.manifests.get(principal(), request.name)
+        files = self.core.manifests.files(rev.id) if request.include_files else None
+        return convert.manifest_revision(rev, current, files)
+
+    @mapped
+    async def ListManifestRevisions(
+        self, request: manifest_pb2.ListManifestRevisionsRequest, context: Any
+    ) -> manifest_pb2.ListManifestRevisionsResponse:
+        before, limit = paging.parse_page(request.page_token, request.page_size)
+        revs, current = self.core.manifests.list(principal(), before, limit + 1)
+        nxt = paging.page_token(revs[limit - 1].synced_seq) if len(revs) > limit else ""
+        return manifest_pb2.ListManifestRevisionsResponse(
+            revisions=[convert.manifest_revision(r, r.id == current) for r in revs[:limit]],
+            next_page_token=nxt,
+        )
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):

@@ -14,6 +14,7 @@ class Action(enum.StrEnum):
     DEPLOY = "deploy"  # create and cancel deployments
     MANAGE_CLUSTERS = "manage_clusters"
     MANAGE_TOKENS = "manage_tokens"
+    SYNC_MANIFESTS = "sync_manifests"
     AGENT_CONNECT = "agent_connect"
 
 
@@ -23,6 +24,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.DEPLOY: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.MANAGE_CLUSTERS: frozenset({Role.ADMIN}),
     Action.MANAGE_TOKENS: frozenset({Role.ADMIN}),
+    Action.SYNC_MANIFESTS: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.AGENT_CONNECT: frozenset({Role.AGENT}),
 }
 

@@ -8,7 +8,6 @@ that transaction committed. Nothing here imports grpc.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sami_control.core import authz, tokens, validation
+from sami_control.core import authz, paging, tokens, validation
 from sami_control.core.agents import (
     AgentSession,
     AssignCommand,
@@ -37,6 +36,7 @@ from sami_control.core.errors import (
 )
 from sami_control.core.hub import Hub
 from sami_control.core.ids import new_id
+from sami_control.core.manifest_catalog import ManifestCatalog, entry_of
 from sami_control.core.model import (
     ENVIRONMENTS,
     OUTCOME_STATE,
@@ -57,9 +57,6 @@ from sami_control.core.transitions import move, record
 from sami_control.storage.base import Store, Tx
 
 log = structlog.get_logger("sami.control")
-
-MAX_PAGE = 500
-DEFAULT_PAGE = 50
 
 
 @dataclass
@@ -83,32 +80,6 @@ class _Effects:
     wake: bool = False
 
 
-def _page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode()
-
-
-def _parse_page(token: str, size: int) -> tuple[int, int]:
-    if size < 0:
-        raise InvalidArgument("page_size", "must not be negative")
-    limit = min(size or DEFAULT_PAGE, MAX_PAGE)
-    if not token:
-        return 2**62, limit
-    try:
-        prefix, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if prefix != "v1":
-            raise ValueError(prefix)
-        return int(seq), limit
-    except ValueError:
-        raise InvalidArgument("page_token", "is not a token this server issued") from None
-
-
-def default_stack_name(service: str, environment: str, pull_request: int) -> str:
-    # The team's existing scripts name stacks <environment>_<service>.
-    if environment == "pull_request":
-        return f"pr-{pull_request}_{service}"
-    return f"{environment}_{service}"
-
-
 class ControlPlane:
     def __init__(
         self,
@@ -120,6 +91,7 @@ class ControlPlane:
         self.settings = settings or Settings()
         self.clock = clock
         self.hub = Hub()
+        self.manifests = ManifestCatalog(store, clock)
         self.sessions: dict[str, AgentSession] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -339,10 +311,10 @@ class ControlPlane:
         authz.require(who, Action.READ)
         if artifact_name:
             validation.artifact_name("artifact_name", artifact_name)
-        before, limit = _parse_page(page_token, page_size)
+        before, limit = paging.parse_page(page_token, page_size)
         with self.store.tx() as tx:
             rows = tx.list_artifacts(artifact_name, before, limit + 1)
-        nxt = _page_token(rows[limit - 1][0]) if len(rows) > limit else ""
+        nxt = paging.page_token(rows[limit - 1][0]) if len(rows) > limit else ""
         return [a for _, a in rows[:limit]], nxt
 
     # ---------------------------------------------------------------- deployments
@@ -375,6 +347,18 @@ class ControlPlane:
                     f"`sami cluster create NAME --env {env}` (or, offline, "
                     f"`sami-control cluster create NAME --env {env} --data DIR`)"
                 )
+            resolved = self.manifests.resolve(tx, service, req.deployment_type, env)
+            m = resolved.manifest
+            if pr and not m.pr_deploy:
+                raise FailedPrecondition(
+                    f"service {service} does not deploy previews: set `pr_deploy: true` in "
+                    f"{m.manifest_path} and sync the manifests"
+                )
+            if m.cluster and m.cluster != cluster:
+                raise FailedPrecondition(
+                    f"{m.manifest_path} pins cluster {m.cluster!r}, but environment {env!r} "
+                    f"is served by cluster {cluster!r}"
+                )
             d = Deployment(
                 id=new_id("dep"),
                 service=service,
@@ -382,14 +366,23 @@ class ControlPlane:
                 pull_request=pr,
                 artifact_id=art.id,
                 cluster=cluster,
-                deployment_type="swarm",
-                stack_name=default_stack_name(service, env, pr),
+                deployment_type=m.deployment_type,
+                stack_name=m.stack_name_for(pr),
                 reason=req.reason,
                 request_id=request_id,
                 request_hash=fingerprint,
                 created_by=who.name,
                 created_at=now,
-                converge_timeout=self.settings.default_converge_timeout,
+                converge_timeout=float(m.converge_timeout),
+                stack_files=list(m.stack_files),
+                image_services=list(m.image_services),
+                manifest_revision=resolved.revision.id,
+                manifest_folder=m.folder,
+                manifest_settings={
+                    k: v
+                    for k, v in entry_of(m).items()
+                    if k in ("static_target_dir", "keep_releases", "cron_schedule", "pr_deploy")
+                },
             )
             first = record(
                 d,
@@ -451,10 +444,10 @@ class ControlPlane:
             validation.name("service", service, "service name")
         if environment:
             validation.environment("environment", environment)
-        before, limit = _parse_page(page_token, page_size)
+        before, limit = paging.parse_page(page_token, page_size)
         with self.store.tx() as tx:
             rows = tx.list_deployments(service, environment, state, before, limit + 1)
-        nxt = _page_token(rows[limit - 1].seq) if len(rows) > limit else ""
+        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
         return rows[:limit], nxt
 
     def cancel_deployment(self, who: Principal, name: str, reason: str) -> Deployment:
@@ -579,6 +572,10 @@ class ControlPlane:
                 h = held_by_id.get(d.id)
                 if h is not None and h.lease_id == d.lease_id and h.epoch == d.epoch:
                     d.lease_expires = now + self.settings.lease_ttl
+                    if d.state is State.ASSIGNED:  # it holds the lease: the ack was lost
+                        ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {agent_id}")
+                        tx.append_event(ev)
+                        fx.events.append(ev)
                     tx.update_deployment(d)
                     session.leases.add(d.id)
                     resumed.append(h)
@@ -842,7 +839,14 @@ class ControlPlane:
                 assert art is not None
                 s.leases.add(d.id)
                 busy.add(d.key)
-                fx.commands.append((s, AssignCommand(d, art, self.settings.lease_ttl, files={})))
+                files = {}
+                if d.manifest_revision:
+                    prefix = d.manifest_folder + "/"
+                    files = {
+                        path.removeprefix(prefix): data
+                        for path, data in tx.manifest_files(d.manifest_revision, prefix).items()
+                    }
+                fx.commands.append((s, AssignCommand(d, art, self.settings.lease_ttl, files=files)))
         return fx
 
 

@@ -16,6 +16,14 @@ class InvalidArgument(DomainError):
         super().__init__(f"{field}: {description}")
         self.violations: list[tuple[str, str]] = [(field, description)]
 
+    @classmethod
+    def many(cls, violations: list[tuple[str, str]]) -> InvalidArgument:
+        first = cls(*violations[0])
+        first.violations = list(violations)
+        if len(violations) > 1:
+            first.message += f" (and {len(violations) - 1} more problems)"
+        return first
+
 
 class NotFound(DomainError):
     pass

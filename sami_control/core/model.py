@@ -121,12 +121,30 @@ class Deployment:
     converge_timeout: float = 300.0
     stack_files: list[str] = field(default_factory=list)
     image_services: list[str] = field(default_factory=list)
+    # Repo-relative folder of the manifest, e.g. services/web/swarm/stage.
+    manifest_folder: str = ""
+    # Type-specific settings of the resolved manifest (static_file target, cron schedule).
+    manifest_settings: dict[str, object] = field(default_factory=dict)
     seq: int = 0  # storage order, newest highest
 
     @property
     def key(self) -> tuple[str, str, int]:
         """At most one deployment is active per key."""
         return (self.service, self.environment, self.pull_request)
+
+
+@dataclass
+class ManifestRevision:
+    id: str  # sha256 over the files
+    commit: str
+    created_at: float
+    created_by: str
+    file_count: int
+    # The validated environment folders (ManifestEntry fields) and the lint warnings.
+    entries: list[dict[str, object]] = field(default_factory=list)
+    warnings: list[dict[str, object]] = field(default_factory=list)
+    # Order of the last sync; the highest is the current revision.
+    synced_seq: int = 0
 
 
 @dataclass

@@ -28,6 +28,7 @@ class DeploymentInput:
     pull_request: int = 0
     reason: str = ""
     request_id: str = ""
+    deployment_type: str = ""
 
     def fingerprint(self) -> str:
         """Identifies the body of the request, to tell a retry from a reused request_id."""

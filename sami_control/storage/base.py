@@ -5,7 +5,7 @@ rejected request writes nothing and an event is durable before it is published."
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from sami_control.core.model import (
@@ -15,6 +15,7 @@ from sami_control.core.model import (
     Cluster,
     Deployment,
     Event,
+    ManifestRevision,
     State,
     TokenRecord,
 )
@@ -95,6 +96,25 @@ class Tx(abc.ABC):
     def upsert_agent(self, a: AgentRecord) -> None: ...
     @abc.abstractmethod
     def list_agents(self, cluster: str) -> list[AgentRecord]: ...
+
+    # manifest revisions (immutable once stored)
+    @abc.abstractmethod
+    def insert_manifest_revision(
+        self, rev: ManifestRevision, files: Mapping[str, bytes]
+    ) -> None: ...
+    @abc.abstractmethod
+    def next_synced_seq(self) -> int: ...
+    @abc.abstractmethod
+    def mark_revision_synced(self, revision_id: str, synced_seq: int) -> None: ...
+    @abc.abstractmethod
+    def get_manifest_revision(self, revision_id: str) -> ManifestRevision | None: ...
+    @abc.abstractmethod
+    def current_manifest_revision(self) -> ManifestRevision | None: ...
+    @abc.abstractmethod
+    def list_manifest_revisions(self, before_seq: int, limit: int) -> list[ManifestRevision]: ...
+    @abc.abstractmethod
+    def manifest_files(self, revision_id: str, prefix: str = "") -> dict[str, bytes]:
+        """Files of a revision whose path starts with prefix, by full path."""
 
     # audit
     @abc.abstractmethod

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from sami_control.core.model import (
     Deployment,
     Event,
     EventType,
+    ManifestRevision,
     Role,
     State,
     TokenRecord,
@@ -70,7 +71,8 @@ MIGRATIONS: list[str] = [
         cancel_requested INTEGER NOT NULL, created_by TEXT NOT NULL,
         created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL NOT NULL,
         manifest_revision TEXT NOT NULL, converge_timeout REAL NOT NULL,
-        stack_files TEXT NOT NULL, image_services TEXT NOT NULL
+        stack_files TEXT NOT NULL, image_services TEXT NOT NULL,
+        manifest_folder TEXT NOT NULL, manifest_settings TEXT NOT NULL
     );
     CREATE UNIQUE INDEX deployments_request_id ON deployments(request_id)
         WHERE request_id IS NOT NULL;
@@ -86,6 +88,15 @@ MIGRATIONS: list[str] = [
         agent_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, version TEXT NOT NULL,
         capabilities TEXT NOT NULL, connected_at REAL NOT NULL, last_seen_at REAL NOT NULL
     );
+    CREATE TABLE manifest_revisions (
+        id TEXT PRIMARY KEY, "commit" TEXT NOT NULL, created_at REAL NOT NULL,
+        created_by TEXT NOT NULL, file_count INTEGER NOT NULL, entries TEXT NOT NULL,
+        warnings TEXT NOT NULL, synced_seq INTEGER NOT NULL UNIQUE
+    );
+    CREATE TABLE manifest_files (
+        revision_id TEXT NOT NULL REFERENCES manifest_revisions(id), path TEXT NOT NULL,
+        content BLOB NOT NULL, PRIMARY KEY (revision_id, path)
+    ) WITHOUT ROWID;
     CREATE TABLE audit (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, token_id TEXT NOT NULL,
         token_name TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
@@ -96,6 +107,9 @@ MIGRATIONS: list[str] = [
 
 _DEPLOYMENT_COLUMNS = [f.name for f in dataclasses.fields(Deployment) if f.name != "seq"]
 _JSON_FIELDS = {
+    "manifest_settings",
+    "entries",
+    "warnings",
     "stack_files",
     "image_services",
     "tags",
@@ -320,6 +334,57 @@ class SQLiteTx(Tx):
         return [
             AgentRecord(**_row_dict(r)) for r in self.c.execute(sql + " ORDER BY agent_id", args)
         ]
+
+    # manifests
+    def insert_manifest_revision(self, rev: ManifestRevision, files: Mapping[str, bytes]) -> None:
+        row = dataclasses.asdict(rev)
+        cols = list(row)
+        quoted = ", ".join(f'"{c}"' for c in cols)  # "commit" is an SQL keyword
+        self.c.execute(
+            f"INSERT INTO manifest_revisions ({quoted}) VALUES ({', '.join('?' * len(cols))})",
+            [_enc(c, row[c]) for c in cols],
+        )
+        self.c.executemany(
+            "INSERT INTO manifest_files (revision_id, path, content) VALUES (?, ?, ?)",
+            [(rev.id, p, bytes(data)) for p, data in sorted(files.items())],
+        )
+
+    def next_synced_seq(self) -> int:
+        row = self.c.execute("SELECT COALESCE(MAX(synced_seq), 0) + 1 FROM manifest_revisions")
+        return int(row.fetchone()[0])
+
+    def mark_revision_synced(self, revision_id: str, synced_seq: int) -> None:
+        self.c.execute(
+            "UPDATE manifest_revisions SET synced_seq = ? WHERE id = ?", (synced_seq, revision_id)
+        )
+
+    def get_manifest_revision(self, revision_id: str) -> ManifestRevision | None:
+        row = self.c.execute(
+            "SELECT * FROM manifest_revisions WHERE id = ?", (revision_id,)
+        ).fetchone()
+        return ManifestRevision(**_row_dict(row)) if row else None
+
+    def current_manifest_revision(self) -> ManifestRevision | None:
+        row = self.c.execute(
+            "SELECT * FROM manifest_revisions ORDER BY synced_seq DESC LIMIT 1"
+        ).fetchone()
+        return ManifestRevision(**_row_dict(row)) if row else None
+
+    def list_manifest_revisions(self, before_seq: int, limit: int) -> list[ManifestRevision]:
+        rows = self.c.execute(
+            "SELECT * FROM manifest_revisions WHERE synced_seq < ? "
+            "ORDER BY synced_seq DESC LIMIT ?",
+            (before_seq, limit),
+        )
+        return [ManifestRevision(**_row_dict(r)) for r in rows]
+
+    def manifest_files(self, revision_id: str, prefix: str = "") -> dict[str, bytes]:
+        rows = self.c.execute(
+            "SELECT path, content FROM manifest_files WHERE revision_id = ? "
+            "AND substr(path, 1, ?) = ? ORDER BY path",
+            (revision_id, len(prefix), prefix),
+        )
+        return {r[0]: bytes(r[1]) for r in rows}
 
     # audit
     def append_audit(self, entry: AuditEntry) -> None:

@@ -19,8 +19,11 @@ from sami.v1 import (
     cluster_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
+    manifest_pb2,
+    manifest_pb2_grpc,
 )
 from sami_control import offline
+from tests import samples
 from tests.control.conftest import LiveServer
 
 REF = "127.0.0.1:5000/web@sha256:" + "a" * 64
@@ -38,6 +41,8 @@ class Ctx:
         self.dep = deployment_pb2_grpc.DeploymentServiceStub(self.ch)
         self.clu = cluster_pb2_grpc.ClusterServiceStub(self.ch)
         self.agent = agent_pb2_grpc.AgentServiceStub(self.ch)
+        self.man = manifest_pb2_grpc.ManifestServiceStub(self.ch)
+        self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
                 artifact=artifact_pb2.Artifact(artifact_name="web", ref=REF)
@@ -56,6 +61,15 @@ class Ctx:
             ),
             metadata=self.md(self.admin),
         ).id
+
+
+def sync_request(extra: str = "") -> manifest_pb2.SyncManifestsRequest:
+    files = samples.repo()
+    if extra:
+        files["README.md"] = extra.encode()
+    return manifest_pb2.SyncManifestsRequest(
+        files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in files.items()]
+    )
 
 
 Call = Callable[[Ctx, tuple[tuple[str, str], ...]], object]
@@ -136,6 +150,13 @@ RPCS: dict[str, Call] = {
         cluster_pb2.ListClustersRequest(), metadata=md
     ),
     "ListAgents": lambda c, md: c.clu.ListAgents(cluster_pb2.ListAgentsRequest(), metadata=md),
+    "SyncManifests": lambda c, md: c.man.SyncManifests(sync_request(f"{next(_n)}"), metadata=md),
+    "GetManifestRevision": lambda c, md: c.man.GetManifestRevision(
+        manifest_pb2.GetManifestRevisionRequest(name="current"), metadata=md
+    ),
+    "ListManifestRevisions": lambda c, md: c.man.ListManifestRevisions(
+        manifest_pb2.ListManifestRevisionsRequest(), metadata=md
+    ),
     "AgentService.Connect": _connect,
 }
 
@@ -148,12 +169,24 @@ READ = {
     "GetCluster",
     "ListClusters",
     "ListAgents",
+    "GetManifestRevision",
+    "ListManifestRevisions",
+}
+DEPLOY_ALL = {
+    "RegisterArtifact",
+    "CreateDeployment(web,stage)",
+    "CreateDeployment(api,stage)",
+    "CreateDeployment(web,production)",
+    "CancelDeployment(web,stage)",
+    "CancelDeployment(web,production)",
 }
 # What each role may do; every other RPC must be refused.
 ALLOWED: dict[str, set[str]] = {
     "admin": set(RPCS) - {"AgentService.Connect"},
     "deployer(web,stage)": READ
     | {"RegisterArtifact", "CreateDeployment(web,stage)", "CancelDeployment(web,stage)"},
+    # Only an unscoped deployer may sync: a revision holds every service's manifests.
+    "deployer(any)": READ | DEPLOY_ALL | {"SyncManifests"},
     "reader": READ,
     "agent(c1)": {"AgentService.Connect"},
 }
@@ -167,6 +200,7 @@ def tokens(srv: LiveServer) -> dict[str, str | None]:
     return {
         "admin": srv.token("admin"),
         "deployer(web,stage)": srv.token("deployer", services=["web"], environments=["stage"]),
+        "deployer(any)": srv.token("deployer"),
         "reader": srv.token("reader"),
         "agent(c1)": srv.token("agent", cluster="c1"),
         "no token": None,

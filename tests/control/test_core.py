@@ -38,6 +38,7 @@ from sami_control.core.model import (
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
 from sami_control.storage.sqlite import SQLiteStore
+from tests import samples
 
 ADMIN = Principal("t0", "admin", Role.ADMIN)
 AGENT_C1 = Principal("t1", "agent-c1", Role.AGENT, cluster="c1")
@@ -65,6 +66,7 @@ def env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
     create_cluster(store, "c2", ["pull_request"], clock(), ADMIN)
     cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
     cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF2, ""))
+    cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
     yield cp, clock
     store.close()
     loop.close()
@@ -415,6 +417,7 @@ def test_restart_extends_leases_by_grace(tmp_path: Path) -> None:
         cp = ControlPlane(store, Settings(lease_ttl=5, restart_grace=60), clock)
         create_cluster(store, "c1", ["stage"], clock(), ADMIN)
         cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+        cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
         a1 = connect(cp, "a1")
         d = deploy(cp)
         tick(cp)
@@ -430,3 +433,65 @@ def test_restart_extends_leases_by_grace(tmp_path: Path) -> None:
         del a1
 
     asyncio.run(scenario())
+
+
+def test_sync_validates_again_and_stores_nothing_when_invalid(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    before, _ = cp.manifests.get(ADMIN, "current")
+    bad = samples.repo(("web",))
+    bad["services/web/swarm/stage/sami.yaml"] += b"colour: blue\n"
+    with pytest.raises(InvalidArgument) as ei:
+        cp.manifests.sync(ADMIN, "", list(bad.items()))
+    field, description = ei.value.violations[0]
+    assert field.startswith("files[services/web/swarm/stage/sami.yaml]:")
+    assert "colour" in description
+    assert cp.manifests.get(ADMIN, "current")[0].id == before.id
+    revs, _ = cp.manifests.list(ADMIN, 2**62, 10)
+    assert len(revs) == 1
+
+
+def test_sync_is_content_addressed(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    first, _ = cp.manifests.get(ADMIN, "current")
+    other, created = cp.manifests.sync(ADMIN, "a" * 40, list(samples.repo(("web",)).items()))
+    assert created and other.id != first.id
+    again, created = cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
+    assert not created and again.id == first.id
+    assert cp.manifests.get(ADMIN, "current")[0].id == first.id  # current again
+
+
+def test_deployment_resolves_manifest_and_assignment_carries_its_files(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    rev, _ = cp.manifests.get(ADMIN, "current")
+    d = deploy(cp, environment="pull_request", pull_request=12)
+    assert (d.stack_name, d.deployment_type, d.manifest_revision) == (
+        "pr-12_web", "swarm", rev.id)
+    assert d.stack_files == ["stack.yml"] and d.image_services == ["web"]
+    assert d.converge_timeout == 60
+    a = connect(cp, "b1", AGENT_C2)
+    tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    assert sorted(cmd.files) == ["sami.yaml", "stack.yml"]
+    assert cmd.files["stack.yml"] == samples.repo()["services/web/swarm/pull_request/stack.yml"]
+
+
+def test_deploy_refused_without_manifest_or_previews(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    with pytest.raises(FailedPrecondition, match="add services/shop/<type>/stage/sami.yaml"):
+        deploy(cp, service="shop")
+    cp.manifests.sync(ADMIN, "", list(samples.repo(pr_deploy=False).items()))
+    with pytest.raises(FailedPrecondition, match="pr_deploy: true"):
+        deploy(cp, environment="pull_request", pull_request=3)
+    assert cp.list_deployments(ADMIN, "", "", None, 0, "")[0] == []
+
+
+def test_scoped_deployer_cannot_sync(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    scoped = Principal("t9", "ci-web", Role.DEPLOYER, services=("web",))
+    with pytest.raises(PermissionDenied, match="unscoped"):
+        cp.manifests.sync(scoped, "", list(samples.repo().items()))

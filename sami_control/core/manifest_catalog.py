@@ -1,0 +1,183 @@
+"""Manifest revisions: validated again on the server, stored immutably, content-addressed,
+and resolved when a deployment is created.
+
+Resolution is cached per (revision, service, type, environment): revisions never change, so
+the cache never needs invalidating, and a burst of deployments parses each sami.yaml once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from sami_control import manifests
+from sami_control.core import authz, validation
+from sami_control.core.authz import Action
+from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from sami_control.core.model import AuditEntry, ManifestRevision, Principal, Role
+from sami_control.storage.base import Store, Tx
+
+CACHE_LIMIT = 4096
+
+
+def revision_id(files: Mapping[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
+    return h.hexdigest()
+
+
+def entry_of(m: manifests.ResolvedManifest) -> dict[str, object]:
+    """A resolved manifest as stored with its revision (the fields of sami.v1.ManifestEntry)."""
+    return {
+        "service": m.service,
+        "deployment_type": m.deployment_type,
+        "environment": m.environment,
+        "folder": m.folder + "/",
+        "pr_deploy": m.pr_deploy,
+        "stack_files": list(m.stack_files),
+        "image_services": list(m.image_services),
+        "converge_timeout_seconds": m.converge_timeout,
+        "stack_name": m.stack_name or "",
+        "cluster": m.cluster or "",
+        "static_target_dir": m.static_file.target_dir if m.static_file else "",
+        "keep_releases": m.static_file.keep_releases if m.static_file else 0,
+        "cron_schedule": m.cron.schedule if m.cron else "",
+    }
+
+
+@dataclass(frozen=True)
+class Resolved:
+    revision: ManifestRevision
+    manifest: manifests.ResolvedManifest
+
+
+class ManifestCatalog:
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.clock = clock
+        self._cache: dict[tuple[str, str, str, str], manifests.ResolvedManifest] = {}
+
+    def sync(
+        self, who: Principal, commit: str, files: list[tuple[str, bytes]]
+    ) -> tuple[ManifestRevision, bool]:
+        authz.require(who, Action.SYNC_MANIFESTS)
+        if who.role is Role.DEPLOYER and (who.services or who.environments):
+            # A revision holds every service's manifests: a token scoped to one service
+            # could otherwise rewrite another service's stack file.
+            raise PermissionDenied(
+                f"token {who.name!r} is scoped to some services or environments; syncing "
+                "manifests needs an admin token or an unscoped deployer token"
+            )
+        validation.commit("commit", commit)
+        by_path: dict[str, bytes] = {}
+        for i, (path, data) in enumerate(files):
+            if path in by_path:
+                raise InvalidArgument(f"files[{i}].path", f"{path!r} appears twice")
+            by_path[path] = data
+        if not by_path:
+            raise InvalidArgument("files", "no files: sync the root of your deployments repo")
+        result = manifests.scan(by_path)
+        errors = [p for p in result.problems if p.is_error]
+        if errors:
+            raise InvalidArgument.many(
+                [
+                    (
+                        f"files[{p.file}]" + (f":{p.line}" if p.line else ""),
+                        f"{p.message} — {p.hint}" if p.hint else p.message,
+                    )
+                    for p in errors
+                ]
+            )
+        rid = revision_id(by_path)
+        now = self.clock()
+        with self.store.tx() as tx:
+            seq = tx.next_synced_seq()
+            existing = tx.get_manifest_revision(rid)
+            if existing is not None:
+                tx.mark_revision_synced(rid, seq)
+                existing.synced_seq = seq
+                self._audit(tx, who, rid, "ok (already stored; now current)")
+                return existing, False
+            rev = ManifestRevision(
+                id=rid,
+                commit=commit,
+                created_at=now,
+                created_by=who.name,
+                file_count=len(by_path),
+                entries=[entry_of(m) for m in result.manifests],
+                warnings=[p.to_dict() for p in result.problems if not p.is_error],
+                synced_seq=seq,
+            )
+            tx.insert_manifest_revision(rev, by_path)
+            self._audit(tx, who, rid, "ok")
+        return rev, True
+
+    def _audit(self, tx: Tx, who: Principal, rid: str, outcome: str) -> None:
+        tx.append_audit(
+            AuditEntry(
+                time=self.clock(),
+                token_id=who.token_id,
+                token_name=who.name,
+                action="manifests.sync",
+                target=rid,
+                outcome=outcome,
+            )
+        )
+
+    def get(self, who: Principal, name: str) -> tuple[ManifestRevision, bool]:
+        """(revision, is_current) by id, `manifestRevisions/{id}` or `current`."""
+        authz.require(who, Action.READ)
+        ident = name.removeprefix("manifestRevisions/")
+        with self.store.tx() as tx:
+            current = tx.current_manifest_revision()
+            if ident in ("", "current"):
+                rev = current
+            else:
+                validation.text("name", ident, limit=100)
+                rev = tx.get_manifest_revision(ident)
+        if rev is None:
+            raise NotFound(
+                "no manifest revision has been synced yet: run `sami manifests sync DIR`"
+                if ident in ("", "current")
+                else f"manifest revision {ident!r} does not exist; `sami manifests list`"
+            )
+        return rev, current is not None and current.id == rev.id
+
+    def files(self, revision: str, prefix: str = "") -> dict[str, bytes]:
+        with self.store.tx() as tx:
+            return tx.manifest_files(revision, prefix)
+
+    def list(self, who: Principal, before: int, limit: int) -> tuple[list[ManifestRevision], str]:
+        authz.require(who, Action.READ)
+        with self.store.tx() as tx:
+            current = tx.current_manifest_revision()
+            revs = tx.list_manifest_revisions(before, limit)
+        return revs, current.id if current else ""
+
+    def resolve(self, tx: Tx, service: str, deployment_type: str, environment: str) -> Resolved:
+        rev = tx.current_manifest_revision()
+        if rev is None:
+            raise FailedPrecondition(
+                "no deployment manifests synced yet: run `sami manifests sync DIR` on your "
+                "deployments repo (see docs/manifests.md)"
+            )
+        key = (rev.id, service, deployment_type, environment)
+        m = self._cache.get(key)
+        if m is None:
+            files = tx.manifest_files(rev.id, f"services/{service}/")
+            try:
+                m = manifests.resolve(files, service, deployment_type or None, environment)
+            except manifests.ManifestError as exc:
+                raise FailedPrecondition(
+                    f"{exc.message} (manifest revision {rev.id[:12]}"
+                    + (f", commit {rev.commit[:12]}" if rev.commit else "")
+                    + "); then `sami manifests sync` again"
+                ) from None
+            except ValueError as exc:
+                raise InvalidArgument("deployment_type", str(exc)) from None
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = m
+        return Resolved(rev, m)
