@@ -26,11 +26,11 @@ from sami.v1 import (
 from sami_control.api import convert
 from sami_control.api.auth import principal
 from sami_control.api.errors import mapped
+from sami_control.core import paging
 from sami_control.core.agents import AgentSession, CloseCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import DomainError, InvalidArgument, PermissionDenied
 from sami_control.core.model import Deployment, State
-from sami_control.core import paging
 
 log = structlog.get_logger("sami.api")
 

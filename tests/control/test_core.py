@@ -468,8 +468,7 @@ def test_deployment_resolves_manifest_and_assignment_carries_its_files(
     cp, _ = env
     rev, _ = cp.manifests.get(ADMIN, "current")
     d = deploy(cp, environment="pull_request", pull_request=12)
-    assert (d.stack_name, d.deployment_type, d.manifest_revision) == (
-        "pr-12_web", "swarm", rev.id)
+    assert (d.stack_name, d.deployment_type, d.manifest_revision) == ("pr-12_web", "swarm", rev.id)
     assert d.stack_files == ["stack.yml"] and d.image_services == ["web"]
     assert d.converge_timeout == 60
     a = connect(cp, "b1", AGENT_C2)
@@ -482,7 +481,7 @@ def test_deployment_resolves_manifest_and_assignment_carries_its_files(
 
 def test_deploy_refused_without_manifest_or_previews(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
-    with pytest.raises(FailedPrecondition, match="add services/shop/<type>/stage/sami.yaml"):
+    with pytest.raises(FailedPrecondition, match=r"add services/shop/<type>/stage/sami\.yaml"):
         deploy(cp, service="shop")
     cp.manifests.sync(ADMIN, "", list(samples.repo(pr_deploy=False).items()))
     with pytest.raises(FailedPrecondition, match="pr_deploy: true"):
