@@ -1,0 +1,162 @@
+"""`sami-agent`: run next to a swarm manager and apply what the control plane assigns.
+
+Exit status: 0 after SIGTERM/SIGINT, 2 for bad usage or configuration (no token, no Swarm
+executor), 3 when the token is rejected and --exit-on-auth-error is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from sami_agent.connection import Agent, AgentAuthError
+from sami_agent.executors import ExecutorUnavailable, build_executor
+from sami_common import logs
+from sami_common.dial import DEFAULT_ADDR, Endpoint
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration; the message says how to fix it."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="sami-agent",
+        description=(
+            "Dial the Sami control plane, receive this cluster's deployments and apply them to"
+            " the local Docker Swarm. The agent token comes from SAMI_TOKEN or --token-file."
+        ),
+    )
+    parser.add_argument(
+        "--control",
+        metavar="HOST:PORT",
+        default=os.environ.get("SAMI_ADDR") or DEFAULT_ADDR,
+        help="control plane address (default: SAMI_ADDR, else %(default)s)",
+    )
+    parser.add_argument(
+        "--agent-id",
+        default=socket.gethostname(),
+        help="stable name of this agent (default: the host name, %(default)s)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the agent token from FILE instead of SAMI_TOKEN",
+    )
+    parser.add_argument(
+        "--ca",
+        metavar="FILE",
+        default=os.environ.get("SAMI_CA") or None,
+        help="PEM file of the CA that signed the control plane's certificate (default:"
+        " SAMI_CA; without one the connection is plaintext)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="touch no Docker engine: report what each deployment would do",
+    )
+    parser.add_argument(
+        "--dry-run-step-seconds",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="pause between dry-run steps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="with --dry-run: append one JSON line per apply to FILE",
+    )
+    parser.add_argument(
+        "--exit-on-auth-error",
+        action="store_true",
+        help="exit (status 3) when the control plane rejects the token, instead of retrying",
+    )
+    return parser.parse_args(argv)
+
+
+def read_token(token_file: str | None) -> str:
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
+        if not token:
+            raise UsageError(f"the token file {token_file} is empty; put the agent token in it")
+        return token
+    token = os.environ.get("SAMI_TOKEN", "").strip()
+    if not token:
+        raise UsageError(
+            "no agent token: set SAMI_TOKEN to an agent token for this agent's cluster"
+            " (or pass --token-file FILE)"
+        )
+    return token
+
+
+def build_agent(args: argparse.Namespace) -> Agent:
+    if args.ledger and not args.dry_run:
+        raise UsageError("--ledger records dry-run applies only; add --dry-run or drop --ledger")
+    if args.ledger and not os.path.isdir(os.path.dirname(os.path.abspath(args.ledger))):
+        raise UsageError(f"the folder of the ledger file {args.ledger} does not exist")
+    if args.dry_run_step_seconds < 0:
+        raise UsageError("--dry-run-step-seconds must be 0 or more")
+    if args.ca and not os.path.isfile(args.ca):
+        raise UsageError(f"the CA file {args.ca} does not exist (from --ca or SAMI_CA)")
+    if not args.agent_id.strip():
+        raise UsageError("--agent-id must not be empty")
+    endpoint = Endpoint(addr=args.control, token=read_token(args.token_file), ca_file=args.ca)
+    try:
+        executor = build_executor(
+            dry_run=args.dry_run,
+            step_seconds=args.dry_run_step_seconds,
+            ledger_path=args.ledger,
+            agent_id=args.agent_id,
+        )
+    except ExecutorUnavailable as exc:
+        raise UsageError(str(exc)) from exc
+    return Agent(endpoint, executor, args.agent_id, exit_on_auth_error=args.exit_on_auth_error)
+
+
+async def serve(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, agent.stop)
+    try:
+        await agent.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure()
+    log = logs.get("sami_agent")
+    try:
+        agent = build_agent(args)
+    except UsageError as exc:
+        print(f"sami-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log.info(
+        "sami-agent starting",
+        agent_id=args.agent_id,
+        control=args.control,
+        dry_run=args.dry_run,
+        tls=bool(args.ca),
+    )
+    try:
+        asyncio.run(serve(agent))
+    except AgentAuthError as exc:
+        print(f"sami-agent: {exc}", file=sys.stderr)
+        return EXIT_AUTH
+    return EXIT_OK

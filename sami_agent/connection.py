@@ -1,0 +1,495 @@
+"""The agent's side of `AgentService.Connect` (docs/agent-protocol.md).
+
+One `Agent` keeps one stream open to the control plane, re-opening it with jittered
+exponential backoff whenever it breaks. Jobs run in their own threads and do not care about
+the stream: while it is down their progress is recorded on the lease and sent once the
+control plane has resumed the lease on a new stream.
+
+Everything here runs on one event loop; the only other threads are executor threads, which
+reach the loop through `call_soon_threadsafe`. Lease state is therefore touched by one
+thread only and needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+import grpc.aio
+import structlog
+
+from sami.v1 import agent_pb2, agent_pb2_grpc
+from sami_agent import package_version
+from sami_agent.executor import ExecutionResult, Executor, Outcome, ProgressReporter
+from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
+from sami_agent.leases import Lease
+from sami_common import logs
+from sami_common.backoff import Backoff
+from sami_common.dial import Endpoint
+
+AUTH_ERRORS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+# Used when a Welcome carries no heartbeat interval.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+# Never heartbeat faster than this, whatever the server or a lease TTL says.
+MIN_HEARTBEAT_INTERVAL = 0.02
+
+
+class AgentAuthError(Exception):
+    """The control plane rejected the agent's token and the agent was told to give up."""
+
+
+class ProtocolError(Exception):
+    """The control plane broke docs/agent-protocol.md (e.g. no Welcome first)."""
+
+
+class StreamClosed(Exception):
+    """The control plane ended the stream without an error status."""
+
+
+class Agent:
+    """Serves one control plane stream until `stop()`.
+
+    `run()` returns after `stop()`; it raises AgentAuthError only when `exit_on_auth_error`
+    is set and the token is rejected. Every other failure is logged and retried.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        executor: Executor,
+        agent_id: str,
+        *,
+        exit_on_auth_error: bool = False,
+        backoff: Backoff | None = None,
+        welcome_timeout: float = 30.0,
+    ) -> None:
+        self._endpoint = endpoint
+        self._executor = executor
+        self._agent_id = agent_id
+        self._exit_on_auth_error = exit_on_auth_error
+        self._backoff = backoff or Backoff()
+        self._welcome_timeout = welcome_timeout
+        self._log = logs.get("sami_agent").bind(agent_id=agent_id, control=endpoint.addr)
+        self._stopping = asyncio.Event()
+        self._leases: dict[str, Lease] = {}
+        # Messages for the current stream; None while there is no Welcomed stream (reports
+        # are then only recorded on their lease and sent after the next Welcome).
+        self._outbox: asyncio.Queue[agent_pb2.AgentMessage] | None = None
+        self._cluster = ""
+        self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+        # Per slot_key, a future resolved when the latest job of that slot has ended.
+        self._slot_tails: dict[str, asyncio.Future[None]] = {}
+        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Close the stream and make `run()` return. Call on the agent's event loop."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        stop_waiter = asyncio.create_task(self._stopping.wait())
+        session: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                session = asyncio.create_task(self._session())
+                await asyncio.wait({session, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not session.done():
+                    break  # stopping; the session is closed below
+                delay = self._backoff.next_delay()
+                self._explain_session_end(session, delay)
+                await asyncio.wait({stop_waiter}, timeout=delay)
+        finally:
+            stop_waiter.cancel()
+            if session is not None and not session.done():
+                # Cancelling the session closes its channel, so the control plane sees the
+                # stream end now rather than at the next keepalive.
+                session.cancel()
+                await asyncio.wait({session})
+            self._outbox = None
+            running = [lease.lease_id for lease in self._leases.values() if lease.result is None]
+            if running:
+                self._log.warning(
+                    "stopping with jobs still running; their leases will expire on the control"
+                    " plane and the deployments will be offered again",
+                    leases=running,
+                )
+            for task in list(self._job_tasks):
+                task.cancel()
+            if self._job_tasks:
+                await asyncio.wait(set(self._job_tasks))
+            self._log.info("agent stopped")
+
+    def _explain_session_end(self, session: asyncio.Task[None], delay: float) -> None:
+        """Log why the stream ended and when the agent retries; raise AgentAuthError if the
+        token was rejected and the agent must not retry."""
+        error = session.exception()
+        log = self._log.bind(retry_in=round(delay, 2))
+        if isinstance(error, grpc.aio.AioRpcError) and error.code() in AUTH_ERRORS:
+            message = (
+                f"the control plane at {self._endpoint.addr} rejected this agent's token"
+                f" ({error.code().name}: {error.details()}). Check that SAMI_TOKEN (or"
+                " --token-file) holds an agent token for this cluster that has not been"
+                " revoked."
+            )
+            if self._exit_on_auth_error:
+                raise AgentAuthError(message) from error
+            log.error(message + " Retrying, in case the token is fixed or re-created.")
+        elif isinstance(error, grpc.aio.AioRpcError) and (
+            error.code() == grpc.StatusCode.UNAVAILABLE
+        ):
+            log.warning("cannot reach the control plane", details=error.details())
+        elif isinstance(error, grpc.aio.AioRpcError):
+            log.warning(
+                "the stream to the control plane ended",
+                code=error.code().name,
+                details=error.details(),
+            )
+        elif isinstance(error, TimeoutError):
+            log.warning(f"no Welcome from the control plane within {self._welcome_timeout} s")
+        elif isinstance(error, StreamClosed | ProtocolError):
+            log.warning(str(error))
+        elif error is not None:
+            log.error("unexpected error in the connection loop", exc_info=error)
+        else:
+            log.warning("the stream to the control plane ended")
+
+    # -- one stream ------------------------------------------------------------------
+
+    async def _session(self) -> None:
+        # A fresh channel per attempt: our backoff, not the channel's own reconnect backoff
+        # (which grows to two minutes), decides how soon we try again.
+        channel = self._endpoint.aio_channel()
+        try:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            call = stub.Connect(metadata=self._endpoint.metadata())
+            await call.write(agent_pb2.AgentMessage(hello=self._hello()))
+            first = await asyncio.wait_for(call.read(), self._welcome_timeout)
+            if first is grpc.aio.EOF:
+                raise StreamClosed("the control plane closed the stream before its Welcome")
+            if first.WhichOneof("msg") != "welcome":
+                raise ProtocolError(
+                    f"the control plane sent {first.WhichOneof('msg')} before Welcome;"
+                    " is it the same Sami version as this agent?"
+                )
+            outbox = self._on_welcome(first.welcome)
+            self._backoff.reset()
+            await self._serve(call, outbox)
+        finally:
+            self._outbox = None
+            await channel.close(grace=None)
+
+    async def _serve(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        outbox: asyncio.Queue[agent_pb2.AgentMessage],
+    ) -> None:
+        reader = asyncio.create_task(self._read_loop(call))
+        writer = asyncio.create_task(self._write_loop(call, outbox))
+        beats = asyncio.create_task(self._heartbeat_loop())
+        tasks = {reader, writer, beats}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                # A failed write means the call is over; the reader is about to see why.
+                await asyncio.wait({reader}, timeout=1.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        for task in (reader, writer, beats):
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+        raise StreamClosed("the control plane closed the stream")
+
+    async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            self._dispatch(message)
+
+    async def _write_loop(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        outbox: asyncio.Queue[agent_pb2.AgentMessage],
+    ) -> None:
+        while True:
+            message = await outbox.get()
+            try:
+                await call.write(message)
+            except asyncio.InvalidStateError:
+                return  # the call finished; the reader reports how
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_period())
+            leases = [lease.held() for lease in self._leases.values()]
+            self._send(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(leases=leases)))
+
+    def _heartbeat_period(self) -> float:
+        # Heartbeat as the Welcome says, but also often enough for the shortest lease TTL
+        # held: an assignment whose TTL is shorter than the interval must not expire.
+        period = self._heartbeat_interval
+        for lease in self._leases.values():
+            if lease.lease_ttl > 0:
+                period = min(period, lease.lease_ttl / 3)
+        return max(period, MIN_HEARTBEAT_INTERVAL)
+
+    def _hello(self) -> agent_pb2.Hello:
+        return agent_pb2.Hello(
+            agent_id=self._agent_id,
+            version=package_version(),
+            capabilities=list(self._executor.capabilities),
+            held_leases=[lease.held() for lease in self._leases.values()],
+        )
+
+    def _on_welcome(self, welcome: agent_pb2.Welcome) -> asyncio.Queue[agent_pb2.AgentMessage]:
+        resumed = {(held.lease_id, held.epoch) for held in welcome.resumed_leases}
+        for lease in list(self._leases.values()):
+            if (lease.lease_id, lease.epoch) not in resumed:
+                self._drop(lease, "the control plane did not resume it (expired or finished)")
+        self._cluster = welcome.cluster
+        self._heartbeat_interval = seconds(welcome.heartbeat_interval) or DEFAULT_HEARTBEAT_INTERVAL
+        # Queue everything the control plane has not confirmed before any new report, so
+        # each lease's sequence arrives in order and without gaps.
+        outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+        for lease in self._leases.values():
+            for message in lease.unconfirmed():
+                outbox.put_nowait(message)
+        self._outbox = outbox
+        self._log.info(
+            "connected to the control plane",
+            cluster=welcome.cluster,
+            heartbeat_interval=self._heartbeat_interval,
+            resumed_leases=sorted(self._leases),
+            resent=outbox.qsize(),
+        )
+        return outbox
+
+    def _send(self, message: agent_pb2.AgentMessage) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(message)
+
+    # -- control messages --------------------------------------------------------------
+
+    def _dispatch(self, message: agent_pb2.ControlMessage) -> None:
+        kind = message.WhichOneof("msg")
+        if kind == "assignment":
+            self._on_assignment(message.assignment)
+        elif kind == "cancel":
+            self._on_cancel(message.cancel)
+        elif kind == "revoke":
+            self._on_revoke(message.revoke)
+        elif kind == "done":
+            self._on_done(message.done)
+        else:
+            # A newer control plane may send messages this agent does not know yet.
+            self._log.warning("ignoring an unexpected message from the control plane", kind=kind)
+
+    def _find(self, lease_id: str, deployment_id: str) -> Lease | None:
+        if not lease_id:
+            # Tolerate a message naming only the deployment: at most one lease per deployment.
+            return next(
+                (lease for lease in self._leases.values() if lease.deployment_id == deployment_id),
+                None,
+            )
+        lease = self._leases.get(lease_id)
+        if lease is None or (deployment_id and lease.deployment_id != deployment_id):
+            return None
+        return lease
+
+    def _on_assignment(self, assignment: agent_pb2.Assignment) -> None:
+        deployment = assignment.deployment
+        if not assignment.lease_id or not deployment.id:
+            self._log.error(
+                "ignoring an assignment without a lease id or deployment id",
+                lease_id=assignment.lease_id,
+                deployment_id=deployment.id,
+            )
+            return
+        ack = agent_pb2.AgentMessage(
+            ack=agent_pb2.Ack(
+                deployment_id=deployment.id, lease_id=assignment.lease_id, epoch=assignment.epoch
+            )
+        )
+        known = self._leases.get(assignment.lease_id)
+        if known is not None and known.epoch == assignment.epoch:
+            self._send(ack)  # delivered twice: acknowledge again, run once
+            return
+        # The newest lease of a deployment wins; an older one here is no longer ours.
+        for other in list(self._leases.values()):
+            if other.deployment_id == deployment.id or other.lease_id == assignment.lease_id:
+                self._drop(other, f"superseded by lease {assignment.lease_id}")
+        job = job_from_assignment(assignment)
+        log = self._log.bind(
+            deployment_id=job.deployment_id,
+            service=job.service,
+            environment=job.environment,
+            cluster=deployment.cluster or self._cluster,
+            lease_id=assignment.lease_id,
+            epoch=assignment.epoch,
+            attempt=job.attempt,
+        )
+        if job.pull_request:
+            log = log.bind(pull_request=job.pull_request)
+        lease = Lease(
+            deployment_id=job.deployment_id,
+            lease_id=assignment.lease_id,
+            epoch=assignment.epoch,
+            job=job,
+            lease_ttl=seconds(assignment.lease_ttl),
+            log=log,
+        )
+        self._leases[lease.lease_id] = lease
+        self._send(ack)
+        log.info(
+            "assignment received",
+            deployment_type=job.deployment_type,
+            stack_name=job.stack_name,
+            artifact=job.artifact_ref,
+        )
+        task = asyncio.create_task(self._run_job(lease))
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+
+    def _on_cancel(self, cancel: agent_pb2.Cancel) -> None:
+        lease = self._find(cancel.lease_id, cancel.deployment_id)
+        if lease is None:
+            self._log.info(
+                "ignoring Cancel for a lease this agent does not hold",
+                deployment_id=cancel.deployment_id,
+                lease_id=cancel.lease_id,
+            )
+            return
+        lease.cancel_reason = cancel.reason
+        lease.cancelled.set()
+        lease.log.info("cancel requested", reason=cancel.reason)
+
+    def _on_revoke(self, revoke: agent_pb2.Revoke) -> None:
+        lease = self._find(revoke.lease_id, revoke.deployment_id)
+        if lease is None:
+            self._log.info(
+                "ignoring Revoke for a lease this agent does not hold",
+                deployment_id=revoke.deployment_id,
+                lease_id=revoke.lease_id,
+            )
+            return
+        self._drop(lease, f"revoked by the control plane: {revoke.reason}")
+
+    def _on_done(self, done: agent_pb2.Done) -> None:
+        lease = self._find(done.lease_id, done.deployment_id)
+        if lease is None:
+            return  # a Done for a result we re-sent after it was already stored
+        if lease.result is None:
+            self._drop(lease, "the control plane finished the lease before the job did")
+            return
+        lease.dropped = True
+        del self._leases[lease.lease_id]
+        lease.log.info("result stored by the control plane")
+
+    def _drop(self, lease: Lease, why: str) -> None:
+        """Stop reporting on a lease. No rollback: another agent may own it now."""
+        lease.dropped = True
+        self._leases.pop(lease.lease_id, None)
+        lease.log.warning(
+            "stopped reporting on lease",
+            why=why,
+            still_running=lease.result is None,
+        )
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def _run_job(self, lease: Lease) -> None:
+        job = lease.job
+        key = slot_key(job)
+        previous = self._slot_tails.get(key)
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_tails[key] = finished
+        try:
+            if previous is not None and not previous.done():
+                self._report(
+                    lease,
+                    "queue",
+                    f"waiting for an earlier run of stack {job.stack_name} on this agent to end",
+                )
+                # Shielded: if this task is cancelled, the earlier job's future must not be.
+                await asyncio.shield(previous)
+            if lease.dropped:
+                return
+            if lease.cancelled.is_set():
+                reason = f"cancelled before it started: {lease.cancel_reason or 'no reason'}"
+                self._finish(lease, ExecutionResult(Outcome.CANCELLED, reason))
+                return
+            capabilities = self._executor.capabilities
+            if job.deployment_type not in capabilities:
+                reason = (
+                    f"this agent cannot run {job.deployment_type or 'untyped'} deployments"
+                    f" (it runs: {', '.join(capabilities)}); serve this cluster with an agent"
+                    " that has that capability"
+                )
+                self._finish(lease, ExecutionResult(Outcome.FAILED, reason))
+                return
+            report = self._reporter(lease)
+            try:
+                result = await run_in_daemon_thread(
+                    lambda: self._execute(lease, report), name=f"job-{job.deployment_id}"
+                )
+            except Exception as exc:
+                lease.log.exception("the executor raised instead of returning a result")
+                result = ExecutionResult(Outcome.FAILED, f"the agent's executor crashed: {exc!r}")
+            self._finish(lease, result)
+        finally:
+            if not finished.done():
+                finished.set_result(None)
+            if self._slot_tails.get(key) is finished:
+                del self._slot_tails[key]
+
+    def _execute(self, lease: Lease, report: ProgressReporter) -> ExecutionResult:
+        # Runs in the job's thread. Bound here so the executor's own log lines carry the
+        # job's context too.
+        job = lease.job
+        structlog.contextvars.bind_contextvars(
+            agent_id=self._agent_id,
+            deployment_id=job.deployment_id,
+            service=job.service,
+            environment=job.environment,
+            cluster=self._cluster,
+            lease_id=lease.lease_id,
+        )
+        return self._executor.execute(job, report, lease.cancelled)
+
+    def _reporter(self, lease: Lease) -> ProgressReporter:
+        loop = self._loop
+        assert loop is not None, "jobs only start while run() is running"
+
+        def report(phase: str, message: str) -> None:
+            # The loop is closed once the agent has stopped: the report has nowhere to go.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._report, lease, str(phase), str(message))
+
+        return report
+
+    def _report(self, lease: Lease, phase: str, message: str) -> None:
+        if lease.dropped or lease.result is not None:
+            return
+        progress = lease.add_progress(phase, message)
+        lease.log.info("progress", phase=phase, message=message, sequence=progress.sequence)
+        self._send(agent_pb2.AgentMessage(progress=progress))
+
+    def _finish(self, lease: Lease, result: ExecutionResult) -> None:
+        if lease.dropped:
+            lease.log.info(
+                "job ended after its lease was dropped; not reporting it",
+                outcome=result.outcome.value,
+                reason=result.reason,
+            )
+            return
+        message = lease.set_result(result)
+        lease.log.info("job ended", outcome=result.outcome.value, reason=message.reason)
+        self._send(agent_pb2.AgentMessage(result=message))
