@@ -26,18 +26,20 @@ OUTCOME_ROLLED_BACK: Outcome
 OUTCOME_CANCELLED: Outcome
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack", "heartbeat", "progress", "result")
+    __slots__ = ("hello", "ack", "heartbeat", "progress", "result", "inventory")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     heartbeat: Heartbeat
     progress: Progress
     result: Result
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
+    inventory: PreviewInventory
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
     __slots__ = ("welcome", "assignment", "cancel", "revoke", "done")
@@ -145,6 +147,24 @@ class Done(_message.Message):
     deployment_id: str
     lease_id: str
     def __init__(self, deployment_id: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
+
+class PreviewInventory(_message.Message):
+    __slots__ = ("stacks",)
+    STACKS_FIELD_NUMBER: _ClassVar[int]
+    stacks: _containers.RepeatedCompositeFieldContainer[PreviewStack]
+    def __init__(self, stacks: _Optional[_Iterable[_Union[PreviewStack, _Mapping]]] = ...) -> None: ...
+
+class PreviewStack(_message.Message):
+    __slots__ = ("stack_name", "service", "pull_request", "deployment_id")
+    STACK_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PULL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    stack_name: str
+    service: str
+    pull_request: int
+    deployment_id: str
+    def __init__(self, stack_name: _Optional[str] = ..., service: _Optional[str] = ..., pull_request: _Optional[int] = ..., deployment_id: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("deployment_id", "lease_id", "epoch")

@@ -11,6 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DeploymentAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPLOYMENT_ACTION_UNSPECIFIED: _ClassVar[DeploymentAction]
+    DEPLOY: _ClassVar[DeploymentAction]
+    TEARDOWN: _ClassVar[DeploymentAction]
+
 class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DEPLOYMENT_STATE_UNSPECIFIED: _ClassVar[DeploymentState]
@@ -29,6 +35,9 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATE_CHANGED: _ClassVar[EventType]
     PROGRESS: _ClassVar[EventType]
     NOTICE: _ClassVar[EventType]
+DEPLOYMENT_ACTION_UNSPECIFIED: DeploymentAction
+DEPLOY: DeploymentAction
+TEARDOWN: DeploymentAction
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 QUEUED: DeploymentState
 ASSIGNED: DeploymentState
@@ -44,7 +53,7 @@ PROGRESS: EventType
 NOTICE: EventType
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "id", "service", "environment", "pull_request", "artifact", "reason", "request_id", "state", "status_message", "cluster", "agent_id", "attempt", "epoch", "last_sequence", "cancel_requested", "deployment_type", "stack_name", "manifest_revision", "created_by", "create_time", "update_time", "finish_time")
+    __slots__ = ("name", "id", "service", "environment", "pull_request", "artifact", "reason", "request_id", "state", "status_message", "cluster", "agent_id", "attempt", "epoch", "last_sequence", "cancel_requested", "deployment_type", "stack_name", "manifest_revision", "action", "created_by", "create_time", "update_time", "finish_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +73,7 @@ class Deployment(_message.Message):
     DEPLOYMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     STACK_NAME_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_REVISION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -87,11 +97,12 @@ class Deployment(_message.Message):
     deployment_type: str
     stack_name: str
     manifest_revision: str
+    action: DeploymentAction
     created_by: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     finish_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., status_message: _Optional[str] = ..., cluster: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., deployment_type: _Optional[str] = ..., stack_name: _Optional[str] = ..., manifest_revision: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., status_message: _Optional[str] = ..., cluster: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., deployment_type: _Optional[str] = ..., stack_name: _Optional[str] = ..., manifest_revision: _Optional[str] = ..., action: _Optional[_Union[DeploymentAction, str]] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeploymentEvent(_message.Message):
     __slots__ = ("deployment_id", "sequence", "type", "state", "phase", "message", "agent_id", "attempt", "time")
@@ -176,6 +187,18 @@ class WatchDeploymentResponse(_message.Message):
     deployment: Deployment
     event: DeploymentEvent
     def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., event: _Optional[_Union[DeploymentEvent, _Mapping]] = ...) -> None: ...
+
+class TeardownPreviewRequest(_message.Message):
+    __slots__ = ("service", "pull_request", "reason", "request_id")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PULL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    pull_request: int
+    reason: str
+    request_id: str
+    def __init__(self, service: _Optional[str] = ..., pull_request: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CancelDeploymentRequest(_message.Message):
     __slots__ = ("name", "reason")

@@ -60,6 +60,11 @@ class DeploymentServiceStub:
                 request_serializer=sami_dot_v1_dot_deployment__pb2.CancelDeploymentRequest.SerializeToString,
                 response_deserializer=sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.TeardownPreview = channel.unary_unary(
+                '/sami.v1.DeploymentService/TeardownPreview',
+                request_serializer=sami_dot_v1_dot_deployment__pb2.TeardownPreviewRequest.SerializeToString,
+                response_deserializer=sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
+                _registered_method=True)
 
 
 class DeploymentServiceServicer:
@@ -98,6 +103,14 @@ class DeploymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TeardownPreview(self, request, context):
+        """Remove a pull-request preview's stack. Recorded and delivered like a deployment
+        (action TEARDOWN), so it shows in the history and survives restarts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeploymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +137,11 @@ def add_DeploymentServiceServicer_to_server(servicer, server):
             'CancelDeployment': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelDeployment,
                     request_deserializer=sami_dot_v1_dot_deployment__pb2.CancelDeploymentRequest.FromString,
+                    response_serializer=sami_dot_v1_dot_deployment__pb2.Deployment.SerializeToString,
+            ),
+            'TeardownPreview': grpc.unary_unary_rpc_method_handler(
+                    servicer.TeardownPreview,
+                    request_deserializer=sami_dot_v1_dot_deployment__pb2.TeardownPreviewRequest.FromString,
                     response_serializer=sami_dot_v1_dot_deployment__pb2.Deployment.SerializeToString,
             ),
     }
@@ -262,6 +280,33 @@ class DeploymentService:
             target,
             '/sami.v1.DeploymentService/CancelDeployment',
             sami_dot_v1_dot_deployment__pb2.CancelDeploymentRequest.SerializeToString,
+            sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TeardownPreview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sami.v1.DeploymentService/TeardownPreview',
+            sami_dot_v1_dot_deployment__pb2.TeardownPreviewRequest.SerializeToString,
             sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
             options,
             channel_credentials,

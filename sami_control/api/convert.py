@@ -21,6 +21,7 @@ from sami_control.core.model import (
     Deployment,
     Event,
     ManifestRevision,
+    PreviewStack,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
 
@@ -92,6 +93,7 @@ def deployment(d: Deployment, art: Artifact | None) -> deployment_pb2.Deployment
         deployment_type=d.deployment_type,
         stack_name=d.stack_name,
         manifest_revision=d.manifest_revision,
+        action=int(d.action),  # type: ignore[arg-type]
         created_by=d.created_by,
         create_time=ts(d.created_at),
         update_time=ts(d.updated_at),
@@ -145,6 +147,13 @@ def agent(a: AgentRecord) -> cluster_pb2.Agent:
         last_heartbeat_time=ts(a.last_seen_at),
         leases=a.leases,
     )
+
+
+def preview_stacks(stacks: object) -> list[PreviewStack]:
+    return [
+        PreviewStack(s.stack_name, s.service, s.pull_request, s.deployment_id)
+        for s in stacks  # type: ignore[attr-defined]
+    ]
 
 
 def held(leases: object) -> list[HeldLease]:

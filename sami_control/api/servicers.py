@@ -78,6 +78,20 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
         return convert.deployment(d, self.core.artifact_of(d))
 
     @mapped
+    async def TeardownPreview(
+        self, request: deployment_pb2.TeardownPreviewRequest, context: Any
+    ) -> deployment_pb2.Deployment:
+        return self._out(
+            self.core.teardown_preview(
+                principal(),
+                request.service,
+                request.pull_request,
+                request.reason,
+                request.request_id,
+            )
+        )
+
+    @mapped
     async def CreateDeployment(
         self, request: deployment_pb2.CreateDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
@@ -284,6 +298,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 self.core.agent_result(s, r.deployment_id, r.lease_id, r.epoch, r.outcome, r.reason)
             elif kind == "heartbeat":
                 self.core.agent_heartbeat(s, convert.held(msg.heartbeat.leases))
+            elif kind == "inventory":
+                self.core.agent_inventory(s, convert.preview_stacks(msg.inventory.stacks))
         except PermissionDenied:
             raise
         except DomainError as exc:

@@ -12,7 +12,7 @@ from sami_control.core.model import Artifact, Deployment
 @dataclass(frozen=True)
 class AssignCommand:
     deployment: Deployment
-    artifact: Artifact
+    artifact: Artifact | None  # None only for tearing down a preview Sami never recorded
     lease_ttl: float
     files: dict[str, bytes]
 

@@ -46,10 +46,13 @@ from sami_control.core.model import (
     AuditEntry,
     Cluster,
     Deployment,
+    DeploymentAction,
     Event,
     EventType,
     Outcome,
+    PreviewStack,
     Principal,
+    Role,
     State,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
@@ -70,6 +73,9 @@ class Settings:
     max_attempts: int = 5
     # After a control-plane start, leases get this long for their agents to reconnect.
     restart_grace: float = 30.0
+    # A preview not deployed for this long counts as closed: its stack is torn down when
+    # an agent reports it (a teardown CI forgot leaves no orphan for long).
+    preview_ttl: float = 7 * 24 * 3600.0
     default_converge_timeout: float = 300.0
 
 
@@ -330,15 +336,9 @@ class ControlPlane:
         now = self.clock()
         fx = _Effects(wake=True)
         with self.store.tx() as tx:
-            if request_id:
-                prior = tx.get_deployment_by_request_id(request_id)
-                if prior is not None:
-                    if prior.request_hash != fingerprint:
-                        raise AlreadyExists(
-                            f"request_id {request_id!r} was already used for deployment "
-                            f"{prior.id} with a different request; use a new request_id"
-                        )
-                    return prior
+            prior = self._prior_request(tx, request_id, fingerprint)
+            if prior is not None:
+                return prior
             art = self._resolve_artifact(tx, req.artifact, "artifact")
             cluster = tx.cluster_for_environment(env)
             if cluster is None:
@@ -384,21 +384,7 @@ class ControlPlane:
                     if k in ("static_target_dir", "keep_releases", "cron_schedule", "pr_deploy")
                 },
             )
-            first = record(
-                d,
-                EventType.STATE_CHANGED,
-                now,
-                message=f"requested by {who.name}" + (f": {req.reason}" if req.reason else ""),
-            )
-            tx.insert_deployment(d)
-            tx.append_event(first)
-            fx.events.append(first)
-            for old in tx.deployments_in_states([State.QUEUED], cluster):
-                if old.key == d.key and old.id != d.id:
-                    ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
-                    tx.update_deployment(old)
-                    tx.append_event(ev)
-                    fx.events.append(ev)
+            self._enqueue(tx, fx, d, f"requested by {who.name}", req.reason)
             self._audit(
                 tx,
                 who,
@@ -408,6 +394,90 @@ class ControlPlane:
             )
         self._apply(fx)
         return d
+
+    def _prior_request(self, tx: Tx, request_id: str, fingerprint: str) -> Deployment | None:
+        """The deployment an earlier request with this idempotency key created, if any."""
+        if not request_id:
+            return None
+        prior = tx.get_deployment_by_request_id(request_id)
+        if prior is not None and prior.request_hash != fingerprint:
+            raise AlreadyExists(
+                f"request_id {request_id!r} was already used for deployment {prior.id} with "
+                "a different request; use a new request_id"
+            )
+        return prior
+
+    def _enqueue(self, tx: Tx, fx: _Effects, d: Deployment, who: str, reason: str) -> None:
+        """Store a new deployment as QUEUED and supersede older queued ones of its key."""
+        now = d.created_at
+        first = record(
+            d, EventType.STATE_CHANGED, now, message=who + (f": {reason}" if reason else "")
+        )
+        tx.insert_deployment(d)
+        tx.append_event(first)
+        fx.events.append(first)
+        for old in tx.deployments_in_states([State.QUEUED], d.cluster):
+            if old.key == d.key and old.id != d.id:
+                ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
+                tx.update_deployment(old)
+                tx.append_event(ev)
+                fx.events.append(ev)
+
+    def teardown_preview(
+        self, who: Principal, service: str, pull_request: int, reason: str, request_id: str
+    ) -> Deployment:
+        service = validation.name("service", service, "service name")
+        pr = validation.pull_request("pull_request", "pull_request", pull_request)
+        validation.text("reason", reason)
+        request_id = validation.request_id("request_id", request_id)
+        authz.require_deploy_scope(who, service, "pull_request")
+        fingerprint = DeploymentInput(
+            service, "pull_request", "", pr, reason, deployment_type="teardown"
+        ).fingerprint()
+        fx = _Effects(wake=True)
+        with self.store.tx() as tx:
+            prior = self._prior_request(tx, request_id, fingerprint)
+            if prior is not None:
+                return prior
+            latest = tx.latest_for_key(service, "pull_request", pr)
+            if latest is None:
+                raise NotFound(f"there is no preview of {service} for pull request {pr}")
+            if latest.action is DeploymentAction.TEARDOWN and latest.state is not State.FAILED:
+                raise FailedPrecondition(
+                    f"the preview of {service} for pull request {pr} is already torn down "
+                    f"(or being torn down) by {latest.id}"
+                )
+            d = self._teardown_of(latest, who.name, reason, request_id, fingerprint)
+            self._enqueue(tx, fx, d, f"teardown requested by {who.name}", reason)
+            self._audit(tx, who, "preview.teardown", d.id, detail=f"{service} PR {pr}")
+        self._apply(fx)
+        return d
+
+    def _teardown_of(
+        self, latest: Deployment, who: str, reason: str, request_id: str = "", fingerprint: str = ""
+    ) -> Deployment:
+        return Deployment(
+            id=new_id("dep"),
+            service=latest.service,
+            environment="pull_request",
+            pull_request=latest.pull_request,
+            artifact_id=latest.artifact_id,
+            cluster=latest.cluster,
+            deployment_type=latest.deployment_type,
+            stack_name=latest.stack_name,
+            action=DeploymentAction.TEARDOWN,
+            reason=reason,
+            request_id=request_id,
+            request_hash=fingerprint,
+            created_by=who,
+            created_at=self.clock(),
+            converge_timeout=latest.converge_timeout,
+            manifest_revision=latest.manifest_revision,
+            manifest_folder=latest.manifest_folder,
+            stack_files=list(latest.stack_files),
+            image_services=list(latest.image_services),
+            manifest_settings=dict(latest.manifest_settings),
+        )
 
     def get_deployment(self, who: Principal, name: str) -> Deployment:
         authz.require(who, Action.READ)
@@ -424,11 +494,12 @@ class ControlPlane:
             raise NotFound(f"deployment {ident!r} does not exist; `sami list` shows deployments")
         return d
 
-    def artifact_of(self, d: Deployment) -> Artifact:
+    def artifact_of(self, d: Deployment) -> Artifact | None:
+        """None only for the teardown of an orphan preview Sami had no record of."""
+        if not d.artifact_id:
+            return None
         with self.store.tx() as tx:
-            art = tx.get_artifact(d.artifact_id)
-        assert art is not None, "deployments reference artifacts by foreign key"
-        return art
+            return tx.get_artifact(d.artifact_id)
 
     def list_deployments(
         self,
@@ -769,6 +840,67 @@ class ControlPlane:
                 )
                 tx.update_deployment(d)
 
+    def agent_inventory(self, session: AgentSession, stacks: list[PreviewStack]) -> list[str]:
+        """Tear down the reported preview stacks whose pull request is not open any more.
+        Returns the ids of the teardown deployments created."""
+        now = self.clock()
+        session.last_seen_at = now
+        who = Principal(
+            session.token_id, f"agent {session.agent_id}", Role.AGENT, cluster=session.cluster
+        )
+        fx = _Effects(wake=True)
+        created: list[str] = []
+        with self.store.tx() as tx:
+            for st in stacks:
+                if not self._valid_preview(st):
+                    log.warning(
+                        "preview_inventory_ignored",
+                        agent_id=session.agent_id,
+                        stack=st.stack_name[:100],
+                    )
+                    continue
+                latest = tx.latest_for_key(
+                    st.service, "pull_request", st.pull_request, session.cluster
+                )
+                if latest is not None and self._preview_open(latest, now):
+                    continue
+                why = (
+                    f"preview stack {st.stack_name} has no open pull request "
+                    f"(last deployment {latest.id if latest else 'unknown to Sami'})"
+                )
+                template = latest or Deployment(
+                    id="",
+                    service=st.service,
+                    environment="pull_request",
+                    pull_request=st.pull_request,
+                    artifact_id="",
+                    cluster=session.cluster,
+                    deployment_type="swarm",
+                    stack_name=st.stack_name,
+                )
+                d = self._teardown_of(template, "sami (orphan reconciliation)", why)
+                self._enqueue(tx, fx, d, "orphan preview found by " + who.name, why)
+                self._audit(tx, who, "preview.teardown", d.id, detail=why)
+                created.append(d.id)
+        self._apply(fx)
+        return created
+
+    @staticmethod
+    def _valid_preview(st: PreviewStack) -> bool:
+        try:
+            validation.name("stack.service", st.service, "service name")
+            validation.pull_request("stack.pull_request", "pull_request", st.pull_request)
+        except InvalidArgument:
+            return False
+        return st.stack_name == f"pr-{st.pull_request}_{st.service}"
+
+    def _preview_open(self, latest: Deployment, now: float) -> bool:
+        if not latest.state.terminal:
+            return True  # being deployed or torn down right now
+        if latest.action is DeploymentAction.TEARDOWN:
+            return False  # torn down (or the teardown failed): the stack should not exist
+        return now - latest.created_at < self.settings.preview_ttl
+
     # ---------------------------------------------------------------- dispatch
 
     def _requeue(self, tx: Tx, d: Deployment, now: float, why: str) -> list[Event]:
@@ -835,8 +967,7 @@ class ControlPlane:
                 tx.update_deployment(d)
                 tx.append_event(ev)
                 fx.events.append(ev)
-                art = tx.get_artifact(d.artifact_id)
-                assert art is not None
+                art = tx.get_artifact(d.artifact_id) if d.artifact_id else None
                 s.leases.add(d.id)
                 busy.add(d.key)
                 files = {}

@@ -31,6 +31,12 @@ TERMINAL = frozenset(
 )
 
 
+class DeploymentAction(enum.IntEnum):
+    # Values match sami.v1.DeploymentAction.
+    DEPLOY = 1
+    TEARDOWN = 2
+
+
 class EventType(enum.IntEnum):
     # Values match sami.v1.EventType.
     STATE_CHANGED = 1
@@ -86,6 +92,16 @@ class Artifact:
     created_by: str = ""
 
 
+@dataclass(frozen=True)
+class PreviewStack:
+    """A preview stack an agent reports running."""
+
+    stack_name: str
+    service: str
+    pull_request: int
+    deployment_id: str = ""
+
+
 @dataclass
 class Deployment:
     id: str
@@ -97,6 +113,7 @@ class Deployment:
     deployment_type: str
     stack_name: str
     state: State = State.QUEUED
+    action: DeploymentAction = DeploymentAction.DEPLOY
     reason: str = ""
     request_id: str = ""
     # Fingerprint of the request body, to tell a retry from a reused key.

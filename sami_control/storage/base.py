@@ -80,6 +80,12 @@ class Tx(abc.ABC):
         limit: int,
     ) -> list[Deployment]: ...
     @abc.abstractmethod
+    def latest_for_key(
+        self, service: str, environment: str, pull_request: int, cluster: str | None = None
+    ) -> Deployment | None:
+        """The newest deployment of service+environment+PR (any state, any action)."""
+
+    @abc.abstractmethod
     def deployments_in_states(
         self, states: Sequence[State], cluster: str | None = None
     ) -> list[Deployment]:

@@ -29,6 +29,7 @@ from sami_control.core.model import (
     AuditEntry,
     Cluster,
     Deployment,
+    DeploymentAction,
     Event,
     EventType,
     ManifestRevision,
@@ -62,7 +63,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE deployments (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
         service TEXT NOT NULL, environment TEXT NOT NULL, pull_request INTEGER NOT NULL,
-        artifact_id TEXT NOT NULL REFERENCES artifacts(id), cluster TEXT NOT NULL,
+        artifact_id TEXT REFERENCES artifacts(id), cluster TEXT NOT NULL, action INTEGER NOT NULL,
         deployment_type TEXT NOT NULL, stack_name TEXT NOT NULL, state INTEGER NOT NULL,
         reason TEXT NOT NULL, request_id TEXT, request_hash TEXT NOT NULL,
         status_message TEXT NOT NULL, agent_id TEXT NOT NULL, attempt INTEGER NOT NULL,
@@ -127,8 +128,8 @@ def _enc(name: str, value: Any) -> Any:
         return json.dumps(value, sort_keys=True)
     if isinstance(value, bool):
         return int(value)
-    if name == "request_id" and value == "":
-        return None  # NULLs don't collide in the unique index
+    if name in ("request_id", "artifact_id") and value == "":
+        return None  # NULLs don't collide in the unique index, nor break the foreign key
     return value
 
 
@@ -143,8 +144,10 @@ def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
 def _deployment(row: sqlite3.Row) -> Deployment:
     d = _row_dict(row)
     d["state"] = State(d["state"])
+    d["action"] = DeploymentAction(d["action"])
     d["cancel_requested"] = bool(d["cancel_requested"])
     d["request_id"] = d["request_id"] or ""
+    d["artifact_id"] = d["artifact_id"] or ""
     return Deployment(**d)
 
 
@@ -290,6 +293,17 @@ class SQLiteTx(Tx):
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
         return [_deployment(r) for r in self.c.execute(sql, args)]
+
+    def latest_for_key(
+        self, service: str, environment: str, pull_request: int, cluster: str | None = None
+    ) -> Deployment | None:
+        sql = "SELECT * FROM deployments WHERE service = ? AND environment = ? AND pull_request = ?"
+        args: list[Any] = [service, environment, pull_request]
+        if cluster is not None:
+            sql += " AND cluster = ?"
+            args.append(cluster)
+        row = self.c.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
+        return _deployment(row) if row else None
 
     def deployments_in_states(
         self, states: Sequence[State], cluster: str | None = None

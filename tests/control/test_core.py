@@ -29,9 +29,11 @@ from sami_control.core.errors import (
 from sami_control.core.model import (
     ArtifactKind,
     Deployment,
+    DeploymentAction,
     Event,
     EventType,
     Outcome,
+    PreviewStack,
     Principal,
     Role,
     State,
@@ -494,3 +496,55 @@ def test_scoped_deployer_cannot_sync(env: tuple[ControlPlane, Clock]) -> None:
     scoped = Principal("t9", "ci-web", Role.DEPLOYER, services=("web",))
     with pytest.raises(PermissionDenied, match="unscoped"):
         cp.manifests.sync(scoped, "", list(samples.repo().items()))
+
+
+def test_teardown_preview_is_queued_like_a_deployment(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    with pytest.raises(NotFound, match="no preview of web for pull request 5"):
+        cp.teardown_preview(ADMIN, "web", 5, "", "")
+    preview = deploy(cp, environment="pull_request", pull_request=5)
+    td = cp.teardown_preview(ADMIN, "web", 5, "PR merged", "close-5")
+    assert td.action is DeploymentAction.TEARDOWN and td.stack_name == "pr-5_web"
+    assert cp.teardown_preview(ADMIN, "web", 5, "PR merged", "close-5").id == td.id
+    assert get(cp, preview).state is State.SUPERSEDED  # it never ran: nothing to deploy
+    with pytest.raises(FailedPrecondition, match="already torn down"):
+        cp.teardown_preview(ADMIN, "web", 5, "", "")
+    a = connect(cp, "b1", AGENT_C2)
+    tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    assert cmd.deployment.action is DeploymentAction.TEARDOWN
+    stage_only = Principal("t8", "ci", Role.DEPLOYER, environments=("stage",))
+    with pytest.raises(PermissionDenied):
+        cp.teardown_preview(stage_only, "web", 5, "", "")
+
+
+def test_inventory_tears_down_orphans_and_stale_previews_only(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, clock = env
+    a = connect(cp, "b1", AGENT_C2)
+    open_pr = deploy(cp, environment="pull_request", pull_request=1)
+    tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    c = cmd.deployment
+    cp.agent_result(a, open_pr.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    stacks = [
+        PreviewStack("pr-1_web", "web", 1),  # open: deployed just now
+        PreviewStack("pr-2_web", "web", 2, "dep_gone"),  # unknown to Sami: an orphan
+        PreviewStack("pr-3_web", "api", 3),  # name does not match: ignored, never removed
+    ]
+    created = cp.agent_inventory(a, stacks)
+    assert len(created) == 1
+    orphan = cp.get_deployment(ADMIN, created[0])
+    assert (orphan.action, orphan.stack_name, orphan.artifact_id) == (
+        DeploymentAction.TEARDOWN,
+        "pr-2_web",
+        "",
+    )
+    assert "unknown to Sami" in orphan.reason
+    assert cp.agent_inventory(a, stacks) == []  # its teardown is queued: not twice
+    clock.t += cp.settings.preview_ttl + 1
+    (stale,) = cp.agent_inventory(a, stacks[:1])
+    assert cp.get_deployment(ADMIN, stale).stack_name == "pr-1_web"
