@@ -1,7 +1,8 @@
 """`sami`: the command CI and people run against sami-control.
 
 Exit status: 0 success (for a wait: the deployment SUCCEEDED); 1 the deployment FAILED, was
-ROLLED_BACK, CANCELLED or SUPERSEDED; 2 the request was rejected (bad input or usage, no
+ROLLED_BACK, CANCELLED or SUPERSEDED (for `manifests lint` and `manifests sync`: the
+manifests have errors); 2 the request was rejected (bad input or usage, no
 permission, unknown name); 3 sami-control could not be reached or authenticated, or the wait
 timed out (the outcome is unknown).
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
 from sami.v1 import artifact_pb2, deployment_pb2
-from sami_client import github_actions, render
+from sami_client import github_actions, manifests_cmd, render
 from sami_client.client import SamiClient
 from sami_client.errors import ExitCode, SamiError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT, Follower
@@ -188,13 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _CommandParser(
         prog="sami",
         description="Register artifacts and deploy them with sami-control.",
-        epilog="exit status: 0 ok; 1 deployment failed, rolled back, cancelled or superseded; "
-        "2 request rejected; 3 sami-control unreachable or unauthenticated, or wait timed out",
+        epilog="exit status: 0 ok; 1 deployment failed, rolled back, cancelled or superseded "
+        "(manifests lint/sync: the manifests have errors); 2 request rejected; "
+        "3 sami-control unreachable or unauthenticated, or wait timed out",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_artifact_commands(commands)
     _add_deployment_commands(commands)
     _add_cluster_commands(commands)
+    manifests_cmd.register(commands)
     for register in EXTRA_COMMANDS:
         register(commands)
     return parser
@@ -243,6 +246,14 @@ def _add_deployment_commands(commands: Subparsers) -> None:
         "--artifact", required=True, help="artifact id, REPO@sha256:... or NAME@sha256:..."
     )
     p.add_argument("--pr", type=int, default=0, help="pull request number (env pull_request)")
+    p.add_argument(
+        "--type",
+        dest="deployment_type",
+        default="",
+        metavar="TYPE",
+        help="swarm, compose, static_file, cron or k8s: needed only when the service has --env "
+        "under several deployment types in the synced manifests",
+    )
     p.add_argument("--request-id", default="", help="idempotency key: a retry with it deploys once")
     p.add_argument("--reason", default="", help="why (shown in the history)")
     p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
@@ -369,6 +380,7 @@ def _deploy(args: argparse.Namespace, ctx: Context) -> int:
         pull_request=args.pr,
         reason=args.reason,
         request_id=args.request_id,
+        deployment_type=args.deployment_type,
     )
     follower = ctx.follower()
     # Recorded before waiting, so a later step can find the deployment even if the wait fails.
@@ -468,6 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse exits 0 for --help and 2 for a usage error; return it instead, so main()
         # can be called in-process.
         return exit_.code if isinstance(exit_.code, int) else int(ExitCode.REJECTED)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command `build_parser()` parsed; returns the exit status."""
     console = render.Console(out=sys.stdout, err=sys.stderr)
     endpoint = Endpoint.from_env(
         addr=getattr(args, "addr", None),

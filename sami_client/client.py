@@ -8,7 +8,7 @@ the client's channel for a fresh one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -22,10 +22,12 @@ from sami.v1 import (
     cluster_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
+    manifest_pb2,
+    manifest_pb2_grpc,
 )
 from sami_client.errors import SamiError, WatchGapError, WatchTimeout
 from sami_common.backoff import Backoff
-from sami_common.dial import Endpoint
+from sami_common.dial import CHANNEL_OPTIONS, Endpoint
 
 WatchItem = deployment_pb2.Deployment | deployment_pb2.DeploymentEvent
 
@@ -45,6 +47,10 @@ _RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCE
 
 DEFAULT_CALL_TIMEOUT = 30.0
 DEFAULT_PAGE_SIZE = 100
+
+# The largest message the channel sends (sami-control accepts as much): a bigger sync would
+# fail with a bare RESOURCE_EXHAUSTED, so it is refused before sending, with the sizes.
+MAX_MESSAGE_BYTES = dict(CHANNEL_OPTIONS).get("grpc.max_send_message_length", 4 * 1024 * 1024)
 
 # Called before each reconnect of a watch with the error that broke the stream (None when the
 # stream simply ended early) and the delay before the next attempt.
@@ -78,6 +84,7 @@ class SamiClient:
         self._artifacts = artifact_pb2_grpc.ArtifactServiceStub(self._channel)
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
         self._clusters = cluster_pb2_grpc.ClusterServiceStub(self._channel)
+        self._manifests = manifest_pb2_grpc.ManifestServiceStub(self._channel)
 
     def _reopen_channel(self) -> None:
         # A channel whose connection attempts failed waits out grpc's own reconnect backoff
@@ -153,7 +160,10 @@ class SamiClient:
         pull_request: int = 0,
         reason: str = "",
         request_id: str = "",
+        deployment_type: str = "",
     ) -> deployment_pb2.Deployment:
+        """`deployment_type` (swarm, compose, ...) is needed only when the service has
+        `environment` under several types in the current manifest revision."""
         deployment: deployment_pb2.Deployment = self._call(
             self._deployments.CreateDeployment,
             deployment_pb2.CreateDeploymentRequest(
@@ -163,6 +173,7 @@ class SamiClient:
                 pull_request=pull_request,
                 reason=reason,
                 request_id=request_id,
+                deployment_type=deployment_type,
             ),
         )
         return deployment
@@ -320,6 +331,60 @@ class SamiClient:
             finally:
                 # The caller may stop early (generator closed): end the RPC with it.
                 stream.cancel()
+
+    # Manifest revisions
+
+    def sync_manifests(
+        self, files: Mapping[str, bytes], commit: str = ""
+    ) -> manifest_pb2.SyncManifestsResponse:
+        """Upload a deployments repo (`{repo-relative posix path: bytes}`, as `read_tree`
+        returns it) as a manifest revision; sami-control validates it again and makes it
+        current. `created` is False when the same files were already stored."""
+        request = manifest_pb2.SyncManifestsRequest(
+            commit=commit,
+            files=[
+                manifest_pb2.ManifestFile(path=path, content=content)
+                for path, content in sorted(files.items())
+            ],
+        )
+        size = request.ByteSize()
+        if size > MAX_MESSAGE_BYTES:
+            raise SamiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the revision is {size} bytes, more than the {MAX_MESSAGE_BYTES} bytes one "
+                "request may carry: remove large files from services/",
+                [("files", f"{len(files)} files, {size} bytes")],
+            )
+        response: manifest_pb2.SyncManifestsResponse = self._call(
+            self._manifests.SyncManifests, request
+        )
+        return response
+
+    def get_manifest_revision(
+        self, name: str = "current", *, include_files: bool = False
+    ) -> manifest_pb2.ManifestRevision:
+        """`name`: an id, `manifestRevisions/{id}` or `current`."""
+        revision: manifest_pb2.ManifestRevision = self._call(
+            self._manifests.GetManifestRevision,
+            manifest_pb2.GetManifestRevisionRequest(name=name, include_files=include_files),
+        )
+        return revision
+
+    def list_manifest_revisions(
+        self, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Iterator[manifest_pb2.ManifestRevision]:
+        """Every revision, most recently synced first, fetching pages as the caller iterates
+        (without files; `get_manifest_revision` has them)."""
+        token = ""
+        while True:
+            page: manifest_pb2.ListManifestRevisionsResponse = self._call(
+                self._manifests.ListManifestRevisions,
+                manifest_pb2.ListManifestRevisionsRequest(page_size=page_size, page_token=token),
+            )
+            yield from page.revisions
+            token = page.next_page_token
+            if not token:
+                return
 
     # Clusters and agents
 

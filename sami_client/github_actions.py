@@ -38,10 +38,22 @@ def group(stream: TextIO, title: str) -> Iterator[None]:
         print("::endgroup::", file=stream, flush=True)
 
 
-def error(stream: TextIO, message: str, title: str = "sami") -> None:
-    """An annotation on the run summary, so a failed deployment is visible without the log."""
-    safe_title = _escape_data(title).replace(":", "%3A").replace(",", "%2C")
-    print(f"::error title={safe_title}::{_escape_data(message)}", file=stream, flush=True)
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def error(
+    stream: TextIO, message: str, title: str = "sami", *, file: str = "", line: int = 0
+) -> None:
+    """An annotation on the run summary, so a failed deployment is visible without the log;
+    with `file` (relative to the workspace) and `line` it is also shown on that line."""
+    props = []
+    if file:
+        props.append(f"file={_escape_property(file)}")
+        if line > 0:
+            props.append(f"line={line}")
+    props.append(f"title={_escape_property(title)}")
+    print(f"::error {','.join(props)}::{_escape_data(message)}", file=stream, flush=True)
 
 
 def write_outputs(env: Mapping[str, str], outputs: Mapping[str, str]) -> None:

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format, message, timestamp_pb2
 
-from sami.v1 import artifact_pb2, cluster_pb2, deployment_pb2
+from sami.v1 import artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
 from sami_client.errors import SamiError, WatchTimeout
 
 # Wide enough for IN_PROGRESS and ROLLED_BACK, so messages line up in the CI log.
@@ -205,6 +205,101 @@ def agents_table(agents: Sequence[cluster_pb2.Agent]) -> str:
     )
 
 
+# Manifest revisions
+
+
+def short(ident: str) -> str:
+    """The first 12 characters of a revision id or commit, as git shows them."""
+    return ident[:12]
+
+
+def manifest_problem_line(p: manifest_pb2.ManifestProblem, root: str = "") -> str:
+    """`file:line: severity: message — hint`, as `sami manifests lint` prints problems."""
+    path = f"{root.rstrip('/')}/{p.file}" if root else p.file
+    where = f"{path}:{p.line}" if p.line > 0 else path
+    text = f"{where}: {p.severity or 'warning'}: {p.message}"
+    return f"{text} — {p.hint}" if p.hint else text
+
+
+def manifest_revisions_table(revisions: Sequence[manifest_pb2.ManifestRevision]) -> str:
+    return table(
+        ("ID", "COMMIT", "ENTRIES", "FILES", "CREATED", "BY", "CURRENT"),
+        [
+            (
+                short(r.id),
+                short(r.commit) or "-",
+                str(len(r.entries)),
+                str(r.file_count),
+                timestamp(r.create_time),
+                r.created_by,
+                "*" if r.current else "",
+            )
+            for r in revisions
+        ],
+    )
+
+
+def manifest_revision_detail(r: manifest_pb2.ManifestRevision, *, files: bool = False) -> str:
+    """The revision, its entries (one folder each), its warnings and, with `files`, every
+    file's path and size."""
+    head = _detail(
+        [
+            ("revision", r.id),
+            ("commit", r.commit),
+            ("current", "yes" if r.current else "no"),
+            ("created", _when_by(r.create_time, r.created_by)),
+            ("files", str(r.file_count)),
+            ("manifests", str(len(r.entries))),
+        ]
+    )
+    sections = [head, "", manifest_entries_table(r.entries)]
+    if r.warnings:
+        sections += ["", f"warnings ({len(r.warnings)}):"]
+        sections += [f"  {manifest_problem_line(w)}" for w in r.warnings]
+    if files:
+        sections += ["", manifest_files_table(r.files)]
+    return "\n".join(sections)
+
+
+def manifest_entries_table(entries: Sequence[manifest_pb2.ManifestEntry]) -> str:
+    return table(
+        ("SERVICE", "TYPE", "ENVIRONMENT", "STACK FILES", "IMAGE SERVICES", "TIMEOUT", "EXTRA"),
+        [
+            (
+                e.service,
+                e.deployment_type,
+                e.environment,
+                ",".join(e.stack_files) or "-",
+                ",".join(e.image_services) or "-",
+                f"{e.converge_timeout_seconds}s" if e.converge_timeout_seconds else "-",
+                _entry_extra(e),
+            )
+            for e in entries
+        ],
+    )
+
+
+def _entry_extra(e: manifest_pb2.ManifestEntry) -> str:
+    extra = []
+    if e.pr_deploy:
+        extra.append("pr_deploy")
+    if e.stack_name:
+        extra.append(f"stack={e.stack_name}")
+    if e.cluster:
+        extra.append(f"cluster={e.cluster}")
+    if e.static_target_dir:
+        extra.append(f"target_dir={e.static_target_dir} keep={e.keep_releases}")
+    if e.cron_schedule:
+        extra.append(f"schedule={e.cron_schedule!r}")
+    return " ".join(extra)
+
+
+def manifest_files_table(files: Sequence[manifest_pb2.ManifestFile]) -> str:
+    rows = [(f.path, str(len(f.content))) for f in sorted(files, key=lambda f: f.path)]
+    total = sum(len(f.content) for f in files)
+    return table(("FILE", "BYTES"), rows) + f"\n{len(rows)} files, {total} bytes"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     if not rows:
         return "(none)"
@@ -276,8 +371,8 @@ def _advice(err: SamiError, addr: str, token_set: bool) -> str:
         return "fix the values named above and run the command again"
     if code == grpc.StatusCode.NOT_FOUND:
         return (
-            "check the name or id: `sami list`, `sami artifact list` and `sami cluster list` "
-            "show what exists"
+            "check the name or id: `sami list`, `sami artifact list`, `sami cluster list` and "
+            "`sami manifests list` show what exists"
         )
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return (

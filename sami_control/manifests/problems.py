@@ -81,7 +81,8 @@ class Limits:
     # The whole revision.
     max_files: int = 5_000
     max_file_bytes: int = 4 * 1024 * 1024
-    max_total_bytes: int = 32 * 1024 * 1024
+    # A revision is synced in one gRPC message (16 MiB at most): keep room for framing.
+    max_total_bytes: int = 12 * 1024 * 1024
     max_path_length: int = 512
     # One environment folder travels to the agent in a single gRPC message (4 MiB by default).
     max_env_folder_bytes: int = 3 * 1024 * 1024

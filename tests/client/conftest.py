@@ -8,6 +8,10 @@ import pytest
 
 from sami_client.cli import main
 
+# The real control plane in a thread of this process, for the tests that need its
+# behaviour rather than the fake's (tests/client/test_cli_manifests.py).
+from tests.control.conftest import live_server  # noqa: F401
+
 from .cli_result import Result
 from .fake_control import ADMIN_TOKEN, FakeControl, FakeServer
 
