@@ -1,7 +1,9 @@
 """`sami-agent`: run next to a swarm manager and apply what the control plane assigns.
 
-Exit status: 0 after SIGTERM/SIGINT, 2 for bad usage or configuration (no token, no Swarm
-executor), 3 when the token is rejected and --exit-on-auth-error is set.
+Without a reachable Docker engine the agent still serves static_file deployments (and says
+that swarm/compose are disabled). Exit status: 0 after SIGTERM/SIGINT, 2 for bad usage or
+configuration (no token, no executor at all), 3 when the token is rejected and
+--exit-on-auth-error is set.
 """
 
 from __future__ import annotations

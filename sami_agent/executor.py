@@ -38,6 +38,10 @@ class Job:
     files: Mapping[str, bytes] = field(default_factory=dict)
     stack_files: tuple[str, ...] = ()
     image_services: tuple[str, ...] = ()
+    # static_file: the directory releases are unpacked into (`<dir>/releases/<hex>`, served
+    # through the `<dir>/current` link), and how many releases are kept, current included.
+    static_target_dir: str = ""
+    keep_releases: int = 5
 
 
 @dataclass(frozen=True)

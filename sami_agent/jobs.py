@@ -25,9 +25,13 @@ def seconds(duration: Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
 
 
+DEFAULT_KEEP_RELEASES = 5
+
+
 def job_from_assignment(assignment: agent_pb2.Assignment) -> Job:
     deployment = assignment.deployment
     artifact = deployment.artifact
+    manifest = assignment.manifest  # all defaults when the control plane sent none
     return Job(
         deployment_id=deployment.id,
         service=deployment.service,
@@ -43,6 +47,11 @@ def job_from_assignment(assignment: agent_pb2.Assignment) -> Job:
         files=dict(assignment.files),
         stack_files=tuple(assignment.stack_files),
         image_services=tuple(assignment.image_services),
+        static_target_dir=manifest.static_target_dir,
+        # 0 means unset (proto3): the manifest's documented default applies.
+        keep_releases=manifest.keep_releases
+        if manifest.keep_releases > 0
+        else DEFAULT_KEEP_RELEASES,
     )
 
 

@@ -1,7 +1,7 @@
 """Executors the agent can run, and the choice between them.
 
 The Swarm executor is imported lazily: it needs the Docker SDK and an engine, which a dry-run
-agent (demos, tests, trying Sami out) does without.
+agent (demos, tests, trying Sami out) does without. The static_file executor needs neither.
 """
 
 from __future__ import annotations
@@ -12,8 +12,18 @@ from typing import cast
 
 from sami_agent.executor import Executor
 from sami_agent.executors.dry_run import DryRunExecutor
+from sami_agent.executors.routing import RoutingExecutor
+from sami_agent.executors.static_archive import DEFAULT_MAX_ARCHIVE_BYTES
+from sami_agent.executors.static_file import StaticFileExecutor
+from sami_common import logs
 
-__all__ = ["DryRunExecutor", "ExecutorUnavailable", "build_executor"]
+__all__ = [
+    "DryRunExecutor",
+    "ExecutorUnavailable",
+    "RoutingExecutor",
+    "StaticFileExecutor",
+    "build_executor",
+]
 
 
 class ExecutorUnavailable(Exception):
@@ -26,13 +36,35 @@ def build_executor(
     step_seconds: float = 0.3,
     ledger_path: str | os.PathLike[str] | None = None,
     agent_id: str = "",
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
 ) -> Executor:
-    """The dry-run executor when asked for, else the Swarm executor.
+    """The dry-run executor when asked for; else a RoutingExecutor over the Swarm executor
+    (swarm, compose) and the static_file executor.
 
-    `step_seconds`, `ledger_path` and `agent_id` only matter for the dry run.
+    When the Swarm executor cannot start (no Docker SDK, no engine answering), a warning is
+    logged and the agent runs static_file deployments only: it does not advertise swarm or
+    compose, so the control plane sends it none. `step_seconds`, `ledger_path` and
+    `agent_id` only matter for the dry run; `max_archive_bytes` bounds static_file downloads.
     """
     if dry_run:
         return DryRunExecutor(step_seconds=step_seconds, ledger_path=ledger_path, agent_id=agent_id)
+    routes: dict[str, Executor] = {}
+    try:
+        swarm = _swarm_executor()
+    except ExecutorUnavailable as exc:
+        logs.get("sami_agent.executors").warning(
+            "swarm and compose deployments are disabled on this agent",
+            reason=str(exc),
+            still_deploys="static_file",
+        )
+    else:
+        routes.update(dict.fromkeys(swarm.capabilities, swarm))
+    files = StaticFileExecutor(max_archive_bytes=max_archive_bytes)
+    routes.update(dict.fromkeys(files.capabilities, files))
+    return RoutingExecutor(routes)
+
+
+def _swarm_executor() -> Executor:
     try:
         swarm = importlib.import_module("sami_agent.executors.swarm")
     except ImportError as exc:

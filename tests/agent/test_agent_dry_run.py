@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from agent_fakes import DIGEST, REF, assignment
 
 from sami_agent.executor import Job, Outcome
-from sami_agent.executors import DryRunExecutor, ExecutorUnavailable, build_executor
+from sami_agent.executors import DryRunExecutor, build_executor
 from sami_agent.executors.dry_run import DryRunError, pinned_image
 from sami_agent.jobs import job_from_assignment
 
@@ -143,13 +142,8 @@ def test_what_a_real_deploy_would_reject_fails_the_dry_run(
     assert reason in report.text()
 
 
-def test_build_executor_chooses_dry_run_or_explains_the_swarm_executor_is_missing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_build_executor_chooses_dry_run() -> None:
     executor = build_executor(dry_run=True, step_seconds=0.1)
     assert isinstance(executor, DryRunExecutor)
     assert executor.capabilities == ("swarm", "compose", "static_file", "cron", "dry-run")
-    # Simulate an install without the Swarm executor (or its Docker SDK).
-    monkeypatch.setitem(sys.modules, "sami_agent.executors.swarm", None)
-    with pytest.raises(ExecutorUnavailable, match="--dry-run"):
-        build_executor(dry_run=False)
+    # Without --dry-run, see test_agent_routing.py.
