@@ -3,14 +3,15 @@ PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 PROTOS := $(wildcard proto/sami/v1/*.proto)
 
-.PHONY: help venv proto proto-check lint test check run demo bench clean
+.PHONY: help venv engine proto proto-check lint test check run bench clean
 
 help:
 	@echo "make venv        create .venv with Sami and its dev tools"
 	@echo "make proto       regenerate sami/v1 from proto/ (committed; never edit by hand)"
 	@echo "make proto-check fail if the committed generated code is stale"
 	@echo "make lint        ruff + mypy"
-	@echo "make test        the test suite"
+	@echo "make engine      install docker.io, docker-registry, busybox-static (as root)"
+	@echo "make test        the test suite (installs the engine packages first)"
 	@echo "make check       proto-check + lint + test (what CI runs)"
 	@echo "make run         control plane + dry-run agent + a demo deployment"
 	@echo "make bench       benchmarks (numbers, not assertions)"
@@ -37,13 +38,18 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: venv
+# The Swarm tests need a real engine: install its packages (as root) if missing. The tests
+# start and stop private engines themselves.
+engine:
+	bash scripts/install-engine.sh
+
+test: venv engine
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: proto-check lint test
 
 run: venv
-	$(PY) -m sami_control.demo
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 bench: venv
 	$(PY) -m bench
