@@ -79,6 +79,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="with --dry-run: append one JSON line per apply to FILE",
     )
     parser.add_argument(
+        "--inventory-interval",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="report the preview stacks this swarm runs every S seconds, so the control"
+        " plane removes orphans (default: %(default)s)",
+    )
+    parser.add_argument(
         "--exit-on-auth-error",
         action="store_true",
         help="exit (status 3) when the control plane rejects the token, instead of retrying",
@@ -126,7 +134,13 @@ def build_agent(args: argparse.Namespace) -> Agent:
         )
     except ExecutorUnavailable as exc:
         raise UsageError(str(exc)) from exc
-    return Agent(endpoint, executor, args.agent_id, exit_on_auth_error=args.exit_on_auth_error)
+    return Agent(
+        endpoint,
+        executor,
+        args.agent_id,
+        exit_on_auth_error=args.exit_on_auth_error,
+        inventory_interval=args.inventory_interval,
+    )
 
 
 async def serve(agent: Agent) -> None:

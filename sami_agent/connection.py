@@ -21,7 +21,13 @@ import structlog
 
 from sami.v1 import agent_pb2, agent_pb2_grpc
 from sami_agent import package_version
-from sami_agent.executor import ExecutionResult, Executor, Outcome, ProgressReporter
+from sami_agent.executor import (
+    ExecutionResult,
+    Executor,
+    Outcome,
+    PreviewLister,
+    ProgressReporter,
+)
 from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
 from sami_agent.leases import Lease
 from sami_common import logs
@@ -30,6 +36,8 @@ from sami_common.dial import Endpoint
 
 AUTH_ERRORS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
+# How often the preview stacks are reported (orphan reconciliation).
+DEFAULT_INVENTORY_INTERVAL = 300.0
 # Used when a Welcome carries no heartbeat interval.
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 # Never heartbeat faster than this, whatever the server or a lease TTL says.
@@ -64,6 +72,7 @@ class Agent:
         exit_on_auth_error: bool = False,
         backoff: Backoff | None = None,
         welcome_timeout: float = 30.0,
+        inventory_interval: float = DEFAULT_INVENTORY_INTERVAL,
     ) -> None:
         self._endpoint = endpoint
         self._executor = executor
@@ -71,6 +80,7 @@ class Agent:
         self._exit_on_auth_error = exit_on_auth_error
         self._backoff = backoff or Backoff()
         self._welcome_timeout = welcome_timeout
+        self._inventory_interval = inventory_interval
         self._log = logs.get("sami_agent").bind(agent_id=agent_id, control=endpoint.addr)
         self._stopping = asyncio.Event()
         self._leases: dict[str, Lease] = {}
@@ -191,7 +201,8 @@ class Agent:
         reader = asyncio.create_task(self._read_loop(call))
         writer = asyncio.create_task(self._write_loop(call, outbox))
         beats = asyncio.create_task(self._heartbeat_loop())
-        tasks = {reader, writer, beats}
+        inventory = asyncio.create_task(self._inventory_loop())
+        tasks = {reader, writer, beats, inventory}
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():
@@ -201,7 +212,7 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-        for task in (reader, writer, beats):
+        for task in (reader, writer, beats, inventory):
             error = None if task.cancelled() else task.exception()
             if error is not None:
                 raise error
@@ -231,6 +242,36 @@ class Agent:
             await asyncio.sleep(self._heartbeat_period())
             leases = [lease.held() for lease in self._leases.values()]
             self._send(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(leases=leases)))
+
+    async def _inventory_loop(self) -> None:
+        """Report the preview stacks the swarm runs, after each Welcome and then
+        periodically, so the control plane can tear down the ones whose pull request is
+        gone. A failed listing is logged and tried again next time."""
+        if not isinstance(self._executor, PreviewLister):
+            return
+        lister = self._executor
+        while True:
+            try:
+                stacks = await run_in_daemon_thread(lister.list_previews, "sami-inventory")
+            except Exception as exc:
+                self._log.warning("could not list preview stacks", error=str(exc))
+            else:
+                self._send(
+                    agent_pb2.AgentMessage(
+                        inventory=agent_pb2.PreviewInventory(
+                            stacks=[
+                                agent_pb2.PreviewStack(
+                                    stack_name=p.stack_name,
+                                    service=p.service,
+                                    pull_request=p.pull_request,
+                                    deployment_id=p.deployment_id,
+                                )
+                                for p in stacks
+                            ]
+                        )
+                    )
+                )
+            await asyncio.sleep(self._inventory_interval)
 
     def _heartbeat_period(self) -> float:
         # Heartbeat as the Welcome says, but also often enough for the shortest lease TTL

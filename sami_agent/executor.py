@@ -11,7 +11,7 @@ import enum
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Outcome(enum.Enum):
@@ -42,12 +42,28 @@ class Job:
     # through the `<dir>/current` link), and how many releases are kept, current included.
     static_target_dir: str = ""
     keep_releases: int = 5
+    # "deploy", or "teardown": remove the stack (pull-request previews).
+    action: str = "deploy"
+
+    @property
+    def teardown(self) -> bool:
+        return self.action == "teardown"
 
 
 @dataclass(frozen=True)
 class ExecutionResult:
     outcome: Outcome
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class PreviewStack:
+    """A pull-request preview stack (`pr-<N>_<service>`) found on the swarm."""
+
+    stack_name: str
+    service: str
+    pull_request: int
+    deployment_id: str = ""
 
 
 # report(phase, message): thread-safe; each call becomes one progress event.
@@ -67,3 +83,10 @@ class Executor(Protocol):
     def execute(
         self, job: Job, report: ProgressReporter, cancelled: threading.Event
     ) -> ExecutionResult: ...
+
+
+@runtime_checkable
+class PreviewLister(Protocol):
+    """Executors that run previews list them, so the control plane can remove orphans."""
+
+    def list_previews(self) -> list[PreviewStack]: ...

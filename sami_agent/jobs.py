@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from sami.v1 import agent_pb2
+from sami.v1 import agent_pb2, deployment_pb2
 from sami_agent.executor import Job
 
 T = TypeVar("T")
@@ -52,6 +52,7 @@ def job_from_assignment(assignment: agent_pb2.Assignment) -> Job:
         keep_releases=manifest.keep_releases
         if manifest.keep_releases > 0
         else DEFAULT_KEEP_RELEASES,
+        action="teardown" if deployment.action == deployment_pb2.TEARDOWN else "deploy",
     )
 
 

@@ -111,6 +111,11 @@ class DryRunExecutor:
         self, job: Job, report: ProgressReporter, cancelled: threading.Event
     ) -> ExecutionResult:
         phase = "plan"
+        if job.teardown:
+            report("teardown", f"dry run: would remove stack {job.stack_name}")
+            if cancelled.wait(self.step_seconds):
+                return self._cancelled(job, report, "teardown", applied=False)
+            return ExecutionResult(Outcome.SUCCEEDED, "dry run: nothing was removed")
         try:
             if cancelled.is_set():
                 return self._cancelled(job, report, phase, applied=False)

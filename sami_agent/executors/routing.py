@@ -5,7 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from sami_agent.executor import ExecutionResult, Executor, Job, Outcome, ProgressReporter
+from sami_agent.executor import (
+    ExecutionResult,
+    Executor,
+    Job,
+    Outcome,
+    PreviewLister,
+    PreviewStack,
+    ProgressReporter,
+)
 
 __all__ = ["DEPLOYMENT_TYPES", "RoutingExecutor"]
 
@@ -51,3 +59,12 @@ class RoutingExecutor:
                 f" deployments (it deploys: {', '.join(sorted(self.executors))})",
             )
         return executor.execute(job, report, cancelled)
+
+    def list_previews(self) -> list[PreviewStack]:
+        """The previews of every routed executor that runs them."""
+        found: dict[str, PreviewStack] = {}
+        for executor in dict.fromkeys(self.executors.values()):
+            if isinstance(executor, PreviewLister):
+                for preview in executor.list_previews():
+                    found.setdefault(preview.stack_name, preview)
+        return sorted(found.values(), key=lambda p: p.stack_name)

@@ -53,8 +53,8 @@ from typing import Any
 
 import docker
 
-from sami_agent.executor import ExecutionResult, Job, Outcome, ProgressReporter
-from sami_agent.executors import swarm_apply
+from sami_agent.executor import ExecutionResult, Job, Outcome, PreviewStack, ProgressReporter
+from sami_agent.executors import swarm_apply, swarm_previews
 from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT, ApplyError, JobError, StackPlan
 from sami_agent.executors.swarm_watch import (
     FAILED_STATES,
@@ -138,6 +138,8 @@ class SwarmExecutor:
             return ExecutionResult(
                 Outcome.FAILED, f"the Swarm executor does not deploy {job.deployment_type!r}"
             )
+        if job.teardown:
+            return self._teardown(job, report, cancelled)
         try:
             plan = swarm_apply.plan(job)
         except JobError as exc:
@@ -156,6 +158,32 @@ class SwarmExecutor:
         if len(result.reason) > MAX_REASON:
             result = ExecutionResult(result.outcome, result.reason[: MAX_REASON - 3] + "...")
         return result
+
+    def _teardown(
+        self, job: Job, report: ProgressReporter, cancelled: threading.Event
+    ) -> ExecutionResult:
+        try:
+            client = self._client()
+            try:
+                return swarm_previews.teardown(
+                    client,
+                    job,
+                    report,
+                    cancelled,
+                    self._settings.docker_cli,
+                    self._settings.docker_env,
+                )
+            finally:
+                client.close()
+        except (docker.errors.DockerException, OSError) as exc:
+            return ExecutionResult(Outcome.FAILED, f"the Docker engine failed: {exc}")
+
+    def list_previews(self) -> list[PreviewStack]:
+        client = self._client()
+        try:
+            return swarm_previews.list_previews(client)
+        finally:
+            client.close()
 
 
 @dataclass
