@@ -144,11 +144,18 @@ class ControlPlane:
         offline(self.data, "cluster", "create", name, *args)
 
 
-def agent(control: ControlPlane, token: str, agent_id: str, tmp: Path, *extra: str) -> Proc:
+def agent(
+    control: ControlPlane,
+    token: str,
+    agent_id: str,
+    tmp: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> Proc:
     return Proc(
         [PY, "-m", "sami_agent", "--control", control.addr, "--agent-id", agent_id, *extra],
         tmp / f"agent-{agent_id}.log",
-        env=base_env(SAMI_TOKEN=token),
+        env=base_env(SAMI_TOKEN=token, **(env or {})),
     ).start()
 
 
