@@ -1,0 +1,89 @@
+"""Cut and slow the network between an agent and the control plane with a TCP proxy on
+loopback: the agent reconnects with backoff, its leases resume, nothing is lost or applied
+twice."""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import FAST, REF, Stack, sync
+from tests.faults.proxy import Proxy
+from tests.harness import ControlPlane, agent, sami, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def stack_behind_proxy(tmp_path: Path):  # type: ignore[no-untyped-def]
+    control = ControlPlane(tmp_path, *FAST)
+    control.cluster("local", "stage", "production", "pull_request")
+    admin = control.token("admin", name="ci")
+    agent_token = control.token("agent", "--cluster", "local", name="agent")
+    control.start()
+    proxy = Proxy(control.port).start()
+    s = Stack(tmp_path, control, admin, agent_token)
+    try:
+        sync(control, admin)
+        r = sami(control, admin, "artifact", "register", "web", "--ref", REF)
+        assert r.rc == 0, r.err
+        s.artifact = r.last
+        # The agent reaches the control plane only through the proxy.
+        behind = ControlPlane(tmp_path)
+        behind.addr = proxy.addr
+        s.agents.append(
+            agent(
+                behind,
+                agent_token,
+                "a1",
+                tmp_path,
+                "--dry-run",
+                "--dry-run-step-seconds",
+                "0.4",
+                "--ledger",
+                str(s.ledger),
+            )
+        )
+        yield s, proxy
+    finally:
+        for p in s.agents:
+            p.kill()
+        proxy.stop()
+        control.kill()
+
+
+def applies(s: Stack) -> collections.Counter[str]:
+    return collections.Counter(
+        json.loads(line)["deployment_id"] for line in s.ledger.read_text().splitlines() if line
+    )
+
+
+def test_connection_cuts_mid_deployment(stack_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    s, proxy = stack_behind_proxy
+    deps = [
+        s.sami("deploy", svc, "--env", env, "--artifact", s.artifact).last
+        for svc, env in (("web", "stage"), ("api", "stage"), ("web", "production"))
+    ]
+    wait_for(lambda: s.ledger.exists() and len(applies(s)) >= 1, what="a first apply")
+    for _ in range(3):
+        proxy.cut()
+        time.sleep(0.7)
+    for dep in deps:
+        w = s.sami("watch", dep, "--timeout", "60")
+        assert w.rc == 0, w.out + w.err
+    assert sorted(applies(s).values()) == [1, 1, 1], applies(s)
+    log = s.agents[0].log()
+    assert log.count("connected to the control plane") >= 2
+
+
+def test_slow_network_still_delivers(stack_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    s, proxy = stack_behind_proxy
+    proxy.delay = 0.15
+    dep = s.sami("deploy", "web", "--env", "stage", "--artifact", s.artifact).last
+    w = s.sami("watch", dep, "--timeout", "60")
+    assert w.rc == 0, w.out + w.err
+    assert list(applies(s).values()) == [1]
