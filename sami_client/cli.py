@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
 from sami.v1 import artifact_pb2, deployment_pb2
-from sami_client import github_actions, manifests_cmd, render
+from sami_client import github_actions, manifests_cmd, release_cmd, render
 from sami_client.client import SamiClient
-from sami_client.errors import ExitCode, SamiError
-from sami_client.follow import DEFAULT_WAIT_TIMEOUT, Follower
+from sami_client.errors import ExitCode, SamiError, UsageError
+from sami_client.follow import DEFAULT_WAIT_TIMEOUT, Follower, wait_timeout
 from sami_common.dial import DEFAULT_ADDR, Endpoint
 
 # argparse has no public name for the object add_subparsers() returns.
@@ -48,10 +48,6 @@ _DIGEST_IN_REF = re.compile(r"@(sha256:[0-9a-f]{64})$")
 _DEFAULT_LIST_LIMIT = 50
 
 T = TypeVar("T")
-
-
-class UsageError(Exception):
-    """The command line is wrong in a way argparse cannot check; exit status 2."""
 
 
 @dataclass
@@ -196,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_artifact_commands(commands)
     _add_deployment_commands(commands)
+    release_cmd.register(commands)
     _add_cluster_commands(commands)
     manifests_cmd.register(commands)
     for register in EXTRA_COMMANDS:
@@ -382,23 +379,11 @@ def _deploy(args: argparse.Namespace, ctx: Context) -> int:
         request_id=args.request_id,
         deployment_type=args.deployment_type,
     )
-    follower = ctx.follower()
-    # Recorded before waiting, so a later step can find the deployment even if the wait fails.
-    follower.write_outputs(deployment)
-    if args.wait:
-        return follower.follow(deployment.id, _wait_timeout(args.timeout), write_outputs=False)
-    if not ctx.json_output:
-        ctx.console.note(
-            f"deployment {deployment.id} {render.state_name(deployment.state)}: "
-            f"{render.target(deployment)}; follow it with `sami watch {deployment.id}`"
-        )
-    # The id is the last line of stdout, for `id=$(sami deploy ... | tail -n1)`.
-    ctx.show(deployment.id, deployment)
-    return int(ExitCode.SUCCEEDED)
+    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
 
 
 def _watch(args: argparse.Namespace, ctx: Context) -> int:
-    return ctx.follower().follow(args.id, _wait_timeout(args.timeout))
+    return ctx.follower().follow(args.id, wait_timeout(args.timeout))
 
 
 def _get(args: argparse.Namespace, ctx: Context) -> int:
@@ -422,7 +407,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
 def _cancel(args: argparse.Namespace, ctx: Context) -> int:
     deployment = ctx.client().cancel_deployment(args.id, args.reason)
     text = (
-        f"cancel requested: deployment {deployment.id} ({render.target(deployment)}) is "
+        f"cancel requested: deployment {deployment.id} ({render.what(deployment)}) is "
         f"{render.state_name(deployment.state)}; `sami watch {deployment.id}` shows how it ends"
     )
     ctx.show(text, deployment)
@@ -446,12 +431,6 @@ def _agents(args: argparse.Namespace, ctx: Context) -> int:
     agents = ctx.client().list_agents(args.cluster)
     ctx.show(render.agents_table(agents), [render.to_dict(a) for a in agents])
     return int(ExitCode.SUCCEEDED)
-
-
-def _wait_timeout(seconds: float | None) -> float | None:
-    if seconds is None:
-        return DEFAULT_WAIT_TIMEOUT
-    return seconds or None  # 0: no limit
 
 
 def _page_size(limit: int) -> int:

@@ -232,6 +232,37 @@ class SamiClient:
             if not token:
                 return
 
+    def history(
+        self,
+        service: str,
+        environment: str,
+        *,
+        pull_request: int | None = None,
+        state: deployment_pb2.DeploymentState = deployment_pb2.DEPLOYMENT_STATE_UNSPECIFIED,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[deployment_pb2.Deployment]:
+        """The deployments (and preview teardowns) of `service` in `environment`, newest
+        first, fetching pages as the caller iterates. `pull_request`: only that preview's
+        (ListDeployments has no such filter, so it is applied here); None: every one."""
+        for deployment in self.list_deployments(
+            service=service, environment=environment, state=state, page_size=page_size
+        ):
+            if pull_request is None or deployment.pull_request == pull_request:
+                yield deployment
+
+    def teardown_preview(
+        self, service: str, pull_request: int, reason: str = "", request_id: str = ""
+    ) -> deployment_pb2.Deployment:
+        """Remove the preview stack of `service` for `pull_request`: a deployment with action
+        TEARDOWN, followed like any other (`watch`)."""
+        deployment: deployment_pb2.Deployment = self._call(
+            self._deployments.TeardownPreview,
+            deployment_pb2.TeardownPreviewRequest(
+                service=service, pull_request=pull_request, reason=reason, request_id=request_id
+            ),
+        )
+        return deployment
+
     def cancel_deployment(self, name: str, reason: str = "") -> deployment_pb2.Deployment:
         deployment: deployment_pb2.Deployment = self._call(
             self._deployments.CancelDeployment,

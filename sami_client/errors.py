@@ -41,6 +41,11 @@ _REJECTED_CODES = frozenset(
 )
 
 
+class UsageError(Exception):
+    """The command line is wrong in a way argparse cannot check (or names nothing that can be
+    acted on, like a rollback with no earlier deployment); the CLI exits 2."""
+
+
 class SamiError(Exception):
     """An RPC (or a client-side check standing in for one) failed."""
 

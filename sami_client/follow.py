@@ -19,6 +19,13 @@ DEFAULT_WAIT_TIMEOUT = 30 * 60.0
 _OUTCOME_READ_TIMEOUT = 30.0
 
 
+def wait_timeout(seconds: float | None) -> float | None:
+    """The wait limit a `--timeout` option means: not given, the default; 0, no limit."""
+    if seconds is None:
+        return DEFAULT_WAIT_TIMEOUT
+    return seconds or None
+
+
 def outcome_exit_code(state: deployment_pb2.DeploymentState) -> int:
     if state == deployment_pb2.SUCCEEDED:
         return int(ExitCode.SUCCEEDED)
@@ -78,6 +85,27 @@ class Follower:
         if self._github and final.state != deployment_pb2.SUCCEEDED:
             github_actions.error(self._annotation_stream(), render.outcome_line(final))
         return outcome_exit_code(final.state)
+
+    def started(
+        self, deployment: deployment_pb2.Deployment, *, wait: bool, timeout: float | None
+    ) -> int:
+        """What `sami deploy` (and rollback, promote, teardown) do with the deployment they
+        just requested: with `wait`, follow it to its end (`timeout`: a `--timeout` value, see
+        `wait_timeout`); without, say how to follow it and print its id, last on stdout for
+        `id=$(sami deploy ... | tail -n1)`. Returns the exit status."""
+        # Recorded before waiting, so a later step can find the deployment even if the wait fails.
+        self.write_outputs(deployment)
+        if wait:
+            return self.follow(deployment.id, wait_timeout(timeout), write_outputs=False)
+        if self._json:
+            self._console.print(render.to_json(deployment))
+        else:
+            self._console.note(
+                f"deployment {deployment.id} {render.state_name(deployment.state)}: "
+                f"{render.what(deployment)}; follow it with `sami watch {deployment.id}`"
+            )
+            self._console.print(deployment.id)
+        return int(ExitCode.SUCCEEDED)
 
     def write_outputs(self, deployment: deployment_pb2.Deployment) -> None:
         if self._github:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -68,6 +68,36 @@ def target(d: deployment_pb2.Deployment) -> str:
     return f"{d.service} -> {where}"
 
 
+def action_name(d: deployment_pb2.Deployment) -> str:
+    """`deploy` or `teardown` (deployments stored before actions existed are deploys)."""
+    return "teardown" if d.action == deployment_pb2.TEARDOWN else "deploy"
+
+
+def what(d: deployment_pb2.Deployment) -> str:
+    """`web -> stage`, or for a preview teardown `teardown of pr-12_web` (the stack's name
+    says which service and pull request)."""
+    if d.action != deployment_pb2.TEARDOWN:
+        return target(d)
+    if d.stack_name:
+        return f"teardown of {d.stack_name}"
+    return f"teardown of the {d.service} preview of pull request #{d.pull_request}"
+
+
+def short_digest(digest: str) -> str:
+    """`sha256:0123456789ab`: the algorithm and 12 hex digits, as docker shows image ids."""
+    algorithm, sep, hex_ = digest.partition(":")
+    return f"{algorithm}:{hex_[:12]}" if sep else digest[:12]
+
+
+def artifact_label(d: deployment_pb2.Deployment) -> str:
+    """`web@sha256:0123456789ab`, or `-` when the deployment has no artifact (the teardown
+    of a preview Sami had no record of)."""
+    a = d.artifact
+    if not a.digest:
+        return a.artifact_name or "-"
+    return f"{a.artifact_name}@{short_digest(a.digest)}" if a.artifact_name else a.digest
+
+
 def event_line(e: deployment_pb2.DeploymentEvent) -> str:
     """`12:01:03  #4  IN_PROGRESS  converge  web 1/2 running (new)`"""
     parts = [clock(e.time), f"#{e.sequence}", state_name(e.state).ljust(_STATE_WIDTH)]
@@ -79,8 +109,11 @@ def event_line(e: deployment_pb2.DeploymentEvent) -> str:
 
 
 def watch_header(d: deployment_pb2.Deployment) -> str:
-    artifact = d.artifact.ref or d.artifact.digest or "?"
-    line = f"deployment {d.id}: {target(d)}, artifact {artifact}, {state_name(d.state)}"
+    if d.action == deployment_pb2.TEARDOWN:
+        line = f"deployment {d.id}: {what(d)}, {state_name(d.state)}"
+    else:
+        artifact = d.artifact.ref or d.artifact.digest or "?"
+        line = f"deployment {d.id}: {target(d)}, artifact {artifact}, {state_name(d.state)}"
     if d.cluster:
         line += f" on cluster {d.cluster}"
     return line
@@ -95,7 +128,7 @@ def reconnect_line(addr: str, deployment_id: str, err: SamiError | None, delay: 
 
 
 def outcome_line(d: deployment_pb2.Deployment) -> str:
-    line = f"{state_name(d.state)}: deployment {d.id} ({target(d)})"
+    line = f"{state_name(d.state)}: deployment {d.id} ({what(d)})"
     return f"{line}: {d.status_message}" if d.status_message else line
 
 
@@ -107,6 +140,7 @@ def deployment_detail(d: deployment_pb2.Deployment) -> str:
             "environment",
             d.environment + (f" (pull request #{d.pull_request})" if d.pull_request else ""),
         ),
+        ("action", action_name(d)),
         ("state", state_name(d.state) + (" (cancel requested)" if d.cancel_requested else "")),
         ("status", d.status_message),
         ("artifact", f"{d.artifact.artifact_name} {d.artifact.ref}".strip()),
@@ -134,12 +168,51 @@ def deployments_table(deployments: Sequence[deployment_pb2.Deployment]) -> str:
                 state_name(d.state),
                 d.service,
                 d.environment + (f" #{d.pull_request}" if d.pull_request else ""),
-                d.artifact.ref or d.artifact.digest,
+                f"({what(d)})"
+                if d.action == deployment_pb2.TEARDOWN
+                else d.artifact.ref or d.artifact.digest,
                 timestamp(d.create_time),
             )
             for d in deployments
         ],
     )
+
+
+def history_table(
+    deployments: Sequence[deployment_pb2.Deployment],
+    live: Collection[str] = (),
+    *,
+    pull_requests: bool = False,
+) -> str:
+    """`sami history`: one line per deployment, newest first; `*` marks the ids in `live`.
+    `pull_requests`: add a PR column (a pull_request history that mixes previews)."""
+    header = ["", "ID", "STATE", "ACTION", "ARTIFACT", "CREATED", "BY", "REASON / STATUS"]
+    if pull_requests:
+        header.insert(2, "PR")
+    rows = []
+    for d in deployments:
+        row = [
+            "*" if d.id in live else "",
+            d.id,
+            state_name(d.state),
+            action_name(d),
+            artifact_label(d),
+            timestamp(d.create_time),
+            d.created_by,
+            _reason_status(d),
+        ]
+        if pull_requests:
+            row.insert(2, f"#{d.pull_request}")
+        rows.append(row)
+    return table(header, rows)
+
+
+def _reason_status(d: deployment_pb2.Deployment) -> str:
+    """The reason; for a deployment that did not succeed, also why it ended that way."""
+    parts = [d.reason] if d.reason else []
+    if d.status_message and d.state != deployment_pb2.SUCCEEDED:
+        parts.append(f"[{d.status_message}]" if parts else d.status_message)
+    return " ".join(parts) or "-"
 
 
 # Artifacts, clusters, agents

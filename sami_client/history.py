@@ -1,0 +1,122 @@
+"""What a service's deployment history says: which deployment is live, what a rollback goes
+back to, what a promotion takes. Pure functions over deployments listed newest first (as
+`SamiClient.history` yields them); no RPCs here.
+
+- The **live** deployment of a service in an environment (and pull request) is its newest
+  SUCCEEDED one, when that is a deploy: a FAILED or ROLLED_BACK deployment after it left it
+  running (Swarm rolled back to it), and after a SUCCEEDED teardown nothing is live.
+- A **rollback** deploys an earlier SUCCEEDED artifact again, recording `rollback to <id>` as
+  the reason of the new deployment. That reason is how the next rollback goes back further:
+  when the live deployment is a rollback to X, the search starts below X, not below the
+  rollback, so repeating `sami rollback` walks back one artifact at a time, any depth.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sami.v1 import deployment_pb2
+
+Deployment = deployment_pb2.Deployment
+
+_ROLLBACK_REASON = re.compile(r"rollback to (\S+?)(?::|$)")
+_PROMOTE_REASON = re.compile(r"promoted from \S+ \((\S+?)\)")
+
+
+def is_teardown(d: Deployment) -> bool:
+    return d.action == deployment_pb2.TEARDOWN
+
+
+def is_deploy(d: Deployment) -> bool:
+    """Deployments stored before actions existed have none: they are deploys."""
+    return not is_teardown(d)
+
+
+def rollback_reason(target_id: str, reason: str = "") -> str:
+    """The reason of a rollback to `target_id`: `rollback to <id>[: <reason>]`."""
+    text = f"rollback to {target_id}"
+    return f"{text}: {reason}" if reason else text
+
+
+def promote_reason(environment: str, source_id: str, reason: str = "") -> str:
+    """The reason of a promotion: `promoted from <env> (<id>)[: <reason>]`."""
+    text = f"promoted from {environment} ({source_id})"
+    return f"{text}: {reason}" if reason else text
+
+
+def is_rollback(d: Deployment, reason: str) -> bool:
+    """`d` is a rollback requested with this (user) reason."""
+    back = rolled_back_to(d)
+    return bool(back) and d.reason == rollback_reason(back, reason)
+
+
+def is_promotion(d: Deployment, environment: str, reason: str) -> bool:
+    """`d` is a promotion from `environment` requested with this (user) reason."""
+    match = _PROMOTE_REASON.match(d.reason)
+    return match is not None and d.reason == promote_reason(environment, match.group(1), reason)
+
+
+def rolled_back_to(d: Deployment) -> str:
+    """The id a rollback deployment went back to ("" when `d` is not a rollback)."""
+    match = _ROLLBACK_REASON.match(d.reason)
+    return match.group(1) if match else ""
+
+
+def live(history: Iterable[Deployment]) -> Deployment | None:
+    """The live deployment of one service+environment(+pull request): see the module doc."""
+    for d in history:
+        if d.state == deployment_pb2.SUCCEEDED:
+            return d if is_deploy(d) else None
+    return None
+
+
+def live_ids(history: Iterable[Deployment]) -> set[str]:
+    """The ids of the live deployments in a history that may mix pull requests (one live
+    deployment per pull request, at most)."""
+    decided: set[int] = set()
+    ids: set[str] = set()
+    for d in history:
+        if d.pull_request in decided or d.state != deployment_pb2.SUCCEEDED:
+            continue
+        decided.add(d.pull_request)
+        if is_deploy(d):
+            ids.add(d.id)
+    return ids
+
+
+def redeployable(d: Deployment) -> bool:
+    """A deployment whose artifact can be deployed again: a SUCCEEDED deploy of a known
+    artifact."""
+    return d.state == deployment_pb2.SUCCEEDED and is_deploy(d) and bool(d.artifact.id)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    live: Deployment | None
+    # The deployment whose artifact the rollback deploys; None: there is nothing earlier.
+    target: Deployment | None
+
+
+def rollback_target(history: Sequence[Deployment]) -> RollbackPlan:
+    """Where `sami rollback` without --to goes: the newest SUCCEEDED deploy, older than the
+    live one (or, when the live one is a rollback, than what it rolled back to), whose
+    artifact digest differs from the live one's."""
+    start = next((i for i, d in enumerate(history) if d.state == deployment_pb2.SUCCEEDED), None)
+    if start is None or is_teardown(history[start]):
+        return RollbackPlan(None, None)
+    current = history[start]
+    digest = current.artifact.digest
+    position = {d.id: i for i, d in enumerate(history)}
+    back = position.get(rolled_back_to(current), -1)
+    # Only ever further back, so this ends; a rollback whose target carries another artifact
+    # (a reason typed by hand) is not followed.
+    while back > start and history[back].artifact.digest == digest:
+        start = back
+        back = position.get(rolled_back_to(history[back]), -1)
+    target = next(
+        (d for d in history[start + 1 :] if redeployable(d) and d.artifact.digest != digest),
+        None,
+    )
+    return RollbackPlan(current, target)

@@ -1,0 +1,360 @@
+"""`sami history`, `sami rollback`, `sami promote` and `sami teardown`: a service's deployments
+in one environment, and the deployments made from them.
+
+    sami history SERVICE --env ENV [--pr N] [--limit N]
+
+lists the deployments of SERVICE in ENV, newest first, and marks the live one with `*` (see
+`sami_client.history`).
+
+    sami rollback SERVICE --env ENV [--pr N] [--to DEPLOYMENT_ID]
+    sami promote SERVICE --from stage --to production
+    sami teardown SERVICE --pr N
+
+request a deployment like `sami deploy` does, and take its options: --reason, --request-id,
+--wait and --timeout, with the same output and exit statuses. A rollback deploys again the
+artifact of an earlier SUCCEEDED deployment (without --to: the newest one that carries
+another artifact than the live deployment; repeat it to go further back); a promotion
+deploys the exact artifact (same id, same digest) of the newest SUCCEEDED deployment of
+the source environment, nothing rebuilt or retagged; a teardown removes a pull-request
+preview's stack. When there is nothing to roll back to or to promote, or --to names a
+deployment that cannot be rolled back to, they exit 2 and say why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sami.v1 import deployment_pb2
+from sami_client import history, render
+from sami_client.client import DEFAULT_PAGE_SIZE, SamiClient
+from sami_client.errors import ExitCode, UsageError
+from sami_client.follow import DEFAULT_WAIT_TIMEOUT
+
+if TYPE_CHECKING:
+    from sami_client.cli import Context
+
+PREVIEWS = "pull_request"
+_DEFAULT_LIMIT = 50
+# How far back a retry with --request-id looks for the deployment it already requested.
+_RETRY_LOOKBACK = DEFAULT_PAGE_SIZE
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "history",
+        help="a service's deployments in one environment, newest first; * marks the live one",
+    )
+    p.add_argument("service")
+    p.add_argument("--env", required=True, help="stage, production or pull_request")
+    p.add_argument(
+        "--pr",
+        type=_pull_request,
+        help="with --env pull_request: only this pull request's preview (default: all)",
+    )
+    p.add_argument(
+        "--limit",
+        type=_limit,
+        default=_DEFAULT_LIMIT,
+        help=f"at most N (0: all; default {_DEFAULT_LIMIT})",
+    )
+    p.set_defaults(run=run_history)
+
+    p = subparsers.add_parser(
+        "rollback",
+        help="deploy again the artifact of an earlier SUCCEEDED deployment; prints the id",
+        description="Without --to, go back to the newest SUCCEEDED deployment whose artifact "
+        "differs from the live one; run it again to go back further.",
+    )
+    p.add_argument("service")
+    p.add_argument("--env", required=True, help="stage, production or pull_request")
+    p.add_argument("--pr", type=_pull_request, help="pull request number (env pull_request)")
+    p.add_argument(
+        "--to",
+        metavar="DEPLOYMENT_ID",
+        help="the SUCCEEDED deployment to go back to (`sami history` lists them)",
+    )
+    _add_request_options(p)
+    p.set_defaults(run=run_rollback)
+
+    p = subparsers.add_parser(
+        "promote",
+        help="deploy the artifact that succeeded in one environment to another; prints the id",
+        description="Deploys the exact artifact (same id, same digest) of the newest "
+        "SUCCEEDED deployment in --from: nothing is rebuilt or retagged.",
+    )
+    p.add_argument("service")
+    p.add_argument("--from", dest="source", required=True, metavar="ENV", help="e.g. stage")
+    p.add_argument("--to", dest="dest", required=True, metavar="ENV", help="e.g. production")
+    p.add_argument(
+        "--type",
+        dest="deployment_type",
+        default="",
+        metavar="TYPE",
+        help="needed only when the service has --to under several deployment types",
+    )
+    _add_request_options(p)
+    p.set_defaults(run=run_promote)
+
+    p = subparsers.add_parser(
+        "teardown", help="remove a pull request's preview stack; prints the deployment id"
+    )
+    p.add_argument("service")
+    p.add_argument("--pr", type=_pull_request, required=True, help="pull request number")
+    _add_request_options(p)
+    p.set_defaults(run=run_teardown)
+
+
+def _add_request_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--request-id", default="", help="idempotency key: a retry with it acts once")
+    p.add_argument("--reason", default="", help="why (shown in the history)")
+    p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        help="with --wait: give up after S seconds, exit 3 "
+        f"(default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
+    )
+
+
+def _pull_request(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pull request number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (all) or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
+    return value
+
+
+def _check_wait(args: argparse.Namespace) -> None:
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout limits --wait: add --wait, or drop --timeout")
+
+
+def _where(service: str, env: str, pr: int | None) -> str:
+    return f"{service} in {env}" + (f" #{pr}" if pr else "")
+
+
+def _history_hint(service: str, env: str, pr: int | None) -> str:
+    return f"`sami history {service} --env {env}" + (f" --pr {pr}`" if pr else "`")
+
+
+def _check_pr(env: str, pr: int | None) -> None:
+    if pr is not None and env != PREVIEWS:
+        raise UsageError(f"--pr goes with --env {PREVIEWS}: drop --pr, or use --env {PREVIEWS}")
+
+
+def _prior(
+    client: SamiClient,
+    request_id: str,
+    service: str,
+    env: str,
+    same_request: Callable[[deployment_pb2.Deployment], bool],
+) -> deployment_pb2.Deployment | None:
+    """The deployment an earlier run with this --request-id requested, if it is among the
+    latest of SERVICE in ENV and was the same kind of request: a retry then follows it rather
+    than choosing again (the history changed since, so it would choose another target and
+    the server would refuse the key). Anything else is left to the server to judge."""
+    if not request_id:
+        return None
+    recent = itertools.islice(client.history(service, env), _RETRY_LOOKBACK)
+    prior = next((d for d in recent if d.request_id == request_id), None)
+    return prior if prior is not None and same_request(prior) else None
+
+
+# history
+
+
+def run_history(args: argparse.Namespace, ctx: Context) -> int:
+    _check_pr(args.env, args.pr)
+    # Full pages even for a small --limit: the live deployment may be further back.
+    found = ctx.client().history(args.service, args.env, pull_request=args.pr)
+    shown = list(itertools.islice(found, args.limit) if args.limit else found)
+    live = history.live_ids(shown)
+    # One service+environment(+PR): when none of the deployments shown decides what is live,
+    # look further back for it.
+    older_live = None
+    one_key = args.env != PREVIEWS or args.pr is not None
+    if one_key and args.limit and not any(d.state == deployment_pb2.SUCCEEDED for d in shown):
+        older_live = history.live(found)
+    if ctx.json_output:
+        ctx.console.print(
+            render.to_json([dict(render.to_dict(d), live=d.id in live) for d in shown])
+        )
+        return int(ExitCode.SUCCEEDED)
+    ctx.console.print(
+        render.history_table(shown, live, pull_requests=args.env == PREVIEWS and args.pr is None)
+    )
+    if older_live is not None:
+        ctx.console.note(
+            f"live: {older_live.id} ({render.artifact_label(older_live)}), older than the "
+            f"{len(shown)} shown"
+        )
+    return int(ExitCode.SUCCEEDED)
+
+
+# rollback
+
+
+def run_rollback(args: argparse.Namespace, ctx: Context) -> int:
+    _check_wait(args)
+    _check_pr(args.env, args.pr)
+    service, env, pr = args.service, args.env, args.pr
+    client = ctx.client()
+    prior = _prior(
+        client, args.request_id, service, env, lambda d: history.is_rollback(d, args.reason)
+    )
+    if prior is not None:
+        return ctx.follower().started(prior, wait=args.wait, timeout=args.timeout)
+    if args.to:
+        target = _chosen_target(client, args.to, service, env, pr)
+    else:
+        if env == PREVIEWS and pr is None:
+            raise UsageError(
+                f"which preview? add --pr N (`sami history {service} --env {PREVIEWS}` lists them)"
+            )
+        target = _default_target(client, service, env, pr)
+    if not ctx.json_output:
+        ctx.console.note(
+            f"rolling back {_where(service, env, target.pull_request)} to deployment "
+            f"{target.id} ({render.artifact_label(target)})"
+        )
+    deployment = client.create_deployment(
+        service,
+        env,
+        target.artifact.id,
+        pull_request=target.pull_request,
+        reason=history.rollback_reason(target.id, args.reason),
+        request_id=args.request_id,
+        deployment_type=target.deployment_type,
+    )
+    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
+
+
+def _chosen_target(
+    client: SamiClient, name: str, service: str, env: str, pr: int | None
+) -> deployment_pb2.Deployment:
+    target = client.get_deployment(name)
+    where = _where(service, env, pr)
+    if (
+        target.service != service
+        or target.environment != env
+        or (pr is not None and target.pull_request != pr)
+    ):
+        raise UsageError(
+            f"--to {name}: deployment {target.id} is of {render.what(target)}, not of {where}; "
+            f"{_history_hint(service, env, pr)} lists the deployments to roll back to"
+        )
+    if history.is_teardown(target):
+        raise UsageError(
+            f"--to {name}: deployment {target.id} is a teardown, which has no artifact to "
+            "deploy again; name a deploy"
+        )
+    if not history.redeployable(target):
+        raise UsageError(
+            f"--to {name}: deployment {target.id} ended {render.state_name(target.state)}; only "
+            f"a SUCCEEDED deployment can be rolled back to "
+            f"({_history_hint(service, env, pr)} lists them)"
+        )
+    return target
+
+
+def _default_target(
+    client: SamiClient, service: str, env: str, pr: int | None
+) -> deployment_pb2.Deployment:
+    plan = history.rollback_target(list(client.history(service, env, pull_request=pr)))
+    where = _where(service, env, pr)
+    if plan.live is None:
+        raise UsageError(
+            f"nothing to roll back: {where} has no live deployment (none SUCCEEDED"
+            + (", or its preview was torn down" if env == PREVIEWS else "")
+            + f"); deploy an artifact with `sami deploy {service} --env {env} ...`"
+        )
+    if plan.target is None:
+        raise UsageError(
+            f"nothing to roll back to: no SUCCEEDED deployment of {where} older than the live "
+            f"{plan.live.id} has another artifact than its {render.artifact_label(plan.live)}"
+            f" ({_history_hint(service, env, pr)} shows them)"
+        )
+    return plan.target
+
+
+# promote
+
+
+def run_promote(args: argparse.Namespace, ctx: Context) -> int:
+    _check_wait(args)
+    service, source_env, dest_env = args.service, args.source, args.dest
+    if source_env == dest_env:
+        raise UsageError(f"--from and --to are both {source_env}: name two environments")
+    if PREVIEWS in (source_env, dest_env):
+        raise UsageError(
+            "previews are not promoted from or to: deploy an artifact to a preview with "
+            f"`sami deploy {service} --env {PREVIEWS} --pr N --artifact ID`"
+        )
+    client = ctx.client()
+    prior = _prior(
+        client,
+        args.request_id,
+        service,
+        dest_env,
+        lambda d: history.is_promotion(d, source_env, args.reason),
+    )
+    if prior is not None:
+        return ctx.follower().started(prior, wait=args.wait, timeout=args.timeout)
+    succeeded = client.history(service, source_env, state=deployment_pb2.SUCCEEDED)
+    source = next((d for d in succeeded if history.redeployable(d)), None)
+    if source is None:
+        raise UsageError(
+            f"nothing to promote: {service} has no SUCCEEDED deployment in {source_env}; "
+            f"deploy there first (`sami deploy {service} --env {source_env} --artifact ID "
+            "--wait`)"
+        )
+    if not ctx.json_output:
+        ctx.console.note(
+            f"promoting {render.artifact_label(source)} of {service} from {source_env} "
+            f"(deployment {source.id}) to {dest_env}"
+        )
+    deployment = client.create_deployment(
+        service,
+        dest_env,
+        source.artifact.id,
+        reason=history.promote_reason(source_env, source.id, args.reason),
+        request_id=args.request_id,
+        deployment_type=args.deployment_type,
+    )
+    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
+
+
+# teardown
+
+
+def run_teardown(args: argparse.Namespace, ctx: Context) -> int:
+    _check_wait(args)
+    deployment = ctx.client().teardown_preview(
+        args.service, args.pr, reason=args.reason, request_id=args.request_id
+    )
+    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
