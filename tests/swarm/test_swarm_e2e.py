@@ -91,7 +91,7 @@ class Sami:
         )
 
 
-SERVICES = ["shop-a", "shop-b", "shop-c", "shop-d", "shop-e"]
+SERVICES = ["shop-a", "shop-b", "shop-c", "shop-d", "shop-e", "shop-f", "shop-g"]
 
 
 @pytest.fixture
@@ -218,3 +218,37 @@ def test_orphan_preview_is_torn_down_by_reconciliation(
     done = live.sami("watch", teardown["id"], "--timeout", "60")
     assert done.rc == 0, done.out + done.err
     assert "removed preview stack pr-9_shop-e" in done.out
+
+
+def test_rollback_any_depth_and_promote_the_same_digest(live: Sami, images: Images) -> None:
+    live.agent("m1")
+    v1, v2 = live.register("shop-f", images.v1), live.register("shop-f", images.v2)
+    first = live.deploy_wait("shop-f", "stage", v1)
+    assert first.rc == 0, first.out + first.err
+    assert live.deploy_wait("shop-f", "stage", v2).rc == 0
+    history = live.sami("history", "shop-f", "--env", "stage", "--output", "json")
+    v1_dep = json.loads(history.out)[-1]["id"]
+    back = live.sami(
+        "rollback", "shop-f", "--env", "stage", "--to", v1_dep, "--wait", "--timeout", "180"
+    )
+    assert back.rc == 0, back.out + back.err
+    assert live.running("stage_shop-f") == [images.v1.ref] * 2
+    promoted = live.sami(
+        "promote", "shop-f", "--from", "stage", "--to", "production", "--wait", "--timeout", "180"
+    )
+    assert promoted.rc == 0, promoted.out + promoted.err
+    assert live.running("production_shop-f") == [images.v1.ref] * 2
+
+
+def test_preview_deploy_and_teardown(live: Sami, images: Images) -> None:
+    live.agent("m1")
+    art = live.register("shop-g", images.v1)
+    up = live.deploy_wait("shop-g", "pull_request", art, "--pr", "12")
+    assert up.rc == 0, up.out + up.err
+    assert live.running("pr-12_shop-g") == [images.v1.ref] * 2
+    down = live.sami("teardown", "shop-g", "--pr", "12", "--wait", "--timeout", "120")
+    assert down.rc == 0, down.out + down.err
+    client = live.devswarm.client()
+    assert not client.services.list(filters={"label": "com.docker.stack.namespace=pr-12_shop-g"})
+    refused = live.sami("deploy", "shop-g", "--env", "pull_request", "--pr", "0", "--artifact", art)
+    assert refused.rc == 2
