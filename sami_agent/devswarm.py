@@ -47,6 +47,10 @@ from types import TracebackType
 import docker
 
 BUSYBOX = Path("/bin/busybox")
+# What dockerd starts under its exec root; the only programs stop() may kill by search.
+ENGINE_HELPERS = frozenset(
+    {"containerd", "containerd-shim", "containerd-shim-runc-v2", "runc", "docker-proxy", "dockerd"}
+)
 # Applets linked into /bin of every test image.
 APPLETS = (
     "sh", "ash", "sleep", "echo", "httpd", "test", "[", "cat", "ls", "true", "false", "env",
@@ -364,10 +368,11 @@ class DevSwarm:
         return True
 
     def _kill_leftovers(self) -> None:
-        """After dockerd is gone: its containerd and shims, if it could not stop them.
+        """After dockerd is gone: the containerd and shims it started, if it could not stop
+        them (shims daemonize, so they are not dockerd's children any more).
 
-        Only processes whose command line names this root (the managed containerd and its
-        shims do), never anything else.
+        Only engine programs (ENGINE_HELPERS) whose command line names this root: never a
+        process that merely mentions the folder (a shell, a `timeout` wrapper, a test).
         """
         me = os.getpid()
         root = str(self.root)
@@ -375,7 +380,11 @@ class DevSwarm:
             if not entry.name.isdigit() or int(entry.name) == me:
                 continue
             pid = int(entry.name)
-            if root in _cmdline(pid) and _alive(pid):
+            try:
+                program = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            except OSError:
+                continue
+            if program in ENGINE_HELPERS and root in _cmdline(pid) and _alive(pid):
                 self._progress(f"devswarm: killing leftover pid {pid}: {_cmdline(pid)[:80]}")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
