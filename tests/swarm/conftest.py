@@ -1,21 +1,13 @@
-"""A real engine, one-node swarm and registry for the whole session (sami_agent.devswarm).
-
-Without the engine packages the Swarm tests skip, except in CI (CI is set), where they fail:
-a green CI must never hide that the real-Swarm tests did not run. scripts/install-engine.sh
-installs the packages (CI and `make test` run it first).
-"""
+"""Images and an executor on the session's real engine, swarm and registry (the `devswarm`
+fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from sami_agent.devswarm import DevSwarm, missing_requirements
+from sami_agent.devswarm import DevSwarm
 from sami_agent.executors.swarm import SwarmExecutor
 
 
@@ -34,28 +26,6 @@ class Images:
     v1: Image
     v2: Image
     v3: Image  # no /app/healthy: the stack's health check fails
-
-
-@pytest.fixture(scope="session")
-def devswarm() -> Iterator[DevSwarm]:
-    missing = missing_requirements()
-    if missing:
-        message = (
-            f"the real-Swarm tests need {', '.join(missing)}: "
-            "run scripts/install-engine.sh as root (installs docker.io, docker-registry, "
-            "busybox-static)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    # A short path: the engine's unix sockets live under it (108-byte limit).
-    root = Path(tempfile.mkdtemp(prefix="sami-swarm-", dir="/tmp"))
-    swarm = DevSwarm(root, progress=lambda line: print(line, flush=True))
-    try:
-        swarm.start()
-        yield swarm
-    finally:
-        swarm.stop()
 
 
 @pytest.fixture(scope="session")
