@@ -62,6 +62,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " SAMI_CA; without one the connection is plaintext)",
     )
     parser.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        default=os.environ.get("SAMI_CLIENT_CERT") or None,
+        help="PEM client certificate, for a control plane that requires one (mTLS; default:"
+        " SAMI_CLIENT_CERT); `sami-control tls init --agent NAME` makes one",
+    )
+    parser.add_argument(
+        "--client-key",
+        metavar="FILE",
+        default=os.environ.get("SAMI_CLIENT_KEY") or None,
+        help="PEM key of --client-cert (default: SAMI_CLIENT_KEY)",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="touch no Docker engine: report what each deployment would do",
@@ -122,9 +135,23 @@ def build_agent(args: argparse.Namespace) -> Agent:
         raise UsageError("--dry-run-step-seconds must be 0 or more")
     if args.ca and not os.path.isfile(args.ca):
         raise UsageError(f"the CA file {args.ca} does not exist (from --ca or SAMI_CA)")
+    if bool(args.client_cert) != bool(args.client_key):
+        raise UsageError(
+            "--client-cert and --client-key go together (or SAMI_CLIENT_CERT and"
+            " SAMI_CLIENT_KEY): set both"
+        )
+    for option, path in (("--client-cert", args.client_cert), ("--client-key", args.client_key)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"the file {path} does not exist (from {option})")
     if not args.agent_id.strip():
         raise UsageError("--agent-id must not be empty")
-    endpoint = Endpoint(addr=args.control, token=read_token(args.token_file), ca_file=args.ca)
+    endpoint = Endpoint(
+        addr=args.control,
+        token=read_token(args.token_file),
+        ca_file=args.ca,
+        client_cert_file=args.client_cert,
+        client_key_file=args.client_key,
+    )
     try:
         executor = build_executor(
             dry_run=args.dry_run,
@@ -168,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent_id=args.agent_id,
         control=args.control,
         dry_run=args.dry_run,
-        tls=bool(args.ca),
+        tls=bool(args.ca or args.client_cert),
+        client_certificate=bool(args.client_cert),
     )
     try:
         asyncio.run(serve(agent))

@@ -2,14 +2,16 @@
 
 SAMI_ADDR (host:port), SAMI_TOKEN (bearer token) and SAMI_CA (PEM file of the CA that signed
 the server certificate; without it the connection is plaintext, which the server accepts only
-on loopback or when told explicitly).
+on loopback or when told explicitly). SAMI_CLIENT_CERT and SAMI_CLIENT_KEY (PEM files) are the
+client certificate and its key, for a server that requires them (mTLS); with them and no
+SAMI_CA the server's certificate is checked against the system's CAs.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
@@ -28,30 +30,70 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
 )
 
 
+class TLSFileError(OSError):
+    """A certificate or key file named by SAMI_CA/SAMI_CLIENT_CERT/SAMI_CLIENT_KEY (or the
+    matching options) cannot be used; the message says which and why."""
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise TLSFileError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise TLSFileError(f"the {what} {path} is not a PEM file")
+    return data
+
+
 @dataclass(frozen=True)
 class Endpoint:
     addr: str
-    token: str | None
+    token: str | None = field(default=None, repr=False)
     ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
 
     @classmethod
     def from_env(
-        cls, addr: str | None = None, token: str | None = None, ca_file: str | None = None
+        cls,
+        addr: str | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
+        client_cert_file: str | None = None,
+        client_key_file: str | None = None,
     ) -> Endpoint:
         return cls(
             addr=addr or os.environ.get("SAMI_ADDR") or DEFAULT_ADDR,
             token=token if token is not None else os.environ.get("SAMI_TOKEN") or None,
             ca_file=ca_file or os.environ.get("SAMI_CA") or None,
+            client_cert_file=client_cert_file or os.environ.get("SAMI_CLIENT_CERT") or None,
+            client_key_file=client_key_file or os.environ.get("SAMI_CLIENT_KEY") or None,
         )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_file or self.client_cert_file)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
     def _credentials(self) -> grpc.ChannelCredentials | None:
-        if not self.ca_file:
+        if not self.tls:
             return None
-        with open(self.ca_file, "rb") as f:
-            return grpc.ssl_channel_credentials(root_certificates=f.read())
+        if bool(self.client_cert_file) != bool(self.client_key_file):
+            raise TLSFileError(
+                "a client certificate needs its key and the other way round: set both "
+                "SAMI_CLIENT_CERT and SAMI_CLIENT_KEY"
+            )
+        root = _read_pem(self.ca_file, "CA file (SAMI_CA)") if self.ca_file else None
+        cert = key = None
+        if self.client_cert_file and self.client_key_file:
+            cert = _read_pem(self.client_cert_file, "client certificate (SAMI_CLIENT_CERT)")
+            key = _read_pem(self.client_key_file, "client key (SAMI_CLIENT_KEY)")
+        return grpc.ssl_channel_credentials(
+            root_certificates=root, private_key=key, certificate_chain=cert
+        )
 
     def channel(self) -> grpc.Channel:
         creds = self._credentials()

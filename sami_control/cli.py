@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from sami_common import logs
-from sami_control import offline
+from sami_control import offline, tlsinit
 from sami_control.core.controlplane import Settings
 from sami_control.core.errors import DomainError
 from sami_control.server import DEFAULT_LISTEN, ControlServer, ListenRefused, ServeConfig
@@ -30,7 +30,34 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
     serve.add_argument("--data", default=DEFAULT_DATA, help="data folder (default %(default)s)")
     serve.add_argument(
-        "--insecure", action="store_true", help="allow a non-loopback address without TLS"
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address without TLS (a trusted proxy terminates TLS)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=os.environ.get("SAMI_TLS_CERT") or None,
+        help="serve TLS with this certificate chain (default: $SAMI_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        default=os.environ.get("SAMI_TLS_KEY") or None,
+        help="the certificate's private key (default: $SAMI_TLS_KEY)",
+    )
+    serve.add_argument(
+        "--client-ca",
+        metavar="PEM",
+        default=os.environ.get("SAMI_CLIENT_CA") or None,
+        help="require client certificates signed by this CA (mTLS; default: $SAMI_CLIENT_CA)",
+    )
+    serve.add_argument(
+        "--max-streams-per-token",
+        type=int,
+        default=Settings.max_streams_per_token,
+        help="open watches (and agent streams) one token may hold; 0: no limit "
+        "(default %(default)s)",
     )
     serve.add_argument(
         "--lease-ttl",
@@ -80,6 +107,33 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("token_id")
     tr.add_argument("--data", default=DEFAULT_DATA)
 
+    tls = sub.add_parser("tls", help="make TLS certificates")
+    tlsub = tls.add_subparsers(dest="tls_command", required=True)
+    ti = tlsub.add_parser(
+        "init",
+        help="create a CA, a server certificate and client certificates in DIR",
+        description="Create a private CA (ca.pem, ca-key.pem), a server certificate "
+        "(server.pem, server-key.pem; valid for 127.0.0.1, localhost and every --host) and "
+        "one client certificate per --agent/--client (agent-NAME.pem, agent-NAME-key.pem). "
+        "Keys are written 0600 and nothing is overwritten. Serve with `sami-control serve "
+        "--tls-cert DIR/server.pem --tls-key DIR/server-key.pem [--client-ca DIR/ca.pem]`; "
+        "give clients SAMI_CA=DIR/ca.pem (and SAMI_CLIENT_CERT/SAMI_CLIENT_KEY for mTLS).",
+    )
+    ti.add_argument("dir", metavar="DIR")
+    ti.add_argument(
+        "--host", action="append", default=[], help="a name or address clients dial (repeat)"
+    )
+    ti.add_argument(
+        "--agent", action="append", default=[], help="make a client certificate for this agent"
+    )
+    ti.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        help="make a client certificate for another client, e.g. ci (repeat)",
+    )
+    ti.add_argument("--days", type=int, default=825, help="validity of the leaf certificates")
+
     cl = sub.add_parser("cluster", help="create clusters (offline)")
     csub = cl.add_subparsers(dest="cluster_command", required=True)
     cc = csub.add_parser("create", help="create a cluster serving environments")
@@ -104,9 +158,16 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         restart_grace=args.restart_grace,
         max_attempts=args.max_attempts,
+        max_streams_per_token=args.max_streams_per_token,
     )
     cfg = ServeConfig(
-        listen=args.listen, data_dir=Path(args.data), settings=settings, insecure=args.insecure
+        listen=args.listen,
+        data_dir=Path(args.data),
+        settings=settings,
+        insecure=args.insecure,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        client_ca=Path(args.client_ca) if args.client_ca else None,
     )
 
     async def run() -> None:
@@ -118,6 +179,25 @@ def _serve(args: argparse.Namespace) -> int:
     except ListenRefused as exc:
         print(f"sami-control: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _tls_init(args: argparse.Namespace) -> int:
+    try:
+        made = tlsinit.init(Path(args.dir), args.host, args.agent, args.client, days=args.days)
+    except (tlsinit.TLSInitError, OSError) as exc:
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
+    d = Path(args.dir)
+    print(f"CA:     {made.ca_cert}  (keep {made.ca_key} offline)")
+    print(f"server: {made.server_cert} {made.server_key}")
+    for name, (cert, key) in made.clients.items():
+        print(f"{name}: {cert} {key}")
+    print(
+        f"serve:  sami-control serve --tls-cert {made.server_cert} --tls-key {made.server_key}"
+        + (f" --client-ca {made.ca_cert}" if made.clients else "")
+    )
+    print(f"client: SAMI_CA={d / 'ca.pem'}")
     return 0
 
 
@@ -134,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             args = _parser().parse_args(["serve"])
         return _serve(args)
+    if args.command == "tls":
+        return _tls_init(args)
     data = Path(args.data)
     try:
         if args.command == "token" and args.token_command == "create":

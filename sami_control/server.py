@@ -1,4 +1,5 @@
-"""Assemble and run the gRPC server: servicers, auth, health, reflection, graceful stop."""
+"""Assemble and run the gRPC server: servicers, auth, health, reflection, TLS, limits,
+graceful stop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sami.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
     artifact_pb2,
@@ -30,9 +33,11 @@ from sami_control.api.auth import AuthInterceptor
 from sami_control.api.servicers import (
     AgentServicer,
     ArtifactServicer,
+    AuditServicer,
     ClusterServicer,
     DeploymentServicer,
     ManifestServicer,
+    TokenServicer,
 )
 from sami_control.core.controlplane import ControlPlane, Settings
 from sami_control.storage.sqlite import SQLiteStore
@@ -46,10 +51,27 @@ SERVICE_NAMES = [
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 ]
+# The largest request: a manifests sync carries a whole deployments repo (12 MiB of files
+# at most, see manifests.Limits) in one message. Only an authenticated caller's message is
+# ever read (see api/auth.py); SECURITY.md discusses what this costs.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Request headers (metadata) of one call: a token is 256 characters at most; 16 KiB leaves
+# room for proxies' headers and refuses anything bigger before any handler runs.
+MAX_METADATA_BYTES = 16 * 1024
+# HTTP/2 streams one connection may have open at once (an agent needs one, a CLI a few).
+MAX_STREAMS_PER_CONNECTION = 100
+# RPCs the server runs at once, over all connections; beyond it calls get
+# RESOURCE_EXHAUSTED at once. Bounds memory: each may hold one message of MAX_MESSAGE_BYTES.
+MAX_CONCURRENT_RPCS = 1000
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
     # Let agents keep idle streams alive with pings (they sit behind NAT).
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -80,17 +102,55 @@ class ServeConfig:
     settings: Settings | None = None
     insecure: bool = False
     grace: float = 10.0
+    # TLS: the server's certificate chain and key (PEM). With client_ca, every client must
+    # present a certificate signed by it (mTLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ListenRefused(f"cannot read the {what} {path}: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise ListenRefused(f"the {what} {path} is not a PEM file")
+    return data
+
+
+def server_credentials(cfg: ServeConfig) -> grpc.ServerCredentials:
+    assert cfg.tls_cert is not None
+    if cfg.tls_key is None:
+        raise ListenRefused("--tls-cert needs --tls-key (the certificate's private key)")
+    cert = _read_pem(cfg.tls_cert, "TLS certificate")
+    key = _read_pem(cfg.tls_key, "TLS key")
+    client_ca = _read_pem(cfg.client_ca, "client CA") if cfg.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 class ControlServer:
     def __init__(self, cfg: ServeConfig) -> None:
-        if not is_loopback(cfg.listen) and not cfg.insecure:
+        if cfg.client_ca is not None and not cfg.tls:
+            raise ListenRefused("--client-ca needs TLS: pass --tls-cert and --tls-key too")
+        if cfg.tls_key is not None and not cfg.tls:
+            raise ListenRefused("--tls-key needs --tls-cert (the certificate it belongs to)")
+        if not is_loopback(cfg.listen) and not cfg.insecure and not cfg.tls:
             raise ListenRefused(
                 f"refusing to listen on {cfg.listen} without TLS: tokens would cross the "
-                "network in clear. Listen on 127.0.0.1, or pass --insecure if a trusted "
+                "network in clear. Listen on 127.0.0.1, pass --tls-cert and --tls-key "
+                "(`sami-control tls init` makes them), or pass --insecure if a trusted "
                 "proxy terminates TLS in front of Sami"
             )
         self.cfg = cfg
+        self._credentials = server_credentials(cfg) if cfg.tls else None
         self.store = SQLiteStore(cfg.data_dir)
         check = self.store.integrity_check()
         if check != "ok":
@@ -100,7 +160,9 @@ class ControlServer:
             )
         self.core = ControlPlane(self.store, cfg.settings)
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(self.core.authenticate)], options=SERVER_OPTIONS
+            interceptors=[AuthInterceptor(self.core.authenticate)],
+            options=SERVER_OPTIONS,
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
         )
         artifact_pb2_grpc.add_ArtifactServiceServicer_to_server(
             ArtifactServicer(self.core), self.server
@@ -115,6 +177,8 @@ class ControlServer:
             ManifestServicer(self.core), self.server
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.core), self.server)
+        admin_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(self.core), self.server)
+        admin_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.core), self.server)
         self.health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, self.server)
         reflection.enable_server_reflection(
@@ -123,14 +187,27 @@ class ControlServer:
         self.port = 0
 
     async def start(self) -> None:
-        self.port = self.server.add_insecure_port(self.cfg.listen)
+        try:
+            if self._credentials is not None:
+                self.port = self.server.add_secure_port(self.cfg.listen, self._credentials)
+            else:
+                self.port = self.server.add_insecure_port(self.cfg.listen)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
             raise ListenRefused(f"could not listen on {self.cfg.listen} (in use?)")
         await self.core.start()
         await self.server.start()
         for name in ["", *SERVICE_NAMES]:
             await self.health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", listen=self.cfg.listen, port=self.port, data=str(self.cfg.data_dir))
+        log.info(
+            "serving",
+            listen=self.cfg.listen,
+            port=self.port,
+            data=str(self.cfg.data_dir),
+            tls=self.cfg.tls,
+            client_certificates=self.cfg.client_ca is not None,
+        )
 
     async def stop(self) -> None:
         log.info("stopping", grace=self.cfg.grace)

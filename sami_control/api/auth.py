@@ -1,30 +1,54 @@
 """The auth interceptor: every RPC carries `authorization: Bearer <token>`, checked before the
-request is even parsed; the caller's Principal is then available to the servicer."""
+request is even read; the caller's Principal is then available to the servicer.
+
+An unauthenticated call costs the server a token lookup by primary key and nothing else: it is
+answered with a handler that reads no request message at all (so a 16 MiB body is neither
+parsed nor buffered by the handler), and it writes nothing to the database (it is logged).
+
+The Principal also carries what the audit log records about the call: the peer address and
+the request id (the `x-request-id` metadata, when a client sends one).
+"""
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import inspect
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 import grpc.aio
+import structlog
 
-from sami_control.core.errors import DomainError, Unauthenticated
+from sami_control.core import validation
+from sami_control.core.errors import DomainError, InvalidArgument, Unauthenticated
 from sami_control.core.model import Principal
 
 from .errors import to_status
+
+log = structlog.get_logger("sami.api")
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("sami_principal")
 
 # Health checks and reflection are for load balancers and grpcurl: no token needed.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MAX_TOKEN = 256
+REQUEST_ID_HEADER = "x-request-id"
 
 
 def principal() -> Principal:
     return _principal.get()
+
+
+def request_id(metadata: Any) -> str:
+    """The `x-request-id` metadata if it is a well-formed request id; otherwise ignored (a
+    tracing header never fails a request)."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and validation.is_request_id(value):
+            return value
+    return ""
 
 
 def bearer(metadata: Any) -> str:
@@ -60,63 +84,154 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
+        who = dataclasses.replace(who, request_id=request_id(details.invocation_metadata))
         return _with_principal(handler, who)
+
+
+class _LogBudget:
+    """At most `burst` log lines per `window` seconds; the rest are counted, and the count is
+    logged with the next line allowed (a flood of bad tokens must not flood the log)."""
+
+    def __init__(self, burst: int = 20, window: float = 10.0) -> None:
+        self.burst, self.window = burst, window
+        self.start, self.used, self.suppressed = 0.0, 0, 0
+
+    def take(self) -> int | None:
+        """None: do not log; else the number of lines suppressed before this one."""
+        now = time.monotonic()
+        if now - self.start >= self.window:
+            self.start, self.used = now, 0
+        if self.used >= self.burst:
+            self.suppressed += 1
+            return None
+        self.used += 1
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
+
+
+_unauthenticated_log = _LogBudget()
 
 
 def _refuse(exc: DomainError, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
     status = to_status(exc)
+    method: str = details.method
 
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+    async def deny(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        # Logged, not audited: a caller without a valid token must not be able to make the
+        # server write to its database. The message names the token id, never a secret.
+        suppressed = _unauthenticated_log.take()
+        if suppressed is not None:
+            log.info(
+                "unauthenticated",
+                method=method[:200],
+                peer=context.peer(),
+                reason=exc.message,
+                suppressed_before=suppressed or None,
+            )
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    # No deserializer: the request bytes of an unauthenticated caller are never parsed.
-    method: str = details.method
-    if method.endswith("/Connect"):
-        return grpc.stream_stream_rpc_method_handler(deny)
-    if method.endswith("/WatchDeployment"):
-        return grpc.unary_stream_rpc_method_handler(deny)
-    return grpc.unary_unary_rpc_method_handler(deny)
+    # A streaming-request handler without a deserializer, whatever the method's real shape:
+    # the request of an unauthenticated caller is never read, let alone parsed.
+    return grpc.stream_stream_rpc_method_handler(deny)
+
+
+def _bind(who: Principal, context: Any) -> None:
+    peer = context.peer() if context is not None else ""
+    _principal.set(dataclasses.replace(who, peer=peer if isinstance(peer, str) else ""))
+
+
+class _Malformed:
+    """What a request that does not parse becomes: the handler answers INVALID_ARGUMENT
+    (grpc's own answer would be a bare INTERNAL, as if the server were at fault)."""
+
+
+_MALFORMED = _Malformed()
+MALFORMED = InvalidArgument(
+    "request", "is not a valid protobuf message of this method's request type"
+)
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:
+            return _MALFORMED
+
+    return tolerant
+
+
+async def _checked(request_iterator: Any) -> AsyncIterator[Any]:
+    async for message in request_iterator:
+        if message is _MALFORMED:
+            raise MALFORMED
+        yield message
+
+
+async def _refuse_malformed(context: Any) -> None:
+    status = to_status(MALFORMED)
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def _with_principal(handler: grpc.RpcMethodHandler, who: Principal) -> grpc.RpcMethodHandler:
     kw = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
         inner_uu = handler.unary_unary
 
         async def uu(request: Any, context: Any) -> Any:
-            _principal.set(who)
+            if request is _MALFORMED:
+                return await _refuse_malformed(context)
+            _bind(who, context)
             return await inner_uu(request, context)
 
         return grpc.unary_unary_rpc_method_handler(uu, **kw)
-    streaming = handler.unary_stream or handler.stream_stream
-    if streaming:
-        inner = streaming
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.unary_stream
-            else grpc.stream_stream_rpc_method_handler
-        )
-        if inspect.isasyncgenfunction(inner):
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+        if inspect.isasyncgenfunction(inner_us):
 
             async def gen(request: Any, context: Any) -> AsyncIterator[Any]:
-                _principal.set(who)
-                async for item in inner(request, context):
+                if request is _MALFORMED:
+                    await _refuse_malformed(context)
+                _bind(who, context)
+                async for item in inner_us(request, context):
                     yield item
 
-            return make(gen, **kw)
+            return grpc.unary_stream_rpc_method_handler(gen, **kw)
 
-        async def coro(request: Any, context: Any) -> Any:
-            _principal.set(who)
-            return await inner(request, context)
+        async def us(request: Any, context: Any) -> Any:
+            if request is _MALFORMED:
+                return await _refuse_malformed(context)
+            _bind(who, context)
+            return await inner_us(request, context)
 
-        return make(coro, **kw)
+        return grpc.unary_stream_rpc_method_handler(us, **kw)
+    if handler.stream_stream:
+        inner_ss = handler.stream_stream
+        if inspect.isasyncgenfunction(inner_ss):
+
+            async def sgen(request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+                _bind(who, context)
+                async for item in inner_ss(_checked(request_iterator), context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(sgen, **kw)
+
+        async def ss(request_iterator: Any, context: Any) -> Any:
+            _bind(who, context)
+            return await inner_ss(_checked(request_iterator), context)
+
+        return grpc.stream_stream_rpc_method_handler(ss, **kw)
     inner_su = handler.stream_unary
 
     async def su(request_iterator: Any, context: Any) -> Any:
-        _principal.set(who)
-        return await inner_su(request_iterator, context)
+        _bind(who, context)
+        return await inner_su(_checked(request_iterator), context)
 
     return grpc.stream_unary_rpc_method_handler(su, **kw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from sami.v1 import agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
+from sami.v1 import admin_pb2, agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
 from sami_control.core.agents import (
     AssignCommand,
     CancelCommand,
@@ -17,13 +17,25 @@ from sami_control.core.agents import (
 from sami_control.core.model import (
     AgentRecord,
     Artifact,
+    AuditEntry,
     Cluster,
     Deployment,
     Event,
     ManifestRevision,
     PreviewStack,
+    Role,
+    TokenRecord,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
+from sami_control.core.token_admin import TokenInput
+
+ROLES: dict[admin_pb2.TokenRole, Role] = {
+    admin_pb2.TOKEN_ROLE_ADMIN: Role.ADMIN,
+    admin_pb2.TOKEN_ROLE_AGENT: Role.AGENT,
+    admin_pb2.TOKEN_ROLE_DEPLOYER: Role.DEPLOYER,
+    admin_pb2.TOKEN_ROLE_READER: Role.READER,
+}
+ROLE_VALUES = {r: v for v, r in ROLES.items()}
 
 
 def ts(t: float) -> timestamp_pb2.Timestamp | None:
@@ -233,4 +245,52 @@ def manifest_revision(
         create_time=ts(rev.created_at),
         created_by=rev.created_by,
         current=current,
+    )
+
+
+def seconds(t: timestamp_pb2.Timestamp | duration_pb2.Duration) -> float:
+    return t.seconds + t.nanos / 1e9
+
+
+def token(t: TokenRecord) -> admin_pb2.Token:
+    return admin_pb2.Token(
+        name=f"tokens/{t.id}",
+        id=t.id,
+        display_name=t.name,
+        role=ROLE_VALUES[t.role],
+        cluster=t.cluster,
+        services=t.services,
+        environments=t.environments,
+        create_time=ts(t.created_at),
+        expire_time=ts(t.expires_at),
+        revoke_time=ts(t.revoked_at),
+        created_by=t.created_by,
+    )
+
+
+def token_input(r: admin_pb2.CreateTokenRequest) -> TokenInput:
+    role = ROLES.get(r.role)
+    return TokenInput(
+        role=role.value if role else f"role #{r.role}" if r.role else "",
+        name=r.display_name,
+        cluster=r.cluster,
+        services=list(r.services),
+        environments=list(r.environments),
+        expires_in=seconds(r.expires_in) if r.HasField("expires_in") else 0.0,
+    )
+
+
+def audit_entry(e: AuditEntry) -> admin_pb2.AuditEntry:
+    return admin_pb2.AuditEntry(
+        sequence=e.seq,
+        time=ts(e.time),
+        token_id=e.token_id,
+        token_name=e.token_name,
+        action=e.action,
+        target=e.target,
+        outcome=e.outcome,
+        detail=e.detail,
+        peer=e.peer,
+        request_id=e.request_id,
+        service=e.service,
     )

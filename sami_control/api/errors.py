@@ -21,6 +21,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from sami_control.core import errors
+from sami_control.core.audit import clean
 
 log = structlog.get_logger("sami.api")
 
@@ -31,23 +32,36 @@ CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+
+# Messages may quote what the caller sent: bounded, control characters escaped, so an error
+# cannot smuggle terminal escapes or right-to-left overrides into a CI log.
+MAX_MESSAGE = 2000
+MAX_FIELD = 300
 
 
 def to_status(exc: errors.DomainError) -> grpc.Status:
     code = CODES.get(type(exc), grpc.StatusCode.INTERNAL)
-    st = status_pb2.Status(code=code.value[0], message=exc.message)
+    st = status_pb2.Status(code=code.value[0], message=_printable(exc.message, MAX_MESSAGE))
     if isinstance(exc, errors.InvalidArgument):
         br = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                for f, d in exc.violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=_printable(f, MAX_FIELD), description=_printable(d, MAX_MESSAGE)
+                )
+                for f, d in exc.violations[:100]
             ]
         )
         detail = any_pb2.Any()
         detail.Pack(br)
         st.details.append(detail)
     return rpc_status.to_status(st)
+
+
+def _printable(text: str, limit: int) -> str:
+    # Newlines are kept: some messages list several problems, one a line.
+    return "\n".join(clean(line, limit) for line in text.split("\n"))[: limit * 2]
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:

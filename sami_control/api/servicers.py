@@ -12,6 +12,8 @@ import grpc.aio
 import structlog
 
 from sami.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
     artifact_pb2,
@@ -29,7 +31,12 @@ from sami_control.api.errors import mapped
 from sami_control.core import paging
 from sami_control.core.agents import AgentSession, CloseCommand
 from sami_control.core.controlplane import ControlPlane
-from sami_control.core.errors import DomainError, InvalidArgument, PermissionDenied
+from sami_control.core.errors import (
+    DomainError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from sami_control.core.model import Deployment, State
 
 log = structlog.get_logger("sami.api")
@@ -259,6 +266,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 while True:
                     cmd = await session.outbox.get()
                     if isinstance(cmd, CloseCommand):
+                        if cmd.fatal is not None:
+                            raise cmd.fatal  # the token was revoked or expired
                         break
                     msg = convert.command(cmd)
                     if msg is not None:
@@ -274,7 +283,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         try:
             async for msg in request_iterator:
                 self._handle(session, msg)
-        except PermissionDenied as exc:
+        except (PermissionDenied, Unauthenticated) as exc:
             session.outbox.put_nowait(CloseCommand(exc.message))
             raise
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
@@ -300,8 +309,52 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 self.core.agent_heartbeat(s, convert.held(msg.heartbeat.leases))
             elif kind == "inventory":
                 self.core.agent_inventory(s, convert.preview_stacks(msg.inventory.stacks))
-        except PermissionDenied:
+        except (PermissionDenied, Unauthenticated):
             raise
         except DomainError as exc:
             # One bad report must not cost the agent its stream (and its other leases).
             log.warning("agent_report_invalid", agent_id=s.agent_id, kind=kind, error=exc.message)
+
+
+class TokenServicer(admin_pb2_grpc.TokenServiceServicer):
+    def __init__(self, core: ControlPlane) -> None:
+        self.core = core
+
+    @mapped
+    async def CreateToken(
+        self, request: admin_pb2.CreateTokenRequest, context: Any
+    ) -> admin_pb2.CreateTokenResponse:
+        issued = self.core.create_token(principal(), convert.token_input(request))
+        return admin_pb2.CreateTokenResponse(
+            token=convert.token(issued.record), secret=issued.plaintext
+        )
+
+    @mapped
+    async def ListTokens(
+        self, request: admin_pb2.ListTokensRequest, context: Any
+    ) -> admin_pb2.ListTokensResponse:
+        rows = self.core.list_tokens(principal(), request.include_revoked)
+        return admin_pb2.ListTokensResponse(tokens=[convert.token(t) for t in rows])
+
+    @mapped
+    async def RevokeToken(
+        self, request: admin_pb2.RevokeTokenRequest, context: Any
+    ) -> admin_pb2.Token:
+        return convert.token(self.core.revoke_token(principal(), request.name))
+
+
+class AuditServicer(admin_pb2_grpc.AuditServiceServicer):
+    def __init__(self, core: ControlPlane) -> None:
+        self.core = core
+
+    @mapped
+    async def ListAudit(
+        self, request: admin_pb2.ListAuditRequest, context: Any
+    ) -> admin_pb2.ListAuditResponse:
+        since = convert.seconds(request.since) if request.HasField("since") else 0.0
+        rows, nxt = self.core.list_audit(
+            principal(), since, request.service, request.page_size, request.page_token
+        )
+        return admin_pb2.ListAuditResponse(
+            entries=[convert.audit_entry(e) for e in rows], next_page_token=nxt
+        )

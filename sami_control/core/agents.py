@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from sami_control.core.errors import DomainError
 from sami_control.core.model import Artifact, Deployment
+from sami_control.core.streams import Stream
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,11 @@ class DoneCommand:
 
 @dataclass(frozen=True)
 class CloseCommand:
-    """End the stream (the agent connected again elsewhere, or the server is stopping)."""
+    """End the stream (the agent connected again elsewhere, or the server is stopping).
+    With `fatal`, the stream ends with that error (its token was revoked or expired)."""
 
     reason: str
+    fatal: DomainError | None = None
 
 
 Command = AssignCommand | CancelCommand | RevokeCommand | DoneCommand | CloseCommand
@@ -67,6 +71,9 @@ class AgentSession:
     # Deployment ids this session holds a lease on.
     leases: set[str] = field(default_factory=set)
     closed: bool = False
+    # This session among the token's open streams: ended when the token is revoked or
+    # expires. Its principal carries the peer the stream came from, for the audit log.
+    stream: Stream | None = None
 
     def send(self, cmd: Command) -> None:
         if not self.closed:

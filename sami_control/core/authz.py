@@ -16,6 +16,7 @@ class Action(enum.StrEnum):
     MANAGE_TOKENS = "manage_tokens"
     SYNC_MANIFESTS = "sync_manifests"
     AGENT_CONNECT = "agent_connect"
+    READ_AUDIT = "read_audit"
 
 
 ALLOWED: dict[Action, frozenset[Role]] = {
@@ -26,6 +27,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.MANAGE_TOKENS: frozenset({Role.ADMIN}),
     Action.SYNC_MANIFESTS: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.AGENT_CONNECT: frozenset({Role.AGENT}),
+    Action.READ_AUDIT: frozenset({Role.ADMIN}),
 }
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec, TypeVar
 
 import structlog
 
-from sami_control.core import authz, paging, tokens, validation
+from sami_control.core import audit, authz, paging, token_admin, tokens, validation
 from sami_control.core.agents import (
     AgentSession,
     AssignCommand,
@@ -33,8 +35,9 @@ from sami_control.core.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unauthenticated,
 )
-from sami_control.core.hub import Hub
+from sami_control.core.hub import Hub, Subscription
 from sami_control.core.ids import new_id
 from sami_control.core.manifest_catalog import ManifestCatalog, entry_of
 from sami_control.core.model import (
@@ -54,12 +57,33 @@ from sami_control.core.model import (
     Principal,
     Role,
     State,
+    TokenRecord,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
+from sami_control.core.streams import Stream, Streams
 from sami_control.core.transitions import move, record
 from sami_control.storage.base import Store, Tx
 
 log = structlog.get_logger("sami.control")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _agent_report(
+    fn: Callable[Concatenate[ControlPlane, AgentSession, P], R],
+) -> Callable[Concatenate[ControlPlane, AgentSession, P], R]:
+    """An agent's report is acted on only while its token is valid; a refused report
+    (another cluster's deployment, bad input, a revoked token) is recorded in the audit log."""
+
+    @functools.wraps(fn)
+    def wrapper(self: ControlPlane, session: AgentSession, *args: P.args, **kw: P.kwargs) -> R:
+        target = args[0] if args and isinstance(args[0], str) else ""
+        with self._refusals(self._session_principal(session), "agent.report", target):
+            self._check_session(session)
+            return fn(self, session, *args, **kw)
+
+    return wrapper
 
 
 @dataclass
@@ -77,6 +101,11 @@ class Settings:
     # an agent reports it (a teardown CI forgot leaves no orphan for long).
     preview_ttl: float = 7 * 24 * 3600.0
     default_converge_timeout: float = 300.0
+    # Open streams one token may hold, per kind (watches; agent sessions). 0: no limit.
+    max_streams_per_token: int = 32
+    # How often the tokens of open streams are re-read, to end the streams of tokens
+    # revoked by another process (the offline `sami-control token revoke`).
+    token_recheck_interval: float = 2.0
 
 
 @dataclass
@@ -99,6 +128,8 @@ class ControlPlane:
         self.hub = Hub()
         self.manifests = ManifestCatalog(store, clock)
         self.sessions: dict[str, AgentSession] = {}
+        self.streams = Streams(lambda: self.settings.max_streams_per_token)
+        self._last_token_check = 0.0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -120,17 +151,24 @@ class ControlPlane:
         for s in list(self.sessions.values()):
             s.send(CloseCommand("the control plane is stopping; reconnect"))
         if self._loop_task:
+            # The loop also ends on its own once it sees _stopping: on Python 3.11,
+            # asyncio.wait_for could swallow a cancellation that raced with the wake event.
+            self._wake.set()
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
 
     async def _background(self) -> None:
-        while True:
+        while not self._stopping:
             timeout = self._next_deadline() - self.clock()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(timeout, 1.0)))
+                async with asyncio.timeout(max(0.01, min(timeout, 1.0))):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
+                self._end_streams_of_invalid_tokens()
                 self._apply(self._expire_leases())
                 self._apply(self._dispatch())
             except Exception:  # the loop must survive a bad row or a busy database
@@ -174,25 +212,111 @@ class ControlPlane:
         who: Principal,
         action: str,
         target: str,
-        outcome: str = "ok",
+        *,
         detail: str = "",
+        service: str = "",
+        request_id: str = "",
     ) -> None:
-        tx.append_audit(
-            AuditEntry(
-                time=self.clock(),
-                token_id=who.token_id,
-                token_name=who.name,
-                action=action,
-                target=target,
-                outcome=outcome,
-                detail=detail,
-            )
+        """A successful change, in the change's own transaction."""
+        audit.record(
+            tx,
+            who,
+            action,
+            target,
+            self.clock(),
+            detail=detail,
+            service=service,
+            request_id=request_id,
         )
+
+    def _refusals(
+        self, who: Principal, action: str, target: str, *, service: str = "", request_id: str = ""
+    ) -> contextlib.AbstractContextManager[None]:
+        """Record a refused change in the audit log (in its own transaction)."""
+        return audit.refusals(
+            self.store,
+            self.clock,
+            who,
+            action,
+            target,
+            service=service,
+            request_id=request_id,
+        )
+
+    # ---------------------------------------------------------------- tokens
+
+    def create_token(self, who: Principal, req: token_admin.TokenInput) -> tokens.IssuedToken:
+        return token_admin.create_token(self.store, who, req, self.clock())
+
+    def list_tokens(self, who: Principal, include_revoked: bool) -> list[TokenRecord]:
+        return token_admin.list_tokens(self.store, who, include_revoked)
+
+    def revoke_token(self, who: Principal, name: str) -> TokenRecord:
+        """Revoke at once: new calls fail authentication, and the token's open streams (agent
+        sessions, watches) end now with UNAUTHENTICATED."""
+        t = token_admin.revoke_token(self.store, who, name, self.clock())
+        ended = self.streams.end_token(t.id, f"token {t.id} ({t.name}) was revoked")
+        log.info("token_revoked", token_id=t.id, token_name=t.name, streams_ended=ended)
+        return t
+
+    def _end_streams_of_invalid_tokens(self) -> None:
+        """End the streams of tokens that expired, or were revoked by another process."""
+        now = self.clock()
+        for st in self.streams.all():
+            if st.who.expires_at and st.who.expires_at <= now:
+                st.end(f"token {st.who.token_id} ({st.who.name}) has expired")
+        if now - self._last_token_check < self.settings.token_recheck_interval:
+            return
+        self._last_token_check = now
+        ids = self.streams.token_ids()
+        if not ids:
+            return
+        with self.store.tx() as tx:
+            records = {i: tx.get_token(i) for i in ids}
+        for i, r in records.items():
+            if r is None or r.revoked_at:
+                self.streams.end_token(i, f"token {i} was revoked")
+
+    @staticmethod
+    def _session_principal(session: AgentSession) -> Principal:
+        if session.stream is not None:
+            return session.stream.who
+        return Principal(
+            session.token_id, f"agent {session.agent_id}", Role.AGENT, cluster=session.cluster
+        )
+
+    def _check_session(self, session: AgentSession) -> None:
+        """Before acting on an agent's report: its token must still be valid."""
+        st = session.stream
+        if st is None:
+            return
+        if not st.ended and st.who.expires_at and st.who.expires_at <= self.clock():
+            st.end(f"token {st.who.token_id} ({st.who.name}) has expired")
+        if st.ended:
+            raise Unauthenticated(st.ended)
+
+    # ---------------------------------------------------------------- audit
+
+    def list_audit(
+        self, who: Principal, since: float, service: str, page_size: int, page_token: str
+    ) -> tuple[list[AuditEntry], str]:
+        """Audit entries at or after `since` (about `service`, if given), oldest first."""
+        authz.require(who, Action.READ_AUDIT)
+        if service:
+            validation.name("service", service, "service name")
+        if not 0 <= since < 1e11:
+            raise InvalidArgument("since", "must be a time after 1970")
+        after, limit = paging.parse_page(page_token, page_size, first=0)
+        with self.store.tx() as tx:
+            rows = tx.list_audit(since, limit + 1, after, service)
+        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
+        return rows[:limit], nxt
 
     # ---------------------------------------------------------------- clusters
 
     def create_cluster(self, who: Principal, cluster_id: str, environments: list[str]) -> Cluster:
-        authz.require(who, Action.MANAGE_CLUSTERS)
+        with self._refusals(who, "cluster.create", cluster_id):
+            authz.require(who, Action.MANAGE_CLUSTERS)
         return create_cluster(self.store, cluster_id, environments, self.clock(), who)
 
     def get_cluster(self, who: Principal, cluster_id: str) -> Cluster:
@@ -230,6 +354,10 @@ class ControlPlane:
     # ---------------------------------------------------------------- artifacts
 
     def register_artifact(self, who: Principal, req: ArtifactInput) -> tuple[Artifact, bool]:
+        with self._refusals(who, "artifact.register", f"{req.artifact_name} {req.ref}"):
+            return self._register_artifact(who, req)
+
+    def _register_artifact(self, who: Principal, req: ArtifactInput) -> tuple[Artifact, bool]:
         authz.require(who, Action.REGISTER_ARTIFACT)
         name = validation.artifact_name("artifact.artifact_name", req.artifact_name)
         try:
@@ -275,7 +403,7 @@ class ControlPlane:
                     )
                 return existing, False
             tx.insert_artifact(art)
-            self._audit(tx, who, "artifact.register", f"{name}@{digest}")
+            self._audit(tx, who, "artifact.register", f"{name}@{digest}", detail=art.id)
         return art, True
 
     def get_artifact(self, who: Principal, name: str) -> Artifact:
@@ -326,10 +454,22 @@ class ControlPlane:
     # ---------------------------------------------------------------- deployments
 
     def create_deployment(self, who: Principal, req: DeploymentInput) -> Deployment:
+        with self._refusals(
+            who,
+            "deployment.create",
+            f"{req.service}/{req.environment}"
+            + (f"#{req.pull_request}" if req.pull_request else ""),
+            service=req.service,
+            request_id=req.request_id,
+        ):
+            return self._create_deployment(who, req)
+
+    def _create_deployment(self, who: Principal, req: DeploymentInput) -> Deployment:
         service = validation.name("service", req.service, "service name")
         env = validation.environment("environment", req.environment)
         pr = validation.pull_request("pull_request", env, req.pull_request)
         validation.text("reason", req.reason)
+        validation.text("deployment_type", req.deployment_type, limit=32)
         request_id = validation.request_id("request_id", req.request_id)
         authz.require_deploy_scope(who, service, env)
         fingerprint = req.fingerprint()
@@ -390,7 +530,11 @@ class ControlPlane:
                 who,
                 "deployment.create",
                 d.id,
-                detail=f"{service}/{env} {art.artifact_name}@{art.digest}",
+                detail=f"{service}/{env}"
+                + (f"#{pr}" if pr else "")
+                + f" {art.artifact_name}@{art.digest}",
+                service=service,
+                request_id=request_id,
             )
         self._apply(fx)
         return d
@@ -426,6 +570,18 @@ class ControlPlane:
     def teardown_preview(
         self, who: Principal, service: str, pull_request: int, reason: str, request_id: str
     ) -> Deployment:
+        with self._refusals(
+            who,
+            "preview.teardown",
+            f"{service}/pull_request#{pull_request}",
+            service=service,
+            request_id=request_id,
+        ):
+            return self._teardown_preview(who, service, pull_request, reason, request_id)
+
+    def _teardown_preview(
+        self, who: Principal, service: str, pull_request: int, reason: str, request_id: str
+    ) -> Deployment:
         service = validation.name("service", service, "service name")
         pr = validation.pull_request("pull_request", "pull_request", pull_request)
         validation.text("reason", reason)
@@ -449,7 +605,15 @@ class ControlPlane:
                 )
             d = self._teardown_of(latest, who.name, reason, request_id, fingerprint)
             self._enqueue(tx, fx, d, f"teardown requested by {who.name}", reason)
-            self._audit(tx, who, "preview.teardown", d.id, detail=f"{service} PR {pr}")
+            self._audit(
+                tx,
+                who,
+                "preview.teardown",
+                d.id,
+                detail=f"{service} PR {pr}",
+                service=service,
+                request_id=request_id,
+            )
         self._apply(fx)
         return d
 
@@ -522,6 +686,10 @@ class ControlPlane:
         return rows[:limit], nxt
 
     def cancel_deployment(self, who: Principal, name: str, reason: str) -> Deployment:
+        with self._refusals(who, "deployment.cancel", name):
+            return self._cancel_deployment(who, name, reason)
+
+    def _cancel_deployment(self, who: Principal, name: str, reason: str) -> Deployment:
         validation.text("reason", reason)
         now = self.clock()
         fx = _Effects()
@@ -551,7 +719,7 @@ class ControlPlane:
             tx.append_event(ev)
             fx.events.append(ev)
             fx.wake = True
-            self._audit(tx, who, "deployment.cancel", d.id, detail=reason)
+            self._audit(tx, who, "deployment.cancel", d.id, detail=reason, service=d.service)
         self._apply(fx)
         return d
 
@@ -567,45 +735,75 @@ class ControlPlane:
         # Subscribe before reading the log, so nothing published in between is missed;
         # duplicates between the two are dropped by sequence.
         with self.hub.subscribe(d.id) as sub:
-            with self.store.tx() as tx:
-                d = self._must_get(tx, d.id)
-            yield d
-            last = after
-            caught_up = False
-            while True:
-                if not caught_up or sub.lagged:
-                    # Read from the store, which holds every event ever published: at the
-                    # start, and whenever this watcher fell behind its queue.
-                    sub.lagged = False
-                    while not sub.queue.empty():
-                        sub.queue.get_nowait()
-                    for e in self.store.iter_events(d.id, last):
-                        yield e
-                        last = e.sequence
-                        if _ends(e):
-                            return
-                    if d.state.terminal and last >= d.last_sequence:
+            # Counted against the token's limit; ended (UNAUTHENTICATED) when the token is
+            # revoked or expires, which also wakes the watcher up.
+            stream = self.streams.open("watch", who, lambda why: sub.wakeup.set())
+            try:
+                async with contextlib.aclosing(self._watch(d.id, after, sub, stream)) as items:
+                    async for item in items:
+                        yield item
+            finally:
+                self.streams.close(stream)
+
+    async def _watch(
+        self, ident: str, after: int, sub: Subscription, stream: Stream
+    ) -> AsyncGenerator[Deployment | Event, None]:
+        def check() -> None:
+            if stream.ended:
+                raise Unauthenticated(stream.ended)
+
+        with self.store.tx() as tx:
+            d = self._must_get(tx, ident)
+        yield d
+        last = after
+        caught_up = False
+        while True:
+            check()
+            if not caught_up or sub.lagged:
+                # Read from the store, which holds every event ever published: at the
+                # start, and whenever this watcher fell behind its queue.
+                sub.lagged = False
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+                for e in self.store.iter_events(d.id, last):
+                    check()
+                    yield e
+                    last = e.sequence
+                    if _ends(e):
                         return
-                    caught_up = True
-                    continue
-                if sub.queue.empty():
-                    sub.wakeup.clear()
-                    await sub.wakeup.wait()
-                    continue
-                e = sub.queue.get_nowait()
-                if e.sequence <= last:
-                    continue
-                if e.sequence > last + 1:  # a gap (cannot happen in one process): re-read
-                    sub.lagged = True
-                    continue
-                yield e
-                last = e.sequence
-                if _ends(e):
+                if d.state.terminal and last >= d.last_sequence:
                     return
+                caught_up = True
+                continue
+            if sub.queue.empty():
+                sub.wakeup.clear()
+                await sub.wakeup.wait()
+                continue
+            e = sub.queue.get_nowait()
+            if e.sequence <= last:
+                continue
+            if e.sequence > last + 1:  # a gap (cannot happen in one process): re-read
+                sub.lagged = True
+                continue
+            yield e
+            last = e.sequence
+            if _ends(e):
+                return
 
     # ---------------------------------------------------------------- agents
 
     def agent_connect(
+        self,
+        who: Principal,
+        agent_id: str,
+        version: str,
+        capabilities: Iterable[str],
+        held: list[HeldLease],
+    ) -> tuple[AgentSession, list[HeldLease]]:
+        with self._refusals(who, "agent.connect", agent_id):
+            return self._agent_connect(who, agent_id, version, capabilities, held)
+
+    def _agent_connect(
         self,
         who: Principal,
         agent_id: str,
@@ -620,10 +818,6 @@ class ControlPlane:
         for c in caps:
             validation.text("hello.capabilities", c, limit=50)
         now = self.clock()
-        previous = self.sessions.get(agent_id)
-        if previous is not None:
-            previous.send(CloseCommand("this agent id connected again on another stream"))
-            previous.closed = True
         session = AgentSession(
             agent_id=agent_id,
             cluster=who.cluster,
@@ -633,6 +827,45 @@ class ControlPlane:
             connected_at=now,
             last_seen_at=now,
         )
+        previous = self.sessions.get(agent_id)
+        if previous is not None and previous.stream is not None:
+            # It is being replaced: it does not count against the token's limit any more.
+            self.streams.close(previous.stream)
+        session.stream = self.streams.open(
+            "agent", who, lambda why: self._end_session(session, why)
+        )
+        if previous is not None:
+            previous.send(CloseCommand("this agent id connected again on another stream"))
+            previous.closed = True
+        try:
+            resumed, fx = self._resume_leases(who, session, held, now)
+        except BaseException:
+            self.streams.close(session.stream)
+            raise
+        self.sessions[agent_id] = session
+        log.info(
+            "agent_connected",
+            agent_id=agent_id,
+            cluster=who.cluster,
+            resumed=len(resumed),
+            capabilities=sorted(caps),
+            peer=who.peer or None,
+        )
+        self._apply(fx)
+        return session, resumed
+
+    def _end_session(self, session: AgentSession, why: str) -> None:
+        """The session's token was revoked or expired: the stream ends with UNAUTHENTICATED."""
+        session.send(CloseCommand(why, fatal=Unauthenticated(why)))
+        session.closed = True
+        log.warning(
+            "agent_stream_ended", agent_id=session.agent_id, cluster=session.cluster, reason=why
+        )
+
+    def _resume_leases(
+        self, who: Principal, session: AgentSession, held: list[HeldLease], now: float
+    ) -> tuple[list[HeldLease], _Effects]:
+        agent_id = session.agent_id
         held_by_id = {h.deployment_id: h for h in held}
         resumed: list[HeldLease] = []
         fx = _Effects(wake=True)
@@ -658,25 +891,25 @@ class ControlPlane:
                 AgentRecord(
                     agent_id=agent_id,
                     cluster=who.cluster,
-                    version=version,
-                    capabilities=sorted(caps),
+                    version=session.version,
+                    capabilities=sorted(session.capabilities),
                     connected_at=now,
                     last_seen_at=now,
                 )
             )
-        self.sessions[agent_id] = session
-        log.info(
-            "agent_connected",
-            agent_id=agent_id,
-            cluster=who.cluster,
-            resumed=len(resumed),
-            capabilities=sorted(caps),
-        )
-        self._apply(fx)
-        return session, resumed
+            self._audit(
+                tx,
+                who,
+                "agent.connect",
+                agent_id,
+                detail=f"cluster={who.cluster} resumed={len(resumed)}",
+            )
+        return resumed, fx
 
     def agent_disconnect(self, session: AgentSession) -> None:
         session.closed = True
+        if session.stream is not None:
+            self.streams.close(session.stream)
         if self.sessions.get(session.agent_id) is session:
             del self.sessions[session.agent_id]
             log.info(
@@ -721,6 +954,7 @@ class ControlPlane:
             reason=why,
         )
 
+    @_agent_report
     def agent_ack(
         self, session: AgentSession, deployment_id: str, lease_id: str, epoch: int
     ) -> None:
@@ -741,6 +975,7 @@ class ControlPlane:
             tx.update_deployment(d)
         self._apply(fx)
 
+    @_agent_report
     def agent_progress(
         self,
         session: AgentSession,
@@ -775,6 +1010,7 @@ class ControlPlane:
             tx.update_deployment(d)
         self._apply(fx)
 
+    @_agent_report
     def agent_result(
         self,
         session: AgentSession,
@@ -817,6 +1053,7 @@ class ControlPlane:
         fx.commands.append((session, DoneCommand(deployment_id, lease_id)))
         self._apply(fx)
 
+    @_agent_report
     def agent_heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:
         now = self.clock()
         session.last_seen_at = now
@@ -840,6 +1077,7 @@ class ControlPlane:
                 )
                 tx.update_deployment(d)
 
+    @_agent_report
     def agent_inventory(self, session: AgentSession, stacks: list[PreviewStack]) -> list[str]:
         """Tear down the reported preview stacks whose pull request is not open any more.
         Returns the ids of the teardown deployments created."""
@@ -880,7 +1118,14 @@ class ControlPlane:
                 )
                 d = self._teardown_of(template, "sami (orphan reconciliation)", why)
                 self._enqueue(tx, fx, d, "orphan preview found by " + who.name, why)
-                self._audit(tx, who, "preview.teardown", d.id, detail=why)
+                self._audit(
+                    tx,
+                    self._session_principal(session),
+                    "preview.teardown",
+                    d.id,
+                    detail=f"by agent {session.agent_id}: {why}",
+                    service=st.service,
+                )
                 created.append(d.id)
         self._apply(fx)
         return created
@@ -989,6 +1234,13 @@ def create_cluster(
     store: Store, cluster_id: str, environments: list[str], now: float, who: Principal
 ) -> Cluster:
     """Shared by the RPC and the offline `sami-control cluster create`."""
+    with audit.refusals(store, lambda: now, who, "cluster.create", cluster_id):
+        return _create_cluster(store, cluster_id, environments, now, who)
+
+
+def _create_cluster(
+    store: Store, cluster_id: str, environments: list[str], now: float, who: Principal
+) -> Cluster:
     validation.name("cluster_id", cluster_id, "cluster name")
     if not environments:
         raise InvalidArgument(
@@ -1008,15 +1260,5 @@ def create_cluster(
                 )
         c = Cluster(id=cluster_id, environments=envs, created_at=now)
         tx.insert_cluster(c)
-        tx.append_audit(
-            AuditEntry(
-                time=now,
-                token_id=who.token_id,
-                token_name=who.name,
-                action="cluster.create",
-                target=cluster_id,
-                outcome="ok",
-                detail=",".join(envs),
-            )
-        )
+        audit.record(tx, who, "cluster.create", cluster_id, now, detail=",".join(envs))
     return c

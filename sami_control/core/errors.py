@@ -1,9 +1,15 @@
-"""Domain errors. sami_control.api.errors maps each to one gRPC status, in one place."""
+"""Domain errors. sami_control.api.errors maps each to one gRPC status, in one place.
+
+`code` names the status in words (the audit log records it for refused requests); it is
+plain text, so the core still imports no grpc.
+"""
 
 from __future__ import annotations
 
 
 class DomainError(Exception):
+    code = "INTERNAL"
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -11,6 +17,8 @@ class DomainError(Exception):
 
 class InvalidArgument(DomainError):
     """Bad input. `violations` name each offending field."""
+
+    code = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, description: str) -> None:
         super().__init__(f"{field}: {description}")
@@ -26,20 +34,26 @@ class InvalidArgument(DomainError):
 
 
 class NotFound(DomainError):
-    pass
+    code = "NOT_FOUND"
 
 
 class AlreadyExists(DomainError):
-    pass
+    code = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(DomainError):
-    pass
+    code = "FAILED_PRECONDITION"
 
 
 class Unauthenticated(DomainError):
-    pass
+    code = "UNAUTHENTICATED"
 
 
 class PermissionDenied(DomainError):
-    pass
+    code = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(DomainError):
+    """A per-token limit (open streams) is reached."""
+
+    code = "RESOURCE_EXHAUSTED"

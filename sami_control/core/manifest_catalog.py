@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sami_control import manifests
-from sami_control.core import authz, validation
+from sami_control.core import audit, authz, validation
 from sami_control.core.authz import Action
 from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from sami_control.core.model import AuditEntry, ManifestRevision, Principal, Role
+from sami_control.core.model import ManifestRevision, Principal, Role
 from sami_control.storage.base import Store, Tx
 
 CACHE_LIMIT = 4096
@@ -62,6 +62,13 @@ class ManifestCatalog:
     def sync(
         self, who: Principal, commit: str, files: list[tuple[str, bytes]]
     ) -> tuple[ManifestRevision, bool]:
+        target = f"commit {commit}" if commit else f"{len(files)} files"
+        with audit.refusals(self.store, self.clock, who, "manifests.sync", target):
+            return self._sync(who, commit, files)
+
+    def _sync(
+        self, who: Principal, commit: str, files: list[tuple[str, bytes]]
+    ) -> tuple[ManifestRevision, bool]:
         authz.require(who, Action.SYNC_MANIFESTS)
         if who.role is Role.DEPLOYER and (who.services or who.environments):
             # A revision holds every service's manifests: a token scoped to one service
@@ -98,7 +105,7 @@ class ManifestCatalog:
             if existing is not None:
                 tx.mark_revision_synced(rid, seq)
                 existing.synced_seq = seq
-                self._audit(tx, who, rid, "ok (already stored; now current)")
+                self._audit(tx, who, rid, "already stored; now current")
                 return existing, False
             rev = ManifestRevision(
                 id=rid,
@@ -111,20 +118,11 @@ class ManifestCatalog:
                 synced_seq=seq,
             )
             tx.insert_manifest_revision(rev, by_path)
-            self._audit(tx, who, rid, "ok")
+            self._audit(tx, who, rid, f"commit {commit or '-'}, {len(by_path)} files")
         return rev, True
 
-    def _audit(self, tx: Tx, who: Principal, rid: str, outcome: str) -> None:
-        tx.append_audit(
-            AuditEntry(
-                time=self.clock(),
-                token_id=who.token_id,
-                token_name=who.name,
-                action="manifests.sync",
-                target=rid,
-                outcome=outcome,
-            )
-        )
+    def _audit(self, tx: Tx, who: Principal, rid: str, detail: str) -> None:
+        audit.record(tx, who, "manifests.sync", rid, self.clock(), detail=detail)
 
     def get(self, who: Principal, name: str) -> tuple[ManifestRevision, bool]:
         """(revision, is_current) by id, `manifestRevisions/{id}` or `current`."""

@@ -196,11 +196,13 @@ class TokenRecord:
     created_at: float = 0.0
     expires_at: float = 0.0  # 0: never
     revoked_at: float = 0.0  # 0: not revoked
+    created_by: str = ""  # display name of the token that created it
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling, as established by their token."""
+    """Who is calling, as established by their token, and (for the audit log) where the
+    call came from: the peer address and the request id the API layer saw."""
 
     token_id: str
     name: str
@@ -208,6 +210,9 @@ class Principal:
     cluster: str = ""
     services: tuple[str, ...] = ()
     environments: tuple[str, ...] = ()
+    expires_at: float = 0.0  # of the token; 0: never
+    peer: str = ""
+    request_id: str = ""
 
 
 @dataclass
@@ -229,6 +234,9 @@ class AuditEntry:
     token_name: str
     action: str
     target: str
-    outcome: str
+    outcome: str  # "ok", or the status code of a refusal (INVALID_ARGUMENT, ...)
     detail: str = ""
     peer: str = ""
+    request_id: str = ""
+    service: str = ""
+    seq: int = 0  # position in the log, assigned by the store

@@ -14,13 +14,16 @@ def page_token(seq: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode()
 
 
-def parse_page(token: str, size: int) -> tuple[int, int]:
-    """(position to read before, page size) from a request's page_token and page_size."""
+def parse_page(token: str, size: int, first: int = 2**62) -> tuple[int, int]:
+    """(position to read before, page size) from a request's page_token and page_size.
+    For lists read oldest first, pass `first=0`: the position is then the one to read after."""
     if size < 0:
         raise InvalidArgument("page_size", "must not be negative")
     limit = min(size or DEFAULT_PAGE, MAX_PAGE)
     if not token:
-        return 2**62, limit
+        return first, limit
+    if len(token) > 100:
+        raise InvalidArgument("page_token", "is not a token this server issued")
     try:
         prefix, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
         if prefix != "v1":

@@ -63,4 +63,5 @@ def verify(record: TokenRecord | None, secret: str, now: float) -> Principal:
         cluster=record.cluster,
         services=tuple(record.services),
         environments=tuple(record.environments),
+        expires_at=record.expires_at,
     )

@@ -174,6 +174,10 @@ def commit(field: str, value: str) -> str:
     return value
 
 
+def is_request_id(value: str) -> bool:
+    return bool(_REQUEST_ID.fullmatch(value))
+
+
 def request_id(field: str, value: str) -> str:
     if value and not _REQUEST_ID.fullmatch(value):
         raise InvalidArgument(

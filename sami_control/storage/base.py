@@ -126,7 +126,10 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def append_audit(self, entry: AuditEntry) -> None: ...
     @abc.abstractmethod
-    def list_audit(self, since: float, limit: int) -> list[AuditEntry]: ...
+    def list_audit(
+        self, since: float, limit: int, after_seq: int = 0, service: str = ""
+    ) -> list[AuditEntry]:
+        """Entries at or after `since` and after position `after_seq`, oldest first."""
 
 
 class Store(abc.ABC):

@@ -104,6 +104,14 @@ MIGRATIONS: list[str] = [
         outcome TEXT NOT NULL, detail TEXT NOT NULL, peer TEXT NOT NULL
     );
     """,
+    # 2: the audit log names the request and the service; tokens record who created them.
+    """
+    ALTER TABLE audit ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN service TEXT NOT NULL DEFAULT '';
+    CREATE INDEX audit_time ON audit(time);
+    CREATE INDEX audit_service ON audit(service, seq);
+    ALTER TABLE tokens ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 _DEPLOYMENT_COLUMNS = [f.name for f in dataclasses.fields(Deployment) if f.name != "seq"]
@@ -123,12 +131,12 @@ _JSON_FIELDS = {
 T = TypeVar("T")
 
 
-def _enc(name: str, value: Any) -> Any:
+def _enc(name: str, value: Any, table: str = "deployments") -> Any:
     if name in _JSON_FIELDS:
         return json.dumps(value, sort_keys=True)
     if isinstance(value, bool):
         return int(value)
-    if name in ("request_id", "artifact_id") and value == "":
+    if table == "deployments" and name in ("request_id", "artifact_id") and value == "":
         return None  # NULLs don't collide in the unique index, nor break the foreign key
     return value
 
@@ -402,24 +410,28 @@ class SQLiteTx(Tx):
 
     # audit
     def append_audit(self, entry: AuditEntry) -> None:
-        self._insert("audit", dataclasses.asdict(entry))
+        row = dataclasses.asdict(entry)
+        row.pop("seq")  # assigned here
+        self._insert("audit", row)
+        entry.seq = self.c.execute("SELECT last_insert_rowid()").fetchone()[0]
 
-    def list_audit(self, since: float, limit: int) -> list[AuditEntry]:
-        rows = self.c.execute(
-            "SELECT * FROM audit WHERE time >= ? ORDER BY seq LIMIT ?", (since, limit)
-        )
-        out = []
-        for r in rows:
-            d = dict(r)
-            d.pop("seq")
-            out.append(AuditEntry(**d))
-        return out
+    def list_audit(
+        self, since: float, limit: int, after_seq: int = 0, service: str = ""
+    ) -> list[AuditEntry]:
+        sql = "SELECT * FROM audit WHERE time >= ? AND seq > ?"
+        args: list[Any] = [since, after_seq]
+        if service:
+            sql += " AND service = ?"
+            args.append(service)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        return [AuditEntry(**dict(r)) for r in self.c.execute(sql, args)]
 
     def _insert(self, table: str, row: dict[str, Any]) -> None:
         cols = list(row)
         self.c.execute(
             f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-            [_enc(c, row[c]) for c in cols],
+            [_enc(c, row[c], table) for c in cols],
         )
 
 
