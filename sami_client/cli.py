@@ -34,7 +34,7 @@ from sami_client import admin_cmd, github_actions, manifests_cmd, release_cmd, r
 from sami_client.client import SamiClient
 from sami_client.errors import ExitCode, SamiError, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT, Follower, wait_timeout
-from sami_common.dial import DEFAULT_ADDR, Endpoint
+from sami_common.dial import DEFAULT_ADDR, Endpoint, TLSFileError
 
 # argparse has no public name for the object add_subparsers() returns.
 Subparsers = argparse._SubParsersAction
@@ -487,6 +487,9 @@ def run(args: argparse.Namespace) -> int:
         ctx.report(err)
         return err.exit_code
     except UsageError as err:
+        console.error(f"error: {err}")
+        return int(ExitCode.REJECTED)
+    except TLSFileError as err:
         console.error(f"error: {err}")
         return int(ExitCode.REJECTED)
     except BrokenPipeError:

@@ -159,3 +159,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_unusable_ca_file_is_a_clear_usage_error(sami, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nope.pem"
+    result = sami("--ca", str(missing), "list")
+    assert result.code == 2
+    assert str(missing) in result.err and "Traceback" not in result.err
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("hello")
+    result = sami("--ca", str(not_pem), "list")
+    assert result.code == 2 and "not a PEM file" in result.err
