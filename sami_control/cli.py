@@ -14,6 +14,7 @@ from sami_control import offline, tlsinit
 from sami_control.core.controlplane import Settings
 from sami_control.core.errors import DomainError
 from sami_control.server import DEFAULT_LISTEN, ControlServer, ListenRefused, ServeConfig
+from sami_control.storage import maintenance
 
 DEFAULT_DATA = os.environ.get("SAMI_DATA", ".sami")
 
@@ -134,6 +135,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     ti.add_argument("--days", type=int, default=825, help="validity of the leaf certificates")
 
+    bk = sub.add_parser(
+        "backup", help="copy the database consistently, even while sami-control serves"
+    )
+    bk.add_argument("dest", help="file to write, e.g. /backups/sami-$(date +%%F).db")
+    bk.add_argument("--data", default=DEFAULT_DATA)
+    rs = sub.add_parser(
+        "restore", help="replace the database with a backup (sami-control must be stopped)"
+    )
+    rs.add_argument("source", help="a file written by `sami-control backup`")
+    rs.add_argument("--data", default=DEFAULT_DATA)
+
     cl = sub.add_parser("cluster", help="create clusters (offline)")
     csub = cl.add_subparsers(dest="cluster_command", required=True)
     cc = csub.add_parser("create", help="create a cluster serving environments")
@@ -207,6 +219,24 @@ def _when(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    try:
+        if args.command == "backup":
+            size = maintenance.backup(data, Path(args.dest))
+            print(f"backed up {data} to {args.dest} ({size} bytes, integrity checked)")
+        else:
+            maintenance.restore(data, Path(args.source))
+            print(
+                f"restored {data} from {args.source}; the previous database is kept as "
+                f"{data / (maintenance.DB_NAME + '.before-restore')}"
+            )
+    except (OSError, ValueError, maintenance.DataDirBusy) as exc:
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure()
@@ -216,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "tls":
         return _tls_init(args)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args)
     data = Path(args.data)
     try:
         if args.command == "token" and args.token_command == "create":

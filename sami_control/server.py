@@ -40,6 +40,7 @@ from sami_control.api.servicers import (
     TokenServicer,
 )
 from sami_control.core.controlplane import ControlPlane, Settings
+from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.sqlite import SQLiteStore
 
 log = structlog.get_logger("sami.control")
@@ -151,12 +152,18 @@ class ControlServer:
             )
         self.cfg = cfg
         self._credentials = server_credentials(cfg) if cfg.tls else None
+        try:
+            # Two servers on one SQLite file would each think they own the leases.
+            self._data_lock = DataDirLock(Path(cfg.data_dir))
+        except DataDirBusy as exc:
+            raise ListenRefused(str(exc)) from None
         self.store = SQLiteStore(cfg.data_dir)
         check = self.store.integrity_check()
         if check != "ok":
+            self._data_lock.release()
             raise RuntimeError(
                 f"database {self.store.path} failed its integrity check ({check}); restore "
-                "it from a backup"
+                f"it from a backup: sami-control restore BACKUP --data {cfg.data_dir}"
             )
         self.core = ControlPlane(self.store, cfg.settings)
         self.server = grpc.aio.server(
@@ -215,6 +222,7 @@ class ControlServer:
         await self.core.stop()
         await self.server.stop(self.cfg.grace)
         self.store.close()
+        self._data_lock.release()
 
     async def run_until_signalled(self) -> None:
         await self.start()

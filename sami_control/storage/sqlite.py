@@ -453,6 +453,9 @@ class SQLiteStore(Store):
             "synchronous=FULL",
             "foreign_keys=ON",
             "busy_timeout=30000",
+            # After each checkpoint the WAL is cut back to this size, so it stays bounded
+            # under load instead of keeping its high-water mark on disk.
+            "journal_size_limit=67108864",
         ):
             self._conn.execute(f"PRAGMA {pragma}")
         os.chmod(self.path, 0o600)
