@@ -248,7 +248,9 @@ class Agent:
         periodically, so the control plane can tear down the ones whose pull request is
         gone. A failed listing is logged and tried again next time."""
         if not isinstance(self._executor, PreviewLister):
-            return
+            # Nothing to report; but this task must not end: the stream is served until
+            # its first task ends.
+            await asyncio.Event().wait()
         lister = self._executor
         while True:
             try:

@@ -8,6 +8,7 @@ import threading
 
 from sami.v1 import deployment_pb2
 from sami_agent.executor import ExecutionResult, Job, Outcome, PreviewStack, ProgressReporter
+from sami_agent.executors.dry_run import DryRunExecutor
 from sami_agent.jobs import job_from_assignment
 from tests.agent.agent_fakes import assignment, connect, running_agent
 
@@ -50,3 +51,15 @@ def test_teardown_assignment_becomes_a_teardown_job() -> None:
     assert job_from_assignment(a).action == "deploy"
     a.deployment.action = deployment_pb2.TEARDOWN
     assert job_from_assignment(a).teardown
+
+
+def test_an_executor_without_previews_keeps_one_stream() -> None:
+    # Regression: the inventory task ending at once for such executors used to end the
+    # whole stream, so a dry-run agent reconnected every second.
+    async def scenario() -> None:
+        async with running_agent(DryRunExecutor(), inventory_interval=0.1) as (control, _, _):
+            stream, _ = await connect(control, heartbeat=0.2)
+            assert await stream.quiet(2.0) == []
+            assert control.streams.empty()
+
+    asyncio.run(scenario())
