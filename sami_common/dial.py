@@ -18,11 +18,22 @@ import grpc.aio
 
 DEFAULT_ADDR = "127.0.0.1:7443"
 
-# Keepalives let both ends notice a dead peer behind NAT within ~30 s, instead of the
-# kernel's two hours.
+
+def _keepalive_ms() -> int:
+    """SAMI_KEEPALIVE_SECONDS (default 20): how often an idle connection is pinged; a ping
+    unanswered for half as long closes it. The control plane accepts pings every second."""
+    try:
+        seconds = float(os.environ.get("SAMI_KEEPALIVE_SECONDS", "20"))
+    except ValueError:
+        seconds = 20.0
+    return int(max(1.0, seconds) * 1000)
+
+
+# Keepalives let both ends notice a dead peer behind NAT (or a link that silently drops
+# everything) within ~2 keepalive periods, instead of the kernel's two hours.
 CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", _keepalive_ms()),
+    ("grpc.keepalive_timeout_ms", _keepalive_ms() // 2),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),

@@ -24,12 +24,17 @@ from sami.v1 import (
     artifact_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    cron_pb2,
+    cron_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
 )
+from sami_common.httpserve import ListenError
 from sami_control.api.auth import AuthInterceptor
+from sami_control.api.cron import CronServicer
+from sami_control.api.metrics_interceptor import MetricsInterceptor
 from sami_control.api.servicers import (
     AgentServicer,
     ArtifactServicer,
@@ -40,6 +45,8 @@ from sami_control.api.servicers import (
     TokenServicer,
 )
 from sami_control.core.controlplane import ControlPlane, Settings
+from sami_control.endpoints import HttpEndpoints
+from sami_control.metrics import ControlMetrics
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.sqlite import SQLiteStore
 
@@ -50,6 +57,7 @@ SERVICE_NAMES = [
     artifact_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+    cron_pb2.DESCRIPTOR.services_by_name["CronService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
@@ -76,7 +84,8 @@ SERVER_OPTIONS = [
     # Let agents keep idle streams alive with pings (they sit behind NAT).
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    # Agents may set SAMI_KEEPALIVE_SECONDS as low as 1 s: accept their pings.
+    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
@@ -109,6 +118,10 @@ class ServeConfig:
     tls_key: Path | None = None
     client_ca: Path | None = None
     max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+    # HOST:PORT of the Prometheus endpoint and of the webhook; "" serves neither
+    # (docs/observability.md, docs/webhook.md).
+    metrics_listen: str = ""
+    webhook_listen: str = ""
 
     @property
     def tls(self) -> bool:
@@ -166,8 +179,30 @@ class ControlServer:
                 f"it from a backup: sami-control restore BACKUP --data {cfg.data_dir}"
             )
         self.core = ControlPlane(self.store, cfg.settings)
+        # A registry of this server's own: several servers can run in one process (tests).
+        self.metrics = ControlMetrics()
+        self.metrics.attach(self.core)
+        try:
+            self.http = HttpEndpoints(
+                self.core,
+                self.metrics,
+                metrics_listen=cfg.metrics_listen,
+                webhook_listen=cfg.webhook_listen,
+                insecure=cfg.insecure,
+                tls_cert=cfg.tls_cert,
+                tls_key=cfg.tls_key,
+                client_ca=cfg.client_ca,
+            )
+        except ListenError as exc:
+            self.store.close()
+            self._data_lock.release()
+            raise ListenRefused(str(exc)) from None
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(self.core.authenticate)],
+            # Metrics first (outermost): it also counts the calls auth refuses.
+            interceptors=[
+                MetricsInterceptor(self.metrics.rpc),
+                AuthInterceptor(self.core.authenticate),
+            ],
             options=SERVER_OPTIONS,
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
         )
@@ -180,6 +215,7 @@ class ControlServer:
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterServicer(self.core), self.server
         )
+        cron_pb2_grpc.add_CronServiceServicer_to_server(CronServicer(self.core), self.server)
         manifest_pb2_grpc.add_ManifestServiceServicer_to_server(
             ManifestServicer(self.core), self.server
         )
@@ -203,6 +239,10 @@ class ControlServer:
             self.port = 0
         if self.port == 0:
             raise ListenRefused(f"could not listen on {self.cfg.listen} (in use?)")
+        try:
+            await self.http.start()
+        except ListenError as exc:
+            raise ListenRefused(str(exc)) from None
         await self.core.start()
         await self.server.start()
         for name in ["", *SERVICE_NAMES]:
@@ -214,11 +254,14 @@ class ControlServer:
             data=str(self.cfg.data_dir),
             tls=self.cfg.tls,
             client_certificates=self.cfg.client_ca is not None,
+            metrics_port=self.http.metrics_port or None,
+            webhook_port=self.http.webhook_port or None,
         )
 
     async def stop(self) -> None:
         log.info("stopping", grace=self.cfg.grace)
         await self.health_servicer.enter_graceful_shutdown()
+        await self.http.stop()
         await self.core.stop()
         await self.server.stop(self.cfg.grace)
         self.store.close()

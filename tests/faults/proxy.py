@@ -53,9 +53,10 @@ class Proxy:
             data = await reader.read(65536)
             if not data:
                 break
-            while self.blackholed:  # swallow silently: the peer sees no error, no data
+            # Blackholed: hold the bytes (TCP never loses them, it stalls): the peer sees no
+            # error and no data until the link heals, or its keepalive gives up first.
+            while self.blackholed:
                 await asyncio.sleep(0.05)
-                data = b""
             if self.delay:
                 await asyncio.sleep(self.delay)
             if data:
