@@ -52,7 +52,10 @@ run: venv
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 bench: venv
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,17 @@
+"""Sami benchmarks: `python -m bench [--quick] [--only NAME ...] [--profile]`.
+
+Numbers, not assertions. Every figure runs the control plane (or the baseline server) in a
+process of its own and the simulated agents and clients in other processes, and each has
+its baseline measured in the same run on the same machine:
+
+1. echo       bare grpc.aio unary echo calls/s and bidi round trips/s; SQLite commits/s
+2. create     CreateDeployment calls/s with auth, audit and the durable store; p50/p99
+3. lifecycle  create -> assign -> ack -> 3 progress -> result -> a watcher sees the end
+4. pickup     CreateDeployment returned -> the agent holds the assignment (1,000 agents)
+5. idle       control-plane RSS and CPU with 5,000 connected idle agents
+6. fanout     1,000 watchers of one deployment: event delivery latency
+7. footprint  idle control plane and a real `sami-agent --dry-run`: RSS
+8. swarm      `sami deploy --wait` vs `docker service update --detach=false` (root + engine)
+
+Results: one table on stdout, bench/results/<full|quick>.json with the machine's details.
+"""
