@@ -17,9 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from sami_agent.connection import Agent, AgentAuthError
+from sami_agent.cron import ScaledClock
 from sami_agent.executors import ExecutorUnavailable, build_executor
 from sami_common import logs
 from sami_common.dial import DEFAULT_ADDR, Endpoint
+from sami_common.httpserve import ListenError, is_loopback
+from sami_common.metrics import metrics_server
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -100,6 +103,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " plane removes orphans (default: %(default)s)",
     )
     parser.add_argument(
+        "--cron-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="look for cron jobs that are due every S seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cron-time-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="for tests and demos: the cron scheduler's clock runs F times faster than real"
+        " time from the agent's start (20: a minute every 3 s) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("SAMI_METRICS_LISTEN", ""),
+        help="serve Prometheus metrics on http://HOST:PORT/metrics, e.g. 127.0.0.1:9465"
+        " (default: SAMI_METRICS_LISTEN, else off; they hold no secrets)",
+    )
+    parser.add_argument(
         "--exit-on-auth-error",
         action="store_true",
         help="exit (status 3) when the control plane rejects the token, instead of retrying",
@@ -145,6 +170,13 @@ def build_agent(args: argparse.Namespace) -> Agent:
             raise UsageError(f"the file {path} does not exist (from {option})")
     if not args.agent_id.strip():
         raise UsageError("--agent-id must not be empty")
+    if not (args.cron_interval > 0 and args.cron_time_scale >= 1):
+        raise UsageError("--cron-interval must be more than 0 and --cron-time-scale 1 or more")
+    if args.metrics_listen:
+        try:
+            is_loopback(args.metrics_listen)
+        except ListenError as exc:
+            raise UsageError(f"--metrics-listen: {exc}") from None
     endpoint = Endpoint(
         addr=args.control,
         token=read_token(args.token_file),
@@ -158,6 +190,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
             step_seconds=args.dry_run_step_seconds,
             ledger_path=args.ledger,
             agent_id=args.agent_id,
+            cron_clock=ScaledClock(scale=args.cron_time_scale),
         )
     except ExecutorUnavailable as exc:
         raise UsageError(str(exc)) from exc
@@ -167,11 +200,25 @@ def build_agent(args: argparse.Namespace) -> Agent:
         args.agent_id,
         exit_on_auth_error=args.exit_on_auth_error,
         inventory_interval=args.inventory_interval,
+        cron_interval=args.cron_interval,
     )
 
 
-async def serve(agent: Agent) -> None:
+async def serve(agent: Agent, metrics_listen: str = "") -> None:
     loop = asyncio.get_running_loop()
+    # On the agent's loop: the metrics read its state without locks.
+    metrics = metrics_server(metrics_listen, agent.metrics.registry) if metrics_listen else None
+    if metrics is not None:
+        try:
+            await metrics.start()
+        except ListenError as exc:
+            raise UsageError(str(exc)) from None
+        logs.get("sami_agent").info(
+            "serving metrics",
+            listen=metrics_listen,
+            port=metrics.port,
+            loopback=is_loopback(metrics_listen),
+        )
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, agent.stop)
     try:
@@ -179,6 +226,8 @@ async def serve(agent: Agent) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if metrics is not None:
+            await metrics.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,8 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_certificate=bool(args.client_cert),
     )
     try:
-        asyncio.run(serve(agent))
+        asyncio.run(serve(agent, args.metrics_listen))
     except AgentAuthError as exc:
         print(f"sami-agent: {exc}", file=sys.stderr)
         return EXIT_AUTH
+    except UsageError as exc:
+        print(f"sami-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK

@@ -20,7 +20,7 @@ import grpc.aio
 import structlog
 
 from sami.v1 import agent_pb2, agent_pb2_grpc
-from sami_agent import package_version
+from sami_agent import cron, package_version
 from sami_agent.executor import (
     ExecutionResult,
     Executor,
@@ -30,6 +30,7 @@ from sami_agent.executor import (
 )
 from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
 from sami_agent.leases import Lease
+from sami_agent.metrics import AgentMetrics
 from sami_common import logs
 from sami_common.backoff import Backoff
 from sami_common.dial import Endpoint
@@ -73,6 +74,8 @@ class Agent:
         backoff: Backoff | None = None,
         welcome_timeout: float = 30.0,
         inventory_interval: float = DEFAULT_INVENTORY_INTERVAL,
+        cron_interval: float = cron.DEFAULT_INTERVAL,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._executor = executor
@@ -82,6 +85,13 @@ class Agent:
         self._welcome_timeout = welcome_timeout
         self._inventory_interval = inventory_interval
         self._log = logs.get("sami_agent").bind(agent_id=agent_id, control=endpoint.addr)
+        # Runs cron jobs on their schedule when the executor can (docs/cron.md).
+        backend = cron.find_backend(executor)
+        self._cron = (
+            cron.CronScheduler(backend, interval=cron_interval, log=self._log)
+            if backend is not None
+            else None
+        )
         self._stopping = asyncio.Event()
         self._leases: dict[str, Lease] = {}
         # Messages for the current stream; None while there is no Welcomed stream (reports
@@ -93,6 +103,11 @@ class Agent:
         self._slot_tails: dict[str, asyncio.Future[None]] = {}
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics = metrics or AgentMetrics()
+        self.metrics.describe_agent(agent_id, package_version())
+        self.metrics.count_running(
+            lambda: sum(1 for lease in self._leases.values() if lease.result is None)
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -103,6 +118,13 @@ class Agent:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         stop_waiter = asyncio.create_task(self._stopping.wait())
+        # The cron scheduler runs for as long as the agent, connected or not: its reports
+        # wait for the next Welcome (see _on_welcome).
+        scheduler = (
+            asyncio.create_task(self._cron.run(self._send, self._busy_stacks))
+            if self._cron is not None
+            else None
+        )
         session: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
@@ -115,6 +137,9 @@ class Agent:
                 await asyncio.wait({stop_waiter}, timeout=delay)
         finally:
             stop_waiter.cancel()
+            if scheduler is not None:
+                scheduler.cancel()
+                await asyncio.wait({scheduler})
             if session is not None and not session.done():
                 # Cancelling the session closes its channel, so the control plane sees the
                 # stream end now rather than at the next keepalive.
@@ -174,6 +199,7 @@ class Agent:
         # A fresh channel per attempt: our backoff, not the channel's own reconnect backoff
         # (which grows to two minutes), decides how soon we try again.
         channel = self._endpoint.aio_channel()
+        self.metrics.session_started()
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             call = stub.Connect(metadata=self._endpoint.metadata())
@@ -191,6 +217,7 @@ class Agent:
             await self._serve(call, outbox)
         finally:
             self._outbox = None
+            self.metrics.session_ended()
             await channel.close(grace=None)
 
     async def _serve(
@@ -242,6 +269,7 @@ class Agent:
             await asyncio.sleep(self._heartbeat_period())
             leases = [lease.held() for lease in self._leases.values()]
             self._send(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(leases=leases)))
+            self.metrics.heartbeat_sent()
 
     async def _inventory_loop(self) -> None:
         """Report the preview stacks the swarm runs, after each Welcome and then
@@ -251,6 +279,7 @@ class Agent:
             # Nothing to report; but this task must not end: the stream is served until
             # its first task ends.
             await asyncio.Event().wait()
+            return  # never reached; tells mypy the executor below is a PreviewLister
         lister = self._executor
         while True:
             try:
@@ -305,7 +334,11 @@ class Agent:
         for lease in self._leases.values():
             for message in lease.unconfirmed():
                 outbox.put_nowait(message)
+        if self._cron is not None:
+            for message in self._cron.pending():
+                outbox.put_nowait(message)
         self._outbox = outbox
+        self.metrics.welcomed()
         self._log.info(
             "connected to the control plane",
             cluster=welcome.cluster,
@@ -314,6 +347,11 @@ class Agent:
             resent=outbox.qsize(),
         )
         return outbox
+
+    def _busy_stacks(self) -> set[str]:
+        """Stacks this agent is deploying right now: their cron jobs are not started
+        meanwhile (the deployment's `docker stack deploy` would race the start)."""
+        return {lease.job.stack_name for lease in self._leases.values() if lease.result is None}
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         if self._outbox is not None:
@@ -331,6 +369,8 @@ class Agent:
             self._on_revoke(message.revoke)
         elif kind == "done":
             self._on_done(message.done)
+        elif kind == "cron_run_ack" and self._cron is not None:
+            self._cron.acknowledged(message.cron_run_ack)
         else:
             # A newer control plane may send messages this agent does not know yet.
             self._log.warning("ignoring an unexpected message from the control plane", kind=kind)
@@ -527,6 +567,7 @@ class Agent:
 
     def _finish(self, lease: Lease, result: ExecutionResult) -> None:
         if lease.dropped:
+            self.metrics.job_ended("dropped", lease.received_at)
             lease.log.info(
                 "job ended after its lease was dropped; not reporting it",
                 outcome=result.outcome.value,
@@ -534,5 +575,6 @@ class Agent:
             )
             return
         message = lease.set_result(result)
+        self.metrics.job_ended(result.outcome.value, lease.received_at)
         lease.log.info("job ended", outcome=result.outcome.value, reason=message.reason)
         self._send(agent_pb2.AgentMessage(result=message))

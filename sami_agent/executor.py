@@ -44,6 +44,8 @@ class Job:
     keep_releases: int = 5
     # "deploy", or "teardown": remove the stack (pull-request previews).
     action: str = "deploy"
+    # cron: the job's 5-field schedule (docs/cron.md).
+    cron_schedule: str = ""
 
     @property
     def teardown(self) -> bool:

@@ -53,6 +53,7 @@ def job_from_assignment(assignment: agent_pb2.Assignment) -> Job:
         if manifest.keep_releases > 0
         else DEFAULT_KEEP_RELEASES,
         action="teardown" if deployment.action == deployment_pb2.TEARDOWN else "deploy",
+        cron_schedule=manifest.cron_schedule,
     )
 
 

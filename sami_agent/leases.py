@@ -9,6 +9,7 @@ control plane may have lost the tail of the old one.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -50,6 +51,8 @@ class Lease:
     # Set when the lease is no longer ours (Revoke, not resumed, Done, superseded): nothing
     # more is reported for it, whatever its executor thread still does.
     dropped: bool = False
+    # time.monotonic() when the assignment arrived (the job duration metric).
+    received_at: float = field(default_factory=time.monotonic)
 
     def held(self) -> agent_pb2.HeldLease:
         return agent_pb2.HeldLease(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
 from sami.v1 import artifact_pb2, deployment_pb2
-from sami_client import admin_cmd, github_actions, manifests_cmd, release_cmd, render
+from sami_client import admin_cmd, cron_cmd, github_actions, manifests_cmd, release_cmd, render
 from sami_client.client import SamiClient
 from sami_client.errors import ExitCode, SamiError, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT, Follower, wait_timeout
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_commands(commands)
     manifests_cmd.register(commands)
     admin_cmd.register(commands)
+    cron_cmd.register(commands)
     for register in EXTRA_COMMANDS:
         register(commands)
     return parser

@@ -80,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds agents get to reconnect after a restart",
     )
     serve.add_argument("--max-attempts", type=int, default=Settings.max_attempts)
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("SAMI_METRICS_LISTEN", ""),
+        help="serve Prometheus metrics on http://HOST:PORT/metrics, e.g. 127.0.0.1:9464 "
+        "(default: $SAMI_METRICS_LISTEN, else off; no secrets in them: docs/observability.md)",
+    )
+    serve.add_argument(
+        "--webhook-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("SAMI_WEBHOOK_LISTEN", ""),
+        help="serve the POST /deployment_request webhook on HOST:PORT (HTTPS with --tls-cert; "
+        "default: $SAMI_WEBHOOK_LISTEN, else off; docs/webhook.md)",
+    )
 
     tok = sub.add_parser("token", help="create, list and revoke tokens (offline)")
     tsub = tok.add_subparsers(dest="token_command", required=True)
@@ -180,6 +194,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         client_ca=Path(args.client_ca) if args.client_ca else None,
+        metrics_listen=args.metrics_listen,
+        webhook_listen=args.webhook_listen,
     )
 
     async def run() -> None:

@@ -258,6 +258,12 @@ class ControlServer:
             webhook_port=self.http.webhook_port or None,
         )
 
+    def close(self) -> None:
+        """Release what the constructor took (the database, the data-folder lock) for a
+        server that was built but never started."""
+        self.store.close()
+        self._data_lock.release()
+
     async def stop(self) -> None:
         log.info("stopping", grace=self.cfg.grace)
         await self.health_servicer.enter_graceful_shutdown()

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from sami.v1 import cron_pb2 as _cron_pb2
 from sami.v1 import deployment_pb2 as _deployment_pb2
 from sami.v1 import manifest_pb2 as _manifest_pb2
 from google.protobuf.internal import containers as _containers
@@ -26,34 +27,38 @@ OUTCOME_ROLLED_BACK: Outcome
 OUTCOME_CANCELLED: Outcome
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack", "heartbeat", "progress", "result", "inventory")
+    __slots__ = ("hello", "ack", "heartbeat", "progress", "result", "inventory", "cron_run")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    CRON_RUN_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     heartbeat: Heartbeat
     progress: Progress
     result: Result
     inventory: PreviewInventory
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ...) -> None: ...
+    cron_run: _cron_pb2.CronRun
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ..., cron_run: _Optional[_Union[_cron_pb2.CronRun, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel", "revoke", "done")
+    __slots__ = ("welcome", "assignment", "cancel", "revoke", "done", "cron_run_ack")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    CRON_RUN_ACK_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancel: Cancel
     revoke: Revoke
     done: Done
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    cron_run_ack: CronRunAck
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., cron_run_ack: _Optional[_Union[CronRunAck, _Mapping]] = ...) -> None: ...
 
 class HeldLease(_message.Message):
     __slots__ = ("deployment_id", "lease_id", "epoch")
@@ -211,3 +216,11 @@ class Result(_message.Message):
     outcome: Outcome
     reason: str
     def __init__(self, deployment_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., epoch: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CronRunAck(_message.Message):
+    __slots__ = ("run_id", "error")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    error: str
+    def __init__(self, run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...

@@ -10,6 +10,7 @@ import importlib
 import os
 from typing import cast
 
+from sami_agent.cron import ScaledClock
 from sami_agent.executor import Executor
 from sami_agent.executors.dry_run import DryRunExecutor
 from sami_agent.executors.routing import RoutingExecutor
@@ -37,6 +38,7 @@ def build_executor(
     ledger_path: str | os.PathLike[str] | None = None,
     agent_id: str = "",
     max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+    cron_clock: ScaledClock | None = None,
 ) -> Executor:
     """The dry-run executor when asked for; else a RoutingExecutor over the Swarm executor
     (swarm, compose) and the static_file executor.
@@ -45,6 +47,8 @@ def build_executor(
     logged and the agent runs static_file deployments only: it does not advertise swarm or
     compose, so the control plane sends it none. `step_seconds`, `ledger_path` and
     `agent_id` only matter for the dry run; `max_archive_bytes` bounds static_file downloads.
+    With the Swarm executor, `cron` deployments go to its cron executor (which is also the
+    agent's cron scheduler backend, see sami_agent/cron.py); `cron_clock` is its clock.
     """
     if dry_run:
         return DryRunExecutor(step_seconds=step_seconds, ledger_path=ledger_path, agent_id=agent_id)
@@ -59,6 +63,9 @@ def build_executor(
         )
     else:
         routes.update(dict.fromkeys(swarm.capabilities, swarm))
+        cron_executor = getattr(swarm, "cron_executor", None)
+        if cron_executor is not None:
+            routes["cron"] = cron_executor(cron_clock)
     files = StaticFileExecutor(max_archive_bytes=max_archive_bytes)
     routes.update(dict.fromkeys(files.capabilities, files))
     return RoutingExecutor(routes)

@@ -53,7 +53,15 @@ from typing import Any
 
 import docker
 
-from sami_agent.executor import ExecutionResult, Job, Outcome, PreviewStack, ProgressReporter
+from sami_agent.cron import ScaledClock
+from sami_agent.executor import (
+    ExecutionResult,
+    Executor,
+    Job,
+    Outcome,
+    PreviewStack,
+    ProgressReporter,
+)
 from sami_agent.executors import swarm_apply, swarm_previews
 from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT, ApplyError, JobError, StackPlan
 from sami_agent.executors.swarm_watch import (
@@ -144,12 +152,28 @@ class SwarmExecutor:
             plan = swarm_apply.plan(job)
         except JobError as exc:
             return ExecutionResult(Outcome.FAILED, str(exc))
+        return self.deploy_plan(job, plan, report, cancelled)
+
+    def deploy_plan(
+        self,
+        job: Job,
+        plan: StackPlan,
+        report: ProgressReporter,
+        cancelled: threading.Event,
+        *,
+        settle: float | None = None,
+    ) -> ExecutionResult:
+        """Apply `plan` (made from `job`), converge, roll back on failure: the whole
+        deployment after planning. `settle` replaces the time a converged stack without an
+        update status must stay converged (default: its services' update monitor); the cron
+        executor passes 0, its dormant jobs have no task to watch."""
         try:
             client = self._client()
         except docker.errors.DockerException as exc:
             return ExecutionResult(Outcome.FAILED, f"the Docker engine does not answer: {exc}")
         try:
-            result = _Rollout(client, self._settings, job, plan, report, cancelled).run()
+            rollout = _Rollout(client, self._settings, job, plan, report, cancelled, settle=settle)
+            result = rollout.run()
         except (docker.errors.DockerException, OSError) as exc:
             # The engine went away at a point that has no retry of its own.
             result = ExecutionResult(Outcome.FAILED, f"the Docker engine failed: {exc}")
@@ -185,6 +209,13 @@ class SwarmExecutor:
         finally:
             client.close()
 
+    def cron_executor(self, clock: ScaledClock | None = None) -> Executor:
+        """The executor of `cron` deployments on this engine, also the agent's cron backend
+        (swarm_cron.py); `clock` is the cron scheduler's (tests run it fast)."""
+        from sami_agent.executors.swarm_cron import SwarmCronExecutor
+
+        return SwarmCronExecutor(self, clock=clock)
+
 
 @dataclass
 class _Rollout:
@@ -195,6 +226,7 @@ class _Rollout:
     report: ProgressReporter
     cancelled: threading.Event
     seen_ours: set[str] = field(default_factory=set)
+    settle: float | None = None
 
     def __post_init__(self) -> None:
         self.observer = StackObserver(self.client, self.plan.stack, self.plan.services)
@@ -329,6 +361,8 @@ class _Rollout:
                     (v.monitor for v in views.values() if v is not None and not v.update_state),
                     default=0.0,
                 )
+                if self.settle is not None:
+                    window = self.settle
                 if stable_since is None:
                     stable_since = now
                     if window >= 1:

@@ -33,7 +33,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -73,6 +73,9 @@ class StackPlan:
     files: Mapping[str, bytes]
     stack_files: tuple[str, ...]
     compose_version: str | None
+    # More override keys per service, merged into the generated override (`deploy:` keys,
+    # labels included, are merged one level down): cron jobs set their mode this way.
+    service_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def swarm_name(self, service: str) -> str:
         return f"{self.stack}_{service}"
@@ -188,6 +191,15 @@ def override_document(plan: StackPlan) -> dict[str, Any]:
         entry: dict[str, Any] = {"deploy": {"labels": plan.labels(name)}}
         if name in plan.image_services:
             entry["image"] = plan.image
+        for key, value in plan.service_overrides.get(name, {}).items():
+            if key == "deploy":
+                for deploy_key, deploy_value in value.items():
+                    if deploy_key == "labels":
+                        entry["deploy"]["labels"].update(deploy_value)
+                    else:
+                        entry["deploy"][deploy_key] = deploy_value
+            else:
+                entry[key] = value
         services[name] = entry
     doc: dict[str, Any] = {"services": services}
     if plan.compose_version is not None:

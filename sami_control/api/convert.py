@@ -10,6 +10,7 @@ from sami_control.core.agents import (
     CancelCommand,
     CloseCommand,
     Command,
+    CronRunAckCommand,
     DoneCommand,
     HeldLease,
     RevokeCommand,
@@ -216,6 +217,10 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
             )
         case DoneCommand(deployment_id=i, lease_id=lease):
             return agent_pb2.ControlMessage(done=agent_pb2.Done(deployment_id=i, lease_id=lease))
+        case CronRunAckCommand(run_id=run_id, error=error):
+            return agent_pb2.ControlMessage(
+                cron_run_ack=agent_pb2.CronRunAck(run_id=run_id, error=error)
+            )
         case CloseCommand():
             return None
     raise AssertionError(f"unknown command {cmd!r}")

@@ -25,7 +25,7 @@ from sami.v1 import (
     manifest_pb2,
     manifest_pb2_grpc,
 )
-from sami_control.api import convert
+from sami_control.api import convert, cron
 from sami_control.api.auth import principal
 from sami_control.api.errors import mapped
 from sami_control.core import paging
@@ -309,6 +309,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 self.core.agent_heartbeat(s, convert.held(msg.heartbeat.leases))
             elif kind == "inventory":
                 self.core.agent_inventory(s, convert.preview_stacks(msg.inventory.stacks))
+            elif kind == "cron_run":
+                cron.handle_report(self.core, s, msg.cron_run)
         except (PermissionDenied, Unauthenticated):
             raise
         except DomainError as exc:

@@ -40,6 +40,14 @@ class DoneCommand:
 
 
 @dataclass(frozen=True)
+class CronRunAckCommand:
+    """The reported cron run is stored (error empty) or refused (why): forget it."""
+
+    run_id: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class CloseCommand:
     """End the stream (the agent connected again elsewhere, or the server is stopping).
     With `fatal`, the stream ends with that error (its token was revoked or expired)."""
@@ -48,7 +56,9 @@ class CloseCommand:
     fatal: DomainError | None = None
 
 
-Command = AssignCommand | CancelCommand | RevokeCommand | DoneCommand | CloseCommand
+Command = (
+    AssignCommand | CancelCommand | RevokeCommand | DoneCommand | CronRunAckCommand | CloseCommand
+)
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import structlog
 
-from sami_control.core import audit, authz, paging, token_admin, tokens, validation
+from sami_control.core import audit, authz, cron_runs, paging, token_admin, tokens, validation
 from sami_control.core.agents import (
     AgentSession,
     AssignCommand,
     CancelCommand,
     CloseCommand,
     Command,
+    CronRunAckCommand,
     DoneCommand,
     HeldLease,
     RevokeCommand,
@@ -48,6 +49,7 @@ from sami_control.core.model import (
     ArtifactKind,
     AuditEntry,
     Cluster,
+    CronRun,
     Deployment,
     DeploymentAction,
     Event,
@@ -113,6 +115,17 @@ class _Effects:
     events: list[Event] = field(default_factory=list)
     commands: list[tuple[AgentSession, Command]] = field(default_factory=list)
     wake: bool = False
+    # The deployments the events are about, by id: their service, environment and cluster
+    # go on the log line of each state change and label the metrics.
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+
+    def add(self, d: Deployment, *events: Event) -> None:
+        self.events.extend(events)
+        self.deployments[d.id] = d
+
+
+# Called with the events of each committed transaction and their deployments (metrics).
+Observer = Callable[[list[Event], dict[str, Deployment]], None]
 
 
 class ControlPlane:
@@ -133,6 +146,7 @@ class ControlPlane:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.observers: list[Observer] = []
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -187,14 +201,25 @@ class ControlPlane:
             session.send(cmd)
         for e in fx.events:
             if e.type is EventType.STATE_CHANGED:
+                # The one canonical line per state change (docs/observability.md).
+                d = fx.deployments.get(e.deployment_id)
                 log.info(
                     "deployment_state",
                     deployment_id=e.deployment_id,
+                    service=d.service if d else None,
+                    environment=d.environment if d else None,
+                    cluster=d.cluster if d else None,
+                    pull_request=(d.pull_request or None) if d else None,
                     state=e.state.name,
                     attempt=e.attempt,
                     agent_id=e.agent_id or None,
                     message=e.message or None,
                 )
+        for observe in self.observers:
+            try:
+                observe(fx.events, fx.deployments)
+            except Exception:  # an observer (metrics) must never break the core
+                log.exception("observer_failed")
         if fx.wake:
             self._wake.set()
 
@@ -559,13 +584,13 @@ class ControlPlane:
         )
         tx.insert_deployment(d)
         tx.append_event(first)
-        fx.events.append(first)
+        fx.add(d, first)
         for old in tx.deployments_in_states([State.QUEUED], d.cluster):
             if old.key == d.key and old.id != d.id:
                 ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
                 tx.update_deployment(old)
                 tx.append_event(ev)
-                fx.events.append(ev)
+                fx.add(old, ev)
 
     def teardown_preview(
         self, who: Principal, service: str, pull_request: int, reason: str, request_id: str
@@ -717,7 +742,7 @@ class ControlPlane:
                     fx.commands.append((session, CancelCommand(d.id, d.lease_id, msg)))
             tx.update_deployment(d)
             tx.append_event(ev)
-            fx.events.append(ev)
+            fx.add(d, ev)
             fx.wake = True
             self._audit(tx, who, "deployment.cancel", d.id, detail=reason, service=d.service)
         self._apply(fx)
@@ -879,14 +904,14 @@ class ControlPlane:
                     if d.state is State.ASSIGNED:  # it holds the lease: the ack was lost
                         ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {agent_id}")
                         tx.append_event(ev)
-                        fx.events.append(ev)
+                        fx.add(d, ev)
                     tx.update_deployment(d)
                     session.leases.add(d.id)
                     resumed.append(h)
                 else:
                     # The agent restarted and forgot this work: offer it again now rather
                     # than waiting for the lease to run out.
-                    fx.events.extend(self._requeue(tx, d, now, "the agent restarted without it"))
+                    fx.add(d, *self._requeue(tx, d, now, "the agent restarted without it"))
             tx.upsert_agent(
                 AgentRecord(
                     agent_id=agent_id,
@@ -971,7 +996,7 @@ class ControlPlane:
             if d.state is State.ASSIGNED:
                 ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
                 tx.append_event(ev)
-                fx.events.append(ev)
+                fx.add(d, ev)
             tx.update_deployment(d)
         self._apply(fx)
 
@@ -1001,12 +1026,12 @@ class ControlPlane:
             if d.state is State.ASSIGNED:  # progress implies the ack was lost
                 ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
                 tx.append_event(ev)
-                fx.events.append(ev)
+                fx.add(d, ev)
             if sequence > d.agent_sequence:
                 d.agent_sequence = sequence
                 ev = record(d, EventType.PROGRESS, now, message=message, phase=phase)
                 tx.append_event(ev)
-                fx.events.append(ev)
+                fx.add(d, ev)
             tx.update_deployment(d)
         self._apply(fx)
 
@@ -1048,7 +1073,7 @@ class ControlPlane:
             ev = move(d, state, now, reason or state.name.lower().replace("_", " "))
             tx.update_deployment(d)
             tx.append_event(ev)
-            fx.events.append(ev)
+            fx.add(d, ev)
         session.leases.discard(deployment_id)
         fx.commands.append((session, DoneCommand(deployment_id, lease_id)))
         self._apply(fx)
@@ -1130,6 +1155,42 @@ class ControlPlane:
         self._apply(fx)
         return created
 
+    def agent_cron_run(self, session: AgentSession, report: cron_runs.CronRunInput) -> CronRun:
+        """Store a cron job's run (once per run_id) and acknowledge it to the agent. A run of
+        another cluster's deployment is PERMISSION_DENIED (docs/cron.md); a refusal is
+        audited, like every refused agent report."""
+        with self._refusals(
+            self._session_principal(session), "agent.report", report.deployment_id[:100]
+        ):
+            self._check_session(session)
+            return self._agent_cron_run(session, report)
+
+    def _agent_cron_run(self, session: AgentSession, report: cron_runs.CronRunInput) -> CronRun:
+        session.last_seen_at = self.clock()
+        run, created = cron_runs.record(
+            self.store, session.cluster, session.agent_id, report, self.clock()
+        )
+        if created:
+            log.info(
+                "cron_run",
+                run_id=run.run_id,
+                deployment_id=run.deployment_id,
+                service=run.service,
+                environment=run.environment,
+                cluster=run.cluster,
+                job=run.job,
+                outcome=run.outcome.name,
+                exit_code=run.exit_code,
+                agent_id=session.agent_id,
+            )
+        session.send(CronRunAckCommand(run.run_id))
+        return run
+
+    def list_cron_runs(
+        self, who: Principal, service: str, environment: str, page_size: int, page_token: str
+    ) -> tuple[list[CronRun], str]:
+        return cron_runs.list_runs(self.store, who, service, environment, page_size, page_token)
+
     @staticmethod
     def _valid_preview(st: PreviewStack) -> bool:
         try:
@@ -1175,7 +1236,7 @@ class ControlPlane:
             for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS]):
                 if d.lease_expires and d.lease_expires <= now:
                     what = "not acknowledged" if d.state is State.ASSIGNED else "lease expired"
-                    fx.events.extend(self._requeue(tx, d, now, what))
+                    fx.add(d, *self._requeue(tx, d, now, what))
                     fx.wake = True
         return fx
 
@@ -1211,7 +1272,7 @@ class ControlPlane:
                 )
                 tx.update_deployment(d)
                 tx.append_event(ev)
-                fx.events.append(ev)
+                fx.add(d, ev)
                 art = tx.get_artifact(d.artifact_id) if d.artifact_id else None
                 s.leases.add(d.id)
                 busy.add(d.key)

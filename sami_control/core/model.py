@@ -240,3 +240,33 @@ class AuditEntry:
     request_id: str = ""
     service: str = ""
     seq: int = 0  # position in the log, assigned by the store
+
+
+class CronRunOutcome(enum.IntEnum):
+    # Values match sami.v1.CronRunOutcome.
+    SUCCEEDED = 1
+    FAILED = 2
+
+
+@dataclass
+class CronRun:
+    """One run of a cron job, as reported by an agent (see core/cron_runs.py)."""
+
+    run_id: str
+    deployment_id: str
+    service: str
+    environment: str
+    pull_request: int
+    cluster: str
+    stack: str
+    job: str
+    scheduled_for: float
+    started_at: float
+    finished_at: float
+    outcome: CronRunOutcome
+    exit_code: int | None = None
+    message: str = ""
+    schedule: str = ""
+    agent_id: str = ""
+    reported_at: float = 0.0
+    seq: int = 0  # storage order, newest highest

@@ -39,8 +39,10 @@ def check_stack_files(
     stack_files: list[Located],
     files: Mapping[str, bytes],
     limits: Limits,
+    cron: bool = False,
 ) -> StackCheck:
-    """Parse and check each stack file; `folder` is the repo-relative environment folder."""
+    """Parse and check each stack file; `folder` is the repo-relative environment folder.
+    With `cron`, every service is checked as a cron job (a Swarm replicated job)."""
     result = StackCheck()
     for stack in stack_files:
         path = f"{folder}/{stack.value}"
@@ -49,7 +51,7 @@ def check_stack_files(
         if doc is None:
             result.parsed = False
             continue
-        _StackFile(path, stack.value, files.keys(), result).check(doc)
+        _StackFile(path, stack.value, files.keys(), result, cron).check(doc)
     return result
 
 
@@ -59,8 +61,14 @@ def _fmt(seconds: float) -> str:
 
 class _StackFile:
     def __init__(
-        self, path: str, relative: str, folder_files: Collection[str], result: StackCheck
+        self,
+        path: str,
+        relative: str,
+        folder_files: Collection[str],
+        result: StackCheck,
+        cron: bool = False,
     ) -> None:
+        self.cron = cron
         self.path = path
         self.relative = relative
         self.folder_files = folder_files
@@ -160,7 +168,41 @@ class _StackFile:
                     self.check_path(item, env_file.item_line(index), f"services.{name}.env_file")
                 elif isinstance(item, YMap) and isinstance(item.get("path"), str):
                     self.check_file_ref(item, "path", f"services.{name}.env_file")
-        self.check_monitor(name, spec)
+        if self.cron:
+            self.check_cron_job(name, spec)
+        else:
+            self.check_monitor(name, spec)
+
+    def check_cron_job(self, name: str, spec: YMap) -> None:
+        """What the agent refuses or changes in a cron job's service (docs/cron.md)."""
+        deploy = spec.get("deploy")
+        if not isinstance(deploy, YMap):
+            return
+        mode = deploy.get("mode")
+        if mode is not None and mode != "replicated-job":
+            self.err(
+                deploy.value_line("mode"),
+                "cron-job-mode",
+                f"service {name} is a cron job: it runs as a Swarm replicated job, not mode {mode}",
+                "remove `mode:` (Sami sets mode: replicated-job)",
+            )
+        if "update_config" in deploy:
+            self.err(
+                deploy.key_line("update_config"),
+                "cron-update-config",
+                f"service {name} is a cron job: Swarm refuses an update_config on jobs",
+                "remove deploy.update_config",
+            )
+        policy = deploy.get("restart_policy")
+        condition = policy.get("condition") if isinstance(policy, YMap) else None
+        if isinstance(policy, YMap) and condition not in (None, "none"):
+            self.warn(
+                policy.value_line("condition"),
+                "cron-restart-policy",
+                f"service {name} is a cron job: its restart_policy condition {condition} is "
+                "replaced by none (a run is one attempt)",
+                "remove it: a failed run is tried again at the next scheduled time",
+            )
 
     def check_file_ref(self, mapping: YMap, key: str, what: str) -> None:
         value = mapping[key]

@@ -360,7 +360,9 @@ def _check_env(env: _EnvFolder, limits: Limits) -> tuple[ResolvedManifest | None
 
     image_services: tuple[str, ...] = ()
     if spec.stack_files and (spec.deployment_type in STACK_TYPES or spec.deployment_type == "cron"):
-        stacks = check_stack_files(folder, spec.stack_files, env.files, limits)
+        stacks = check_stack_files(
+            folder, spec.stack_files, env.files, limits, cron=spec.deployment_type == "cron"
+        )
         problems.extend(stacks.problems)
         if stacks.parsed:
             image_services = _resolve_image_services(spec, stacks.services, manifest_path, problems)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from sami_common import cron
+
 # A service, cluster or folder name: a DNS label (what Swarm accepts in service names).
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # A stack name: Swarm prefixes every service, network and volume of the stack with
@@ -91,29 +93,9 @@ def parse_go_duration(value: str) -> float:
 
 # --- cron ----------------------------------------------------------------------------------
 
-_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    (
-        "month",
-        1,
-        12,
-        {
-            m: i + 1
-            for i, m in enumerate(
-                ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-            )
-        },
-    ),
-    (
-        "day of week",
-        0,
-        7,
-        {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
-    ),
-)
-CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+# The grammar lives in sami_common.cron, shared with the agent's scheduler: what lint accepts
+# is exactly what the agent runs.
+CRON_MACROS = cron.CRON_MACROS
 
 
 def cron_error(expression: str) -> str | None:
@@ -123,52 +105,11 @@ def cron_error(expression: str) -> str | None:
     optional `/step`, comma-separated; months and weekdays also by name (jan, mon); the
     macros @hourly, @daily, @weekly, @monthly, @yearly are accepted.
     """
-    text = expression.strip()
-    if text.startswith("@"):
-        return None if text.lower() in CRON_MACROS else f"unknown cron macro {text!r}"
-    fields = text.split()
-    if len(fields) != 5:
-        return f"a cron schedule has 5 fields (minute hour day month weekday), got {len(fields)}"
-    for raw, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        problem = _cron_field_error(raw, name, low, high, names)
-        if problem:
-            return problem
-    return None
-
-
-def _cron_value(token: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
-    value = names.get(token.lower())
-    if value is None:
-        if not token.isdigit():
-            raise ValueError(f"{name}: {token!r} is not a number")
-        value = int(token)
-    if not low <= value <= high:
-        raise ValueError(f"{name}: {value} is outside {low}-{high}")
-    return value
-
-
-def _cron_field_error(raw: str, name: str, low: int, high: int, names: dict[str, int]) -> str:
     try:
-        for part in raw.split(","):
-            base, slash, step = part.partition("/")
-            if slash:
-                if not step.isdigit() or int(step) == 0:
-                    raise ValueError(f"{name}: step {step!r} must be a positive number")
-                if int(step) > high:
-                    raise ValueError(f"{name}: step {step} is larger than {high}")
-            if base == "*":
-                continue
-            start, dash, end = base.partition("-")
-            first = _cron_value(start, name, low, high, names)
-            if dash:
-                last = _cron_value(end, name, low, high, names)
-                if last < first:
-                    raise ValueError(f"{name}: range {base!r} runs backwards")
-            elif slash:
-                continue  # `5/15`: from 5 every 15
+        cron.parse(expression)
     except ValueError as exc:
         return str(exc)
-    return ""
+    return None
 
 
 # --- paths ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from sami_control.core.model import (
     Artifact,
     AuditEntry,
     Cluster,
+    CronRun,
     Deployment,
     Event,
     ManifestRevision,
@@ -130,6 +131,17 @@ class Tx(abc.ABC):
         self, since: float, limit: int, after_seq: int = 0, service: str = ""
     ) -> list[AuditEntry]:
         """Entries at or after `since` and after position `after_seq`, oldest first."""
+
+    # cron runs (written once, never changed)
+    @abc.abstractmethod
+    def insert_cron_run(self, run: CronRun) -> None: ...
+    @abc.abstractmethod
+    def get_cron_run(self, run_id: str) -> CronRun | None: ...
+    @abc.abstractmethod
+    def list_cron_runs(
+        self, service: str, environment: str, before_seq: int, limit: int
+    ) -> list[CronRun]:
+        """Newest (highest seq) first."""
 
 
 class Store(abc.ABC):

@@ -28,6 +28,8 @@ from sami_control.core.model import (
     ArtifactKind,
     AuditEntry,
     Cluster,
+    CronRun,
+    CronRunOutcome,
     Deployment,
     DeploymentAction,
     Event,
@@ -112,6 +114,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_service ON audit(service, seq);
     ALTER TABLE tokens ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
     """,
+    # 3: the runs of cron jobs, as agents report them (docs/cron.md).
+    """
+    CREATE TABLE cron_runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE,
+        deployment_id TEXT NOT NULL REFERENCES deployments(id), service TEXT NOT NULL,
+        environment TEXT NOT NULL, pull_request INTEGER NOT NULL, cluster TEXT NOT NULL,
+        stack TEXT NOT NULL, job TEXT NOT NULL, scheduled_for REAL NOT NULL,
+        started_at REAL NOT NULL, finished_at REAL NOT NULL, outcome INTEGER NOT NULL,
+        exit_code INTEGER, message TEXT NOT NULL, schedule TEXT NOT NULL,
+        agent_id TEXT NOT NULL, reported_at REAL NOT NULL
+    );
+    CREATE INDEX cron_runs_service ON cron_runs(service, environment, seq);
+    """,
 ]
 
 _DEPLOYMENT_COLUMNS = [f.name for f in dataclasses.fields(Deployment) if f.name != "seq"]
@@ -177,6 +192,12 @@ def _token(row: sqlite3.Row) -> TokenRecord:
     d = _row_dict(row)
     d["role"] = Role(d["role"])
     return TokenRecord(**d)
+
+
+def _cron_run(row: sqlite3.Row) -> CronRun:
+    d = dict(row)
+    d["outcome"] = CronRunOutcome(d["outcome"])
+    return CronRun(**d)
 
 
 class SQLiteTx(Tx):
@@ -426,6 +447,31 @@ class SQLiteTx(Tx):
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
         return [AuditEntry(**dict(r)) for r in self.c.execute(sql, args)]
+
+    # cron runs
+    def insert_cron_run(self, run: CronRun) -> None:
+        row = dataclasses.asdict(run)
+        row.pop("seq")  # assigned here
+        row["outcome"] = int(run.outcome)
+        self._insert("cron_runs", row)
+        run.seq = self.c.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+    def get_cron_run(self, run_id: str) -> CronRun | None:
+        row = self.c.execute("SELECT * FROM cron_runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _cron_run(row) if row else None
+
+    def list_cron_runs(
+        self, service: str, environment: str, before_seq: int, limit: int
+    ) -> list[CronRun]:
+        sql = "SELECT * FROM cron_runs WHERE seq < ?"
+        args: list[Any] = [before_seq]
+        for col, val in (("service", service), ("environment", environment)):
+            if val:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [_cron_run(r) for r in self.c.execute(sql, args)]
 
     def _insert(self, table: str, row: dict[str, Any]) -> None:
         cols = list(row)

@@ -17,6 +17,8 @@ from sami.v1 import (
     artifact_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    cron_pb2,
+    cron_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
     manifest_pb2,
@@ -42,6 +44,7 @@ class Ctx:
         self.clu = cluster_pb2_grpc.ClusterServiceStub(self.ch)
         self.agent = agent_pb2_grpc.AgentServiceStub(self.ch)
         self.man = manifest_pb2_grpc.ManifestServiceStub(self.ch)
+        self.cron = cron_pb2_grpc.CronServiceStub(self.ch)
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
@@ -157,6 +160,7 @@ RPCS: dict[str, Call] = {
     "ListManifestRevisions": lambda c, md: c.man.ListManifestRevisions(
         manifest_pb2.ListManifestRevisionsRequest(), metadata=md
     ),
+    "ListCronRuns": lambda c, md: c.cron.ListCronRuns(cron_pb2.ListCronRunsRequest(), metadata=md),
     "AgentService.Connect": _connect,
 }
 
@@ -171,6 +175,7 @@ READ = {
     "ListAgents",
     "GetManifestRevision",
     "ListManifestRevisions",
+    "ListCronRuns",
 }
 DEPLOY_ALL = {
     "RegisterArtifact",

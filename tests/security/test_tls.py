@@ -244,7 +244,7 @@ def test_an_agent_with_its_certificate_connects_and_receives_work(
 def test_non_loopback_needs_tls_or_insecure(tmp_path: Path, pki: Path) -> None:
     async def build(**kw: object) -> None:
         srv = ControlServer(ServeConfig(data_dir=tmp_path / "d", **kw))  # type: ignore[arg-type]
-        srv.store.close()
+        srv.close()
 
     port = free_port()
     with pytest.raises(ListenRefused) as ei:

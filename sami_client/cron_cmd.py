@@ -1,0 +1,155 @@
+"""`sami cron runs`: the runs of a service's cron job, newest first (docs/cron.md).
+
+    sami cron runs SERVICE --env ENV [--limit N] [--output json]
+
+One line per run: when it was scheduled (UTC), how it ended, the exit code of the task that
+decided it, how long it took, the job (compose service), the deployment that installed the
+job and what happened (`1/1 task(s) completed`, `task 1: task: non-zero exit (3)`). With
+--output json, a list of sami.v1.CronRun objects (field names as in the .proto).
+
+`register(subparsers)` adds the command to the `sami` CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from sami.v1 import cron_pb2, cron_pb2_grpc
+from sami_client import render
+from sami_client.errors import ExitCode, SamiError
+from sami_common.dial import Endpoint, TLSFileError
+
+if TYPE_CHECKING:
+    from sami_client.cli import Context
+
+CALL_TIMEOUT = 30.0
+DEFAULT_LIMIT = 20
+PAGE_SIZE = 100
+
+
+class CronClient:
+    """CronService, with errors as SamiError."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float = CALL_TIMEOUT) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        try:
+            self._channel = endpoint.channel()
+        except TLSFileError as exc:
+            raise SamiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        self._stub = cron_pb2_grpc.CronServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def list_runs(
+        self, service: str = "", environment: str = "", page_size: int = PAGE_SIZE
+    ) -> Iterator[cron_pb2.CronRun]:
+        """Every matching run, most recently reported first, page by page as iterated."""
+        request = cron_pb2.ListCronRunsRequest(
+            service=service, environment=environment, page_size=page_size
+        )
+        while True:
+            try:
+                page: cron_pb2.ListCronRunsResponse = self._stub.ListCronRuns(
+                    request, metadata=self.endpoint.metadata(), timeout=self.timeout
+                )
+            except grpc.RpcError as err:
+                raise SamiError.from_rpc_error(err) from err
+            yield from page.runs
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+
+def outcome_name(outcome: int) -> str:
+    return cron_pb2.CronRunOutcome.Name(outcome).removeprefix("CRON_RUN_OUTCOME_")
+
+
+def _utc(ts: timestamp_pb2.Timestamp) -> str:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return "-"
+    when = ts.ToDatetime(tzinfo=datetime.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(r: cron_pb2.CronRun) -> str:
+    if not r.HasField("start_time") or not r.HasField("finish_time"):
+        return "-"
+    seconds = (r.finish_time.ToNanoseconds() - r.start_time.ToNanoseconds()) / 1e9
+    if seconds < 0:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def runs_table(runs: list[cron_pb2.CronRun]) -> str:
+    rows = [
+        (
+            _utc(r.scheduled_time),
+            outcome_name(r.outcome),
+            str(r.exit_code) if r.HasField("exit_code") else "-",
+            _duration(r),
+            r.job,
+            r.deployment_id,
+            r.message[:100],
+        )
+        for r in runs
+    ]
+    return render.table(
+        ("SCHEDULED (UTC)", "OUTCOME", "EXIT", "TOOK", "JOB", "DEPLOYMENT", "MESSAGE"), rows
+    )
+
+
+def _runs(args: argparse.Namespace, ctx: Context) -> int:
+    client = CronClient(ctx.endpoint)
+    try:
+        found = client.list_runs(args.service, args.env, page_size=min(args.limit or 100, 100))
+        runs = list(itertools.islice(found, args.limit) if args.limit else found)
+    finally:
+        client.close()
+    ctx.show(runs_table(runs), [render.to_dict(r) for r in runs])
+    return int(ExitCode.SUCCEEDED)
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (all) or more")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `cron runs` to the CLI's subparsers."""
+    cron = subparsers.add_parser(
+        "cron",
+        help="cron jobs: the runs the agents started on their schedule",
+        description="Cron jobs are deployed like any service (`sami deploy`); the agent starts "
+        "each run on the manifest's schedule and reports how it ended.",
+    )
+    commands = cron.add_subparsers(dest="cron_command", metavar="COMMAND")
+    commands.required = True
+    p = commands.add_parser(
+        "runs",
+        help="a service's cron runs in one environment, newest first",
+        description="The runs of SERVICE's cron job in ENV, most recently reported first: "
+        "scheduled time (UTC), outcome, exit code, duration, job, deployment and message.",
+    )
+    p.add_argument("service")
+    p.add_argument("--env", required=True, help="stage, production or pull_request")
+    p.add_argument(
+        "--limit", type=_limit, default=DEFAULT_LIMIT, help="at most N runs (0: all; default 20)"
+    )
+    p.set_defaults(run=_runs)

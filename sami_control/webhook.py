@@ -1,0 +1,364 @@
+"""`POST /deployment_request`: the webhook of Sami's original design, for CI jobs that call
+it rather than the sami CLI (docs/webhook.md).
+
+The handler is thin: it reads the caller's fields (JSON or a form), authenticates the bearer
+token with the same `ControlPlane.authenticate` as the gRPC API, and asks the same
+`ControlPlane.create_deployment`, so validation, authorization, idempotency (request_id) and
+the audit log are those of CreateDeployment. With `wait` it follows the deployment with
+`ControlPlane.watch` (counted against the token's open streams like any watch) and answers
+with the outcome. Everything runs on the control plane's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+
+from sami_common.httpserve import HttpError, HttpServer, Limits, Request, Response
+from sami_control.api.auth import REQUEST_ID_HEADER, _LogBudget, bearer, request_id
+from sami_control.core import errors
+from sami_control.core.audit import clean
+from sami_control.core.controlplane import ControlPlane
+from sami_control.core.model import Deployment, Principal, State
+from sami_control.core.requests import DeploymentInput
+from sami_control.metrics import ControlMetrics
+
+log = structlog.get_logger("sami.webhook")
+
+PATH = "/deployment_request"
+MAX_BODY = 64 * 1024
+DEFAULT_WAIT_TIMEOUT = 600.0
+MAX_WAIT_TIMEOUT = 3600.0
+
+# Domain errors → HTTP statuses, in one place (api/errors.py does the same for gRPC).
+HTTP_STATUS: dict[type[errors.DomainError], int] = {
+    errors.InvalidArgument: 400,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.FailedPrecondition: 412,
+    errors.ResourceExhausted: 429,
+}
+
+# The outcome of a waited-for deployment → HTTP status.
+OUTCOME_STATUS = {
+    State.SUCCEEDED: 200,
+    State.FAILED: 422,
+    State.ROLLED_BACK: 422,
+    State.CANCELLED: 409,
+    State.SUPERSEDED: 409,
+}
+
+# Field names a CI may send → the CreateDeployment field they mean.
+ALIASES = {
+    "service": "service",
+    "service_name": "service",
+    "environment": "environment",
+    "env": "environment",
+    "artifact": "artifact",
+    "image": "artifact",
+    "ref": "artifact",
+    "digest": "digest",
+    "pull_request": "pull_request",
+    "pr": "pull_request",
+    "reason": "reason",
+    "request_id": "request_id",
+    "deployment_type": "deployment_type",
+    "wait": "wait",
+    "timeout": "timeout",
+}
+ENVIRONMENT_ALIASES = {"prod": "production"}
+TRUE = {"true", "1", "yes", "on"}
+FALSE = {"false", "0", "no", "off", ""}
+
+_unauthenticated_log = _LogBudget()
+
+
+@dataclasses.dataclass
+class WebhookRequest:
+    deployment: DeploymentInput
+    wait: bool
+    timeout: float
+    # Canonical field → the name the caller used, to name it back in errors.
+    names: dict[str, str]
+
+
+def http_error(exc: errors.DomainError, names: dict[str, str] | None = None) -> Response:
+    """The one mapping of domain errors to HTTP answers."""
+    status = HTTP_STATUS.get(type(exc), 500)
+    body: dict[str, Any] = {"error": exc.code, "message": clean(exc.message, 2000)}
+    if isinstance(exc, errors.InvalidArgument):
+        body["field_violations"] = [
+            {"field": clean((names or {}).get(f, f), 300), "description": clean(d, 2000)}
+            for f, d in exc.violations[:100]
+        ]
+    headers = {"WWW-Authenticate": 'Bearer realm="sami"'} if status == 401 else None
+    return Response.json(status, body, headers)
+
+
+def deployment_json(d: Deployment) -> dict[str, Any]:
+    return {
+        "deployment_id": d.id,
+        "state": d.state.name,
+        "service": d.service,
+        "environment": d.environment,
+        "pull_request": d.pull_request,
+        "cluster": d.cluster,
+        "artifact_id": d.artifact_id,
+        "request_id": d.request_id,
+        "status_message": d.status_message,
+        "watch": f"sami watch {d.id}",
+    }
+
+
+def parse_fields(req: Request, body: bytes) -> dict[str, tuple[str, object]]:
+    """The request's fields (query string and body), as canonical → (name sent, value)."""
+    raw: list[tuple[str, object]] = []
+    for key, values in req.query().items():
+        raw += [(key, v) for v in values]
+    ctype = req.content_type
+    text = body.decode("utf-8", errors="strict") if body else ""
+    if not body.strip():
+        pass
+    elif ctype == "application/json" or (
+        # `curl -d '{…}'` labels JSON as a form; a form never starts with "{".
+        ctype in ("", "application/x-www-form-urlencoded") and text.lstrip().startswith("{")
+    ):
+        try:
+            obj = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise errors.InvalidArgument("body", f"is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise errors.InvalidArgument("body", "must be a JSON object of fields")
+        raw += list(obj.items())
+    elif ctype in ("application/x-www-form-urlencoded", ""):
+        try:
+            form = parse_qs(text, keep_blank_values=True, strict_parsing=True, max_num_fields=50)
+        except ValueError as exc:
+            raise errors.InvalidArgument("body", f"is not a valid form: {exc}") from None
+        for key, values in form.items():
+            raw += [(key, v) for v in values]
+    else:
+        raise HttpError(415, "send application/json or application/x-www-form-urlencoded")
+    fields: dict[str, tuple[str, object]] = {}
+    for name, value in raw:
+        canonical = ALIASES.get(name)
+        if canonical is None:
+            raise errors.InvalidArgument(
+                clean(name, 100), f"unknown field; known: {', '.join(sorted(ALIASES))}"
+            )
+        if canonical in fields:
+            first = fields[canonical][0]
+            raise errors.InvalidArgument(
+                name, "given twice" if first == name else f"given twice (also as {first})"
+            )
+        fields[canonical] = (name, value)
+    return fields
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number")
+
+
+def webhook_request(fields: dict[str, tuple[str, object]]) -> WebhookRequest:
+    names = {k: name for k, (name, _) in fields.items()}
+
+    def text(key: str) -> str:
+        if key not in fields:
+            return ""
+        name, value = fields[key]
+        if not isinstance(value, str):
+            raise errors.InvalidArgument(name, "must be a string")
+        return value
+
+    service = text("service")
+    environment = text("environment")
+    environment = ENVIRONMENT_ALIASES.get(environment, environment)
+    artifact = text("artifact")
+    digest = text("digest")
+    if digest:
+        if not artifact:
+            # A bare digest names the artifact registered under the service's name.
+            artifact = f"{service}@{digest}"
+        elif "@" not in artifact:
+            artifact = f"{artifact}@{digest}"
+        elif artifact.rpartition("@")[2] != digest:
+            raise errors.InvalidArgument(names["digest"], f"does not match {names['artifact']}")
+    pull_request = 0
+    if "pull_request" in fields:
+        name, value = fields["pull_request"]
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise errors.InvalidArgument(name, "must be a pull request number")
+        if isinstance(value, str):
+            if not value.strip().lstrip("-").isdigit() or len(value) > 12:
+                raise errors.InvalidArgument(name, "must be a pull request number")
+            value = int(value)
+        pull_request = value
+    wait = False
+    if "wait" in fields:
+        name, value = fields["wait"]
+        if isinstance(value, bool):
+            wait = value
+        elif isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+            wait = value.strip().lower() in TRUE
+        elif isinstance(value, int) and value in (0, 1):
+            wait = bool(value)
+        else:
+            raise errors.InvalidArgument(name, "must be true or false")
+    timeout = DEFAULT_WAIT_TIMEOUT
+    if "timeout" in fields:
+        name, value = fields["timeout"]
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError
+            timeout = float(value)
+        except ValueError:
+            raise errors.InvalidArgument(name, "must be a number of seconds") from None
+        if not 0 < timeout <= MAX_WAIT_TIMEOUT:
+            raise errors.InvalidArgument(
+                name, f"must be more than 0 and at most {MAX_WAIT_TIMEOUT:.0f} seconds"
+            )
+        if not wait:
+            raise errors.InvalidArgument(name, "limits the wait: add wait=true, or drop it")
+    return WebhookRequest(
+        DeploymentInput(
+            service=service,
+            environment=environment,
+            artifact=artifact,
+            pull_request=pull_request,
+            reason=text("reason"),
+            request_id=text("request_id"),
+            deployment_type=text("deployment_type"),
+        ),
+        wait,
+        timeout,
+        names,
+    )
+
+
+class Webhook:
+    def __init__(self, core: ControlPlane, metrics: ControlMetrics | None = None) -> None:
+        self.core = core
+        self.metrics = metrics
+
+    async def handle(self, req: Request) -> Response:
+        try:
+            response = await self._handle(req)
+        except HttpError as exc:
+            response = Response.error(exc.status, exc.message, exc.headers)
+        if self.metrics is not None:
+            self.metrics.webhook_requests.labels(str(response.status)).inc()
+        return response
+
+    def _authenticate(self, req: Request) -> Principal:
+        header = req.headers.get("authorization")
+        try:
+            who = self.core.authenticate(bearer([("authorization", header)] if header else []))
+        except errors.DomainError as exc:
+            # Logged, not audited (as in gRPC); the reason names a token id, never a secret.
+            suppressed = _unauthenticated_log.take()
+            if suppressed is not None:
+                log.info(
+                    "unauthenticated",
+                    endpoint=PATH,
+                    peer=req.peer,
+                    reason=exc.message,
+                    suppressed_before=suppressed or None,
+                )
+            raise
+        rid = request_id([(REQUEST_ID_HEADER, req.headers.get(REQUEST_ID_HEADER, ""))])
+        return dataclasses.replace(who, peer=f"webhook:{req.peer}", request_id=rid)
+
+    async def _handle(self, req: Request) -> Response:
+        if req.path != PATH:
+            raise HttpError(404, f"not found: the webhook is POST {PATH}")
+        if req.method != "POST":
+            # A GET must not deploy: a link, a prefetch or a crawler could trigger it, and a
+            # token in a URL ends up in proxy logs.
+            raise HttpError(405, f"use POST {PATH}", {"Allow": "POST"})
+        names: dict[str, str] = {}
+        try:
+            # The token is checked from the headers before the body is read, as in gRPC.
+            who = self._authenticate(req)
+            body = await req.body()
+            try:
+                fields = parse_fields(req, body)
+            except UnicodeDecodeError:
+                raise errors.InvalidArgument("body", "is not UTF-8") from None
+            wr = webhook_request(fields)
+            names = wr.names
+            d = self.core.create_deployment(who, wr.deployment)
+        except errors.DomainError as exc:
+            return http_error(exc, names)
+        log.info(
+            "webhook_deployment",
+            deployment_id=d.id,
+            service=d.service,
+            environment=d.environment,
+            cluster=d.cluster,
+            token_id=who.token_id,
+            peer=req.peer,
+            wait=wr.wait,
+        )
+        if not wr.wait:
+            return Response.json(202, deployment_json(d))
+        return await self._wait(who, d, wr.timeout)
+
+    async def _wait(self, who: Principal, d: Deployment, timeout: float) -> Response:
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    # Ends after the terminal event; a cancellation (timeout, stop) runs
+                    # the watch's own clean-up, inside it.
+                    async for _ in self.core.watch(who, d.id, 0):
+                        pass
+            except TimeoutError:
+                now = self.core.get_deployment(who, d.id)
+                body = deployment_json(now)
+                body["timed_out"] = True
+                body["message"] = (
+                    f"still {now.state.name} after {timeout:g} s; it goes on: "
+                    f"follow it with `sami watch {d.id}`"
+                )
+                return Response.json(504, body)
+            final = self.core.get_deployment(who, d.id)
+        except errors.DomainError as exc:
+            response = http_error(exc)
+            body = json.loads(response.body)
+            body["deployment_id"] = d.id
+            return Response.json(response.status, body, response.headers)
+        return Response.json(OUTCOME_STATUS.get(final.state, 500), deployment_json(final))
+
+
+def ssl_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """The webhook's TLS: the same certificate (and client CA) as the gRPC port."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        ctx.load_verify_locations(str(client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def webhook_server(
+    listen: str,
+    core: ControlPlane,
+    metrics: ControlMetrics | None,
+    tls: ssl.SSLContext | None,
+) -> HttpServer:
+    return HttpServer(
+        listen,
+        Webhook(core, metrics).handle,
+        name="webhook",
+        limits=Limits(body=MAX_BODY, header_bytes=16 * 1024, connections=128),
+        ssl_context=tls,
+    )
