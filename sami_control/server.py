@@ -73,8 +73,10 @@ MAX_METADATA_BYTES = 16 * 1024
 # HTTP/2 streams one connection may have open at once (an agent needs one, a CLI a few).
 MAX_STREAMS_PER_CONNECTION = 100
 # RPCs the server runs at once, over all connections; beyond it calls get
-# RESOURCE_EXHAUSTED at once. Bounds memory: each may hold one message of MAX_MESSAGE_BYTES.
-MAX_CONCURRENT_RPCS = 1000
+# RESOURCE_EXHAUSTED at once. Long-lived streams count too (each agent holds one, each
+# watcher one), so this must sit well above the agents a control plane serves (thousands);
+# what one token may open is bounded separately (--max-streams-per-token).
+MAX_CONCURRENT_RPCS = 20_000
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -585,8 +585,8 @@ class ControlPlane:
         tx.insert_deployment(d)
         tx.append_event(first)
         fx.add(d, first)
-        for old in tx.deployments_in_states([State.QUEUED], d.cluster):
-            if old.key == d.key and old.id != d.id:
+        for old in tx.queued_of_key(d.service, d.environment, d.pull_request):
+            if old.id != d.id:
                 ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
                 tx.update_deployment(old)
                 tx.append_event(ev)

@@ -58,6 +58,7 @@ class ManifestCatalog:
         self.store = store
         self.clock = clock
         self._cache: dict[tuple[str, str, str, str], manifests.ResolvedManifest] = {}
+        self._revisions: dict[str, ManifestRevision] = {}
 
     def sync(
         self, who: Principal, commit: str, files: list[tuple[str, bytes]]
@@ -155,7 +156,14 @@ class ManifestCatalog:
         return revs, current.id if current else ""
 
     def resolve(self, tx: Tx, service: str, deployment_type: str, environment: str) -> Resolved:
-        rev = tx.current_manifest_revision()
+        # Only the id is read per deployment; the revision row (every service's entries)
+        # is decoded once per revision: revisions never change.
+        rev_id = tx.current_manifest_revision_id()
+        rev = self._revisions.get(rev_id) if rev_id else None
+        if rev is None and rev_id:
+            rev = tx.get_manifest_revision(rev_id)
+            if rev is not None:
+                self._revisions = {rev_id: rev}
         if rev is None:
             raise FailedPrecondition(
                 "no deployment manifests synced yet: run `sami manifests sync DIR` on your "

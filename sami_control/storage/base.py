@@ -87,6 +87,10 @@ class Tx(abc.ABC):
         """The newest deployment of service+environment+PR (any state, any action)."""
 
     @abc.abstractmethod
+    def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
+        """The QUEUED deployments of one service+environment+PR, oldest first."""
+
+    @abc.abstractmethod
     def deployments_in_states(
         self, states: Sequence[State], cluster: str | None = None
     ) -> list[Deployment]:
@@ -115,6 +119,8 @@ class Tx(abc.ABC):
     def mark_revision_synced(self, revision_id: str, synced_seq: int) -> None: ...
     @abc.abstractmethod
     def get_manifest_revision(self, revision_id: str) -> ManifestRevision | None: ...
+    @abc.abstractmethod
+    def current_manifest_revision_id(self) -> str | None: ...
     @abc.abstractmethod
     def current_manifest_revision(self) -> ManifestRevision | None: ...
     @abc.abstractmethod

@@ -127,6 +127,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cron_runs_service ON cron_runs(service, environment, seq);
     """,
+    # 4: finding the queued deployments of one service+environment+PR (to supersede them)
+    # without reading every queued deployment.
+    """
+    CREATE INDEX deployments_key ON deployments(service, environment, pull_request, state);
+    """,
 ]
 
 _DEPLOYMENT_COLUMNS = [f.name for f in dataclasses.fields(Deployment) if f.name != "seq"]
@@ -334,6 +339,14 @@ class SQLiteTx(Tx):
         row = self.c.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         return _deployment(row) if row else None
 
+    def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
+        rows = self.c.execute(
+            "SELECT * FROM deployments WHERE service = ? AND environment = ? "
+            "AND pull_request = ? AND state = ? ORDER BY seq",
+            (service, environment, pull_request, int(State.QUEUED)),
+        )
+        return [_deployment(r) for r in rows]
+
     def deployments_in_states(
         self, states: Sequence[State], cluster: str | None = None
     ) -> list[Deployment]:
@@ -406,6 +419,12 @@ class SQLiteTx(Tx):
             "SELECT * FROM manifest_revisions WHERE id = ?", (revision_id,)
         ).fetchone()
         return ManifestRevision(**_row_dict(row)) if row else None
+
+    def current_manifest_revision_id(self) -> str | None:
+        row = self.c.execute(
+            "SELECT id FROM manifest_revisions ORDER BY synced_seq DESC LIMIT 1"
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def current_manifest_revision(self) -> ManifestRevision | None:
         row = self.c.execute(

@@ -242,3 +242,17 @@ def test_artifacts_unique_on_name_and_digest(open_store: Callable[[], Store]) ->
         assert tx.find_artifact("api", f"sha256:{2:064x}") == art(2, "api")
         assert [a.id for _, a in tx.list_artifacts("", 2**62, 10)] == ["art_2", "art_1"]
         assert [a.id for _, a in tx.list_artifacts("web", 2**62, 10)] == ["art_1"]
+
+
+def test_queued_of_key_finds_only_that_key(open_store: Callable[[], Store]) -> None:
+    s = open_store()
+    seed(s)
+    with s.tx() as tx:
+        tx.insert_deployment(dep(1))
+        tx.insert_deployment(dep(2, state=State.SUCCEEDED))
+        tx.insert_deployment(dep(3, env="production"))
+        tx.insert_deployment(dep(4, service="api"))
+        tx.insert_deployment(dep(5))
+    with s.tx() as tx:
+        assert [d.id for d in tx.queued_of_key("web", "stage", 0)] == ["dep_1", "dep_5"]
+        assert tx.queued_of_key("web", "stage", 7) == []
