@@ -37,6 +37,9 @@ from sami_common.dial import Endpoint
 
 AUTH_ERRORS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
+# A stream with no message from the control plane for this long (or four heartbeats) is
+# dead: the agent reconnects.
+SILENCE_FLOOR = 3.0
 # How often the preview stacks are reported (orphan reconciliation).
 DEFAULT_INVENTORY_INTERVAL = 300.0
 # Used when a Welcome carries no heartbeat interval.
@@ -99,6 +102,9 @@ class Agent:
         self._outbox: asyncio.Queue[agent_pb2.AgentMessage] | None = None
         self._cluster = ""
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+        # When the control plane last sent anything, and whether it answers heartbeats.
+        self._last_heard = 0.0
+        self._acks_heard = False
         # Per slot_key, a future resolved when the latest job of that slot has ended.
         self._slot_tails: dict[str, asyncio.Future[None]] = {}
         self._job_tasks: set[asyncio.Task[None]] = set()
@@ -250,6 +256,7 @@ class Agent:
             message = await call.read()
             if message is grpc.aio.EOF:
                 return
+            self._last_heard = asyncio.get_running_loop().time()
             self._dispatch(message)
 
     async def _write_loop(
@@ -265,8 +272,19 @@ class Agent:
                 return  # the call finished; the reader reports how
 
     async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        self._acks_heard = False
         while True:
-            await asyncio.sleep(self._heartbeat_period())
+            period = self._heartbeat_period()
+            await asyncio.sleep(period)
+            silence = loop.time() - self._last_heard
+            # A control plane that answers heartbeats (HeartbeatAck) and went quiet for a
+            # few of them is unreachable, even if the link shows no error: reconnect.
+            if self._acks_heard and silence > max(4 * period, SILENCE_FLOOR):
+                raise StreamClosed(
+                    f"no answer from the control plane for {silence:.0f} s; reconnecting"
+                )
             leases = [lease.held() for lease in self._leases.values()]
             self._send(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(leases=leases)))
             self.metrics.heartbeat_sent()
@@ -369,6 +387,8 @@ class Agent:
             self._on_revoke(message.revoke)
         elif kind == "done":
             self._on_done(message.done)
+        elif kind == "heartbeat_ack":
+            self._acks_heard = True
         elif kind == "cron_run_ack" and self._cron is not None:
             self._cron.acknowledged(message.cron_run_ack)
         else:

@@ -45,20 +45,26 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ..., cron_run: _Optional[_Union[_cron_pb2.CronRun, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel", "revoke", "done", "cron_run_ack")
+    __slots__ = ("welcome", "assignment", "cancel", "revoke", "done", "cron_run_ack", "heartbeat_ack")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     CRON_RUN_ACK_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancel: Cancel
     revoke: Revoke
     done: Done
     cron_run_ack: CronRunAck
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., cron_run_ack: _Optional[_Union[CronRunAck, _Mapping]] = ...) -> None: ...
+    heartbeat_ack: HeartbeatAck
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., cron_run_ack: _Optional[_Union[CronRunAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class HeldLease(_message.Message):
     __slots__ = ("deployment_id", "lease_id", "epoch")

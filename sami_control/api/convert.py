@@ -12,6 +12,7 @@ from sami_control.core.agents import (
     Command,
     CronRunAckCommand,
     DoneCommand,
+    HeartbeatAckCommand,
     HeldLease,
     RevokeCommand,
 )
@@ -215,6 +216,8 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
             return agent_pb2.ControlMessage(
                 revoke=agent_pb2.Revoke(deployment_id=i, lease_id=lease, reason=r)
             )
+        case HeartbeatAckCommand():
+            return agent_pb2.ControlMessage(heartbeat_ack=agent_pb2.HeartbeatAck())
         case DoneCommand(deployment_id=i, lease_id=lease):
             return agent_pb2.ControlMessage(done=agent_pb2.Done(deployment_id=i, lease_id=lease))
         case CronRunAckCommand(run_id=run_id, error=error):

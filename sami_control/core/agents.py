@@ -34,6 +34,11 @@ class RevokeCommand:
 
 
 @dataclass(frozen=True)
+class HeartbeatAckCommand:
+    """The answer to a heartbeat: proof, for the agent, that the link is alive."""
+
+
+@dataclass(frozen=True)
 class DoneCommand:
     deployment_id: str
     lease_id: str
@@ -57,7 +62,13 @@ class CloseCommand:
 
 
 Command = (
-    AssignCommand | CancelCommand | RevokeCommand | DoneCommand | CronRunAckCommand | CloseCommand
+    AssignCommand
+    | CancelCommand
+    | RevokeCommand
+    | DoneCommand
+    | CronRunAckCommand
+    | HeartbeatAckCommand
+    | CloseCommand
 )
 
 

@@ -26,6 +26,7 @@ from sami_control.core.agents import (
     Command,
     CronRunAckCommand,
     DoneCommand,
+    HeartbeatAckCommand,
     HeldLease,
     RevokeCommand,
 )
@@ -1082,6 +1083,7 @@ class ControlPlane:
     def agent_heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:
         now = self.clock()
         session.last_seen_at = now
+        session.send(HeartbeatAckCommand())
         if not held:
             return
         with self.store.tx() as tx:

@@ -548,3 +548,10 @@ def test_inventory_tears_down_orphans_and_stale_previews_only(
     clock.t += cp.settings.preview_ttl + 1
     (stale,) = cp.agent_inventory(a, stacks[:1])
     assert cp.get_deployment(ADMIN, stale).stack_name == "pr-1_web"
+
+
+def test_heartbeats_are_answered(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    a = connect(cp, "a1")
+    cp.agent_heartbeat(a, [])
+    assert [type(c).__name__ for c in drain(a)] == ["HeartbeatAckCommand"]

@@ -19,8 +19,13 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def stack_behind_proxy(tmp_path: Path):  # type: ignore[no-untyped-def]
-    control = ControlPlane(tmp_path, *FAST)
+def stack_behind_proxy(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    # A test may ask for a longer lease (marker `lease_ttl`) to stay within it.
+    marker = request.node.get_closest_marker("lease_ttl")
+    flags = [*FAST]
+    if marker is not None:
+        flags[flags.index("--lease-ttl") + 1] = str(marker.args[0])
+    control = ControlPlane(tmp_path, *flags)
     control.cluster("local", "stage", "production", "pull_request")
     admin = control.token("admin", name="ci")
     agent_token = control.token("agent", "--cluster", "local", name="agent")
@@ -86,4 +91,27 @@ def test_slow_network_still_delivers(stack_behind_proxy) -> None:  # type: ignor
     dep = s.sami("deploy", "web", "--env", "stage", "--artifact", s.artifact).last
     w = s.sami("watch", dep, "--timeout", "60")
     assert w.rc == 0, w.out + w.err
+    assert list(applies(s).values()) == [1]
+
+
+@pytest.mark.lease_ttl(15)
+def test_blackholed_link_is_noticed_by_silence(stack_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    # Shorter than the lease: the agent must notice on its own, reconnect, and keep its
+    # lease (resumed, not redelivered), so the work is applied once.
+    s, proxy = stack_behind_proxy
+    wait_for(lambda: "connected to the control plane" in s.agents[0].log(), what="a1 up")
+    dep = s.sami("deploy", "web", "--env", "stage", "--artifact", s.artifact).last
+    wait_for(lambda: s.ledger.exists(), what="a1 applying")
+    before = s.agents[0].log().count("connected to the control plane")
+    proxy.blackholed = True  # no error, no data: only the silence tells
+    wait_for(
+        lambda: "no answer from the control plane" in s.agents[0].log(),
+        timeout=12,
+        interval=0.2,
+        what="the agent to notice the dead link",
+    )
+    proxy.blackholed = False
+    w = s.sami("watch", dep, "--timeout", "60")
+    assert w.rc == 0, w.out + w.err
+    assert s.agents[0].log().count("connected to the control plane") > before
     assert list(applies(s).values()) == [1]
