@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 PROTOS := $(wildcard proto/sami/v1/*.proto)
 
-.PHONY: help venv engine proto proto-check lint test check run bench clean
+.PHONY: help venv engine proto proto-check lint test check run bench bench-quick soak clean
 
 help:
 	@echo "make venv        create .venv with Sami and its dev tools"
@@ -14,7 +14,8 @@ help:
 	@echo "make test        the test suite (installs the engine packages first)"
 	@echo "make check       proto-check + lint + test (what CI runs)"
 	@echo "make run         control plane + dry-run agent + a demo deployment"
-	@echo "make bench       benchmarks (numbers, not assertions)"
+	@echo "make bench       benchmarks (numbers, not assertions); make bench-quick: < 1 min"
+	@echo "make soak        the kill -9 fault test with 100 cycles"
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -50,6 +51,10 @@ check: proto-check lint test
 
 run: venv
 	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+# The fault tests at length: 100 kill -9 cycles of the control plane under load.
+soak: venv
+	SAMI_FAULT_CYCLES=100 $(PY) -m pytest -s -q tests/faults/test_control_plane_kill.py
 
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)

@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         "--restart-grace",
         type=float,
         default=Settings.restart_grace,
-        help="seconds agents get to reconnect after a restart",
+        help="seconds agents get to reconnect after a restart before their leases may"
+        " expire; keep it above the agents' largest reconnect backoff (10 s)"
+        " (default %(default)s)",
     )
     serve.add_argument("--max-attempts", type=int, default=Settings.max_attempts)
     serve.add_argument(

@@ -31,7 +31,12 @@ pytestmark = pytest.mark.timeout(300 + 10 * CYCLES)
 
 
 def test_kill9_under_load_loses_nothing_and_applies_once(tmp_path: Path) -> None:
-    control = ControlPlane(tmp_path, *FAST)
+    # The default restart grace (30 s): longer than an agent's largest reconnect backoff
+    # (10 s), so agents that reconnect keep their leases however often the control plane
+    # restarts; with a shorter grace a lease may expire and the work go to another agent.
+    flags = [*FAST]
+    flags[flags.index("--restart-grace") + 1] = "30"
+    control = ControlPlane(tmp_path, *flags)
     control.cluster("local", "stage", "production", "pull_request")
     admin = control.token("admin", name="ci")
     agent_token = control.token("agent", "--cluster", "local", name="agent")
@@ -91,6 +96,7 @@ def test_kill9_under_load_loses_nothing_and_applies_once(tmp_path: Path) -> None
 
         wait_for(all_terminal, timeout=120, interval=0.5, what="every deployment to end")
         # Exactly one terminal event per deployment, and it is the last one.
+        redeliveries: list[float] = []
         with grpc.insecure_channel(control.addr) as ch:
             stub = deployment_pb2_grpc.DeploymentServiceStub(ch)
             for dep_id in acked:
@@ -111,6 +117,14 @@ def test_kill9_under_load_loses_nothing_and_applies_once(tmp_path: Path) -> None
                     if e.type == deployment_pb2.STATE_CHANGED and e.state in TERMINAL
                 ]
                 assert len(terminal) == 1 and terminal[0] is events[-1], dep_id
+                # Redelivery delay: from a lost lease back to QUEUED until the next ASSIGNED.
+                lost_at = None
+                for e in events:
+                    if e.state == deployment_pb2.QUEUED and "lost" in e.message:
+                        lost_at = e.time.ToNanoseconds() / 1e9
+                    elif e.state == deployment_pb2.ASSIGNED and lost_at is not None:
+                        redeliveries.append(e.time.ToNanoseconds() / 1e9 - lost_at)
+                        lost_at = None
         applies = collections.Counter(
             json.loads(line)["deployment_id"] for line in s.ledger.read_text().splitlines() if line
         )
@@ -124,7 +138,9 @@ def test_kill9_under_load_loses_nothing_and_applies_once(tmp_path: Path) -> None
         reconnected = sum(w.reconnects for w in watchers)
         print(
             f"cycles={CYCLES} deployments={len(acked)} watchers={len(watchers)} "
-            f"watch_reconnects={reconnected} applies={sum(applies.values())}"
+            f"watch_reconnects={reconnected} applies={sum(applies.values())} "
+            f"redeliveries={len(redeliveries)} "
+            f"max_redelivery_delay={max(redeliveries, default=0.0):.2f}s"
         )
     finally:
         for p in s.agents:
