@@ -27,7 +27,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from sami.v1 import admin_pb2, admin_pb2_grpc
-from sami_client import render
+from sami_client import argtypes, render
 from sami_client.errors import ExitCode, SamiError
 from sami_common.dial import Endpoint, TLSFileError
 
@@ -245,16 +245,6 @@ def _audit(args: argparse.Namespace, ctx: Context) -> int:
     return int(ExitCode.SUCCEEDED)
 
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (all) or more")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add `token` (create, list, revoke) and `audit` to the CLI's subparsers."""
     token = subparsers.add_parser(
@@ -317,5 +307,7 @@ def register(subparsers: Any) -> None:
         help="only entries from then on: a duration ago (1h, 7d) or an ISO time",
     )
     p.add_argument("--service", default="", help="only entries about this service")
-    p.add_argument("--limit", type=_limit, default=0, help="at most N entries (default all)")
+    p.add_argument(
+        "--limit", type=argtypes.limit, default=0, help="at most N entries (default all)"
+    )
     p.set_defaults(run=_audit)

@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
 from sami.v1 import artifact_pb2, deployment_pb2
-from sami_client import admin_cmd, cron_cmd, github_actions, manifests_cmd, release_cmd, render
+from sami_client import (
+    admin_cmd,
+    argtypes,
+    cron_cmd,
+    github_actions,
+    manifests_cmd,
+    release_cmd,
+    render,
+)
 from sami_client.client import SamiClient
 from sami_client.errors import ExitCode, SamiError, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT, Follower, wait_timeout
@@ -161,26 +169,6 @@ def _kind(text: str) -> int:
         ) from None
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
-    return value
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (all) or more")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _CommandParser(
         prog="sami",
@@ -232,7 +220,10 @@ def _add_artifact_commands(commands: Subparsers) -> None:
     p = sub.add_parser("list", help="list artifacts, newest first")
     p.add_argument("--name", default="", help="only artifacts with this name")
     p.add_argument(
-        "--limit", type=_limit, default=_DEFAULT_LIST_LIMIT, help="at most N (0: all; default 50)"
+        "--limit",
+        type=argtypes.limit,
+        default=_DEFAULT_LIST_LIMIT,
+        help="at most N (0: all; default 50)",
     )
     p.set_defaults(run=_artifact_list)
 
@@ -258,7 +249,7 @@ def _add_deployment_commands(commands: Subparsers) -> None:
     p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
     p.add_argument(
         "--timeout",
-        type=_seconds,
+        type=argtypes.seconds,
         help="with --wait: give up after S seconds, exit 3 "
         f"(default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
     )
@@ -268,7 +259,7 @@ def _add_deployment_commands(commands: Subparsers) -> None:
     p.add_argument("id")
     p.add_argument(
         "--timeout",
-        type=_seconds,
+        type=argtypes.seconds,
         help=f"give up after S seconds, exit 3 (default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
     )
     p.set_defaults(run=_watch)
@@ -287,7 +278,10 @@ def _add_deployment_commands(commands: Subparsers) -> None:
         help=", ".join(_state_names()),
     )
     p.add_argument(
-        "--limit", type=_limit, default=_DEFAULT_LIST_LIMIT, help="at most N (0: all; default 50)"
+        "--limit",
+        type=argtypes.limit,
+        default=_DEFAULT_LIST_LIMIT,
+        help="at most N (0: all; default 50)",
     )
     p.set_defaults(run=_list)
 

@@ -22,7 +22,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from sami.v1 import cron_pb2, cron_pb2_grpc
-from sami_client import render
+from sami_client import argtypes, render
 from sami_client.errors import ExitCode, SamiError
 from sami_common.dial import Endpoint, TLSFileError
 
@@ -121,16 +121,6 @@ def _runs(args: argparse.Namespace, ctx: Context) -> int:
     return int(ExitCode.SUCCEEDED)
 
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (all) or more")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add `cron runs` to the CLI's subparsers."""
     cron = subparsers.add_parser(
@@ -150,6 +140,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("service")
     p.add_argument("--env", required=True, help="stage, production or pull_request")
     p.add_argument(
-        "--limit", type=_limit, default=DEFAULT_LIMIT, help="at most N runs (0: all; default 20)"
+        "--limit",
+        type=argtypes.limit,
+        default=DEFAULT_LIMIT,
+        help="at most N runs (0: all; default 20)",
     )
     p.set_defaults(run=_runs)

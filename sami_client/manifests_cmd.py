@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 
-from sami_client import github_actions, render
+from sami_client import argtypes, github_actions, render
 from sami_client.client import SamiClient
 from sami_client.errors import ExitCode, SamiError
 from sami_control.manifests import (
@@ -123,7 +123,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = commands.add_parser("list", help="list synced revisions, most recently synced first")
     p.add_argument(
         "--limit",
-        type=_limit,
+        type=argtypes.limit,
         default=_DEFAULT_LIST_LIMIT,
         help=f"at most N (0: all; default {_DEFAULT_LIST_LIMIT})",
     )
@@ -140,16 +140,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--files", action="store_true", help="also list every file and its size")
     p.set_defaults(run=run_show)
     return parser
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (all) or more")
-    return value
 
 
 # Lint

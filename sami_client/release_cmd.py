@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sami.v1 import deployment_pb2
-from sami_client import history, render
+from sami_client import argtypes, history, render
 from sami_client.client import DEFAULT_PAGE_SIZE, SamiClient
 from sami_client.errors import ExitCode, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT
@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--limit",
-        type=_limit,
+        type=argtypes.limit,
         default=_DEFAULT_LIMIT,
         help=f"at most N (0: all; default {_DEFAULT_LIMIT})",
     )
@@ -113,7 +113,7 @@ def _add_request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
     p.add_argument(
         "--timeout",
-        type=_seconds,
+        type=argtypes.seconds,
         help="with --wait: give up after S seconds, exit 3 "
         f"(default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
     )
@@ -126,26 +126,6 @@ def _pull_request(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a pull request number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (all) or more")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
     return value
 
 
