@@ -993,13 +993,20 @@ class ControlPlane:
                 return self._reject_report(
                     session, deployment_id, lease_id, "stale lease: not yours or no longer live"
                 )
-            d.lease_expires = now + self.settings.lease_ttl
-            if d.state is State.ASSIGNED:
-                ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
-                tx.append_event(ev)
-                fx.add(d, ev)
+            self._renew(tx, fx, d, session, now)
             tx.update_deployment(d)
         self._apply(fx)
+
+    def _renew(
+        self, tx: Tx, fx: _Effects, d: Deployment, session: AgentSession, now: float
+    ) -> None:
+        """An ack or a report from the lease holder: renew the lease, and an ASSIGNED
+        deployment is now IN_PROGRESS (the agent has it)."""
+        d.lease_expires = now + self.settings.lease_ttl
+        if d.state is State.ASSIGNED:
+            ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
+            tx.append_event(ev)
+            fx.add(d, ev)
 
     @_agent_report
     def agent_progress(
@@ -1023,11 +1030,7 @@ class ControlPlane:
                 return self._reject_report(
                     session, deployment_id, lease_id, "stale lease: not yours or no longer live"
                 )
-            d.lease_expires = now + self.settings.lease_ttl
-            if d.state is State.ASSIGNED:  # progress implies the ack was lost
-                ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
-                tx.append_event(ev)
-                fx.add(d, ev)
+            self._renew(tx, fx, d, session, now)  # progress implies a lost ack, too
             if sequence > d.agent_sequence:
                 d.agent_sequence = sequence
                 ev = record(d, EventType.PROGRESS, now, message=message, phase=phase)
