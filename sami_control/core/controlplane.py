@@ -174,8 +174,9 @@ class ControlPlane:
                 await self._loop_task
 
     async def _background(self) -> None:
+        deadline = self.clock()
         while not self._stopping:
-            timeout = self._next_deadline() - self.clock()
+            timeout = deadline - self.clock()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.01, min(timeout, 1.0))):
                     await self._wake.wait()
@@ -184,16 +185,13 @@ class ControlPlane:
                 return
             try:
                 self._end_streams_of_invalid_tokens()
-                self._apply(self._expire_leases())
+                fx, deadline = self._expire_leases()
+                self._apply(fx)
                 self._apply(self._dispatch())
             except Exception:  # the loop must survive a bad row or a busy database
                 log.exception("dispatch_failed")
+                deadline = self.clock() + 0.5
                 await asyncio.sleep(0.5)
-
-    def _next_deadline(self) -> float:
-        with self.store.tx() as tx:
-            active = tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS])
-        return min((d.lease_expires for d in active), default=self.clock() + 1.0)
 
     def _apply(self, fx: _Effects) -> None:
         """Publish what a committed transaction produced."""
@@ -1234,16 +1232,22 @@ class ControlPlane:
         tx.append_event(ev)
         return [ev]
 
-    def _expire_leases(self) -> _Effects:
+    def _expire_leases(self) -> tuple[_Effects, float]:
+        """Requeue the deployments whose lease ran out; also return when the next live
+        lease runs out, so the loop sleeps until then (it never sleeps more than 1 s, so
+        leases granted or renewed after this scan are covered too)."""
         now = self.clock()
         fx = _Effects()
+        deadline = now + 1.0
         with self.store.tx() as tx:
             for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS]):
                 if d.lease_expires and d.lease_expires <= now:
                     what = "not acknowledged" if d.state is State.ASSIGNED else "lease expired"
                     fx.add(d, *self._requeue(tx, d, now, what))
                     fx.wake = True
-        return fx
+                elif d.lease_expires:
+                    deadline = min(deadline, d.lease_expires)
+        return fx, deadline
 
     def _dispatch(self) -> _Effects:
         """Offer queued work to connected agents: oldest first, one active per key."""

@@ -77,7 +77,7 @@ def env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
 
 def tick(cp: ControlPlane) -> None:
     """One pass of the background loop: expire leases, then dispatch."""
-    cp._apply(cp._expire_leases())
+    cp._apply(cp._expire_leases()[0])
     cp._apply(cp._dispatch())
 
 
