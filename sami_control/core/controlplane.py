@@ -128,6 +128,9 @@ class _Effects:
 # Called with the events of each committed transaction and their deployments (metrics).
 Observer = Callable[[list[Event], dict[str, Deployment]], None]
 
+# Artifacts kept in memory by artifact_of (immutable, so never stale).
+ARTIFACT_CACHE = 4096
+
 
 class ControlPlane:
     def __init__(
@@ -141,6 +144,7 @@ class ControlPlane:
         self.clock = clock
         self.hub = Hub()
         self.manifests = ManifestCatalog(store, clock)
+        self._artifacts: dict[str, Artifact] = {}
         self.sessions: dict[str, AgentSession] = {}
         self.streams = Streams(lambda: self.settings.max_streams_per_token)
         self._last_token_check = 0.0
@@ -686,8 +690,17 @@ class ControlPlane:
         """None only for the teardown of an orphan preview Sami had no record of."""
         if not d.artifact_id:
             return None
-        with self.store.tx() as tx:
-            return tx.get_artifact(d.artifact_id)
+        # Artifacts never change once registered: every response that shows a deployment
+        # needs its artifact, so keep the ones seen instead of a transaction per response.
+        art = self._artifacts.get(d.artifact_id)
+        if art is None:
+            with self.store.tx() as tx:
+                art = tx.get_artifact(d.artifact_id)
+            if art is not None:
+                if len(self._artifacts) >= ARTIFACT_CACHE:
+                    self._artifacts.clear()
+                self._artifacts[d.artifact_id] = art
+        return art
 
     def list_deployments(
         self,
