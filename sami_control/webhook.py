@@ -29,6 +29,7 @@ from sami_control.core.controlplane import ControlPlane
 from sami_control.core.model import Deployment, Principal, State
 from sami_control.core.requests import DeploymentInput
 from sami_control.metrics import ControlMetrics
+from sami_control.storage.base import StorageFailed
 
 log = structlog.get_logger("sami.webhook")
 
@@ -252,8 +253,12 @@ class Webhook:
     async def handle(self, req: Request) -> Response:
         try:
             response = await self._handle(req)
+            # Answer only once what the request wrote is on disk (group commits).
+            await self.core.durable()
         except HttpError as exc:
             response = Response.error(exc.status, exc.message, exc.headers)
+        except StorageFailed as exc:
+            response = Response.error(503, str(exc))
         if self.metrics is not None:
             self.metrics.webhook_requests.labels(str(response.status)).inc()
         return response

@@ -7,6 +7,7 @@ find the stack trace in the server log; the trace itself never reaches the clien
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import uuid
@@ -22,6 +23,7 @@ from grpc_status import rpc_status
 
 from sami_control.core import errors
 from sami_control.core.audit import clean
+from sami_control.storage.base import StorageFailed
 
 log = structlog.get_logger("sami.api")
 
@@ -67,6 +69,12 @@ def _printable(text: str, limit: int) -> str:
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, errors.DomainError):
         status = to_status(exc)
+    elif isinstance(exc, StorageFailed):
+        # Nothing of the call was kept: retrying (with the same request_id) is safe.
+        log.error("storage_failed", error=str(exc))
+        status = rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.UNAVAILABLE, message=_printable(str(exc), MAX_MESSAGE))
+        )
     else:
         incident = uuid.uuid4().hex[:12]
         log.exception("internal_error", incident=incident)
@@ -83,7 +91,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def mapped(fn: F) -> F:
-    """Decorate a servicer method so domain errors become statuses."""
+    """Decorate a servicer method so domain errors become statuses, and a unary call is
+    answered only once what it wrote is durable (the servicer's `core.durable()`: with
+    group commits the store commits at the end of the loop's turn, not in the call)."""
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
@@ -94,6 +104,7 @@ def mapped(fn: F) -> F:
             except (errors.DomainError, Exception) as exc:
                 if _is_abort(exc):
                     raise
+                await _durable_anyway(self)  # a refusal's audit entry
                 await abort(context, exc)
 
         return gen_wrapper  # type: ignore[return-value]
@@ -101,13 +112,21 @@ def mapped(fn: F) -> F:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: Any) -> Any:
         try:
-            return await fn(self, request, context)
+            response = await fn(self, request, context)
+            await self.core.durable()
+            return response
         except Exception as exc:
             if _is_abort(exc):
                 raise
+            await _durable_anyway(self)  # a refusal's audit entry
             await abort(context, exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+async def _durable_anyway(servicer: Any) -> None:
+    with contextlib.suppress(StorageFailed):
+        await servicer.core.durable()
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -32,6 +32,8 @@ MAX_DETAIL = 1000
 
 def clean(value: str, limit: int) -> str:
     """`value` with control/invisible characters escaped (`\\u202e`), cut to `limit`."""
+    if value.isprintable():  # the common case: none of the categories escaped below
+        return value if len(value) <= limit else value[: limit - 1] + "…"
     out: list[str] = []
     for ch in value[: limit * 2]:
         if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):

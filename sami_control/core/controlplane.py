@@ -130,6 +130,10 @@ Observer = Callable[[list[Event], dict[str, Deployment]], None]
 
 # Artifacts kept in memory by artifact_of (immutable, so never stale).
 ARTIFACT_CACHE = 4096
+# Token rows kept by authenticate (for token_recheck_interval at most).
+TOKEN_CACHE = 4096
+# How often the background loop looks for streams whose token expired.
+EXPIRY_CHECK_INTERVAL = 0.5
 
 
 class ControlPlane:
@@ -148,6 +152,10 @@ class ControlPlane:
         self.sessions: dict[str, AgentSession] = {}
         self.streams = Streams(lambda: self.settings.max_streams_per_token)
         self._last_token_check = 0.0
+        self._last_expiry_check = 0.0
+        self._tokens: dict[str, tuple[TokenRecord, float]] = {}
+        # No live lease runs out before this (the loop skips the lease scan until then).
+        self._lease_deadline = 0.0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -160,7 +168,7 @@ class ControlPlane:
         with self.store.tx() as tx:
             # Agents cannot renew while we were down: give each live lease time to come back.
             for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS]):
-                d.lease_expires = max(d.lease_expires, now + self.settings.restart_grace)
+                self._lease_until(d, max(d.lease_expires, now + self.settings.restart_grace))
                 tx.update_deployment(d)
         self._loop_task = asyncio.create_task(self._background(), name="sami-dispatch")
         self._wake.set()
@@ -189,16 +197,29 @@ class ControlPlane:
                 return
             try:
                 self._end_streams_of_invalid_tokens()
-                fx, deadline = self._expire_leases()
-                self._apply(fx)
+                # Most wake-ups are new work, not a lease running out: scan the live
+                # leases only once the earliest of them is due (or a second passed).
+                if self.clock() >= self._lease_deadline:
+                    fx, self._lease_deadline = self._expire_leases()
+                    self._apply(fx)
                 self._apply(self._dispatch())
+                deadline = self._lease_deadline
             except Exception:  # the loop must survive a bad row or a busy database
                 log.exception("dispatch_failed")
                 deadline = self.clock() + 0.5
                 await asyncio.sleep(0.5)
 
     def _apply(self, fx: _Effects) -> None:
-        """Publish what a committed transaction produced."""
+        """Publish what a transaction produced, once it is durable (with group commits, at
+        the end of this turn of the loop; if that commit fails, never)."""
+        self.store.after_commit(functools.partial(self._publish, fx))
+
+    async def durable(self) -> None:
+        """Wait until what was written so far is on disk (StorageFailed if it never will
+        be): the API answers a call only then."""
+        await self.store.durable()
+
+    def _publish(self, fx: _Effects) -> None:
         self.hub.publish(fx.events)
         for session, cmd in fx.commands:
             session.send(cmd)
@@ -230,9 +251,24 @@ class ControlPlane:
 
     def authenticate(self, token: str) -> Principal:
         token_id, secret = tokens.parse(token)
-        with self.store.tx() as tx:
-            record_ = tx.get_token(token_id)
-        return tokens.verify(record_, secret, self.clock())
+        now = self.clock()
+        # Every call is authenticated: keep the token rows read in the last
+        # token_recheck_interval. The secret and the expiry are still checked on every call;
+        # a revocation through this server drops the row at once, one made by the offline
+        # command (another process) counts after at most that interval, as for streams.
+        cached = self._tokens.get(token_id)
+        if cached is not None and now - cached[1] < self.settings.token_recheck_interval:
+            record_: TokenRecord | None = cached[0]
+        else:
+            with self.store.tx() as tx:
+                record_ = tx.get_token(token_id)
+            if record_ is None:
+                self._tokens.pop(token_id, None)
+            else:
+                if len(self._tokens) >= TOKEN_CACHE:
+                    self._tokens.clear()
+                self._tokens[token_id] = (record_, now)
+        return tokens.verify(record_, secret, now)
 
     def _audit(
         self,
@@ -283,6 +319,7 @@ class ControlPlane:
         """Revoke at once: new calls fail authentication, and the token's open streams (agent
         sessions, watches) end now with UNAUTHENTICATED."""
         t = token_admin.revoke_token(self.store, who, name, self.clock())
+        self._tokens.pop(t.id, None)
         ended = self.streams.end_token(t.id, f"token {t.id} ({t.name}) was revoked")
         log.info("token_revoked", token_id=t.id, token_name=t.name, streams_ended=ended)
         return t
@@ -290,6 +327,10 @@ class ControlPlane:
     def _end_streams_of_invalid_tokens(self) -> None:
         """End the streams of tokens that expired, or were revoked by another process."""
         now = self.clock()
+        # Every stream is looked at: not on every wake-up (one per state change under load).
+        if now - self._last_expiry_check < EXPIRY_CHECK_INTERVAL:
+            return
+        self._last_expiry_check = now
         for st in self.streams.all():
             if st.who.expires_at and st.who.expires_at <= now:
                 st.end(f"token {st.who.token_id} ({st.who.name}) has expired")
@@ -776,21 +817,24 @@ class ControlPlane:
             # revoked or expires, which also wakes the watcher up.
             stream = self.streams.open("watch", who, lambda why: sub.wakeup.set())
             try:
-                async with contextlib.aclosing(self._watch(d.id, after, sub, stream)) as items:
+                async with contextlib.aclosing(self._watch(d, after, sub, stream)) as items:
                     async for item in items:
                         yield item
             finally:
                 self.streams.close(stream)
 
     async def _watch(
-        self, ident: str, after: int, sub: Subscription, stream: Stream
+        self, d: Deployment, after: int, sub: Subscription, stream: Stream
     ) -> AsyncGenerator[Deployment | Event, None]:
+        """`d` was read before subscribing: what changed since is in the log read below."""
+
         def check() -> None:
             if stream.ended:
                 raise Unauthenticated(stream.ended)
 
-        with self.store.tx() as tx:
-            d = self._must_get(tx, ident)
+        # What the store shows may still be in this turn's commit: never show a watcher
+        # what a crash could undo. (The hub publishes only after commits.)
+        await self.durable()
         yield d
         last = after
         caught_up = False
@@ -802,7 +846,9 @@ class ControlPlane:
                 sub.lagged = False
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
-                for e in self.store.iter_events(d.id, last):
+                caught = list(self.store.iter_events(d.id, last))
+                await self.durable()
+                for e in caught:
                     check()
                     yield e
                     last = e.sequence
@@ -912,7 +958,7 @@ class ControlPlane:
                     continue
                 h = held_by_id.get(d.id)
                 if h is not None and h.lease_id == d.lease_id and h.epoch == d.epoch:
-                    d.lease_expires = now + self.settings.lease_ttl
+                    self._lease_until(d, now + self.settings.lease_ttl)
                     if d.state is State.ASSIGNED:  # it holds the lease: the ack was lost
                         ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {agent_id}")
                         tx.append_event(ev)
@@ -982,7 +1028,8 @@ class ControlPlane:
         self, session: AgentSession, deployment_id: str, lease_id: str, why: str
     ) -> None:
         session.leases.discard(deployment_id)
-        session.send(RevokeCommand(deployment_id, lease_id, why))
+        cmd = RevokeCommand(deployment_id, lease_id, why)
+        self.store.after_commit(lambda: session.send(cmd))
         log.warning(
             "report_rejected",
             agent_id=session.agent_id,
@@ -1013,7 +1060,7 @@ class ControlPlane:
     ) -> None:
         """An ack or a report from the lease holder: renew the lease, and an ASSIGNED
         deployment is now IN_PROGRESS (the agent has it)."""
-        d.lease_expires = now + self.settings.lease_ttl
+        self._lease_until(d, now + self.settings.lease_ttl)
         if d.state is State.ASSIGNED:
             ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
             tx.append_event(ev)
@@ -1077,8 +1124,9 @@ class ControlPlane:
                 and current.agent_id == session.agent_id
             ):
                 # A result we already stored, sent again after a reconnect.
-                session.send(DoneCommand(deployment_id, lease_id))
+                fx.commands.append((session, DoneCommand(deployment_id, lease_id)))
                 session.leases.discard(deployment_id)
+                self._apply(fx)
                 return None
             d = self._leased(tx, session, deployment_id, lease_id, epoch)
             if d is None:
@@ -1111,10 +1159,14 @@ class ControlPlane:
                         "stale lease: not yours or no longer live",
                     )
                     continue
-                d.lease_expires = now + (
-                    self.settings.lease_ttl
-                    if d.state is State.IN_PROGRESS
-                    else self.settings.ack_timeout
+                self._lease_until(
+                    d,
+                    now
+                    + (
+                        self.settings.lease_ttl
+                        if d.state is State.IN_PROGRESS
+                        else self.settings.ack_timeout
+                    ),
                 )
                 tx.update_deployment(d)
 
@@ -1199,7 +1251,9 @@ class ControlPlane:
                 exit_code=run.exit_code,
                 agent_id=session.agent_id,
             )
-        session.send(CronRunAckCommand(run.run_id))
+        ack = CronRunAckCommand(run.run_id)
+        # The agent forgets a run once acknowledged: only once it is stored.
+        self.store.after_commit(lambda: session.send(ack))
         return run
 
     def list_cron_runs(
@@ -1245,6 +1299,11 @@ class ControlPlane:
         tx.append_event(ev)
         return [ev]
 
+    def _lease_until(self, d: Deployment, expires: float) -> None:
+        """Every lease deadline is set here, so the loop knows the earliest one."""
+        d.lease_expires = expires
+        self._lease_deadline = min(self._lease_deadline, expires)
+
     def _expire_leases(self) -> tuple[_Effects, float]:
         """Requeue the deployments whose lease ran out; also return when the next live
         lease runs out, so the loop sleeps until then (it never sleeps more than 1 s, so
@@ -1273,8 +1332,9 @@ class ControlPlane:
             if not s.closed:
                 by_cluster.setdefault(s.cluster, []).append(s)
         with self.store.tx() as tx:
-            busy = {d.key for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS])}
-            for d in tx.deployments_in_states([State.QUEUED]):
+            queued = tx.deployments_in_states([State.QUEUED])
+            busy = tx.active_keys() if queued else set()
+            for d in queued:
                 if d.key in busy:
                     continue
                 candidates = [
@@ -1288,7 +1348,7 @@ class ControlPlane:
                 d.lease_id = new_id("lease")
                 d.agent_id = s.agent_id
                 d.agent_sequence = 0
-                d.lease_expires = now + self.settings.ack_timeout
+                self._lease_until(d, now + self.settings.ack_timeout)
                 ev = move(
                     d, State.ASSIGNED, now, f"assigned to agent {s.agent_id} (attempt {d.attempt})"
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class DeploymentInput:
 
     def fingerprint(self) -> str:
         """Identifies the body of the request, to tell a retry from a reused request_id."""
-        body = asdict(self)
-        body.pop("request_id")
+        # The same JSON as ever (stored hashes must keep matching): every field but the key.
+        body = {
+            "artifact": self.artifact,
+            "deployment_type": self.deployment_type,
+            "environment": self.environment,
+            "pull_request": self.pull_request,
+            "reason": self.reason,
+            "service": self.service,
+        }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -137,6 +137,8 @@ def text(field: str, value: str, limit: int = MAX_TEXT) -> str:
     hide what a log line or a CLI listing really says)."""
     if len(value) > limit:
         raise InvalidArgument(field, f"longer than {limit} characters")
+    if value.isprintable():  # the common case: no character of the categories below
+        return value
     for ch in value:
         if ch in "\t":
             continue

@@ -5,7 +5,7 @@ rejected request writes nothing and an event is durable before it is published."
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from sami_control.core.model import (
@@ -20,6 +20,11 @@ from sami_control.core.model import (
     State,
     TokenRecord,
 )
+
+
+class StorageFailed(Exception):
+    """A commit failed (disk full, I/O error): nothing of the transactions it carried was
+    stored. Raised to every caller that waits for that commit (Store.durable)."""
 
 
 class Conflict(Exception):
@@ -98,6 +103,10 @@ class Tx(abc.ABC):
 
     # events
     @abc.abstractmethod
+    def active_keys(self) -> set[tuple[str, str, int]]:
+        """(service, environment, pull_request) of every ASSIGNED or IN_PROGRESS one."""
+
+    @abc.abstractmethod
     def append_event(self, e: Event) -> None: ...
     @abc.abstractmethod
     def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]: ...
@@ -157,6 +166,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    # Group commit (see SQLiteStore): a store may let a transaction's block end before its
+    # commit is durable, and commit several together. These two say when it is. A store
+    # that commits at the end of every block (the default) is durable at once.
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once everything written so far is durable (never, if that commit
+        fails): publishing what a transaction did waits for it to be stored."""
+        fn()
+
+    async def durable(self) -> None:
+        """Return once everything written so far is durable; raise StorageFailed if the
+        commit carrying it failed. A reply must not promise what a crash could undo."""
+        return None
 
     def iter_events(self, deployment_id: str, after: int, page: int = 500) -> Iterator[Event]:
         while True:

@@ -5,6 +5,14 @@ with NORMAL already survives) but also a power cut or kernel crash; it costs one
 commit, which the benchmarks measure. Every write transaction is `BEGIN IMMEDIATE`, taking the
 write lock up front so two writers never deadlock upgrading a read lock.
 
+Group commit (the control plane; `group_commits()`): the transactions that run in one turn of
+the event loop share one SQLite transaction and one fsync. Each is a SAVEPOINT inside it, so
+one that fails rolls back alone; the commit runs at the end of the turn, and only then are
+their effects published (`after_commit`) and their callers answered (`durable`). Nothing is
+promised before it is on disk, and under load one fsync carries many changes instead of each
+paying its own. Without group_commits() (offline commands, tests of the core) every `tx()`
+block commits when it ends.
+
 The connection is used from one thread at a time (the control plane's event loop, or an
 offline CLI command). Other processes may open the same file: WAL lets them read while the
 server writes, and busy_timeout makes a writer wait instead of failing.
@@ -12,15 +20,20 @@ server writes, and busy_timeout makes a writer wait instead of failing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
+import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+import structlog
 
 from sami_control.core.model import (
     AgentRecord,
@@ -39,7 +52,7 @@ from sami_control.core.model import (
     State,
     TokenRecord,
 )
-from sami_control.storage.base import Conflict, Store, Tx
+from sami_control.storage.base import Conflict, StorageFailed, Store, Tx
 
 # Migrations are append-only: never edit one that has shipped, add the next.
 MIGRATIONS: list[str] = [
@@ -134,7 +147,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_DEPLOYMENT_COLUMNS = [f.name for f in dataclasses.fields(Deployment) if f.name != "seq"]
 _JSON_FIELDS = {
     "manifest_settings",
     "entries",
@@ -150,10 +162,15 @@ _JSON_FIELDS = {
 
 T = TypeVar("T")
 
+log = structlog.get_logger("sami.storage")
+
+# One encoder for every JSON column: sorted keys, so equal values store equal text.
+_json = json.JSONEncoder(sort_keys=True).encode
+
 
 def _enc(name: str, value: Any, table: str = "deployments") -> Any:
     if name in _JSON_FIELDS:
-        return json.dumps(value, sort_keys=True)
+        return _json(value)
     if isinstance(value, bool):
         return int(value)
     if table == "deployments" and name in ("request_id", "artifact_id") and value == "":
@@ -169,14 +186,87 @@ def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
-def _deployment(row: sqlite3.Row) -> Deployment:
-    d = _row_dict(row)
-    d["state"] = State(d["state"])
-    d["action"] = DeploymentAction(d["action"])
-    d["cancel_requested"] = bool(d["cancel_requested"])
-    d["request_id"] = d["request_id"] or ""
-    d["artifact_id"] = d["artifact_id"] or ""
-    return Deployment(**d)
+# Deployments and events are the hot rows (every state change writes both, the dispatch
+# reads the live ones): their SQL is built once and their rows are converted column by
+# column by position, not through dicts.
+_DEP_COLUMNS = tuple(f.name for f in dataclasses.fields(Deployment))
+_DEP_INSERT_COLUMNS = tuple(c for c in _DEP_COLUMNS if c != "seq")
+# Only these change after a deployment is created (transitions.py, leases, cancel); an
+# update writes just them, so a state change does not re-encode the manifest it carries.
+_DEP_MUTABLE = (
+    "state",
+    "status_message",
+    "agent_id",
+    "attempt",
+    "epoch",
+    "lease_id",
+    "lease_expires",
+    "agent_sequence",
+    "last_sequence",
+    "cancel_requested",
+    "updated_at",
+    "finished_at",
+)
+_DEP_SELECT = f"SELECT {', '.join(_DEP_COLUMNS)} FROM deployments"
+_DEP_INSERT = (
+    f"INSERT INTO deployments ({', '.join(_DEP_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_DEP_INSERT_COLUMNS))})"
+)
+_DEP_UPDATE = f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in _DEP_MUTABLE)} WHERE id = ?"
+_dep_insert_values = operator.attrgetter(*_DEP_INSERT_COLUMNS)
+_dep_mutable_values = operator.attrgetter(*_DEP_MUTABLE)
+_DEP_INSERT_ENCODERS: tuple[Callable[[Any], Any] | None, ...] = tuple(
+    _json
+    if c in _JSON_FIELDS
+    else (lambda v: v or None)
+    if c in ("request_id", "artifact_id")
+    else int
+    if c == "cancel_requested"
+    else None
+    for c in _DEP_INSERT_COLUMNS
+)
+_DEP_DECODERS: tuple[Callable[[Any], Any] | None, ...] = tuple(
+    json.loads
+    if c in _JSON_FIELDS
+    else State
+    if c == "state"
+    else DeploymentAction
+    if c == "action"
+    else bool
+    if c == "cancel_requested"
+    else (lambda v: v or "")
+    if c in ("request_id", "artifact_id")
+    else None
+    for c in _DEP_COLUMNS
+)
+
+
+def _deployment(row: Sequence[Any]) -> Deployment:
+    return Deployment(*[f(v) if f else v for f, v in zip(_DEP_DECODERS, row, strict=True)])
+
+
+_EVENT_COLUMNS = tuple(f.name for f in dataclasses.fields(Event))
+_EVENT_SELECT = f"SELECT {', '.join(_EVENT_COLUMNS)} FROM events"
+_EVENT_INSERT = (
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
+)
+_event_values = operator.attrgetter(*_EVENT_COLUMNS)
+
+
+def _event(row: Sequence[Any]) -> Event:
+    e = Event(*row)
+    e.type = EventType(e.type)
+    e.state = State(e.state)
+    return e
+
+
+_AUDIT_COLUMNS = tuple(f.name for f in dataclasses.fields(AuditEntry) if f.name != "seq")
+_AUDIT_INSERT = (
+    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
+)
+_audit_values = operator.attrgetter(*_AUDIT_COLUMNS)
 
 
 def _artifact(row: sqlite3.Row) -> Artifact:
@@ -184,13 +274,6 @@ def _artifact(row: sqlite3.Row) -> Artifact:
     d.pop("seq", None)
     d["kind"] = ArtifactKind(d["kind"])
     return Artifact(**d)
-
-
-def _event(row: sqlite3.Row) -> Event:
-    d = dict(row)
-    d["type"] = EventType(d["type"])
-    d["state"] = State(d["state"])
-    return Event(**d)
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
@@ -291,31 +374,30 @@ class SQLiteTx(Tx):
 
     # deployments
     def insert_deployment(self, d: Deployment) -> None:
-        row = {k: getattr(d, k) for k in _DEPLOYMENT_COLUMNS}
-        self._insert("deployments", row)
-        d.seq = self.c.execute("SELECT last_insert_rowid()").fetchone()[0]
+        values = [
+            f(v) if f else v
+            for f, v in zip(_DEP_INSERT_ENCODERS, _dep_insert_values(d), strict=True)
+        ]
+        d.seq = self.c.execute(_DEP_INSERT, values).lastrowid or 0
 
     def update_deployment(self, d: Deployment) -> None:
-        cols = [c for c in _DEPLOYMENT_COLUMNS if c != "id"]
-        self.c.execute(
-            f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
-            [_enc(c, getattr(d, c)) for c in cols] + [d.id],
-        )
+        values = list(_dep_mutable_values(d))
+        values[_DEP_MUTABLE.index("cancel_requested")] = int(d.cancel_requested)
+        values.append(d.id)
+        self.c.execute(_DEP_UPDATE, values)
 
     def get_deployment(self, deployment_id: str) -> Deployment | None:
-        row = self.c.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+        row = self.c.execute(_DEP_SELECT + " WHERE id = ?", (deployment_id,)).fetchone()
         return _deployment(row) if row else None
 
     def get_deployment_by_request_id(self, request_id: str) -> Deployment | None:
-        row = self.c.execute(
-            "SELECT * FROM deployments WHERE request_id = ?", (request_id,)
-        ).fetchone()
+        row = self.c.execute(_DEP_SELECT + " WHERE request_id = ?", (request_id,)).fetchone()
         return _deployment(row) if row else None
 
     def list_deployments(
         self, service: str, environment: str, state: State | None, before_seq: int, limit: int
     ) -> list[Deployment]:
-        sql = "SELECT * FROM deployments WHERE seq < ?"
+        sql = _DEP_SELECT + " WHERE seq < ?"
         args: list[Any] = [before_seq]
         for col, val in (("service", service), ("environment", environment)):
             if val:
@@ -331,7 +413,7 @@ class SQLiteTx(Tx):
     def latest_for_key(
         self, service: str, environment: str, pull_request: int, cluster: str | None = None
     ) -> Deployment | None:
-        sql = "SELECT * FROM deployments WHERE service = ? AND environment = ? AND pull_request = ?"
+        sql = _DEP_SELECT + " WHERE service = ? AND environment = ? AND pull_request = ?"
         args: list[Any] = [service, environment, pull_request]
         if cluster is not None:
             sql += " AND cluster = ?"
@@ -341,7 +423,7 @@ class SQLiteTx(Tx):
 
     def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
         rows = self.c.execute(
-            "SELECT * FROM deployments WHERE service = ? AND environment = ? "
+            _DEP_SELECT + " WHERE service = ? AND environment = ? "
             "AND pull_request = ? AND state = ? ORDER BY seq",
             (service, environment, pull_request, int(State.QUEUED)),
         )
@@ -350,7 +432,7 @@ class SQLiteTx(Tx):
     def deployments_in_states(
         self, states: Sequence[State], cluster: str | None = None
     ) -> list[Deployment]:
-        sql = f"SELECT * FROM deployments WHERE state IN ({','.join('?' * len(states))})"
+        sql = _DEP_SELECT + f" WHERE state IN ({','.join('?' * len(states))})"
         args: list[Any] = [int(s) for s in states]
         if cluster is not None:
             sql += " AND cluster = ?"
@@ -358,14 +440,20 @@ class SQLiteTx(Tx):
         sql += " ORDER BY seq"
         return [_deployment(r) for r in self.c.execute(sql, args)]
 
+    def active_keys(self) -> set[tuple[str, str, int]]:
+        rows = self.c.execute(
+            "SELECT service, environment, pull_request FROM deployments WHERE state IN (?, ?)",
+            (int(State.ASSIGNED), int(State.IN_PROGRESS)),
+        )
+        return {(r[0], r[1], r[2]) for r in rows}
+
     # events
     def append_event(self, e: Event) -> None:
-        self._insert("events", dataclasses.asdict(e))
+        self.c.execute(_EVENT_INSERT, _event_values(e))
 
     def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]:
         rows = self.c.execute(
-            "SELECT * FROM events WHERE deployment_id = ? AND sequence > ? "
-            "ORDER BY sequence LIMIT ?",
+            _EVENT_SELECT + " WHERE deployment_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (deployment_id, after, limit),
         )
         return [_event(r) for r in rows]
@@ -450,10 +538,7 @@ class SQLiteTx(Tx):
 
     # audit
     def append_audit(self, entry: AuditEntry) -> None:
-        row = dataclasses.asdict(entry)
-        row.pop("seq")  # assigned here
-        self._insert("audit", row)
-        entry.seq = self.c.execute("SELECT last_insert_rowid()").fetchone()[0]
+        entry.seq = self.c.execute(_AUDIT_INSERT, _audit_values(entry)).lastrowid or 0
 
     def list_audit(
         self, since: float, limit: int, after_seq: int = 0, service: str = ""
@@ -500,6 +585,28 @@ class SQLiteTx(Tx):
         )
 
 
+class _Batch:
+    """The transactions of one turn of the event loop, committed together."""
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.callbacks: list[Callable[[], None]] = []
+        self.joined = 0
+
+    def done(self) -> None:
+        self.future.set_result(None)
+        for fn in self.callbacks:
+            try:
+                fn()
+            except Exception:  # one effect failing must not stop the others
+                log.exception("after_commit_failed")
+
+    def fail(self, exc: Exception) -> None:
+        log.error("commit_failed", error=str(exc), transactions=self.joined)
+        self.future.set_exception(exc)
+        self.future.exception()  # retrieved: nobody may be waiting, that is fine
+
+
 class SQLiteStore(Store):
     FILE_NAME = "sami.db"
 
@@ -513,6 +620,12 @@ class SQLiteStore(Store):
         )
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._batch: _Batch | None = None
+        # Commits made and transactions they carried (group commit), for the metrics.
+        self.commits = 0
+        self.batched = 0
         for pragma in (
             "journal_mode=WAL",
             "synchronous=FULL",
@@ -550,20 +663,96 @@ class SQLiteStore(Store):
         with self._lock:
             return str(self._conn.execute("PRAGMA quick_check").fetchone()[0])
 
+    def group_commits(self) -> None:
+        """From now on transactions are grouped on the running event loop (module doc);
+        every tx() must then run on that loop's thread."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
     @contextmanager
     def tx(self) -> Iterator[Tx]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield SQLiteTx(self._conn)
-            except sqlite3.IntegrityError as exc:
-                self._conn.execute("ROLLBACK")
+        if self._loop is None:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield SQLiteTx(self._conn)
+                except sqlite3.IntegrityError as exc:
+                    self._conn.execute("ROLLBACK")
+                    raise Conflict(str(exc)) from exc
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            return
+        batch = self._batch or self._open_batch()
+        batch.joined += 1
+        self._conn.execute("SAVEPOINT tx")
+        try:
+            yield SQLiteTx(self._conn)
+        except BaseException as exc:
+            self._undo(batch)
+            if isinstance(exc, sqlite3.IntegrityError):
                 raise Conflict(str(exc)) from exc
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+            raise
+        self._conn.execute("RELEASE tx")
+
+    def _open_batch(self) -> _Batch:
+        assert self._loop is not None
+        if threading.get_ident() != self._loop_thread:
+            raise RuntimeError("with group commits on, the store is used from its loop only")
+        self._conn.execute("BEGIN IMMEDIATE")
+        batch = self._batch = _Batch(self._loop.create_future())
+        self._loop.call_soon(self._commit)
+        return batch
+
+    def _undo(self, batch: _Batch) -> None:
+        """Roll back the innermost transaction alone, or, if SQLite already rolled back the
+        whole batch (it does on SQLITE_FULL, IOERR, NOMEM), fail the batch."""
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK TO tx")
+                self._conn.execute("RELEASE tx")
+                return
+        self._fail(batch, sqlite3.OperationalError("the transaction was rolled back"))
+
+    def _commit(self) -> None:
+        batch = self._batch
+        if batch is None:
+            return  # failed and dropped already
+        self._batch = None
+        try:
             self._conn.execute("COMMIT")
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        self.commits += 1
+        self.batched += batch.joined
+        batch.done()
+
+    def _fail(self, batch: _Batch, exc: BaseException) -> None:
+        if self._batch is batch:
+            self._batch = None
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+        batch.fail(
+            StorageFailed(
+                f"the database {self.path} could not store the change ({exc}); nothing of it "
+                "was kept: fix the cause (disk space, permissions) and retry"
+            )
+        )
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        if self._batch is None:
+            fn()
+        else:
+            self._batch.callbacks.append(fn)
+
+    async def durable(self) -> None:
+        if self._batch is not None:
+            await asyncio.shield(self._batch.future)
 
     def close(self) -> None:
         with self._lock:
+            self._commit()  # what the last turn of the loop wrote
             self._conn.close()

@@ -153,6 +153,12 @@ def test_list_is_newest_first_with_filters_and_paging(open_store: Callable[[], S
         queued = tx.deployments_in_states([State.QUEUED])
         assert [d.id for d in queued] == ["dep_5", "dep_6", "dep_7"]  # oldest first
         assert tx.list_deployments("", "", State.SUCCEEDED, 2**62, 100)[0].id == "dep_4"
+        assert tx.active_keys() == set()
+        live = tx.get_deployment("dep_6")
+        assert live is not None
+        live.state = State.IN_PROGRESS
+        tx.update_deployment(live)
+        assert tx.active_keys() == {("api", "stage", 0)}
 
 
 def test_update_round_trips_every_field(open_store: Callable[[], Store]) -> None:

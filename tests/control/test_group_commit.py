@@ -1,0 +1,123 @@
+"""Group commit (storage/sqlite.py): the transactions of one turn of the event loop share a
+commit; each still rolls back alone; nothing is published or answered before the commit is
+on disk, and a commit that fails keeps nothing and says so. A real SQLite file throughout,
+reopened to see what a restarted control plane would find."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sami_control.core.controlplane import ControlPlane, Settings, create_cluster
+from sami_control.core.errors import InvalidArgument
+from sami_control.core.model import ArtifactKind, Principal, Role, State
+from sami_control.core.requests import ArtifactInput, DeploymentInput
+from sami_control.storage.base import Conflict, StorageFailed
+from sami_control.storage.sqlite import SQLiteStore
+from tests import samples
+from tests.control.test_storage import art, dep
+
+ADMIN = Principal("t0", "admin", Role.ADMIN)
+REF = "127.0.0.1:5000/web@sha256:" + "a" * 64
+
+
+def stored_ids(path: Path) -> list[str]:
+    s = SQLiteStore(path)
+    try:
+        with s.tx() as tx:
+            return sorted(d.id for d in tx.list_deployments("", "", None, 2**62, 100))
+    finally:
+        s.close()
+
+
+def test_one_turn_of_the_loop_is_one_commit_and_a_failed_tx_rolls_back_alone(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> list[str]:
+        s = SQLiteStore(tmp_path / "data")
+        with s.tx() as tx:
+            tx.insert_artifact(art(1))
+        s.group_commits()
+        published: list[str] = []
+        for i in (1, 2, 3):
+            with s.tx() as tx:
+                tx.insert_deployment(dep(i))
+            s.after_commit(lambda i=i: published.append(f"dep_{i}"))
+        with pytest.raises(Conflict), s.tx() as tx:  # same id again: this one alone fails
+            tx.insert_deployment(dep(4))
+            tx.insert_deployment(dep(2))
+        assert published == []  # nothing is published before the commit
+        # Nor visible to another reader (WAL: readers see committed data only).
+        other = sqlite3.connect(tmp_path / "data" / "sami.db")
+        assert other.execute("SELECT COUNT(*) FROM deployments").fetchone()[0] == 0
+        other.close()
+        await s.durable()
+        assert published == ["dep_1", "dep_2", "dep_3"]
+        assert (s.commits, s.batched) == (1, 4)
+        await s.durable()  # nothing pending: returns at once
+        s.close()
+        return stored_ids(tmp_path / "data")
+
+    assert asyncio.run(scenario()) == ["dep_1", "dep_2", "dep_3"]
+
+
+def test_a_failed_commit_keeps_nothing_publishes_nothing_and_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        s = SQLiteStore(tmp_path / "data")
+        with s.tx() as tx:
+            tx.insert_artifact(art(1))
+        s.group_commits()
+        published: list[str] = []
+        with s.tx() as tx:
+            tx.insert_deployment(dep(1))
+        s.after_commit(lambda: published.append("dep_1"))
+        # A foreign key checked at COMMIT (deferred) makes the commit itself fail, as a full
+        # disk would: the whole turn is lost, and every caller waiting on it is told.
+        with s.tx() as tx:
+            tx.c.execute("PRAGMA defer_foreign_keys = ON")
+            tx.insert_deployment(dataclasses.replace(dep(2), artifact_id="art_missing"))
+        with pytest.raises(StorageFailed, match=r"nothing of it was kept.*retry"):
+            await s.durable()
+        assert published == []
+        # The next turn works again.
+        with s.tx() as tx:
+            tx.insert_deployment(dep(3))
+        await s.durable()
+        s.close()
+
+    asyncio.run(scenario())
+    assert stored_ids(tmp_path / "data") == ["dep_3"]
+
+
+def test_core_publishes_only_after_the_commit_and_refusals_leave_the_batch_intact(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "data")
+        cp = ControlPlane(store, Settings())
+        create_cluster(store, "c1", ["stage", "production"], 1.0, ADMIN)
+        cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+        cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
+        store.group_commits()
+        seen: list[str] = []
+        cp.observers.append(lambda events, _: seen.extend(e.deployment_id for e in events))
+        d = cp.create_deployment(ADMIN, DeploymentInput("web", "stage", REF))
+        with pytest.raises(InvalidArgument):
+            cp.create_deployment(ADMIN, DeploymentInput("web", "nowhere", REF))
+        d2 = cp.create_deployment(ADMIN, DeploymentInput("web", "production", REF))
+        assert seen == []
+        await cp.durable()
+        assert seen == [d.id, d2.id]
+        with store.tx() as tx:
+            assert tx.get_deployment(d.id).state is State.QUEUED  # type: ignore[union-attr]
+            refusals = [e for e in tx.list_audit(0, 100) if e.outcome != "ok"]
+        assert [e.outcome for e in refusals] == ["INVALID_ARGUMENT"]
+        store.close()
+
+    asyncio.run(scenario())
