@@ -102,19 +102,33 @@ def refusals(
     try:
         yield
     except DomainError as exc:
-        e = entry(
-            who,
-            action,
-            target,
-            clock(),
-            outcome=exc.code,
-            detail=exc.message,
-            service=service,
-            request_id=request_id,
-        )
-        try:
-            with store.tx() as tx:
-                tx.append_audit(e)
-        except Exception:  # never hide the refusal behind a failure to record it
-            log.exception("audit_write_failed", action=action, outcome=exc.code)
+        record_refusal(store, clock(), who, action, target, exc, service, request_id)
         raise
+
+
+def record_refusal(
+    store: Store,
+    now: float,
+    who: Principal,
+    action: str,
+    target: str,
+    exc: DomainError,
+    service: str = "",
+    request_id: str = "",
+) -> None:
+    """The audit entry of a refused change, in a transaction of its own."""
+    e = entry(
+        who,
+        action,
+        target,
+        now,
+        outcome=exc.code,
+        detail=exc.message,
+        service=service,
+        request_id=request_id,
+    )
+    try:
+        with store.tx() as tx:
+            tx.append_audit(e)
+    except Exception:  # never hide the refusal behind a failure to record it
+        log.exception("audit_write_failed", action=action, outcome=exc.code)

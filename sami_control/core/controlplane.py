@@ -33,6 +33,7 @@ from sami_control.core.agents import (
 from sami_control.core.authz import Action
 from sami_control.core.errors import (
     AlreadyExists,
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -81,10 +82,21 @@ def _agent_report(
 
     @functools.wraps(fn)
     def wrapper(self: ControlPlane, session: AgentSession, *args: P.args, **kw: P.kwargs) -> R:
-        target = args[0] if args and isinstance(args[0], str) else ""
-        with self._refusals(self._session_principal(session), "agent.report", target):
+        # Every report of every agent comes through here: no context manager per call.
+        try:
             self._check_session(session)
             return fn(self, session, *args, **kw)
+        except DomainError as exc:
+            target = args[0] if args and isinstance(args[0], str) else ""
+            audit.record_refusal(
+                self.store,
+                self.clock(),
+                self._session_principal(session),
+                "agent.report",
+                target,
+                exc,
+            )
+            raise
 
     return wrapper
 
@@ -130,6 +142,8 @@ Observer = Callable[[list[Event], dict[str, Deployment]], None]
 
 # Artifacts kept in memory by artifact_of (immutable, so never stale).
 ARTIFACT_CACHE = 4096
+# Manifest folders kept for assignments (revisions are immutable).
+FOLDER_CACHE = 256
 # Token rows kept by authenticate (for token_recheck_interval at most).
 TOKEN_CACHE = 4096
 # How often the background loop looks for streams whose token expired.
@@ -154,6 +168,7 @@ class ControlPlane:
         self._last_token_check = 0.0
         self._last_expiry_check = 0.0
         self._tokens: dict[str, tuple[TokenRecord, float]] = {}
+        self._folders: dict[tuple[str, str], dict[str, bytes]] = {}
         # No live lease runs out before this (the loop skips the lease scan until then).
         self._lease_deadline = 0.0
         self._wake = asyncio.Event()
@@ -1327,13 +1342,15 @@ class ControlPlane:
         if not self.sessions or self._stopping:
             return fx
         now = self.clock()
-        by_cluster: dict[str, list[AgentSession]] = {}
-        for s in self.sessions.values():
-            if not s.closed:
-                by_cluster.setdefault(s.cluster, []).append(s)
         with self.store.tx() as tx:
             queued = tx.deployments_in_states([State.QUEUED])
-            busy = tx.active_keys() if queued else set()
+            if not queued:
+                return fx  # most wake-ups under load: nothing waits
+            busy = tx.active_keys()
+            by_cluster: dict[str, list[AgentSession]] = {}
+            for s in self.sessions.values():
+                if not s.closed:
+                    by_cluster.setdefault(s.cluster, []).append(s)
             for d in queued:
                 if d.key in busy:
                     continue
@@ -1355,18 +1372,32 @@ class ControlPlane:
                 tx.update_deployment(d)
                 tx.append_event(ev)
                 fx.add(d, ev)
-                art = tx.get_artifact(d.artifact_id) if d.artifact_id else None
+                art = (
+                    self._artifacts.get(d.artifact_id) or tx.get_artifact(d.artifact_id)
+                    if d.artifact_id
+                    else None
+                )
                 s.leases.add(d.id)
                 busy.add(d.key)
-                files = {}
-                if d.manifest_revision:
-                    prefix = d.manifest_folder + "/"
-                    files = {
-                        path.removeprefix(prefix): data
-                        for path, data in tx.manifest_files(d.manifest_revision, prefix).items()
-                    }
+                files = self._folder_files(tx, d) if d.manifest_revision else {}
                 fx.commands.append((s, AssignCommand(d, art, self.settings.lease_ttl, files=files)))
         return fx
+
+    def _folder_files(self, tx: Tx, d: Deployment) -> dict[str, bytes]:
+        """The files of a deployment's manifest folder, relative to it. A revision never
+        changes (its id is the hash of its files): kept for the next delivery."""
+        key = (d.manifest_revision, d.manifest_folder)
+        files = self._folders.get(key)
+        if files is None:
+            prefix = d.manifest_folder + "/"
+            files = {
+                path.removeprefix(prefix): data
+                for path, data in tx.manifest_files(d.manifest_revision, prefix).items()
+            }
+            if len(self._folders) >= FOLDER_CACHE:
+                self._folders.clear()
+            self._folders[key] = files
+        return files
 
 
 def _ends(e: Event) -> bool:
