@@ -163,6 +163,7 @@ class ControlPlane:
         self.hub = Hub()
         self.manifests = ManifestCatalog(store, clock)
         self._artifacts: dict[str, Artifact] = {}
+        self._artifact_refs: dict[str, Artifact] = {}
         self.sessions: dict[str, AgentSession] = {}
         self.streams = Streams(lambda: self.settings.max_streams_per_token)
         self._last_token_check = 0.0
@@ -501,7 +502,10 @@ class ControlPlane:
         if not ref:
             raise InvalidArgument(field_, "artifact is required (an id, or a ref pinned by digest)")
         validation.text(field_, ref, limit=validation.MAX_REF)
-        art: Artifact | None = None
+        # Artifacts never change: a ref resolved once (and committed) resolves the same way.
+        art = self._artifact_refs.get(ref)
+        if art is not None:
+            return art
         ident = ref.removeprefix("artifacts/")
         if ident.startswith("art_"):
             art = tx.get_artifact(ident)
@@ -521,7 +525,14 @@ class ControlPlane:
                 f"artifact {ref!r} is not registered; register it first with "
                 "`sami artifact register NAME --ref REPO@sha256:...`"
             )
+        found = art
+        self.store.after_commit(lambda: self._remember_ref(ref, found))
         return art
+
+    def _remember_ref(self, ref: str, art: Artifact) -> None:
+        if len(self._artifact_refs) >= ARTIFACT_CACHE:
+            self._artifact_refs.clear()
+        self._artifact_refs[ref] = art
 
     def list_artifacts(
         self, who: Principal, artifact_name: str, page_size: int, page_token: str
