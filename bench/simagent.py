@@ -1,8 +1,10 @@
 """Simulated agents: a lean asyncio client of `sami.v1.AgentService/Connect` that speaks
 the agent protocol (docs/agent-protocol.md) and does no work: Hello, then for each
-Assignment an Ack, `progress` Progress reports and a Result; Heartbeats at the interval the
-Welcome gives. Many agents per process, each on a connection of its own (as real agents,
-one per swarm manager, would be)."""
+Assignment an Ack, `progress` Progress reports and a Result; Heartbeats as the real agent
+sends them (sami_agent/connection.py): at the interval the Welcome gives while holding a
+lease, IDLE_HEARTBEAT_FACTOR times less often while holding none. Many agents per process,
+each on a connection of its own (as real agents, one per swarm manager, would be), with the
+real agent's channel options (keepalives)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ import grpc.aio
 from bench.workers import Link
 from sami.v1 import agent_pb2, agent_pb2_grpc
 from sami_common.dial import CHANNEL_OPTIONS
+
+# sami_agent.connection.IDLE_HEARTBEAT_FACTOR (tests/agent/test_agent_heartbeats.py checks
+# they agree). Not imported: every benchmark worker process imports this module, among them
+# the one whose RSS is figure 7's bare grpc.aio client baseline.
+IDLE_HEARTBEAT_FACTOR = 6
 
 # Every channel gets its own subchannel pool, hence its own TCP connection, instead of
 # grpc sharing one connection between channels with the same target and options.
@@ -141,15 +148,21 @@ class SimAgent:
                 beats.cancel()
 
     async def _heartbeats(self) -> None:
-        # Spread the agents' heartbeats over the interval, as independent hosts would be.
+        # As the real agent: wake every interval, heartbeat if a lease is held or if the
+        # idle period (IDLE_HEARTBEAT_FACTOR intervals) has passed since the last one.
+        # Spread the agents' heartbeats over the idle period, as independent hosts would be.
         await asyncio.sleep(random.uniform(0, self.heartbeat_interval))
+        periods = random.randrange(IDLE_HEARTBEAT_FACTOR)
         while True:
-            await self._write(
-                agent_pb2.AgentMessage(
-                    heartbeat=agent_pb2.Heartbeat(leases=list(self.held.values()))
+            periods += 1
+            if self.held or periods >= IDLE_HEARTBEAT_FACTOR:
+                await self._write(
+                    agent_pb2.AgentMessage(
+                        heartbeat=agent_pb2.Heartbeat(leases=list(self.held.values()))
+                    )
                 )
-            )
-            self.stats.heartbeats += 1
+                self.stats.heartbeats += 1
+                periods = 0
             await asyncio.sleep(self.heartbeat_interval)
 
     async def _work(self, a: agent_pb2.Assignment) -> None:

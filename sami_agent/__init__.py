@@ -7,13 +7,9 @@ executors (Swarm, dry run) and `cli` the `sami-agent` command.
 
 from __future__ import annotations
 
-from importlib import metadata
+from sami_common.version import VERSION
 
 
 def package_version() -> str:
-    """The installed `sami` distribution's version, sent in Hello."""
-    try:
-        return metadata.version("sami")
-    except metadata.PackageNotFoundError:
-        # Running from a source tree that was never installed.
-        return "0+unknown"
+    """Sami's version, sent in Hello."""
+    return VERSION

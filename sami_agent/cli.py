@@ -15,14 +15,18 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sami_agent.connection import Agent, AgentAuthError
-from sami_agent.cron import ScaledClock
 from sami_agent.executors import ExecutorUnavailable, build_executor
 from sami_common import logs
 from sami_common.dial import DEFAULT_ADDR, Endpoint
-from sami_common.httpserve import ListenError, is_loopback
-from sami_common.metrics import metrics_server
+
+if TYPE_CHECKING:
+    from sami_agent.cron import ScaledClock
+
+# sami_common.httpserve and sami_common.metrics (prometheus_client) are imported only with
+# --metrics-listen: an agent that serves no metrics does without them (docs/observability.md).
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -173,6 +177,8 @@ def build_agent(args: argparse.Namespace) -> Agent:
     if not (args.cron_interval > 0 and args.cron_time_scale >= 1):
         raise UsageError("--cron-interval must be more than 0 and --cron-time-scale 1 or more")
     if args.metrics_listen:
+        from sami_common.httpserve import ListenError, is_loopback
+
         try:
             is_loopback(args.metrics_listen)
         except ListenError as exc:
@@ -190,7 +196,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
             step_seconds=args.dry_run_step_seconds,
             ledger_path=args.ledger,
             agent_id=args.agent_id,
-            cron_clock=ScaledClock(scale=args.cron_time_scale),
+            cron_clock=None if args.dry_run else _cron_clock(args.cron_time_scale),
         )
     except ExecutorUnavailable as exc:
         raise UsageError(str(exc)) from exc
@@ -204,11 +210,22 @@ def build_agent(args: argparse.Namespace) -> Agent:
     )
 
 
+def _cron_clock(scale: float) -> ScaledClock:
+    # Imported here: a dry-run agent runs no cron jobs and does without sami_agent.cron.
+    from sami_agent.cron import ScaledClock
+
+    return ScaledClock(scale=scale)
+
+
 async def serve(agent: Agent, metrics_listen: str = "") -> None:
     loop = asyncio.get_running_loop()
-    # On the agent's loop: the metrics read its state without locks.
-    metrics = metrics_server(metrics_listen, agent.metrics.registry) if metrics_listen else None
-    if metrics is not None:
+    metrics = None
+    if metrics_listen:
+        from sami_common.httpserve import ListenError, is_loopback
+        from sami_common.metrics import metrics_server
+
+        # On the agent's loop: the metrics read its state without locks.
+        metrics = metrics_server(metrics_listen, agent.metrics.registry)
         try:
             await metrics.start()
         except ListenError as exc:

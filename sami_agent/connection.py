@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
 import structlog
 
 from sami.v1 import agent_pb2, agent_pb2_grpc
-from sami_agent import cron, package_version
+from sami_agent import package_version
 from sami_agent.executor import (
     ExecutionResult,
     Executor,
@@ -35,17 +36,49 @@ from sami_common import logs
 from sami_common.backoff import Backoff
 from sami_common.dial import Endpoint
 
+if TYPE_CHECKING:
+    from sami_agent import cron
+
 AUTH_ERRORS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
-# A stream with no message from the control plane for this long (or four heartbeats) is
-# dead: the agent reconnects.
+# A heartbeat the control plane has not answered (with anything) within four heartbeat
+# periods, and at least this long, means the stream is dead: the agent reconnects.
 SILENCE_FLOOR = 3.0
+# An agent holding no lease heartbeats this many times less often than the Welcome says
+# (every 60 s by default): there is nothing to renew, and on a control plane serving
+# thousands of idle agents their heartbeats are most of its idle work. gRPC keepalives
+# (SAMI_KEEPALIVE_SECONDS, sami_common/dial.py) notice a dead link meanwhile.
+IDLE_HEARTBEAT_FACTOR = 6
 # How often the preview stacks are reported (orphan reconciliation).
 DEFAULT_INVENTORY_INTERVAL = 300.0
 # Used when a Welcome carries no heartbeat interval.
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 # Never heartbeat faster than this, whatever the server or a lease TTL says.
 MIN_HEARTBEAT_INTERVAL = 0.02
+
+
+def _cron_scheduler(
+    executor: Executor, interval: float | None, log: structlog.typing.FilteringBoundLogger
+) -> cron.CronScheduler | None:
+    """The cron scheduler of an executor that has a cron backend (sami_agent.cron), else None
+    (`interval`: seconds between passes; None: cron.DEFAULT_INTERVAL).
+
+    sami_agent.cron (and the schedule parser, hashlib) is imported only when the executor or
+    its cron route has `list_cron_jobs`, without which cron.find_backend finds no backend:
+    an agent that runs no cron jobs (a dry run, no engine) does without that memory.
+    """
+    routes = getattr(executor, "executors", None)
+    route = routes.get("cron") if isinstance(routes, dict) else None
+    if not any(hasattr(candidate, "list_cron_jobs") for candidate in (executor, route)):
+        return None
+    from sami_agent import cron
+
+    backend = cron.find_backend(executor)
+    if backend is None:
+        return None
+    if interval is None:
+        return cron.CronScheduler(backend, log=log)
+    return cron.CronScheduler(backend, interval=interval, log=log)
 
 
 class AgentAuthError(Exception):
@@ -77,7 +110,7 @@ class Agent:
         backoff: Backoff | None = None,
         welcome_timeout: float = 30.0,
         inventory_interval: float = DEFAULT_INVENTORY_INTERVAL,
-        cron_interval: float = cron.DEFAULT_INTERVAL,
+        cron_interval: float | None = None,
         metrics: AgentMetrics | None = None,
     ) -> None:
         self._endpoint = endpoint
@@ -89,12 +122,7 @@ class Agent:
         self._inventory_interval = inventory_interval
         self._log = logs.get("sami_agent").bind(agent_id=agent_id, control=endpoint.addr)
         # Runs cron jobs on their schedule when the executor can (docs/cron.md).
-        backend = cron.find_backend(executor)
-        self._cron = (
-            cron.CronScheduler(backend, interval=cron_interval, log=self._log)
-            if backend is not None
-            else None
-        )
+        self._cron = _cron_scheduler(executor, cron_interval, self._log)
         self._stopping = asyncio.Event()
         self._leases: dict[str, Lease] = {}
         # Messages for the current stream; None while there is no Welcomed stream (reports
@@ -272,22 +300,45 @@ class Agent:
                 return  # the call finished; the reader reports how
 
     async def _heartbeat_loop(self) -> None:
+        """Heartbeat every period while holding leases (they are renewed by heartbeats), every
+        IDLE_HEARTBEAT_FACTOR periods while holding none; and end the stream when a
+        heartbeat goes unanswered for too long (docs/agent-protocol.md).
+
+        The loop wakes every period either way, so a lease received while idle is renewed
+        from the next period on, and a missing answer is noticed on time.
+        """
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
         self._acks_heard = False
+        periods_since_beat = 0
+        # When the oldest heartbeat not answered yet (by any message) was sent.
+        unanswered: float | None = None
         while True:
             period = self._heartbeat_period()
             await asyncio.sleep(period)
-            silence = loop.time() - self._last_heard
-            # A control plane that answers heartbeats (HeartbeatAck) and went quiet for a
-            # few of them is unreachable, even if the link shows no error: reconnect.
-            if self._acks_heard and silence > max(4 * period, SILENCE_FLOOR):
+            periods_since_beat += 1
+            now = loop.time()
+            if unanswered is not None and self._last_heard >= unanswered:
+                unanswered = None
+            # A control plane that answers heartbeats (HeartbeatAck) and let one go
+            # unanswered for a few periods is unreachable, even if the link shows no error.
+            if (
+                self._acks_heard
+                and unanswered is not None
+                and now - unanswered > max(4 * period, SILENCE_FLOOR)
+            ):
+                silence = now - self._last_heard
                 raise StreamClosed(
                     f"no answer from the control plane for {silence:.0f} s; reconnecting"
                 )
+            if not self._leases and periods_since_beat < IDLE_HEARTBEAT_FACTOR:
+                continue
             leases = [lease.held() for lease in self._leases.values()]
             self._send(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(leases=leases)))
             self.metrics.heartbeat_sent()
+            periods_since_beat = 0
+            if unanswered is None:
+                unanswered = now
 
     async def _inventory_loop(self) -> None:
         """Report the preview stacks the swarm runs, after each Welcome and then
@@ -324,7 +375,8 @@ class Agent:
 
     def _heartbeat_period(self) -> float:
         # Heartbeat as the Welcome says, but also often enough for the shortest lease TTL
-        # held: an assignment whose TTL is shorter than the interval must not expire.
+        # held: an assignment whose TTL is shorter than the interval must not expire. (An
+        # agent holding no lease heartbeats every IDLE_HEARTBEAT_FACTOR of these.)
         period = self._heartbeat_interval
         for lease in self._leases.values():
             if lease.lease_ttl > 0:

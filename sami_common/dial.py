@@ -30,10 +30,14 @@ def _keepalive_ms() -> int:
 
 
 # Keepalives let both ends notice a dead peer behind NAT (or a link that silently drops
-# everything) within ~2 keepalive periods, instead of the kernel's two hours.
+# everything) within 1.5 keepalive periods, instead of the kernel's two hours. An idle agent
+# relies on them (it heartbeats only every minute, docs/agent-protocol.md). grpcio (1.85)
+# times a keepalive ping out after `grpc.http2.ping_timeout_ms` (default 60 s), whatever
+# keepalive_timeout_ms says: both are set, or a blackholed link takes 80 s to notice.
 CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.keepalive_time_ms", _keepalive_ms()),
     ("grpc.keepalive_timeout_ms", _keepalive_ms() // 2),
+    ("grpc.http2.ping_timeout_ms", _keepalive_ms() // 2),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),

@@ -1,22 +1,25 @@
 """Executors the agent can run, and the choice between them.
 
 The Swarm executor is imported lazily: it needs the Docker SDK and an engine, which a dry-run
-agent (demos, tests, trying Sami out) does without. The static_file executor needs neither.
+agent (demos, tests, trying Sami out) does without. The static_file executor needs neither,
+but it is imported only when it is used too (by a non-dry-run agent): its archive download
+and unpacking (tarfile, urllib.request) cost memory a dry-run agent does not need.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sami_agent.cron import ScaledClock
 from sami_agent.executor import Executor
 from sami_agent.executors.dry_run import DryRunExecutor
 from sami_agent.executors.routing import RoutingExecutor
-from sami_agent.executors.static_archive import DEFAULT_MAX_ARCHIVE_BYTES
-from sami_agent.executors.static_file import StaticFileExecutor
 from sami_common import logs
+
+if TYPE_CHECKING:
+    from sami_agent.cron import ScaledClock
+    from sami_agent.executors.static_file import StaticFileExecutor
 
 __all__ = [
     "DryRunExecutor",
@@ -25,6 +28,15 @@ __all__ = [
     "StaticFileExecutor",
     "build_executor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `from sami_agent.executors import StaticFileExecutor` imports it on first use.
+    if name == "StaticFileExecutor":
+        from sami_agent.executors.static_file import StaticFileExecutor
+
+        return StaticFileExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ExecutorUnavailable(Exception):
@@ -37,7 +49,7 @@ def build_executor(
     step_seconds: float = 0.3,
     ledger_path: str | os.PathLike[str] | None = None,
     agent_id: str = "",
-    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_archive_bytes: int | None = None,
     cron_clock: ScaledClock | None = None,
 ) -> Executor:
     """The dry-run executor when asked for; else a RoutingExecutor over the Swarm executor
@@ -46,7 +58,8 @@ def build_executor(
     When the Swarm executor cannot start (no Docker SDK, no engine answering), a warning is
     logged and the agent runs static_file deployments only: it does not advertise swarm or
     compose, so the control plane sends it none. `step_seconds`, `ledger_path` and
-    `agent_id` only matter for the dry run; `max_archive_bytes` bounds static_file downloads.
+    `agent_id` only matter for the dry run; `max_archive_bytes` bounds static_file downloads
+    (default: static_archive.DEFAULT_MAX_ARCHIVE_BYTES, 1 GiB).
     With the Swarm executor, `cron` deployments go to its cron executor (which is also the
     agent's cron scheduler backend, see sami_agent/cron.py); `cron_clock` is its clock.
     """
@@ -66,7 +79,13 @@ def build_executor(
         cron_executor = getattr(swarm, "cron_executor", None)
         if cron_executor is not None:
             routes["cron"] = cron_executor(cron_clock)
-    files = StaticFileExecutor(max_archive_bytes=max_archive_bytes)
+    from sami_agent.executors.static_file import StaticFileExecutor
+
+    files = (
+        StaticFileExecutor()
+        if max_archive_bytes is None
+        else StaticFileExecutor(max_archive_bytes=max_archive_bytes)
+    )
     routes.update(dict.fromkeys(files.capabilities, files))
     return RoutingExecutor(routes)
 

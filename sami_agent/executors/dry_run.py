@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
 from sami_agent.executor import ExecutionResult, Job, Outcome, ProgressReporter
 
 
@@ -45,6 +43,8 @@ def pinned_image(ref: str, digest: str) -> str:
 def compose_services(job: Job) -> list[str]:
     """The services defined by the job's stack files, checked like `docker stack deploy`
     would: every stack file is among the manifest files, parses, and has `services`."""
+    import yaml  # here, not at the top: an idle dry-run agent does without it
+
     services: list[str] = []
     for path in job.stack_files:
         if path not in job.files:

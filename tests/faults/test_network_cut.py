@@ -20,11 +20,14 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture
 def stack_behind_proxy(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    # A test may ask for a longer lease (marker `lease_ttl`) to stay within it.
+    # A test may ask for a longer lease (marker `lease_ttl`) to stay within it, and for
+    # faster gRPC keepalives on the agent (marker `keepalive`, SAMI_KEEPALIVE_SECONDS).
     marker = request.node.get_closest_marker("lease_ttl")
     flags = [*FAST]
     if marker is not None:
         flags[flags.index("--lease-ttl") + 1] = str(marker.args[0])
+    keepalive = request.node.get_closest_marker("keepalive")
+    agent_env = {"SAMI_KEEPALIVE_SECONDS": str(keepalive.args[0])} if keepalive else None
     control = ControlPlane(tmp_path, *flags)
     control.cluster("local", "stage", "production", "pull_request")
     admin = control.token("admin", name="ci")
@@ -51,6 +54,7 @@ def stack_behind_proxy(tmp_path: Path, request: pytest.FixtureRequest):  # type:
                 "0.4",
                 "--ledger",
                 str(s.ledger),
+                env=agent_env,
             )
         )
         yield s, proxy
@@ -115,3 +119,30 @@ def test_blackholed_link_is_noticed_by_silence(stack_behind_proxy) -> None:  # t
     assert w.rc == 0, w.out + w.err
     assert s.agents[0].log().count("connected to the control plane") > before
     assert list(applies(s).values()) == [1]
+
+
+@pytest.mark.keepalive(1)
+def test_blackholed_link_of_an_idle_agent_is_noticed_by_keepalive(stack_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    # An agent holding no lease heartbeats only every 6 heartbeat intervals
+    # (docs/agent-protocol.md); meanwhile gRPC keepalive pings, unanswered on a dead link,
+    # end the connection before any heartbeat could go unanswered.
+    s, proxy = stack_behind_proxy
+    wait_for(lambda: "connected to the control plane" in s.agents[0].log(), what="a1 up")
+    before = s.agents[0].log().count("connected to the control plane")
+    proxy.blackholed = True
+    wait_for(
+        lambda: "cannot reach the control plane" in s.agents[0].log(),
+        timeout=12,
+        interval=0.2,
+        what="the agent to notice the dead link",
+    )
+    assert "no answer from the control plane" not in s.agents[0].log()
+    proxy.blackholed = False
+    wait_for(
+        lambda: s.agents[0].log().count("connected to the control plane") > before,
+        timeout=30,
+        what="a1 to reconnect",
+    )
+    dep = s.sami("deploy", "web", "--env", "stage", "--artifact", s.artifact).last
+    w = s.sami("watch", dep, "--timeout", "60")
+    assert w.rc == 0, w.out + w.err
