@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from sami_common import logs
-from sami_control import offline, tlsinit
 from sami_control.core.controlplane import Settings
 from sami_control.core.errors import DomainError
 from sami_control.server import DEFAULT_LISTEN, ControlServer, ListenRefused, ServeConfig
-from sami_control.storage import maintenance
+
+# Imported by the commands that use them, not by `serve`: `tls init` needs cryptography
+# (some 10 MB of a server's memory), the offline commands and backups their own modules.
 
 DEFAULT_DATA = os.environ.get("SAMI_DATA", ".sami")
 
@@ -213,6 +214,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tls_init(args: argparse.Namespace) -> int:
+    from sami_control import tlsinit
+
     try:
         made = tlsinit.init(Path(args.dir), args.host, args.agent, args.client, days=args.days)
     except (tlsinit.TLSInitError, OSError) as exc:
@@ -238,6 +241,8 @@ def _when(t: float) -> str:
 
 
 def _backup_or_restore(args: argparse.Namespace) -> int:
+    from sami_control.storage import maintenance
+
     data = Path(args.data)
     try:
         if args.command == "backup":
@@ -266,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return _tls_init(args)
     if args.command in ("backup", "restore"):
         return _backup_or_restore(args)
+    from sami_control import offline
+
     data = Path(args.data)
     try:
         if args.command == "token" and args.token_command == "create":

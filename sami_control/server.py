@@ -4,10 +4,12 @@ graceful stop."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -27,7 +29,6 @@ from sami.v1 import (
     cron_pb2,
     cron_pb2_grpc,
     deployment_pb2,
-    deployment_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
 )
@@ -43,12 +44,15 @@ from sami_control.api.servicers import (
     DeploymentServicer,
     ManifestServicer,
     TokenServicer,
+    add_deployment_service,
 )
 from sami_control.core.controlplane import ControlPlane, Settings
-from sami_control.endpoints import HttpEndpoints
-from sami_control.metrics import ControlMetrics
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from sami_control.endpoints import HttpEndpoints
+    from sami_control.metrics import ControlMetrics
 
 log = structlog.get_logger("sami.control")
 
@@ -77,15 +81,24 @@ MAX_STREAMS_PER_CONNECTION = 100
 # watcher one), so this must sit well above the agents a control plane serves (thousands);
 # what one token may open is bounded separately (--max-streams-per-token).
 MAX_CONCURRENT_RPCS = 20_000
+# First-generation threshold of the garbage collector in a serving process (see
+# _settle_gc; Python's default is 700).
+GC_THRESHOLD = 10_000
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_metadata_size", MAX_METADATA_BYTES),
     ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
     ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
-    # Let agents keep idle streams alive with pings (they sit behind NAT).
-    ("grpc.keepalive_time_ms", 20_000),
+    # The server's own pings find agents that vanished (their sessions end; their leases
+    # run out on their own anyway). Agents ping every 20 s themselves (sami_common/dial.py),
+    # so once a minute is enough here: with thousands of idle agents, pings are a good part
+    # of the idle CPU. grpcio times a ping out after http2.ping_timeout_ms (default 60 s),
+    # not keepalive_timeout_ms alone: both are set.
+    ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),
+    # Let agents keep idle streams alive with pings (they sit behind NAT).
     # Agents may set SAMI_KEEPALIVE_SECONDS as low as 1 s: accept their pings.
     ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -152,6 +165,19 @@ def server_credentials(cfg: ServeConfig) -> grpc.ServerCredentials:
     )
 
 
+class _NoEndpoints:
+    """The HTTP side when neither metrics nor the webhook is served."""
+
+    metrics_port = 0
+    webhook_port = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
 class ControlServer:
     def __init__(self, cfg: ServeConfig) -> None:
         if cfg.client_ca is not None and not cfg.tls:
@@ -181,39 +207,46 @@ class ControlServer:
                 f"it from a backup: sami-control restore BACKUP --data {cfg.data_dir}"
             )
         self.core = ControlPlane(self.store, cfg.settings)
-        # A registry of this server's own: several servers can run in one process (tests).
-        self.metrics = ControlMetrics()
-        self.metrics.attach(self.core)
-        try:
-            self.http = HttpEndpoints(
-                self.core,
-                self.metrics,
-                metrics_listen=cfg.metrics_listen,
-                webhook_listen=cfg.webhook_listen,
-                insecure=cfg.insecure,
-                tls_cert=cfg.tls_cert,
-                tls_key=cfg.tls_key,
-                client_ca=cfg.client_ca,
-            )
-        except ListenError as exc:
-            self.store.close()
-            self._data_lock.release()
-            raise ListenRefused(str(exc)) from None
-        self.server = grpc.aio.server(
+        # Metrics and the webhook (which counts its requests in them) only when served:
+        # otherwise nothing could read them, and neither prometheus_client nor the
+        # per-call interceptor costs the server anything.
+        self.metrics: ControlMetrics | None = None
+        self.http: HttpEndpoints | _NoEndpoints = _NoEndpoints()
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if cfg.metrics_listen or cfg.webhook_listen:
+            from sami_control.endpoints import HttpEndpoints
+            from sami_control.metrics import ControlMetrics
+
+            # A registry of this server's own: several servers can run in one process.
+            self.metrics = ControlMetrics()
+            self.metrics.attach(self.core)
+            try:
+                self.http = HttpEndpoints(
+                    self.core,
+                    self.metrics,
+                    metrics_listen=cfg.metrics_listen,
+                    webhook_listen=cfg.webhook_listen,
+                    insecure=cfg.insecure,
+                    tls_cert=cfg.tls_cert,
+                    tls_key=cfg.tls_key,
+                    client_ca=cfg.client_ca,
+                )
+            except ListenError as exc:
+                self.store.close()
+                self._data_lock.release()
+                raise ListenRefused(str(exc)) from None
             # Metrics first (outermost): it also counts the calls auth refuses.
-            interceptors=[
-                MetricsInterceptor(self.metrics.rpc),
-                AuthInterceptor(self.core.authenticate),
-            ],
+            interceptors.append(MetricsInterceptor(self.metrics.rpc))
+        interceptors.append(AuthInterceptor(self.core.authenticate))
+        self.server = grpc.aio.server(
+            interceptors=interceptors,
             options=SERVER_OPTIONS,
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
         )
         artifact_pb2_grpc.add_ArtifactServiceServicer_to_server(
             ArtifactServicer(self.core), self.server
         )
-        deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(
-            DeploymentServicer(self.core), self.server
-        )
+        add_deployment_service(DeploymentServicer(self.core), self.server)
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterServicer(self.core), self.server
         )
@@ -245,6 +278,8 @@ class ControlServer:
             await self.http.start()
         except ListenError as exc:
             raise ListenRefused(str(exc)) from None
+        # One fsync per turn of the event loop, not per change (storage/sqlite.py).
+        self.store.group_commits()
         await self.core.start()
         await self.server.start()
         for name in ["", *SERVICE_NAMES]:
@@ -277,9 +312,29 @@ class ControlServer:
 
     async def run_until_signalled(self) -> None:
         await self.start()
+        _settle_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await self.stop()
+
+
+def _settle_gc() -> None:
+    """Tune the cyclic garbage collector of a serving process (not of one that embeds a
+    ControlServer, like the tests): with a few thousand streams the process holds a few
+    hundred thousand objects, and with the default thresholds a full collection walking
+    all of them (30-80 ms with 1,000 watchers, more with 5,000 agents) ran every second or
+    two while events were fanned out, stalling every stream.
+
+    - What exists once serving started (modules, protobuf descriptors, the server) lives
+      as long as the process: gc.freeze() takes it out of every later collection.
+    - Serving allocates in bursts (a write per watcher) objects that mostly die by
+      reference counting within milliseconds; a larger first generation lets them die
+      before a collection promotes them, so far fewer reach the oldest generation and
+      full collections become rare. Garbage in cycles (a few objects per call) waits a
+      little longer to be freed: at most GC_THRESHOLD objects' worth."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)

@@ -151,9 +151,16 @@ MALFORMED = InvalidArgument(
 )
 
 
+# One tolerant deserializer per method's deserializer, made once rather than per call.
+_TOLERANT: dict[Callable[[bytes], Any], Callable[[bytes], Any]] = {}
+
+
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserializer is None:
         return None
+    made = _TOLERANT.get(deserializer)
+    if made is not None:
+        return made
     parse = deserializer
 
     def tolerant(data: bytes) -> Any:
@@ -162,14 +169,32 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         except Exception:
             return _MALFORMED
 
+    if len(_TOLERANT) < 1000:  # bounded by the methods served; never grows without end
+        _TOLERANT[deserializer] = tolerant
     return tolerant
 
 
-async def _checked(request_iterator: Any) -> AsyncIterator[Any]:
-    async for message in request_iterator:
+class _Requests:
+    """The request stream of an authenticated call, read straight from its context (what
+    grpc's own request iterator does), a message that does not parse refused. Unlike a
+    generator, it keeps no reference to the last message while the next one is awaited:
+    an idle stream (an agent between heartbeats) holds no parsed message."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> Any:
+        message = await self._context.read()
+        if message is grpc.aio.EOF:
+            raise StopAsyncIteration
         if message is _MALFORMED:
             raise MALFORMED
-        yield message
+        return message
 
 
 async def _refuse_malformed(context: Any) -> None:
@@ -218,20 +243,20 @@ def _with_principal(handler: grpc.RpcMethodHandler, who: Principal) -> grpc.RpcM
 
             async def sgen(request_iterator: Any, context: Any) -> AsyncIterator[Any]:
                 _bind(who, context)
-                async for item in inner_ss(_checked(request_iterator), context):
+                async for item in inner_ss(_Requests(context), context):
                     yield item
 
             return grpc.stream_stream_rpc_method_handler(sgen, **kw)
 
         async def ss(request_iterator: Any, context: Any) -> Any:
             _bind(who, context)
-            return await inner_ss(_checked(request_iterator), context)
+            return await inner_ss(_Requests(context), context)
 
         return grpc.stream_stream_rpc_method_handler(ss, **kw)
     inner_su = handler.stream_unary
 
     async def su(request_iterator: Any, context: Any) -> Any:
         _bind(who, context)
-        return await inner_su(_checked(request_iterator), context)
+        return await inner_su(_Requests(context), context)
 
     return grpc.stream_unary_rpc_method_handler(su, **kw)

@@ -48,6 +48,10 @@ def ts(t: float) -> timestamp_pb2.Timestamp | None:
     return out
 
 
+# The same answer to every heartbeat: built once (never modified; only serialized).
+_HEARTBEAT_ACK = agent_pb2.ControlMessage(heartbeat_ack=agent_pb2.HeartbeatAck())
+
+
 def dur(seconds: float) -> duration_pb2.Duration:
     out = duration_pb2.Duration()
     out.FromNanoseconds(int(seconds * 1e9))
@@ -217,7 +221,7 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
                 revoke=agent_pb2.Revoke(deployment_id=i, lease_id=lease, reason=r)
             )
         case HeartbeatAckCommand():
-            return agent_pb2.ControlMessage(heartbeat_ack=agent_pb2.HeartbeatAck())
+            return _HEARTBEAT_ACK
         case DoneCommand(deployment_id=i, lease_id=lease):
             return agent_pb2.ControlMessage(done=agent_pb2.Done(deployment_id=i, lease_id=lease))
         case CronRunAckCommand(run_id=run_id, error=error):

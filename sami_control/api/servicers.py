@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -29,7 +29,7 @@ from sami_control.api import convert, cron
 from sami_control.api.auth import principal
 from sami_control.api.errors import mapped
 from sami_control.core import paging
-from sami_control.core.agents import AgentSession, CloseCommand
+from sami_control.core.agents import AgentSession, CloseCommand, HeldLease
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import (
     DomainError,
@@ -37,7 +37,7 @@ from sami_control.core.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from sami_control.core.model import Deployment, State
+from sami_control.core.model import Deployment, Event, State
 
 log = structlog.get_logger("sami.api")
 
@@ -77,9 +77,32 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         )
 
 
+class EventBytes:
+    """WatchDeploymentResponse bytes of recent events. The hub hands the same Event object
+    to every watcher of a deployment: with this, a fan-out to N watchers converts and
+    serializes the event once. An entry is used for the very object it was made from, or
+    for an equal one (an event read back from the store: events never change)."""
+
+    def __init__(self, limit: int = 512) -> None:
+        self._limit = limit
+        self._by_key: dict[tuple[str, int], tuple[Event, bytes]] = {}
+
+    def serialized(self, e: Event) -> bytes:
+        key = (e.deployment_id, e.sequence)
+        hit = self._by_key.get(key)
+        if hit is not None and (hit[0] is e or hit[0] == e):
+            return hit[1]
+        data = deployment_pb2.WatchDeploymentResponse(event=convert.event(e)).SerializeToString()
+        if hit is None and len(self._by_key) >= self._limit:
+            del self._by_key[next(iter(self._by_key))]  # the oldest
+        self._by_key[key] = (e, data)
+        return data
+
+
 class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
     def __init__(self, core: ControlPlane) -> None:
         self.core = core
+        self._events = EventBytes()
 
     def _out(self, d: Deployment) -> deployment_pb2.Deployment:
         return convert.deployment(d, self.core.artifact_of(d))
@@ -137,12 +160,26 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
     @mapped
     async def WatchDeployment(
         self, request: deployment_pb2.WatchDeploymentRequest, context: Any
-    ) -> AsyncIterator[deployment_pb2.WatchDeploymentResponse]:
-        async for item in self.core.watch(principal(), request.name, request.after_sequence):
-            if isinstance(item, Deployment):
-                yield deployment_pb2.WatchDeploymentResponse(deployment=self._out(item))
-            else:
-                yield deployment_pb2.WatchDeploymentResponse(event=convert.event(item))
+    ) -> None:
+        """Writes serialized WatchDeploymentResponse messages itself (registered without a
+        response serializer, see add_deployment_service): a published event is converted and
+        serialized once, not once per watcher. A coroutine rather than a generator, so an
+        event goes to the wire without passing through a generator per interceptor."""
+        items = self.core.watch(principal(), request.name, request.after_sequence)
+        try:
+            async for item in items:
+                if isinstance(item, Deployment):
+                    data = deployment_pb2.WatchDeploymentResponse(
+                        deployment=self._out(item)
+                    ).SerializeToString()
+                else:
+                    data = self._events.serialized(item)
+                await context.write(data)
+        finally:
+            # Ended at once (its stream released) when the write fails or is cancelled.
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     @mapped
     async def CancelDeployment(
@@ -221,8 +258,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    """One stream per agent: a reader task feeds reports to the core while this coroutine
-    writes the session's outbox (assignments, cancels, revokes) to the agent."""
+    """One stream per agent. The handler reads the agent's reports and feeds them to the
+    core; the session's commands (assignments, cancels, revokes, heartbeat answers) are
+    written by a task started when there is something to write, which ends once the outbox
+    is empty (see _AgentStream): an idle agent costs one waiting coroutine, not two."""
 
     def __init__(self, core: ControlPlane) -> None:
         self.core = core
@@ -230,21 +269,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     @mapped
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         who = principal()
+        agent_id, version, capabilities, held = await _hello(request_iterator)
+        session, resumed = self.core.agent_connect(who, agent_id, version, capabilities, held)
+        del who, capabilities, held  # not kept for the life of the stream
         try:
-            first = await asyncio.wait_for(anext(aiter(request_iterator)), HELLO_TIMEOUT)
-        except (StopAsyncIteration, TimeoutError):
-            raise InvalidArgument("hello", "send Hello as the first message") from None
-        if first.WhichOneof("msg") != "hello":
-            raise InvalidArgument("hello", "the first message must be Hello")
-        hello = first.hello
-        session, resumed = self.core.agent_connect(
-            who,
-            hello.agent_id,
-            hello.version,
-            hello.capabilities,
-            convert.held(hello.held_leases),
-        )
-        try:
+            # The Welcome names the leases resumed: only once that is on disk.
+            await self.core.durable()
             await context.write(
                 agent_pb2.ControlMessage(
                     welcome=agent_pb2.Welcome(
@@ -261,35 +291,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     )
                 )
             )
-            reader = asyncio.create_task(self._read(session, request_iterator))
-            try:
-                while True:
-                    cmd = await session.outbox.get()
-                    if isinstance(cmd, CloseCommand):
-                        if cmd.fatal is not None:
-                            raise cmd.fatal  # the token was revoked or expired
-                        break
-                    msg = convert.command(cmd)
-                    if msg is not None:
-                        await context.write(msg)
-            finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+            del resumed
+            await _AgentStream(session, context).serve(self._handle, request_iterator)
         finally:
             self.core.agent_disconnect(session)
-
-    async def _read(self, session: AgentSession, request_iterator: Any) -> None:
-        try:
-            async for msg in request_iterator:
-                self._handle(session, msg)
-        except (PermissionDenied, Unauthenticated) as exc:
-            session.outbox.put_nowait(CloseCommand(exc.message))
-            raise
-        except (grpc.aio.AioRpcError, asyncio.CancelledError):
-            pass
-        finally:
-            session.send(CloseCommand("the agent closed the stream"))
 
     def _handle(self, s: AgentSession, msg: agent_pb2.AgentMessage) -> None:
         kind = msg.WhichOneof("msg")
@@ -316,6 +321,125 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         except DomainError as exc:
             # One bad report must not cost the agent its stream (and its other leases).
             log.warning("agent_report_invalid", agent_id=s.agent_id, kind=kind, error=exc.message)
+
+
+async def _hello(
+    requests: Any,
+) -> tuple[str, str, list[str], list[HeldLease]]:
+    """The agent's Hello: what the session needs of it, not the message (kept, it would
+    hold its parsed protobuf for the whole life of the stream)."""
+    try:
+        first = await asyncio.wait_for(anext(aiter(requests)), HELLO_TIMEOUT)
+    except (StopAsyncIteration, TimeoutError):
+        raise InvalidArgument("hello", "send Hello as the first message") from None
+    if first.WhichOneof("msg") != "hello":
+        raise InvalidArgument("hello", "the first message must be Hello")
+    hello = first.hello
+    return hello.agent_id, hello.version, list(hello.capabilities), convert.held(hello.held_leases)
+
+
+class _AgentStream:
+    """One agent stream, as served by its handler: the handler's task reads; commands
+    are written by a writer task, started when the session's outbox gets one and ended
+    when it is empty. A CloseCommand (or a failed write) ends the stream: the writer then
+    cancels the handler's read, and the handler ends the call (OK, or the CloseCommand's
+    error). A stream that ends otherwise (the agent closed it, a report was refused)
+    first writes what was queued before it ended, as it always did."""
+
+    __slots__ = ("_context", "_ended", "_reading", "_session", "_task", "_writer")
+
+    def __init__(self, session: AgentSession, context: grpc.aio.ServicerContext) -> None:
+        self._session = session
+        self._context = context
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._writer: asyncio.Task[None] | None = None
+        # Why the writer ended the stream: a CloseCommand, or the exception a write raised.
+        self._ended: CloseCommand | BaseException | None = None
+        self._reading = False
+
+    def wake(self) -> None:
+        """The outbox got a command: start writing unless a writer runs already."""
+        if self._writer is None and self._ended is None:
+            self._writer = self._task.get_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        outbox = self._session.outbox
+        try:
+            while not outbox.empty():
+                cmd = outbox.get_nowait()
+                if isinstance(cmd, CloseCommand):
+                    self._end(cmd)
+                    return
+                msg = convert.command(cmd)
+                if msg is not None:
+                    await self._context.write(msg)
+        except Exception as exc:  # the handler raises it
+            self._end(exc)
+        finally:
+            self._writer = None
+
+    def _end(self, why: CloseCommand | BaseException) -> None:
+        self._ended = why
+        if self._reading:
+            self._task.cancel()  # interrupt the handler's read: see serve()
+
+    async def serve(
+        self,
+        handle: Callable[[AgentSession, agent_pb2.AgentMessage], None],
+        requests: Any,
+    ) -> None:
+        """Read and handle reports until the stream ends, then end the call."""
+        session = self._session
+        session.outbox.on_put = self.wake
+        try:
+            if not session.outbox.empty():
+                self.wake()  # queued while the Welcome was written
+            failure: Exception | None = None
+            self._reading = True
+            try:
+                while True:
+                    # No reference to a report outlives its handling: an idle stream holds
+                    # no parsed message while it waits for the next one.
+                    handle(session, await anext(requests))
+            except asyncio.CancelledError:
+                if self._ended is None:
+                    raise  # cancelled by grpc: the call is over
+                self._task.uncancel()  # by the writer: it ended the stream
+            except (StopAsyncIteration, grpc.aio.AioRpcError):
+                failure = _AgentClosed()
+            except Exception as exc:
+                failure = exc
+            finally:
+                self._reading = False
+            if failure is not None:
+                # Write what was queued before the stream ended, then end it.
+                if isinstance(failure, PermissionDenied | Unauthenticated):
+                    session.outbox.put_nowait(CloseCommand(failure.message))
+                else:
+                    session.send(CloseCommand("the agent closed the stream"))
+                if self._writer is not None:
+                    await self._writer
+                if not isinstance(failure, _AgentClosed):
+                    raise failure
+            why = self._ended
+            if isinstance(why, CloseCommand):
+                if why.fatal is not None:
+                    raise why.fatal  # the token was revoked or expired
+            elif why is not None:
+                raise why  # a write failed
+        finally:
+            session.outbox.on_put = None
+            writer = self._writer
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+
+
+class _AgentClosed(Exception):
+    """The agent closed its side of the stream."""
 
 
 class TokenServicer(admin_pb2_grpc.TokenServiceServicer):
@@ -360,3 +484,36 @@ class AuditServicer(admin_pb2_grpc.AuditServiceServicer):
         return admin_pb2.ListAuditResponse(
             entries=[convert.audit_entry(e) for e in rows], next_page_token=nxt
         )
+
+
+class _Handlers:
+    """Stands in for the server to collect what a generated add_..._to_server registers."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+def add_deployment_service(servicer: DeploymentServicer, server: grpc.aio.Server) -> None:
+    """What deployment_pb2_grpc.add_DeploymentServiceServicer_to_server does, except that
+    WatchDeployment has no response serializer: its handler writes bytes (see
+    DeploymentServicer.WatchDeployment)."""
+    got = _Handlers()
+    deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(servicer, got)
+    got.handlers["WatchDeployment"] = grpc.unary_stream_rpc_method_handler(
+        servicer.WatchDeployment,
+        request_deserializer=deployment_pb2.WatchDeploymentRequest.FromString,
+        response_serializer=None,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(got.service, got.handlers),)
+    )
+    server.add_registered_method_handlers(got.service, got.handlers)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -40,7 +40,7 @@ from sami_control.core.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from sami_control.core.hub import Hub, Subscription
+from sami_control.core.hub import Hub
 from sami_control.core.ids import new_id
 from sami_control.core.manifest_catalog import ManifestCatalog, entry_of
 from sami_control.core.model import (
@@ -64,7 +64,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
-from sami_control.core.streams import Stream, Streams
+from sami_control.core.streams import Streams
 from sami_control.core.transitions import move, record
 from sami_control.storage.base import Store, Tx
 
@@ -843,61 +843,54 @@ class ControlPlane:
             # revoked or expires, which also wakes the watcher up.
             stream = self.streams.open("watch", who, lambda why: sub.wakeup.set())
             try:
-                async with contextlib.aclosing(self._watch(d, after, sub, stream)) as items:
-                    async for item in items:
-                        yield item
-            finally:
-                self.streams.close(stream)
-
-    async def _watch(
-        self, d: Deployment, after: int, sub: Subscription, stream: Stream
-    ) -> AsyncGenerator[Deployment | Event, None]:
-        """`d` was read before subscribing: what changed since is in the log read below."""
-
-        def check() -> None:
-            if stream.ended:
-                raise Unauthenticated(stream.ended)
-
-        # What the store shows may still be in this turn's commit: never show a watcher
-        # what a crash could undo. (The hub publishes only after commits.)
-        await self.durable()
-        yield d
-        last = after
-        caught_up = False
-        while True:
-            check()
-            if not caught_up or sub.lagged:
-                # Read from the store, which holds every event ever published: at the
-                # start, and whenever this watcher fell behind its queue.
-                sub.lagged = False
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
-                caught = list(self.store.iter_events(d.id, last))
+                # One generator, no inner one: every delivery to every watcher runs this
+                # loop, and each generator layer costs a hop per item.
+                # `d` was read before subscribing: what changed since is in the log read
+                # below. What the store shows may still be in this turn's commit: never
+                # show a watcher what a crash could undo (the hub publishes only after
+                # commits).
                 await self.durable()
-                for e in caught:
-                    check()
+                yield d
+                last = after
+                caught_up = False
+                while True:
+                    if stream.ended:
+                        raise Unauthenticated(stream.ended)
+                    if not caught_up or sub.lagged:
+                        # Read from the store, which holds every event ever published: at
+                        # the start, and whenever this watcher fell behind its queue.
+                        sub.lagged = False
+                        while not sub.queue.empty():
+                            sub.queue.get_nowait()
+                        caught = list(self.store.iter_events(d.id, last))
+                        await self.durable()
+                        for e in caught:
+                            if stream.ended:
+                                raise Unauthenticated(stream.ended)
+                            yield e
+                            last = e.sequence
+                            if _ends(e):
+                                return
+                        if d.state.terminal and last >= d.last_sequence:
+                            return
+                        caught_up = True
+                        continue
+                    if sub.queue.empty():
+                        sub.wakeup.clear()
+                        await sub.wakeup.wait()
+                        continue
+                    e = sub.queue.get_nowait()
+                    if e.sequence <= last:
+                        continue
+                    if e.sequence > last + 1:  # a gap (cannot happen in one process)
+                        sub.lagged = True
+                        continue
                     yield e
                     last = e.sequence
                     if _ends(e):
                         return
-                if d.state.terminal and last >= d.last_sequence:
-                    return
-                caught_up = True
-                continue
-            if sub.queue.empty():
-                sub.wakeup.clear()
-                await sub.wakeup.wait()
-                continue
-            e = sub.queue.get_nowait()
-            if e.sequence <= last:
-                continue
-            if e.sequence > last + 1:  # a gap (cannot happen in one process): re-read
-                sub.lagged = True
-                continue
-            yield e
-            last = e.sequence
-            if _ends(e):
-                return
+            finally:
+                self.streams.close(stream)
 
     # ---------------------------------------------------------------- agents
 
@@ -1050,6 +1043,17 @@ class ControlPlane:
             return None
         return d
 
+    @staticmethod
+    def _finished_by(tx: Tx, session: AgentSession, h: HeldLease) -> bool:
+        """Whether this agent's own lease on the deployment ended with a stored result."""
+        d = tx.get_deployment(h.deployment_id)
+        return (
+            d is not None
+            and d.state.terminal
+            and d.lease_id == h.lease_id
+            and d.agent_id == session.agent_id
+        )
+
     def _reject_report(
         self, session: AgentSession, deployment_id: str, lease_id: str, why: str
     ) -> None:
@@ -1178,6 +1182,9 @@ class ControlPlane:
             for h in held:
                 d = self._leased(tx, session, h.deployment_id, h.lease_id, h.epoch)
                 if d is None:
+                    if self._finished_by(tx, session, h):
+                        # Its result crossed this heartbeat: Done is on its way.
+                        continue
                     self._reject_report(
                         session,
                         h.deployment_id,

@@ -14,7 +14,7 @@ from sami_control.core.errors import ResourceExhausted
 from sami_control.core.model import Principal
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Stream:
     kind: str  # "watch" or "agent"
     who: Principal
