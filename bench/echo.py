@@ -175,23 +175,41 @@ async def _client(link: Link, addr: str, kind: str, concurrency: int) -> None:
 
 
 def idle_streams_worker(
-    link: Link, addr: str, count: int, heartbeat_interval: float, batch: int
+    link: Link,
+    addr: str,
+    count: int,
+    heartbeat_interval: float,
+    batch: int,
+    options: list[tuple[str, Any]] | None = None,
+    answered: bool = False,
 ) -> None:
-    """`count` Sink streams, each on its own connection: hello, wait for the answer, then a
-    small message every `heartbeat_interval` (spread), until `stop`."""
-    asyncio.run(_idle_streams(link, addr, count, heartbeat_interval, batch))
+    """`count` streams, each on its own connection: hello, wait for the answer, then a
+    small message every `heartbeat_interval` (spread), until `stop`. `answered`: on the
+    Bidi method, each message waits for its answer (an agent's Heartbeat/HeartbeatAck);
+    else on Sink. `options`: channel options added (e.g. the agents' keepalives)."""
+    asyncio.run(
+        _idle_streams(link, addr, count, heartbeat_interval, batch, options or [], answered)
+    )
 
 
 async def _idle_streams(
-    link: Link, addr: str, count: int, heartbeat_interval: float, batch: int
+    link: Link,
+    addr: str,
+    count: int,
+    heartbeat_interval: float,
+    batch: int,
+    options: list[tuple[str, Any]],
+    answered: bool,
 ) -> None:
-    channels = [grpc.aio.insecure_channel(addr, options=OWN_CONNECTION) for _ in range(count)]
+    channels = [
+        grpc.aio.insecure_channel(addr, options=[*OWN_CONNECTION, *options]) for _ in range(count)
+    ]
     calls: list[Any] = []
     sent = 0
     errors: Counter[str] = Counter()
 
     async def open_one(ch: grpc.aio.Channel) -> Any:
-        call = ch.stream_stream(method("Sink"))()
+        call = ch.stream_stream(method("Bidi" if answered else "Sink"))()
         await call.write(HELLO)
         await call.read()
         return call
@@ -201,6 +219,8 @@ async def _idle_streams(
         await asyncio.sleep(random.uniform(0, heartbeat_interval))
         while True:
             await call.write(PAYLOAD[:16])
+            if answered:
+                await call.read()
             sent += 1
             await asyncio.sleep(heartbeat_interval)
 
