@@ -300,6 +300,7 @@ class Webhook:
                 raise errors.InvalidArgument("body", "is not UTF-8") from None
             wr = webhook_request(fields)
             names = wr.names
+            await self.core.writable()
             d = self.core.create_deployment(who, wr.deployment)
         except errors.DomainError as exc:
             return http_error(exc, names)

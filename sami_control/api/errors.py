@@ -99,6 +99,7 @@ def mapped(fn: F) -> F:
         @functools.wraps(fn)
         async def gen_wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
             try:
+                await self.core.writable()
                 async for item in fn(self, request, context):
                     yield item
             except (errors.DomainError, Exception) as exc:
@@ -112,6 +113,9 @@ def mapped(fn: F) -> F:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: Any) -> Any:
         try:
+            # Not while a commit holds the store (the handler's core call would block the
+            # loop waiting for it); and answered only once what it wrote is durable.
+            await self.core.writable()
             response = await fn(self, request, context)
             await self.core.durable()
             return response

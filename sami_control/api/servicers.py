@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -270,6 +270,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         who = principal()
         agent_id, version, capabilities, held = await _hello(request_iterator)
+        await self.core.writable()
         session, resumed = self.core.agent_connect(who, agent_id, version, capabilities, held)
         del who, capabilities, held  # not kept for the life of the stream
         try:
@@ -292,7 +293,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 )
             )
             del resumed
-            await _AgentStream(session, context).serve(self._handle, request_iterator)
+            await _AgentStream(session, context).serve(
+                self._handle, request_iterator, self.core.writable
+            )
         finally:
             self.core.agent_disconnect(session)
 
@@ -389,6 +392,7 @@ class _AgentStream:
         self,
         handle: Callable[[AgentSession, agent_pb2.AgentMessage], None],
         requests: Any,
+        writable: Callable[[], Awaitable[None]],
     ) -> None:
         """Read and handle reports until the stream ends, then end the call."""
         session = self._session
@@ -402,7 +406,12 @@ class _AgentStream:
                 while True:
                     # No reference to a report outlives its handling: an idle stream holds
                     # no parsed message while it waits for the next one.
-                    handle(session, await anext(requests))
+                    msg = await anext(requests)
+                    # While a commit is in flight the store is the committer's: wait for
+                    # it here, not blocking the loop in the core (storage/sqlite.py).
+                    await writable()
+                    handle(session, msg)
+                    del msg
             except asyncio.CancelledError:
                 if self._ended is None:
                     raise  # cancelled by grpc: the call is over

@@ -212,6 +212,7 @@ class ControlPlane:
             if self._stopping:
                 return
             try:
+                await self.writable()
                 self._end_streams_of_invalid_tokens()
                 # Most wake-ups are new work, not a lease running out: scan the live
                 # leases only once the earliest of them is due (or a second passed).
@@ -229,6 +230,11 @@ class ControlPlane:
         """Publish what a transaction produced, once it is durable (with group commits, at
         the end of this turn of the loop; if that commit fails, never)."""
         self.store.after_commit(functools.partial(self._publish, fx))
+
+    async def writable(self) -> None:
+        """Wait while the store cannot take a transaction without blocking the loop (a
+        commit in flight): callers that can await do so before calling in."""
+        await self.store.writable()
 
     async def durable(self) -> None:
         """Wait until what was written so far is on disk (StorageFailed if it never will

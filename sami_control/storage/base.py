@@ -176,6 +176,11 @@ class Store(abc.ABC):
         fails): publishing what a transaction did waits for it to be stored."""
         fn()
 
+    async def writable(self) -> None:
+        """Return when a transaction can start without blocking the event loop (a store
+        that commits in a thread of its own has the connection while it does)."""
+        return None
+
     async def durable(self) -> None:
         """Return once everything written so far is durable; raise StorageFailed if the
         commit carrying it failed. A reply must not promise what a crash could undo."""

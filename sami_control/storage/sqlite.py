@@ -7,11 +7,15 @@ write lock up front so two writers never deadlock upgrading a read lock.
 
 Group commit (the control plane; `group_commits()`): the transactions that run in one turn of
 the event loop share one SQLite transaction and one fsync. Each is a SAVEPOINT inside it, so
-one that fails rolls back alone; the commit runs at the end of the turn, and only then are
-their effects published (`after_commit`) and their callers answered (`durable`). Nothing is
-promised before it is on disk, and under load one fsync carries many changes instead of each
-paying its own. Without group_commits() (offline commands, tests of the core) every `tx()`
-block commits when it ends.
+one that fails rolls back alone. At the end of the turn a thread of the store's own runs the
+COMMIT (sqlite3 releases the GIL during it), so the loop goes on serving calls meanwhile;
+only once it returned are the batch's effects published (`after_commit`) and its callers
+answered (`durable`). Callers wait for the committer (`writable`) before starting the next
+batch, which thus gathers everything that arrived during the fsync: under load one fsync
+carries many changes instead of each paying its own, and nothing is promised before it is on
+disk. A tx() started while a COMMIT is in flight waits for it (blocking): correct, only
+slower. Without group_commits() (offline commands, tests of the core) every `tx()` block
+commits when it ends.
 
 The connection is used from one thread at a time (the control plane's event loop, or an
 offline CLI command). Other processes may open the same file: WAL lets them read while the
@@ -21,6 +25,7 @@ server writes, and busy_timeout makes a writer wait instead of failing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -622,6 +627,9 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
+        # The batch whose COMMIT the committer thread runs now, and that job.
+        self._committing: tuple[_Batch, concurrent.futures.Future[Any]] | None = None
         self._batch: _Batch | None = None
         # Commits made and transactions they carried (group commit), for the metrics.
         self.commits = 0
@@ -664,10 +672,12 @@ class SQLiteStore(Store):
             return str(self._conn.execute("PRAGMA quick_check").fetchone()[0])
 
     def group_commits(self) -> None:
-        """From now on transactions are grouped on the running event loop (module doc);
-        every tx() must then run on that loop's thread."""
+        """From now on transactions are grouped on the running event loop and committed
+        by a thread of the store's own (module doc); every tx() must then run on that
+        loop's thread."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, "sami-commit")
 
     @contextmanager
     def tx(self) -> Iterator[Tx]:
@@ -684,6 +694,10 @@ class SQLiteStore(Store):
                     raise
                 self._conn.execute("COMMIT")
             return
+        if self._committing is not None:
+            # The connection is the committer thread's until its COMMIT returns. Callers
+            # that can wait await writable() first; one that did not waits here.
+            self._finish_commit(*self._committing, block=True)
         batch = self._batch or self._open_batch()
         batch.joined += 1
         self._conn.execute("SAVEPOINT tx")
@@ -695,6 +709,12 @@ class SQLiteStore(Store):
                 raise Conflict(str(exc)) from exc
             raise
         self._conn.execute("RELEASE tx")
+
+    async def writable(self) -> None:
+        """Wait (without blocking the loop) while a commit is in flight: a tx() started
+        meanwhile would wait for it blocking the loop."""
+        while self._committing is not None:
+            await asyncio.wait((self._committing[0].future,))
 
     def _open_batch(self) -> _Batch:
         assert self._loop is not None
@@ -716,15 +736,47 @@ class SQLiteStore(Store):
         self._fail(batch, sqlite3.OperationalError("the transaction was rolled back"))
 
     def _commit(self) -> None:
+        """End of the loop's turn: COMMIT the batch in the committer thread (sqlite3 lets
+        the GIL go meanwhile), so the loop serves calls during the fsync; the calls that
+        arrive then make the next batch. Without group commits (close()), here."""
         batch = self._batch
         if batch is None:
             return  # failed and dropped already
         self._batch = None
-        try:
-            self._conn.execute("COMMIT")
-        except Exception as exc:
-            self._fail(batch, exc)
+        if self._committer is None or self._loop is None:
+            try:
+                self._conn.execute("COMMIT")
+            except Exception as exc:
+                self._fail(batch, exc)
+                return
+            self._committed(batch)
             return
+        loop = self._loop
+        job = self._committer.submit(self._run_commit)
+        self._committing = (batch, job)
+        job.add_done_callback(
+            lambda _: loop.call_soon_threadsafe(self._finish_commit, batch, job, False)
+        )
+
+    def _run_commit(self) -> None:
+        """In the committer thread."""
+        self._conn.execute("COMMIT")
+
+    def _finish_commit(
+        self, batch: _Batch, job: concurrent.futures.Future[Any], block: bool
+    ) -> None:
+        if self._committing is None or self._committing[0] is not batch:
+            return  # finished already (a tx() waited for it)
+        if block:
+            concurrent.futures.wait((job,))
+        self._committing = None
+        exc = job.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+        else:
+            self._committed(batch)
+
+    def _committed(self, batch: _Batch) -> None:
         self.commits += 1
         self.batched += batch.joined
         batch.done()
@@ -742,17 +794,31 @@ class SQLiteStore(Store):
             )
         )
 
+    def _pending(self) -> _Batch | None:
+        """The batch that holds the last write: the open one, else the one committing."""
+        if self._batch is not None:
+            return self._batch
+        return self._committing[0] if self._committing is not None else None
+
     def after_commit(self, fn: Callable[[], None]) -> None:
-        if self._batch is None:
+        pending = self._pending()
+        if pending is None:
             fn()
         else:
-            self._batch.callbacks.append(fn)
+            pending.callbacks.append(fn)
 
     async def durable(self) -> None:
-        if self._batch is not None:
-            await asyncio.shield(self._batch.future)
+        # Batches commit one after the other: the last one durable, all are.
+        pending = self._pending()
+        if pending is not None:
+            await asyncio.shield(pending.future)
 
     def close(self) -> None:
         with self._lock:
-            self._commit()  # what the last turn of the loop wrote
+            if self._committing is not None:
+                self._finish_commit(*self._committing, block=True)
+            committer, self._committer = self._committer, None
+            if committer is not None:
+                committer.shutdown()
+            self._commit()  # what the last turn of the loop wrote, here
             self._conn.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,57 @@ def test_core_publishes_only_after_the_commit_and_refusals_leave_the_batch_intac
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_while_a_commit_is_in_flight_the_loop_serves_and_the_next_turn_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """The COMMIT runs in the store's thread: the loop goes on meanwhile; what is written
+    next joins the next batch; effects wait for the commit that carries their writes."""
+
+    async def scenario() -> list[str]:
+        s = SQLiteStore(tmp_path / "data")
+        with s.tx() as tx:
+            tx.insert_artifact(art(1))
+        s.group_commits()
+        slow = threading.Event()
+        real = s._run_commit
+
+        def slow_commit() -> None:
+            slow.wait(5)  # a slow disk: the fsync takes until the test says
+            real()
+
+        s._run_commit = slow_commit  # type: ignore[method-assign]
+        seen: list[str] = []
+        with s.tx() as tx:
+            tx.insert_deployment(dep(1))
+        await asyncio.sleep(0.05)  # the turn ended: its COMMIT is in flight
+        # Nothing is open; an effect registered now still waits for the in-flight commit.
+        s.after_commit(lambda: seen.append("after 1"))
+        ticks = 0
+        waiter = asyncio.ensure_future(s.writable())
+        while not waiter.done() and ticks < 5:
+            await asyncio.sleep(0.01)  # the loop is free meanwhile
+            ticks += 1
+        assert ticks == 5 and not waiter.done() and seen == []
+        slow.set()
+        await waiter
+        assert seen == ["after 1"]
+        s._run_commit = real  # type: ignore[method-assign]
+        with s.tx() as tx:
+            tx.insert_deployment(dep(2))
+        await s.durable()
+        # A tx() that did not wait for writable() waits for the commit itself (blocking).
+        slow.clear()
+        s._run_commit = slow_commit  # type: ignore[method-assign]
+        with s.tx() as tx:
+            tx.insert_deployment(dep(3))
+        await asyncio.sleep(0.05)
+        threading.Timer(0.2, slow.set).start()
+        with s.tx() as tx:  # blocks until the commit of dep_3 returned
+            tx.insert_deployment(dep(4))
+        await s.durable()
+        s.close()
+        return stored_ids(tmp_path / "data")
+
+    assert asyncio.run(scenario()) == ["dep_1", "dep_2", "dep_3", "dep_4"]
