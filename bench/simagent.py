@@ -26,7 +26,7 @@ from sami_common.dial import CHANNEL_OPTIONS
 # sami_agent.connection.IDLE_HEARTBEAT_FACTOR (tests/agent/test_agent_heartbeats.py checks
 # they agree). Not imported: every benchmark worker process imports this module, among them
 # the one whose RSS is figure 7's bare grpc.aio client baseline.
-IDLE_HEARTBEAT_FACTOR = 6
+IDLE_HEARTBEAT_FACTOR = 12
 
 # Every channel gets its own subchannel pool, hence its own TCP connection, instead of
 # grpc sharing one connection between channels with the same target and options.

@@ -45,10 +45,10 @@ AUTH_ERRORS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIE
 # periods, and at least this long, means the stream is dead: the agent reconnects.
 SILENCE_FLOOR = 3.0
 # An agent holding no lease heartbeats this many times less often than the Welcome says
-# (every 60 s by default): there is nothing to renew, and on a control plane serving
+# (every 120 s by default): there is nothing to renew, and on a control plane serving
 # thousands of idle agents their heartbeats are most of its idle work. gRPC keepalives
 # (SAMI_KEEPALIVE_SECONDS, sami_common/dial.py) notice a dead link meanwhile.
-IDLE_HEARTBEAT_FACTOR = 6
+IDLE_HEARTBEAT_FACTOR = 12
 # How often the preview stacks are reported (orphan reconciliation).
 DEFAULT_INVENTORY_INTERVAL = 300.0
 # Used when a Welcome carries no heartbeat interval.

@@ -45,7 +45,7 @@ def gaps(beats: list[tuple[float, agent_pb2.Heartbeat]]) -> list[float]:
 
 
 def test_idle_agent_heartbeats_every_idle_period_and_with_a_lease_every_interval() -> None:
-    assert IDLE_HEARTBEAT_FACTOR == 6  # docs/agent-protocol.md says so
+    assert IDLE_HEARTBEAT_FACTOR == 12  # docs/agent-protocol.md says so
 
     async def scenario() -> None:
         executor = ScriptedExecutor()
@@ -91,7 +91,7 @@ def test_the_benchmark_agents_follow_the_same_policy() -> None:
 def test_silence_between_idle_heartbeats_is_not_a_dead_link(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # With the floor out of the way, an idle period (6 intervals) is longer than the four
+    # With the floor out of the way, an idle period (12 intervals) is longer than the four
     # intervals a heartbeat may wait for its answer: only an unanswered heartbeat counts.
     monkeypatch.setattr(connection, "SILENCE_FLOOR", 0.05)
 
