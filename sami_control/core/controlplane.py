@@ -176,6 +176,7 @@ class ControlPlane:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.observers: list[Observer] = []
+        store.on_failure(self._lost_commit)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -230,6 +231,14 @@ class ControlPlane:
         """Publish what a transaction produced, once it is durable (with group commits, at
         the end of this turn of the loop; if that commit fails, never)."""
         self.store.after_commit(functools.partial(self._publish, fx))
+
+    def _lost_commit(self, exc: Exception) -> None:
+        """A commit failed after its agents' reports had been taken (group commits): those
+        agents got no error and no Done, and would wait. Every agent reconnects instead,
+        and sends again what was not confirmed (docs/agent-protocol.md)."""
+        log.error("commit_lost_agents_reconnect", error=str(exc), agents=len(self.sessions))
+        for s in list(self.sessions.values()):
+            s.send(CloseCommand("the control plane could not store a change; reconnect"))
 
     async def writable(self) -> None:
         """Wait while the store cannot take a transaction without blocking the loop (a

@@ -176,6 +176,12 @@ class Store(abc.ABC):
         fails): publishing what a transaction did waits for it to be stored."""
         fn()
 
+    def on_failure(self, fn: Callable[[StorageFailed], None]) -> None:
+        """Call `fn` whenever a commit fails after the blocks that wrote it had ended (with
+        group commits): their writers saw no error, and may need telling. A store that
+        commits at the end of every block raises there instead, and never calls `fn`."""
+        return None
+
     async def writable(self) -> None:
         """Return when a transaction can start without blocking the event loop (a store
         that commits in a thread of its own has the connection while it does)."""

@@ -628,6 +628,7 @@ class SQLiteStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._committer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._failure_listeners: list[Callable[[StorageFailed], None]] = []
         # The batch whose COMMIT the committer thread runs now, and that job.
         self._committing: tuple[_Batch, concurrent.futures.Future[Any]] | None = None
         self._batch: _Batch | None = None
@@ -787,12 +788,19 @@ class SQLiteStore(Store):
         if self._conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-        batch.fail(
-            StorageFailed(
-                f"the database {self.path} could not store the change ({exc}); nothing of it "
-                "was kept: fix the cause (disk space, permissions) and retry"
-            )
+        failed = StorageFailed(
+            f"the database {self.path} could not store the change ({exc}); nothing of it "
+            "was kept: fix the cause (disk space, permissions) and retry"
         )
+        batch.fail(failed)
+        for fn in self._failure_listeners:
+            try:
+                fn(failed)
+            except Exception:  # one listener failing must not stop the others
+                log.exception("failure_listener_failed")
+
+    def on_failure(self, fn: Callable[[StorageFailed], None]) -> None:
+        self._failure_listeners.append(fn)
 
     def _pending(self) -> _Batch | None:
         """The batch that holds the last write: the open one, else the one committing."""

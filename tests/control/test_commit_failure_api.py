@@ -5,14 +5,16 @@ COMMIT is made to fail, once."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import grpc
+import grpc.aio
 import pytest
 
-from sami.v1 import deployment_pb2, deployment_pb2_grpc
+from sami.v1 import agent_pb2, deployment_pb2, deployment_pb2_grpc
 from tests.control.conftest import LiveServer
-from tests.control.test_streams_at_scale import md, prepare
+from tests.control.test_streams_at_scale import Agent, create, md, prepare, run
 
 
 def test_a_failed_commit_answers_unavailable_and_keeps_nothing(live_server: LiveServer) -> None:
@@ -48,3 +50,55 @@ def test_a_failed_commit_answers_unavailable_and_keeps_nothing(live_server: Live
         assert again.id == d.id
         listed = stub.ListDeployments(deployment_pb2.ListDeploymentsRequest(), metadata=md(admin))
         assert [x.id for x in listed.deployments] == [d.id]
+
+
+def test_an_agent_whose_report_was_lost_with_a_commit_reconnects_and_sends_it_again(
+    live_server: LiveServer,
+) -> None:
+    """The agent got no error for its Result (the commit failed after its report was taken):
+    without a word it would wait for a Done that never comes. The control plane closes its
+    stream; the agent reconnects holding the lease and sends the Result again."""
+    admin, artifact = prepare(live_server)
+    agent_token = live_server.token("agent", cluster="c1")
+    store = live_server.server.store
+    real = store._run_commit
+
+    def failing_commit() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def swap(fn: object) -> None:
+        live_server.loop.call_soon_threadsafe(setattr, store, "_run_commit", fn)
+
+    async def state(stub: deployment_pb2_grpc.DeploymentServiceStub, ident: str) -> int:
+        d = await stub.GetDeployment(
+            deployment_pb2.GetDeploymentRequest(name=ident), metadata=md(admin)
+        )
+        return int(d.state)
+
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(live_server.addr) as ch:
+            stub = deployment_pb2_grpc.DeploymentServiceStub(ch)
+            dep = await create(ch, admin, artifact)
+            agent = Agent(ch, agent_token, "a1")
+            await agent.next("welcome")
+            a = (await agent.next("assignment")).assignment
+            lease = {"deployment_id": dep.id, "lease_id": a.lease_id, "epoch": a.epoch}
+            agent.send(ack=agent_pb2.Ack(**lease))
+            while await state(stub, dep.id) != deployment_pb2.IN_PROGRESS:
+                await asyncio.sleep(0.01)
+            swap(failing_commit)
+            agent.send(result=agent_pb2.Result(**lease, outcome=agent_pb2.OUTCOME_SUCCEEDED))
+            # No Done: the stream ends instead (OK: reconnect, nothing is wrong with you).
+            assert await agent.status() is grpc.StatusCode.OK
+            swap(real)
+            assert await state(stub, dep.id) == deployment_pb2.IN_PROGRESS  # nothing kept
+
+            again = Agent(ch, agent_token, "a1", held=[agent_pb2.HeldLease(**lease)])
+            welcome = (await again.next("welcome")).welcome
+            assert [h.lease_id for h in welcome.resumed_leases] == [a.lease_id]
+            again.send(result=agent_pb2.Result(**lease, outcome=agent_pb2.OUTCOME_SUCCEEDED))
+            await again.next("done")
+            assert await state(stub, dep.id) == deployment_pb2.SUCCEEDED
+            again.outgoing.put_nowait(None)
+
+    run(scenario())

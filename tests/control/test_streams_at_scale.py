@@ -151,10 +151,20 @@ def create(ch: grpc.aio.Channel, admin: str, artifact: str) -> deployment_pb2.De
 class Agent:
     """A hand-driven agent stream on a grpc.aio channel."""
 
-    def __init__(self, ch: grpc.aio.Channel, token: str, agent_id: str) -> None:
+    def __init__(
+        self,
+        ch: grpc.aio.Channel,
+        token: str,
+        agent_id: str,
+        held: list[agent_pb2.HeldLease] | None = None,
+    ) -> None:
         self.outgoing: asyncio.Queue[agent_pb2.AgentMessage | None] = asyncio.Queue()
         self.outgoing.put_nowait(
-            agent_pb2.AgentMessage(hello=agent_pb2.Hello(agent_id=agent_id, capabilities=["swarm"]))
+            agent_pb2.AgentMessage(
+                hello=agent_pb2.Hello(
+                    agent_id=agent_id, capabilities=["swarm"], held_leases=held or []
+                )
+            )
         )
         self.call = agent_pb2_grpc.AgentServiceStub(ch).Connect(self._send(), metadata=md(token))
 
