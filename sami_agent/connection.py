@@ -28,6 +28,7 @@ from sami_agent.executor import (
     Outcome,
     PreviewLister,
     ProgressReporter,
+    cron_candidates,
 )
 from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
 from sami_agent.leases import Lease
@@ -63,13 +64,11 @@ def _cron_scheduler(
     """The cron scheduler of an executor that has a cron backend (sami_agent.cron), else None
     (`interval`: seconds between passes; None: cron.DEFAULT_INTERVAL).
 
-    sami_agent.cron (and the schedule parser, hashlib) is imported only when the executor or
-    its cron route has `list_cron_jobs`, without which cron.find_backend finds no backend:
-    an agent that runs no cron jobs (a dry run, no engine) does without that memory.
+    sami_agent.cron (and the schedule parser: about 1 MB) is imported only when a candidate
+    has `list_cron_jobs`, without which cron.find_backend finds no backend: an agent that
+    runs no cron jobs (a dry run, no engine) does without that memory.
     """
-    routes = getattr(executor, "executors", None)
-    route = routes.get("cron") if isinstance(routes, dict) else None
-    if not any(hasattr(candidate, "list_cron_jobs") for candidate in (executor, route)):
+    if not any(hasattr(c, "list_cron_jobs") for c in cron_candidates(executor)):
         return None
     from sami_agent import cron
 

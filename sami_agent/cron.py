@@ -39,6 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 from google.protobuf import timestamp_pb2
 
 from sami.v1 import agent_pb2, cron_pb2
+from sami_agent.executor import cron_candidates
 from sami_agent.jobs import run_in_daemon_thread
 from sami_common import cron, logs
 
@@ -349,11 +350,7 @@ def _iso(t: float) -> str:
 def find_backend(executor: object) -> CronBackend | None:
     """The executor's cron backend: the executor itself, or the one its router sends cron
     deployments to. None: this agent runs no cron jobs (dry run, no engine)."""
-    if isinstance(executor, CronBackend):
-        return executor
-    routes = getattr(executor, "executors", None)
-    if isinstance(routes, dict):
-        candidate = routes.get("cron")
+    for candidate in cron_candidates(executor):
         if isinstance(candidate, CronBackend):
             return candidate
     return None

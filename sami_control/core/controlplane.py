@@ -142,8 +142,6 @@ Observer = Callable[[list[Event], dict[str, Deployment]], None]
 
 # Artifacts kept in memory by artifact_of (immutable, so never stale).
 ARTIFACT_CACHE = 4096
-# Manifest folders kept for assignments (revisions are immutable).
-FOLDER_CACHE = 256
 # Token rows kept by authenticate (for token_recheck_interval at most).
 TOKEN_CACHE = 4096
 # How often the background loop looks for streams whose token expired.
@@ -162,14 +160,14 @@ class ControlPlane:
         self.clock = clock
         self.hub = Hub()
         self.manifests = ManifestCatalog(store, clock)
+        # Artifacts never change once registered: kept by id and by each ref resolved to
+        # them, instead of a read per response, per assignment and per CreateDeployment.
         self._artifacts: dict[str, Artifact] = {}
-        self._artifact_refs: dict[str, Artifact] = {}
         self.sessions: dict[str, AgentSession] = {}
         self.streams = Streams(lambda: self.settings.max_streams_per_token)
         self._last_token_check = 0.0
         self._last_expiry_check = 0.0
         self._tokens: dict[str, tuple[TokenRecord, float]] = {}
-        self._folders: dict[tuple[str, str], dict[str, bytes]] = {}
         # No live lease runs out before this (the loop skips the lease scan until then).
         self._lease_deadline = 0.0
         self._wake = asyncio.Event()
@@ -517,8 +515,7 @@ class ControlPlane:
         if not ref:
             raise InvalidArgument(field_, "artifact is required (an id, or a ref pinned by digest)")
         validation.text(field_, ref, limit=validation.MAX_REF)
-        # Artifacts never change: a ref resolved once (and committed) resolves the same way.
-        art = self._artifact_refs.get(ref)
+        art = self._artifacts.get(ref)
         if art is not None:
             return art
         ident = ref.removeprefix("artifacts/")
@@ -540,14 +537,27 @@ class ControlPlane:
                 f"artifact {ref!r} is not registered; register it first with "
                 "`sami artifact register NAME --ref REPO@sha256:...`"
             )
-        found = art
-        self.store.after_commit(lambda: self._remember_ref(ref, found))
+        self._remember_artifact(ref, art)
         return art
 
-    def _remember_ref(self, ref: str, art: Artifact) -> None:
-        if len(self._artifact_refs) >= ARTIFACT_CACHE:
-            self._artifact_refs.clear()
-        self._artifact_refs[ref] = art
+    def _remember_artifact(self, key: str, art: Artifact) -> None:
+        """Keep `art` under `key` (its id, or a ref resolved to it) once the transaction
+        that read it committed: one rolled back may have read an artifact it registered."""
+
+        def keep() -> None:
+            if len(self._artifacts) >= ARTIFACT_CACHE:
+                self._artifacts.clear()
+            self._artifacts[key] = art
+
+        self.store.after_commit(keep)
+
+    def _artifact(self, tx: Tx, artifact_id: str) -> Artifact | None:
+        art = self._artifacts.get(artifact_id)
+        if art is None:
+            art = tx.get_artifact(artifact_id)
+            if art is not None:
+                self._remember_artifact(artifact_id, art)
+        return art
 
     def list_artifacts(
         self, who: Principal, artifact_name: str, page_size: int, page_token: str
@@ -772,16 +782,10 @@ class ControlPlane:
         """None only for the teardown of an orphan preview Sami had no record of."""
         if not d.artifact_id:
             return None
-        # Artifacts never change once registered: every response that shows a deployment
-        # needs its artifact, so keep the ones seen instead of a transaction per response.
         art = self._artifacts.get(d.artifact_id)
         if art is None:
             with self.store.tx() as tx:
-                art = tx.get_artifact(d.artifact_id)
-            if art is not None:
-                if len(self._artifacts) >= ARTIFACT_CACHE:
-                    self._artifacts.clear()
-                self._artifacts[d.artifact_id] = art
+                art = self._artifact(tx, d.artifact_id)
         return art
 
     def list_deployments(
@@ -852,60 +856,58 @@ class ControlPlane:
         with self.store.tx() as tx:
             d = self._must_get(tx, name)
         # Subscribe before reading the log, so nothing published in between is missed;
-        # duplicates between the two are dropped by sequence.
-        with self.hub.subscribe(d.id) as sub:
-            # Counted against the token's limit; ended (UNAUTHENTICATED) when the token is
-            # revoked or expires, which also wakes the watcher up.
-            stream = self.streams.open("watch", who, lambda why: sub.wakeup.set())
-            try:
-                # One generator, no inner one: every delivery to every watcher runs this
-                # loop, and each generator layer costs a hop per item.
-                # `d` was read before subscribing: what changed since is in the log read
-                # below. What the store shows may still be in this turn's commit: never
-                # show a watcher what a crash could undo (the hub publishes only after
-                # commits).
-                await self.durable()
-                yield d
-                last = after
-                caught_up = False
-                while True:
-                    if stream.ended:
-                        raise Unauthenticated(stream.ended)
-                    if not caught_up or sub.lagged:
-                        # Read from the store, which holds every event ever published: at
-                        # the start, and whenever this watcher fell behind its queue.
-                        sub.lagged = False
-                        while not sub.queue.empty():
-                            sub.queue.get_nowait()
-                        caught = list(self.store.iter_events(d.id, last))
-                        await self.durable()
-                        for e in caught:
-                            if stream.ended:
-                                raise Unauthenticated(stream.ended)
-                            yield e
-                            last = e.sequence
-                            if _ends(e):
-                                return
-                        if d.state.terminal and last >= d.last_sequence:
+        # duplicates between the two are dropped by sequence. The stream counts against the
+        # token's limit and is ended (UNAUTHENTICATED) when the token is revoked or expires,
+        # which also wakes the watcher up.
+        with (
+            self.hub.subscribe(d.id) as sub,
+            self.streams.opened("watch", who, lambda why: sub.wakeup.set()) as stream,
+        ):
+            # One generator, no inner one: every delivery to every watcher runs this loop,
+            # and each generator layer costs a hop per item. `d` was read before subscribing:
+            # what changed since is in the log read below. What the store shows may still be
+            # in this turn's commit: never show a watcher what a crash could undo (the hub
+            # publishes only after commits).
+            await self.durable()
+            yield d
+            last = after
+            caught_up = False
+            while True:
+                if stream.ended:
+                    raise Unauthenticated(stream.ended)
+                if not caught_up or sub.lagged:
+                    # Read from the store, which holds every event ever published: at the
+                    # start, and whenever this watcher fell behind its queue.
+                    sub.lagged = False
+                    while not sub.queue.empty():
+                        sub.queue.get_nowait()
+                    caught = list(self.store.iter_events(d.id, last))
+                    await self.durable()
+                    for e in caught:
+                        if stream.ended:
+                            raise Unauthenticated(stream.ended)
+                        yield e
+                        last = e.sequence
+                        if _ends(e):
                             return
-                        caught_up = True
-                        continue
-                    if sub.queue.empty():
-                        sub.wakeup.clear()
-                        await sub.wakeup.wait()
-                        continue
-                    e = sub.queue.get_nowait()
-                    if e.sequence <= last:
-                        continue
-                    if e.sequence > last + 1:  # a gap (cannot happen in one process)
-                        sub.lagged = True
-                        continue
-                    yield e
-                    last = e.sequence
-                    if _ends(e):
+                    if d.state.terminal and last >= d.last_sequence:
                         return
-            finally:
-                self.streams.close(stream)
+                    caught_up = True
+                    continue
+                if sub.queue.empty():
+                    sub.wakeup.clear()
+                    await sub.wakeup.wait()
+                    continue
+                e = sub.queue.get_nowait()
+                if e.sequence <= last:
+                    continue
+                if e.sequence > last + 1:  # a gap (cannot happen in one process): re-read
+                    sub.lagged = True
+                    continue
+                yield e
+                last = e.sequence
+                if _ends(e):
+                    return
 
     # ---------------------------------------------------------------- agents
 
@@ -1042,7 +1044,13 @@ class ControlPlane:
     ) -> Deployment | None:
         """The deployment if `session` holds this lease on it; otherwise None (after telling
         the agent to let go). Another cluster's deployment is a permission error."""
-        d = tx.get_deployment(deployment_id)
+        return self._held(session, tx.get_deployment(deployment_id), deployment_id, lease_id, epoch)
+
+    @staticmethod
+    def _held(
+        session: AgentSession, d: Deployment | None, deployment_id: str, lease_id: str, epoch: int
+    ) -> Deployment | None:
+        """_leased, on a deployment already read."""
         if d is not None and d.cluster != session.cluster:
             raise PermissionDenied(
                 f"deployment {deployment_id} belongs to another cluster than {session.cluster!r}"
@@ -1059,13 +1067,12 @@ class ControlPlane:
         return d
 
     @staticmethod
-    def _finished_by(tx: Tx, session: AgentSession, h: HeldLease) -> bool:
-        """Whether this agent's own lease on the deployment ended with a stored result."""
-        d = tx.get_deployment(h.deployment_id)
+    def _finished_by(session: AgentSession, d: Deployment | None, lease_id: str) -> bool:
+        """Whether this agent's own lease on `d` ended with a result already stored."""
         return (
             d is not None
             and d.state.terminal
-            and d.lease_id == h.lease_id
+            and d.lease_id == lease_id
             and d.agent_id == session.agent_id
         )
 
@@ -1162,18 +1169,13 @@ class ControlPlane:
         fx = _Effects(wake=True)
         with self.store.tx() as tx:
             current = tx.get_deployment(deployment_id)
-            if (
-                current is not None
-                and current.state.terminal
-                and current.lease_id == lease_id
-                and current.agent_id == session.agent_id
-            ):
+            if self._finished_by(session, current, lease_id):
                 # A result we already stored, sent again after a reconnect.
                 fx.commands.append((session, DoneCommand(deployment_id, lease_id)))
                 session.leases.discard(deployment_id)
                 self._apply(fx)
                 return None
-            d = self._leased(tx, session, deployment_id, lease_id, epoch)
+            d = self._held(session, current, deployment_id, lease_id, epoch)
             if d is None:
                 return self._reject_report(
                     session, deployment_id, lease_id, "stale lease: not yours or no longer live"
@@ -1195,9 +1197,10 @@ class ControlPlane:
             return
         with self.store.tx() as tx:
             for h in held:
-                d = self._leased(tx, session, h.deployment_id, h.lease_id, h.epoch)
+                current = tx.get_deployment(h.deployment_id)
+                d = self._held(session, current, h.deployment_id, h.lease_id, h.epoch)
                 if d is None:
-                    if self._finished_by(tx, session, h):
+                    if self._finished_by(session, current, h.lease_id):
                         # Its result crossed this heartbeat: Done is on its way.
                         continue
                     self._reject_report(
@@ -1207,15 +1210,9 @@ class ControlPlane:
                         "stale lease: not yours or no longer live",
                     )
                     continue
-                self._lease_until(
-                    d,
-                    now
-                    + (
-                        self.settings.lease_ttl
-                        if d.state is State.IN_PROGRESS
-                        else self.settings.ack_timeout
-                    ),
-                )
+                acked = d.state is State.IN_PROGRESS
+                ttl = self.settings.lease_ttl if acked else self.settings.ack_timeout
+                self._lease_until(d, now + ttl)
                 tx.update_deployment(d)
 
     @_agent_report
@@ -1405,32 +1402,16 @@ class ControlPlane:
                 tx.update_deployment(d)
                 tx.append_event(ev)
                 fx.add(d, ev)
-                art = (
-                    self._artifacts.get(d.artifact_id) or tx.get_artifact(d.artifact_id)
-                    if d.artifact_id
-                    else None
-                )
+                art = self._artifact(tx, d.artifact_id) if d.artifact_id else None
                 s.leases.add(d.id)
                 busy.add(d.key)
-                files = self._folder_files(tx, d) if d.manifest_revision else {}
+                files = (
+                    self.manifests.folder_files(tx, d.manifest_revision, d.manifest_folder)
+                    if d.manifest_revision
+                    else {}
+                )
                 fx.commands.append((s, AssignCommand(d, art, self.settings.lease_ttl, files=files)))
         return fx
-
-    def _folder_files(self, tx: Tx, d: Deployment) -> dict[str, bytes]:
-        """The files of a deployment's manifest folder, relative to it. A revision never
-        changes (its id is the hash of its files): kept for the next delivery."""
-        key = (d.manifest_revision, d.manifest_folder)
-        files = self._folders.get(key)
-        if files is None:
-            prefix = d.manifest_folder + "/"
-            files = {
-                path.removeprefix(prefix): data
-                for path, data in tx.manifest_files(d.manifest_revision, prefix).items()
-            }
-            if len(self._folders) >= FOLDER_CACHE:
-                self._folders.clear()
-            self._folders[key] = files
-        return files
 
 
 def _ends(e: Event) -> bool:

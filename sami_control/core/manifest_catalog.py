@@ -19,6 +19,8 @@ from sami_control.core.model import ManifestRevision, Principal, Role
 from sami_control.storage.base import Store, Tx
 
 CACHE_LIMIT = 4096
+# Folders' files kept for assignments (a few KB each).
+FOLDER_CACHE_LIMIT = 256
 
 
 def revision_id(files: Mapping[str, bytes]) -> str:
@@ -59,6 +61,7 @@ class ManifestCatalog:
         self.clock = clock
         self._cache: dict[tuple[str, str, str, str], manifests.ResolvedManifest] = {}
         self._revisions: dict[str, ManifestRevision] = {}
+        self._folders: dict[tuple[str, str], dict[str, bytes]] = {}
 
     def sync(
         self, who: Principal, commit: str, files: list[tuple[str, bytes]]
@@ -147,6 +150,23 @@ class ManifestCatalog:
     def files(self, revision: str, prefix: str = "") -> dict[str, bytes]:
         with self.store.tx() as tx:
             return tx.manifest_files(revision, prefix)
+
+    def folder_files(self, tx: Tx, revision: str, folder: str) -> dict[str, bytes]:
+        """The files of one manifest folder of a revision, by path relative to the folder:
+        what an assignment carries. Kept: a revision never changes (its id is the hash of
+        its files), and every delivery of a deployment sends the same."""
+        key = (revision, folder)
+        files = self._folders.get(key)
+        if files is None:
+            prefix = folder + "/"
+            files = {
+                path.removeprefix(prefix): data
+                for path, data in tx.manifest_files(revision, prefix).items()
+            }
+            if len(self._folders) >= FOLDER_CACHE_LIMIT:
+                self._folders.clear()
+            self._folders[key] = files
+        return files
 
     def list(self, who: Principal, before: int, limit: int) -> tuple[list[ManifestRevision], str]:
         authz.require(who, Action.READ)

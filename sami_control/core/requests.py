@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,10 @@ class DeploymentInput:
 
     def fingerprint(self) -> str:
         """Identifies the body of the request, to tell a retry from a reused request_id."""
-        # The same JSON as ever (stored hashes must keep matching): every field but the key.
-        body = {
-            "artifact": self.artifact,
-            "deployment_type": self.deployment_type,
-            "environment": self.environment,
-            "pull_request": self.pull_request,
-            "reason": self.reason,
-            "service": self.service,
-        }
+        body = {f: getattr(self, f) for f in _FINGERPRINTED}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# Every field of the request but its idempotency key (what dataclasses.asdict gave, without
+# its deep copy): the JSON hashed stays the same, so stored fingerprints keep matching.
+_FINGERPRINTED = tuple(f.name for f in fields(DeploymentInput) if f.name != "request_id")

@@ -7,7 +7,8 @@ expires: a stream authenticated once must not outlive its token.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sami_control.core.errors import ResourceExhausted
@@ -45,6 +46,15 @@ class Streams:
         s = Stream(kind, who, on_end)
         mine.add(s)
         return s
+
+    @contextlib.contextmanager
+    def opened(self, kind: str, who: Principal, on_end: Callable[[str], None]) -> Iterator[Stream]:
+        """open(), closed when the block ends."""
+        s = self.open(kind, who, on_end)
+        try:
+            yield s
+        finally:
+            self.close(s)
 
     def close(self, s: Stream) -> None:
         mine = self._by_token.get(s.who.token_id)

@@ -101,11 +101,11 @@ class Tx(abc.ABC):
     ) -> list[Deployment]:
         """Oldest first."""
 
-    # events
     @abc.abstractmethod
     def active_keys(self) -> set[tuple[str, str, int]]:
         """(service, environment, pull_request) of every ASSIGNED or IN_PROGRESS one."""
 
+    # events
     @abc.abstractmethod
     def append_event(self, e: Event) -> None: ...
     @abc.abstractmethod

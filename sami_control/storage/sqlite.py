@@ -173,13 +173,11 @@ log = structlog.get_logger("sami.storage")
 _json = json.JSONEncoder(sort_keys=True).encode
 
 
-def _enc(name: str, value: Any, table: str = "deployments") -> Any:
+def _enc(name: str, value: Any) -> Any:
     if name in _JSON_FIELDS:
         return _json(value)
     if isinstance(value, bool):
         return int(value)
-    if table == "deployments" and name in ("request_id", "artifact_id") and value == "":
-        return None  # NULLs don't collide in the unique index, nor break the foreign key
     return value
 
 
@@ -220,30 +218,34 @@ _DEP_INSERT = (
 _DEP_UPDATE = f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in _DEP_MUTABLE)} WHERE id = ?"
 _dep_insert_values = operator.attrgetter(*_DEP_INSERT_COLUMNS)
 _dep_mutable_values = operator.attrgetter(*_DEP_MUTABLE)
-_DEP_INSERT_ENCODERS: tuple[Callable[[Any], Any] | None, ...] = tuple(
-    _json
-    if c in _JSON_FIELDS
-    else (lambda v: v or None)
-    if c in ("request_id", "artifact_id")
-    else int
-    if c == "cancel_requested"
-    else None
-    for c in _DEP_INSERT_COLUMNS
-)
-_DEP_DECODERS: tuple[Callable[[Any], Any] | None, ...] = tuple(
-    json.loads
-    if c in _JSON_FIELDS
-    else State
-    if c == "state"
-    else DeploymentAction
-    if c == "action"
-    else bool
-    if c == "cancel_requested"
-    else (lambda v: v or "")
-    if c in ("request_id", "artifact_id")
-    else None
-    for c in _DEP_COLUMNS
-)
+_DEP_CANCEL = _DEP_MUTABLE.index("cancel_requested")
+
+
+def _none_if_empty(v: str) -> str | None:
+    return v or None  # NULLs don't collide in the unique index, nor break the foreign key
+
+
+def _empty_if_none(v: str | None) -> str:
+    return v or ""
+
+
+# Per column, what turns a Deployment's value into the stored one, and back (None: as is).
+_DEP_ENCODE: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(("stack_files", "image_services", "manifest_settings"), _json),
+    "request_id": _none_if_empty,
+    "artifact_id": _none_if_empty,
+    "cancel_requested": int,
+}
+_DEP_DECODE: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(("stack_files", "image_services", "manifest_settings"), json.loads),
+    "request_id": _empty_if_none,
+    "artifact_id": _empty_if_none,
+    "cancel_requested": bool,
+    "state": State,
+    "action": DeploymentAction,
+}
+_DEP_INSERT_ENCODERS = tuple(_DEP_ENCODE.get(c) for c in _DEP_INSERT_COLUMNS)
+_DEP_DECODERS = tuple(_DEP_DECODE.get(c) for c in _DEP_COLUMNS)
 
 
 def _deployment(row: Sequence[Any]) -> Deployment:
@@ -387,7 +389,7 @@ class SQLiteTx(Tx):
 
     def update_deployment(self, d: Deployment) -> None:
         values = list(_dep_mutable_values(d))
-        values[_DEP_MUTABLE.index("cancel_requested")] = int(d.cancel_requested)
+        values[_DEP_CANCEL] = int(d.cancel_requested)
         values.append(d.id)
         self.c.execute(_DEP_UPDATE, values)
 
@@ -586,7 +588,7 @@ class SQLiteTx(Tx):
         cols = list(row)
         self.c.execute(
             f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-            [_enc(c, row[c], table) for c in cols],
+            [_enc(c, row[c]) for c in cols],
         )
 
 
@@ -632,7 +634,7 @@ class SQLiteStore(Store):
         # The batch whose COMMIT the committer thread runs now, and that job.
         self._committing: tuple[_Batch, concurrent.futures.Future[Any]] | None = None
         self._batch: _Batch | None = None
-        # Commits made and transactions they carried (group commit), for the metrics.
+        # Commits made and transactions they carried (group commit): how well it groups.
         self.commits = 0
         self.batched = 0
         for pragma in (
@@ -695,10 +697,12 @@ class SQLiteStore(Store):
                     raise
                 self._conn.execute("COMMIT")
             return
+        if threading.get_ident() != self._loop_thread:
+            raise RuntimeError("with group commits on, the store is used from its loop only")
         if self._committing is not None:
             # The connection is the committer thread's until its COMMIT returns. Callers
             # that can wait await writable() first; one that did not waits here.
-            self._finish_commit(*self._committing, block=True)
+            self._finish_commit(*self._committing)
         batch = self._batch or self._open_batch()
         batch.joined += 1
         self._conn.execute("SAVEPOINT tx")
@@ -719,8 +723,6 @@ class SQLiteStore(Store):
 
     def _open_batch(self) -> _Batch:
         assert self._loop is not None
-        if threading.get_ident() != self._loop_thread:
-            raise RuntimeError("with group commits on, the store is used from its loop only")
         self._conn.execute("BEGIN IMMEDIATE")
         batch = self._batch = _Batch(self._loop.create_future())
         self._loop.call_soon(self._commit)
@@ -755,23 +757,18 @@ class SQLiteStore(Store):
         loop = self._loop
         job = self._committer.submit(self._run_commit)
         self._committing = (batch, job)
-        job.add_done_callback(
-            lambda _: loop.call_soon_threadsafe(self._finish_commit, batch, job, False)
-        )
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finish_commit, batch, job))
 
     def _run_commit(self) -> None:
         """In the committer thread."""
         self._conn.execute("COMMIT")
 
-    def _finish_commit(
-        self, batch: _Batch, job: concurrent.futures.Future[Any], block: bool
-    ) -> None:
+    def _finish_commit(self, batch: _Batch, job: concurrent.futures.Future[Any]) -> None:
+        """On the loop: once the COMMIT returned (waiting for it if it has not)."""
         if self._committing is None or self._committing[0] is not batch:
             return  # finished already (a tx() waited for it)
-        if block:
-            concurrent.futures.wait((job,))
+        exc = job.exception()  # blocks until the job is done
         self._committing = None
-        exc = job.exception()
         if exc is not None:
             self._fail(batch, exc)
         else:
@@ -824,7 +821,7 @@ class SQLiteStore(Store):
     def close(self) -> None:
         with self._lock:
             if self._committing is not None:
-                self._finish_commit(*self._committing, block=True)
+                self._finish_commit(*self._committing)
             committer, self._committer = self._committer, None
             if committer is not None:
                 committer.shutdown()
