@@ -13,9 +13,11 @@ only once it returned are the batch's effects published (`after_commit`) and its
 answered (`durable`). Callers wait for the committer (`writable`) before starting the next
 batch, which thus gathers everything that arrived during the fsync: under load one fsync
 carries many changes instead of each paying its own, and nothing is promised before it is on
-disk. A tx() started while a COMMIT is in flight waits for it (blocking): correct, only
-slower. Without group_commits() (offline commands, tests of the core) every `tx()` block
-commits when it ends.
+disk. A batch that has written nothing holds only what is on disk already: its readers are
+answered at once, and its COMMIT (which writes nothing, so no fsync) runs on the loop. A tx()
+started while a COMMIT is in flight waits for it (blocking): correct, only slower. Without
+group_commits() (offline commands, tests of the core) every `tx()` block commits when it
+ends.
 
 The connection is used from one thread at a time (the control plane's event loop, or an
 offline CLI command). Other processes may open the same file: WAL lets them read while the
@@ -595,13 +597,29 @@ class SQLiteTx(Tx):
 class _Batch:
     """The transactions of one turn of the event loop, committed together."""
 
-    def __init__(self, future: asyncio.Future[None]) -> None:
-        self.future = future
+    __slots__ = ("callbacks", "changes", "durable_waiters", "idle_waiters", "joined")
+
+    def __init__(self, changes: int) -> None:
+        # The connection's total_changes when the batch began: unchanged at its end, the
+        # batch only read, and its COMMIT writes nothing (no fsync, no thread needed).
+        self.changes = changes
         self.callbacks: list[Callable[[], None]] = []
         self.joined = 0
+        # One future per waiting caller, rather than one shared future each waiter would
+        # have to shield: a caller cancelled while it waits must not cancel the others.
+        self.durable_waiters: list[asyncio.Future[None]] = []
+        self.idle_waiters: list[asyncio.Future[None]] = []
+
+    def wait(self, waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        return waiter
 
     def done(self) -> None:
-        self.future.set_result(None)
+        for w in self.durable_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._release_idle()
         for fn in self.callbacks:
             try:
                 fn()
@@ -610,8 +628,15 @@ class _Batch:
 
     def fail(self, exc: Exception) -> None:
         log.error("commit_failed", error=str(exc), transactions=self.joined)
-        self.future.set_exception(exc)
-        self.future.exception()  # retrieved: nobody may be waiting, that is fine
+        for w in self.durable_waiters:
+            if not w.done():
+                w.set_exception(exc)
+        self._release_idle()
+
+    def _release_idle(self) -> None:
+        for w in self.idle_waiters:
+            if not w.done():
+                w.set_result(None)
 
 
 class SQLiteStore(Store):
@@ -719,12 +744,13 @@ class SQLiteStore(Store):
         """Wait (without blocking the loop) while a commit is in flight: a tx() started
         meanwhile would wait for it blocking the loop."""
         while self._committing is not None:
-            await asyncio.wait((self._committing[0].future,))
+            batch = self._committing[0]
+            await batch.wait(batch.idle_waiters)
 
     def _open_batch(self) -> _Batch:
         assert self._loop is not None
         self._conn.execute("BEGIN IMMEDIATE")
-        batch = self._batch = _Batch(self._loop.create_future())
+        batch = self._batch = _Batch(self._conn.total_changes)
         self._loop.call_soon(self._commit)
         return batch
 
@@ -746,7 +772,12 @@ class SQLiteStore(Store):
         if batch is None:
             return  # failed and dropped already
         self._batch = None
-        if self._committer is None or self._loop is None:
+        if (
+            self._committer is None
+            or self._loop is None
+            or self._conn.total_changes == batch.changes
+        ):
+            # Also a batch that only read: its COMMIT just ends the transaction.
             try:
                 self._conn.execute("COMMIT")
             except Exception as exc:
@@ -813,10 +844,14 @@ class SQLiteStore(Store):
             pending.callbacks.append(fn)
 
     async def durable(self) -> None:
-        # Batches commit one after the other: the last one durable, all are.
+        # Batches commit one after the other: the last one durable, all are. An open batch
+        # that has written nothing yet holds nothing a reader could have seen.
         pending = self._pending()
-        if pending is not None:
-            await asyncio.shield(pending.future)
+        if pending is None:
+            return
+        if pending is self._batch and self._conn.total_changes == pending.changes:
+            return
+        await pending.wait(pending.durable_waiters)
 
     def close(self) -> None:
         with self._lock:

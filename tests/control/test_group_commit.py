@@ -9,7 +9,9 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,30 @@ from tests.control.test_storage import art, dep
 
 ADMIN = Principal("t0", "admin", Role.ADMIN)
 REF = "127.0.0.1:5000/web@sha256:" + "a" * 64
+
+
+def suspends(coro: Coroutine[Any, Any, None]) -> bool:
+    """Whether the coroutine would wait (it is closed either way)."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return False
+    coro.close()
+    return True
+
+
+def slow_disk(s: SQLiteStore) -> tuple[threading.Event, Callable[[], None], Callable[[], None]]:
+    """Make the store's COMMIT wait (a slow fsync) until the returned event is set; also
+    returns the slow commit and the real one, to switch between them."""
+    slow = threading.Event()
+    real = s._run_commit
+
+    def slow_commit() -> None:
+        slow.wait(5)
+        real()
+
+    s._run_commit = slow_commit  # type: ignore[method-assign]
+    return slow, slow_commit, real
 
 
 def stored_ids(path: Path) -> list[str]:
@@ -135,14 +161,7 @@ def test_while_a_commit_is_in_flight_the_loop_serves_and_the_next_turn_waits_for
         with s.tx() as tx:
             tx.insert_artifact(art(1))
         s.group_commits()
-        slow = threading.Event()
-        real = s._run_commit
-
-        def slow_commit() -> None:
-            slow.wait(5)  # a slow disk: the fsync takes until the test says
-            real()
-
-        s._run_commit = slow_commit  # type: ignore[method-assign]
+        slow, slow_commit, real = slow_disk(s)
         seen: list[str] = []
         with s.tx() as tx:
             tx.insert_deployment(dep(1))
@@ -176,3 +195,82 @@ def test_while_a_commit_is_in_flight_the_loop_serves_and_the_next_turn_waits_for
         return stored_ids(tmp_path / "data")
 
     assert asyncio.run(scenario()) == ["dep_1", "dep_2", "dep_3", "dep_4"]
+
+
+def test_a_turn_that_only_read_commits_on_the_loop_and_its_readers_do_not_wait(
+    tmp_path: Path,
+) -> None:
+    """Reads (GetDeployment, a watch's replay, a heartbeat's lease check) see only what is
+    on disk while their batch has written nothing: they are answered at once, and the
+    batch's COMMIT, which writes nothing, needs no thread and no fsync."""
+
+    async def scenario() -> None:
+        s = SQLiteStore(tmp_path / "data")
+        with s.tx() as tx:
+            tx.insert_artifact(art(1))
+            tx.insert_deployment(dep(1))
+        s.group_commits()
+        threaded: list[str] = []
+        real = s._run_commit
+
+        def counted() -> None:
+            threaded.append("commit")
+            real()
+
+        s._run_commit = counted  # type: ignore[method-assign]
+        with s.tx() as tx:
+            assert tx.get_deployment("dep_1") is not None
+        assert s._batch is not None and not suspends(s.durable())  # answered at once
+        await asyncio.sleep(0.01)
+        assert s._batch is None and threaded == [] and s.commits == 1
+        # A read that shares its turn with a write waits for that write's commit: it may
+        # have seen it.
+        with s.tx() as tx:
+            tx.get_deployment("dep_1")
+        with s.tx() as tx:
+            tx.insert_deployment(dep(2))
+        assert suspends(s.durable())
+        await s.durable()
+        assert threaded == ["commit"] and s.commits == 2
+        s.close()
+
+    asyncio.run(scenario())
+    assert stored_ids(tmp_path / "data") == ["dep_1", "dep_2"]
+
+
+def test_a_caller_cancelled_while_it_waits_leaves_the_other_waiters_waiting(
+    tmp_path: Path,
+) -> None:
+    """A client that gives up (deadline, cancel) while its write commits must not take the
+    other callers of the same batch with it, nor make them miss a failure."""
+
+    async def scenario() -> None:
+        s = SQLiteStore(tmp_path / "data")
+        with s.tx() as tx:
+            tx.insert_artifact(art(1))
+        s.group_commits()
+        slow, _, real = slow_disk(s)
+        with s.tx() as tx:
+            tx.insert_deployment(dep(1))
+        gives_up = asyncio.ensure_future(s.durable())
+        stays = asyncio.ensure_future(s.durable())
+        waits_to_write = asyncio.ensure_future(s.writable())
+        await asyncio.sleep(0.05)
+        gives_up.cancel()
+        await asyncio.sleep(0)
+        assert gives_up.cancelled() and not stays.done() and not waits_to_write.done()
+        slow.set()
+        await asyncio.wait_for(asyncio.gather(stays, waits_to_write), 5)
+        # And a failing commit reaches the durable waiter as StorageFailed, while one that
+        # only waited to write is let go (its own tx() would then start a new batch).
+        s._run_commit = real  # type: ignore[method-assign]
+        with s.tx() as tx:
+            tx.c.execute("PRAGMA defer_foreign_keys = ON")
+            tx.insert_deployment(dataclasses.replace(dep(2), artifact_id="art_missing"))
+        told = asyncio.ensure_future(s.durable())
+        with pytest.raises(StorageFailed):
+            await told
+        s.close()
+
+    asyncio.run(scenario())
+    assert stored_ids(tmp_path / "data") == ["dep_1"]
