@@ -109,11 +109,12 @@ class Broker:
         )
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, handler: grpc.GenericRpcHandler | None = None) -> None:
+    """Serve `handler` (the echo Broker's by default) until SIGTERM or SIGINT."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((Broker().handler(),))
+    server.add_generic_rpc_handlers((handler or Broker().handler(),))
     if server.add_insecure_port(listen) == 0:
-        raise SystemExit(f"echo: cannot listen on {listen}")
+        raise SystemExit(f"cannot listen on {listen}")
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import signal
@@ -201,18 +202,19 @@ def _profiled(ctx: Ctx, name: str, pid: int) -> Iterator[None]:
 
 
 class EchoServer:
-    """`python -m bench.echo` in its own process."""
+    """`python -m bench.echo` (or another baseline server: `module`) in its own process."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, module: str = "bench.echo", *args: str) -> None:
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
-        self.log = root / "echo.log"
+        self.log = root / f"{module.rpartition('.')[2]}.log"
+        self.argv = [PY, "-m", module, "--listen", self.addr, *args]
         self.popen: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> EchoServer:
         with open(self.log, "ab") as log:
             self.popen = subprocess.Popen(
-                [PY, "-m", "bench.echo", "--listen", self.addr],
+                self.argv,
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -298,6 +300,7 @@ def fig_echo(ctx: Ctx) -> list[Row]:
                     },
                 )
             )
+    rows.append(_create_floor(ctx))
     # The storage floor, on the disk the control plane's data lives on.
     with Workers() as ws:
         w = ws.add(
@@ -320,31 +323,67 @@ def fig_echo(ctx: Ctx) -> list[Row]:
     return rows
 
 
+def _create_floor(ctx: Ctx) -> Row:
+    """CreateDeployment's bare work on grpc.aio (bench/floor.py), driven by the same client
+    as figure 2's first run: how close to the echo limit any durable implementation gets."""
+    p = ctx.params
+    token = "bench-floor-token"
+    root = ctx.folder("floor")
+    used = p.create_runs[0][1]
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    db = str(root / "floor.db")
+    with EchoServer(root, "bench.floor", "--db", db, "--token-sha256", digest) as srv:
+        res, cpu_ms = _drive_creates(ctx, srv.addr, srv.pid, token, "art_floor", used)
+    rate, p50, p99 = _loop_stats(res)
+    ctx.baseline["create_floor"] = rate
+    ctx.baseline["create_floor_cpu_ms"] = cpu_ms
+    return Row(
+        "1",
+        "baseline CreateDeployment's bare work on grpc.aio (bench/floor.py)",
+        rate,
+        "/s",
+        ratio=_ratio(rate, ctx.baseline.get("echo_unary")),
+        note=f"parse, token hash, supersede, 3 rows, group commit, answer; p50 {_ms(p50):.2f}"
+        f" ms, p99 {_ms(p99):.2f} ms; server CPU {cpu_ms:.3f} ms a call",
+        extra={"errors": res["errors"], "server_cpu_ms_per_call": cpu_ms},
+    )
+
+
 # -- 2: CreateDeployment ------------------------------------------------------------------------
 
 
-def _create_run(ctx: Ctx, synced: int, used: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _drive_creates(
+    ctx: Ctx, addr: str, pid: int, token: str, artifact: str, used: int, profile: str = ""
+) -> tuple[dict[str, Any], float]:
+    """CreateDeployment in a closed loop over `used` services from a client process: the
+    loop's result and the server's CPU per call (`profile`: sample it under that name)."""
     p = ctx.params
+    with Workers() as ws:
+        w = ws.add(
+            "create",
+            clients.create_worker,
+            addr,
+            token,
+            artifact,
+            service_names(used),
+            p.concurrency,
+        )
+        w.recv("ready", 60)
+        w.send("go", _go(p.duration, p))
+        time.sleep(p.warmup)
+        cpu0 = cpu_seconds(pid)
+        with _profiled(ctx, profile, pid) if profile else contextlib.nullcontext():
+            res = w.recv("result", p.duration + p.warmup + 60)
+        return res, _cpu_ms_per_call(cpu_seconds(pid) - cpu0, res)
+
+
+def _create_run(ctx: Ctx, synced: int, used: int) -> tuple[dict[str, Any], dict[str, Any]]:
     name = f"create-{synced}-{used}"
     cp, toks, artifact = prepared(ctx.folder(name), synced)
     try:
-        with Workers() as ws:
-            w = ws.add(
-                "create",
-                clients.create_worker,
-                cp.addr,
-                toks["deployer"][0],
-                artifact,
-                service_names(used),
-                p.concurrency,
-            )
-            w.recv("ready", 60)
-            w.send("go", _go(p.duration, p))
-            time.sleep(p.warmup)
-            cpu0 = cpu_seconds(cp.pid)
-            with _profiled(ctx, name, cp.pid):
-                res = w.recv("result", p.duration + p.warmup + 60)
-            cpu_ms = _cpu_ms_per_call(cpu_seconds(cp.pid) - cpu0, res)
+        res, cpu_ms = _drive_creates(
+            ctx, cp.addr, cp.pid, toks["deployer"][0], artifact, used, profile=name
+        )
         info = {
             "control_rss_mb": rss_bytes(cp.pid) / MB,
             "control_log_errors": cp.errors_logged(),
@@ -359,6 +398,7 @@ def fig_create(ctx: Ctx) -> list[Row]:
     p = ctx.params
     base = ctx.baseline.get("echo_unary")
     echo_cpu = ctx.baseline.get("echo_unary_cpu_ms")
+    floor, floor_cpu = ctx.baseline.get("create_floor"), ctx.baseline.get("create_floor_cpu_ms")
     rows: list[Row] = []
     for i, (synced, used) in enumerate(p.create_runs):
         res, info = _create_run(ctx, synced, used)
@@ -366,9 +406,14 @@ def fig_create(ctx: Ctx) -> list[Row]:
         ratio = _ratio(rate, base)
         extra = {"errors": res["errors"], "services_synced": synced, "services_used": used}
         extra.update(info)
-        cpu_note = f"server CPU {info['server_cpu_ms_per_call']:.3f} ms a call" + (
-            f" ({info['server_cpu_ms_per_call'] / echo_cpu:.1f} x echo's)" if echo_cpu else ""
-        )
+        cpu = info["server_cpu_ms_per_call"]
+        versus = [f"{cpu / echo_cpu:.1f} x echo's" if echo_cpu else ""]
+        versus.append(f"{cpu / floor_cpu:.1f} x the floor's" if floor_cpu else "")
+        cpu_note = f"server CPU {cpu:.3f} ms a call"
+        if any(versus):
+            cpu_note += f" ({', '.join(v for v in versus if v)})"
+        if floor:
+            cpu_note += f"; {rate / floor:.2f} x the floor's calls/s"
         what = (
             "1 service (each call supersedes the queued one)"
             if used == 1
