@@ -113,7 +113,11 @@ class SwarmExecutor:
         *,
         docker_env: Mapping[str, str] | None = None,
         docker_cli: str = "docker",
-        poll_interval: float = 0.5,
+        # How often a rollout looks at the engine: as often as `docker service update
+        # --detach=false` does (docker/cli's progress loop, 200 ms), so a deploy is not
+        # judged converged later than docker's own; a look costs one service list and
+        # two task lists a service on the local manager.
+        poll_interval: float = 0.2,
         crash_loop_failures: int = 3,
         swarm_grace: float = 8.0,
         rollback_timeout: float | None = None,
