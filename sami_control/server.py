@@ -232,8 +232,7 @@ class ControlServer:
                     client_ca=cfg.client_ca,
                 )
             except ListenError as exc:
-                self.store.close()
-                self._data_lock.release()
+                self.close()
                 raise ListenRefused(str(exc)) from None
             # Metrics first (outermost): it also counts the calls auth refuses.
             interceptors.append(MetricsInterceptor(self.metrics.rpc))
@@ -307,8 +306,7 @@ class ControlServer:
         await self.http.stop()
         await self.core.stop()
         await self.server.stop(self.cfg.grace)
-        self.store.close()
-        self._data_lock.release()
+        self.close()
 
     async def run_until_signalled(self) -> None:
         await self.start()

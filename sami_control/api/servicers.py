@@ -165,8 +165,9 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
         response serializer, see add_deployment_service): a published event is converted and
         serialized once, not once per watcher. A coroutine rather than a generator, so an
         event goes to the wire without passing through a generator per interceptor."""
-        items = self.core.watch(principal(), request.name, request.after_sequence)
-        try:
+        # Closed at once (its stream released) when the write fails or is cancelled.
+        watch = self.core.watch(principal(), request.name, request.after_sequence)
+        async with contextlib.aclosing(watch) as items:
             async for item in items:
                 if isinstance(item, Deployment):
                     data = deployment_pb2.WatchDeploymentResponse(
@@ -175,11 +176,6 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
                 else:
                     data = self._events.serialized(item)
                 await context.write(data)
-        finally:
-            # Ended at once (its stream released) when the write fails or is cancelled.
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
     @mapped
     async def CancelDeployment(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -848,7 +848,7 @@ class ControlPlane:
 
     async def watch(
         self, who: Principal, name: str, after: int
-    ) -> AsyncIterator[Deployment | Event]:
+    ) -> AsyncGenerator[Deployment | Event, None]:
         """The deployment now, then every event after `after`, ending after the terminal one."""
         authz.require(who, Action.READ)
         if after < 0:
@@ -881,6 +881,8 @@ class ControlPlane:
                     sub.lagged = False
                     while not sub.queue.empty():
                         sub.queue.get_nowait()
+                    # Not while a commit holds the store: reading would block the loop.
+                    await self.writable()
                     caught = list(self.store.iter_events(d.id, last))
                     await self.durable()
                     for e in caught:
@@ -994,18 +996,15 @@ class ControlPlane:
                     continue
                 h = held_by_id.get(d.id)
                 if h is not None and h.lease_id == d.lease_id and h.epoch == d.epoch:
-                    self._lease_until(d, now + self.settings.lease_ttl)
-                    if d.state is State.ASSIGNED:  # it holds the lease: the ack was lost
-                        ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {agent_id}")
-                        tx.append_event(ev)
-                        fx.add(d, ev)
+                    # It holds the lease (an ASSIGNED one: the ack was lost).
+                    self._renew(tx, fx, d, session, now)
                     tx.update_deployment(d)
                     session.leases.add(d.id)
                     resumed.append(h)
                 else:
                     # The agent restarted and forgot this work: offer it again now rather
                     # than waiting for the lease to run out.
-                    fx.add(d, *self._requeue(tx, d, now, "the agent restarted without it"))
+                    self._requeue(tx, fx, d, now, "the agent restarted without it")
             tx.upsert_agent(
                 AgentRecord(
                     agent_id=agent_id,
@@ -1324,11 +1323,13 @@ class ControlPlane:
 
     # ---------------------------------------------------------------- dispatch
 
-    def _requeue(self, tx: Tx, d: Deployment, now: float, why: str) -> list[Event]:
+    def _requeue(self, tx: Tx, fx: _Effects, d: Deployment, now: float, why: str) -> None:
         old_session = self.sessions.get(d.agent_id)
         if old_session is not None:
             old_session.leases.discard(d.id)
-            old_session.send(RevokeCommand(d.id, d.lease_id, why))
+            # Sent once the requeue is stored, like every command: if its commit fails the
+            # lease still stands, and the agent must keep the work.
+            fx.commands.append((old_session, RevokeCommand(d.id, d.lease_id, why)))
         if d.cancel_requested:
             ev = move(d, State.CANCELLED, now, f"cancelled ({why} while cancelling)")
         elif d.attempt >= self.settings.max_attempts:
@@ -1342,7 +1343,7 @@ class ControlPlane:
             )
         tx.update_deployment(d)
         tx.append_event(ev)
-        return [ev]
+        fx.add(d, ev)
 
     def _lease_until(self, d: Deployment, expires: float) -> None:
         """Every lease deadline is set here, so the loop knows the earliest one."""
@@ -1360,7 +1361,7 @@ class ControlPlane:
             for d in tx.deployments_in_states([State.ASSIGNED, State.IN_PROGRESS]):
                 if d.lease_expires and d.lease_expires <= now:
                     what = "not acknowledged" if d.state is State.ASSIGNED else "lease expired"
-                    fx.add(d, *self._requeue(tx, d, now, what))
+                    self._requeue(tx, fx, d, now, what)
                     fx.wake = True
                 elif d.lease_expires:
                     deadline = min(deadline, d.lease_expires)

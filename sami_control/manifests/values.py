@@ -95,7 +95,6 @@ def parse_go_duration(value: str) -> float:
 
 # The grammar lives in sami_common.cron, shared with the agent's scheduler: what lint accepts
 # is exactly what the agent runs.
-CRON_MACROS = cron.CRON_MACROS
 
 
 def cron_error(expression: str) -> str | None:

@@ -220,7 +220,6 @@ _DEP_INSERT = (
 _DEP_UPDATE = f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in _DEP_MUTABLE)} WHERE id = ?"
 _dep_insert_values = operator.attrgetter(*_DEP_INSERT_COLUMNS)
 _dep_mutable_values = operator.attrgetter(*_DEP_MUTABLE)
-_DEP_CANCEL = _DEP_MUTABLE.index("cancel_requested")
 
 
 def _none_if_empty(v: str) -> str | None:
@@ -236,7 +235,6 @@ _DEP_ENCODE: dict[str, Callable[[Any], Any]] = {
     **dict.fromkeys(("stack_files", "image_services", "manifest_settings"), _json),
     "request_id": _none_if_empty,
     "artifact_id": _none_if_empty,
-    "cancel_requested": int,
 }
 _DEP_DECODE: dict[str, Callable[[Any], Any]] = {
     **dict.fromkeys(("stack_files", "image_services", "manifest_settings"), json.loads),
@@ -390,10 +388,8 @@ class SQLiteTx(Tx):
         d.seq = self.c.execute(_DEP_INSERT, values).lastrowid or 0
 
     def update_deployment(self, d: Deployment) -> None:
-        values = list(_dep_mutable_values(d))
-        values[_DEP_CANCEL] = int(d.cancel_requested)
-        values.append(d.id)
-        self.c.execute(_DEP_UPDATE, values)
+        # cancel_requested goes in as is: sqlite3 stores a bool as the integer 0 or 1.
+        self.c.execute(_DEP_UPDATE, (*_dep_mutable_values(d), d.id))
 
     def get_deployment(self, deployment_id: str) -> Deployment | None:
         row = self.c.execute(_DEP_SELECT + " WHERE id = ?", (deployment_id,)).fetchone()
@@ -566,8 +562,7 @@ class SQLiteTx(Tx):
         row = dataclasses.asdict(run)
         row.pop("seq")  # assigned here
         row["outcome"] = int(run.outcome)
-        self._insert("cron_runs", row)
-        run.seq = self.c.execute("SELECT last_insert_rowid()").fetchone()[0]
+        run.seq = self._insert("cron_runs", row)
 
     def get_cron_run(self, run_id: str) -> CronRun | None:
         row = self.c.execute("SELECT * FROM cron_runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -586,11 +581,15 @@ class SQLiteTx(Tx):
         args.append(limit)
         return [_cron_run(r) for r in self.c.execute(sql, args)]
 
-    def _insert(self, table: str, row: dict[str, Any]) -> None:
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        """Insert `row`; return its rowid."""
         cols = list(row)
-        self.c.execute(
-            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-            [_enc(c, row[c]) for c in cols],
+        return (
+            self.c.execute(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [_enc(c, row[c]) for c in cols],
+            ).lastrowid
+            or 0
         )
 
 
