@@ -42,6 +42,8 @@ from bench.control import (
     service_names,
 )
 from bench.workers import Workers
+from sami_common.dial import IDLE_HEARTBEAT_FACTOR
+from sami_control.core.controlplane import Settings
 
 MB = 1024 * 1024
 
@@ -407,11 +409,14 @@ def fig_create(ctx: Ctx) -> list[Row]:
         extra = {"errors": res["errors"], "services_synced": synced, "services_used": used}
         extra.update(info)
         cpu = info["server_cpu_ms_per_call"]
-        versus = [f"{cpu / echo_cpu:.1f} x echo's" if echo_cpu else ""]
-        versus.append(f"{cpu / floor_cpu:.1f} x the floor's" if floor_cpu else "")
+        versus: list[str] = []
+        if echo_cpu:
+            versus.append(f"{cpu / echo_cpu:.1f} x echo's")
+        if floor_cpu:
+            versus.append(f"{cpu / floor_cpu:.1f} x the floor's")
         cpu_note = f"server CPU {cpu:.3f} ms a call"
-        if any(versus):
-            cpu_note += f" ({', '.join(v for v in versus if v)})"
+        if versus:
+            cpu_note += f" ({', '.join(versus)})"
         if floor:
             cpu_note += f"; {rate / floor:.2f} x the floor's calls/s"
         what = (
@@ -714,10 +719,10 @@ def _pickup_baseline(ctx: Ctx, p: Params) -> dict[str, Any]:
 # -- 5: connected idle agents -------------------------------------------------------------------
 
 # The Welcome's heartbeat interval of the benchmark's control plane (its default), and how often
-# an agent holding no lease heartbeats: IDLE_HEARTBEAT_FACTOR times less often (the real agent,
-# sami_agent/connection.py, and the simulated ones alike).
-_WELCOME_HEARTBEAT_S = 10.0
-_IDLE_HEARTBEAT_S = simagent.IDLE_HEARTBEAT_FACTOR * _WELCOME_HEARTBEAT_S
+# an agent holding no lease heartbeats: IDLE_HEARTBEAT_FACTOR times less often (the real agent
+# and the simulated ones alike).
+_WELCOME_HEARTBEAT_S = Settings.heartbeat_interval
+_IDLE_HEARTBEAT_S = IDLE_HEARTBEAT_FACTOR * _WELCOME_HEARTBEAT_S
 
 
 def _measure_idle(pid: int, window: float) -> dict[str, float]:
@@ -869,6 +874,9 @@ def _idle_baseline(ctx: Ctx, p: Params, count: int) -> dict[str, float]:
             sum(s.recv("result", 120)["heartbeats"] for s in streams)
         )
     return m
+
+
+# -- 6: watch fan-out ---------------------------------------------------------------------------
 
 
 def fig_fanout(ctx: Ctx) -> list[Row]:

@@ -21,12 +21,7 @@ import grpc.aio
 
 from bench.workers import Link
 from sami.v1 import agent_pb2, agent_pb2_grpc
-from sami_common.dial import CHANNEL_OPTIONS
-
-# sami_agent.connection.IDLE_HEARTBEAT_FACTOR (tests/agent/test_agent_heartbeats.py checks
-# they agree). Not imported: every benchmark worker process imports this module, among them
-# the one whose RSS is figure 7's bare grpc.aio client baseline.
-IDLE_HEARTBEAT_FACTOR = 12
+from sami_common.dial import CHANNEL_OPTIONS, IDLE_HEARTBEAT_FACTOR
 
 # Every channel gets its own subchannel pool, hence its own TCP connection, instead of
 # grpc sharing one connection between channels with the same target and options.

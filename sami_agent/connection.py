@@ -35,7 +35,7 @@ from sami_agent.leases import Lease
 from sami_agent.metrics import AgentMetrics
 from sami_common import logs
 from sami_common.backoff import Backoff
-from sami_common.dial import Endpoint
+from sami_common.dial import IDLE_HEARTBEAT_FACTOR, Endpoint
 
 if TYPE_CHECKING:
     from sami_agent import cron
@@ -45,11 +45,6 @@ AUTH_ERRORS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIE
 # A heartbeat the control plane has not answered (with anything) within four heartbeat
 # periods, and at least this long, means the stream is dead: the agent reconnects.
 SILENCE_FLOOR = 3.0
-# An agent holding no lease heartbeats this many times less often than the Welcome says
-# (every 120 s by default): there is nothing to renew, and on a control plane serving
-# thousands of idle agents their heartbeats are most of its idle work. gRPC keepalives
-# (SAMI_KEEPALIVE_SECONDS, sami_common/dial.py) notice a dead link meanwhile.
-IDLE_HEARTBEAT_FACTOR = 12
 # How often the preview stacks are reported (orphan reconciliation).
 DEFAULT_INVENTORY_INTERVAL = 300.0
 # Used when a Welcome carries no heartbeat interval.
@@ -75,9 +70,9 @@ def _cron_scheduler(
     backend = cron.find_backend(executor)
     if backend is None:
         return None
-    if interval is None:
-        return cron.CronScheduler(backend, log=log)
-    return cron.CronScheduler(backend, interval=interval, log=log)
+    return cron.CronScheduler(
+        backend, interval=cron.DEFAULT_INTERVAL if interval is None else interval, log=log
+    )
 
 
 class AgentAuthError(Exception):
@@ -139,7 +134,7 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         self.metrics.describe_agent(agent_id, package_version())
         self.metrics.count_running(
-            lambda: sum(1 for lease in self._leases.values() if lease.result is None)
+            lambda: sum(1 for lease in self._leases.values() if lease.running)
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -179,7 +174,7 @@ class Agent:
                 session.cancel()
                 await asyncio.wait({session})
             self._outbox = None
-            running = [lease.lease_id for lease in self._leases.values() if lease.result is None]
+            running = [lease.lease_id for lease in self._leases.values() if lease.running]
             if running:
                 self._log.warning(
                     "stopping with jobs still running; their leases will expire on the control"
@@ -420,7 +415,7 @@ class Agent:
     def _busy_stacks(self) -> set[str]:
         """Stacks this agent is deploying right now: their cron jobs are not started
         meanwhile (the deployment's `docker stack deploy` would race the start)."""
-        return {lease.job.stack_name for lease in self._leases.values() if lease.result is None}
+        return {lease.job.stack_name for lease in self._leases.values() if lease.running}
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         if self._outbox is not None:
@@ -540,7 +535,7 @@ class Agent:
         lease = self._find(done.lease_id, done.deployment_id)
         if lease is None:
             return  # a Done for a result we re-sent after it was already stored
-        if lease.result is None:
+        if lease.running:
             self._drop(lease, "the control plane finished the lease before the job did")
             return
         lease.dropped = True
@@ -554,7 +549,7 @@ class Agent:
         lease.log.warning(
             "stopped reporting on lease",
             why=why,
-            still_running=lease.result is None,
+            still_running=lease.running,
         )
 
     # -- jobs ----------------------------------------------------------------------------

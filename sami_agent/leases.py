@@ -54,6 +54,11 @@ class Lease:
     # time.monotonic() when the assignment arrived (the job duration metric).
     received_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def running(self) -> bool:
+        """Its job has not finished (no Result yet)."""
+        return self.result is None
+
     def held(self) -> agent_pb2.HeldLease:
         return agent_pb2.HeldLease(
             deployment_id=self.deployment_id, lease_id=self.lease_id, epoch=self.epoch

@@ -49,7 +49,6 @@ def build_executor(
     step_seconds: float = 0.3,
     ledger_path: str | os.PathLike[str] | None = None,
     agent_id: str = "",
-    max_archive_bytes: int | None = None,
     cron_clock: ScaledClock | None = None,
 ) -> Executor:
     """The dry-run executor when asked for; else a RoutingExecutor over the Swarm executor
@@ -58,8 +57,7 @@ def build_executor(
     When the Swarm executor cannot start (no Docker SDK, no engine answering), a warning is
     logged and the agent runs static_file deployments only: it does not advertise swarm or
     compose, so the control plane sends it none. `step_seconds`, `ledger_path` and
-    `agent_id` only matter for the dry run; `max_archive_bytes` bounds static_file downloads
-    (default: static_archive.DEFAULT_MAX_ARCHIVE_BYTES, 1 GiB).
+    `agent_id` only matter for the dry run.
     With the Swarm executor, `cron` deployments go to its cron executor (which is also the
     agent's cron scheduler backend, see sami_agent/cron.py); `cron_clock` is its clock.
     """
@@ -81,11 +79,7 @@ def build_executor(
             routes["cron"] = cron_executor(cron_clock)
     from sami_agent.executors.static_file import StaticFileExecutor
 
-    files = (
-        StaticFileExecutor()
-        if max_archive_bytes is None
-        else StaticFileExecutor(max_archive_bytes=max_archive_bytes)
-    )
+    files = StaticFileExecutor()
     routes.update(dict.fromkeys(files.capabilities, files))
     return RoutingExecutor(routes)
 

@@ -361,12 +361,14 @@ class _Rollout:
             if verdict is not None:
                 return verdict
             if converged:
-                window = max(
-                    (v.monitor for v in views.values() if v is not None and not v.update_state),
-                    default=0.0,
+                window = (
+                    self.settle
+                    if self.settle is not None
+                    else max(
+                        (v.monitor for v in views.values() if v is not None and not v.update_state),
+                        default=0.0,
+                    )
                 )
-                if self.settle is not None:
-                    window = self.settle
                 if stable_since is None:
                     stable_since = now
                     if window >= 1:

@@ -15,7 +15,7 @@ from agent_fakes import FakeStream, ScriptedExecutor, assignment, connect, held,
 
 from sami.v1 import agent_pb2
 from sami_agent import connection
-from sami_agent.connection import IDLE_HEARTBEAT_FACTOR
+from sami_common.dial import IDLE_HEARTBEAT_FACTOR
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,12 +80,6 @@ def test_idle_agent_heartbeats_every_idle_period_and_with_a_lease_every_interval
             assert min(gaps(idle)) > IDLE - INTERVAL
 
     asyncio.run(scenario())
-
-
-def test_the_benchmark_agents_follow_the_same_policy() -> None:
-    from bench import simagent
-
-    assert simagent.IDLE_HEARTBEAT_FACTOR == IDLE_HEARTBEAT_FACTOR
 
 
 def test_silence_between_idle_heartbeats_is_not_a_dead_link(
