@@ -177,10 +177,10 @@ def build_agent(args: argparse.Namespace) -> Agent:
     if not (args.cron_interval > 0 and args.cron_time_scale >= 1):
         raise UsageError("--cron-interval must be more than 0 and --cron-time-scale 1 or more")
     if args.metrics_listen:
-        from sami_common.httpserve import ListenError, is_loopback
+        from sami_common.httpserve import ListenError, split_listen
 
         try:
-            is_loopback(args.metrics_listen)
+            split_listen(args.metrics_listen)
         except ListenError as exc:
             raise UsageError(f"--metrics-listen: {exc}") from None
     endpoint = Endpoint(

@@ -74,8 +74,8 @@ class AgentMetrics:
         self._info: dict[str, str] | None = None
         self._running: Callable[[], int] | None = None
         self._connected = 0.0
-        self._reconnects = 0
         self._last_heartbeat = 0.0
+        # Streams opened: each one after the first is a reconnect.
         self._sessions = 0
 
     @property
@@ -92,8 +92,8 @@ class AgentMetrics:
                 running = self._running
                 m.jobs_running.set_function(lambda: float(running()))
             m.connected.set(self._connected)
-            if self._reconnects:
-                m.reconnects.inc(self._reconnects)
+            if self._sessions > 1:
+                m.reconnects.inc(self._sessions - 1)
             m.last_heartbeat.set(self._last_heartbeat)
         return m
 
@@ -110,10 +110,8 @@ class AgentMetrics:
 
     def session_started(self) -> None:
         self._sessions += 1
-        if self._sessions > 1:
-            self._reconnects += 1
-            if self._metrics is not None:
-                self._metrics.reconnects.inc()
+        if self._sessions > 1 and self._metrics is not None:
+            self._metrics.reconnects.inc()
 
     def welcomed(self) -> None:
         self._set_connected(1.0)

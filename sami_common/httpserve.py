@@ -125,7 +125,8 @@ class Request:
     @property
     def content_length(self) -> int:
         raw = self.headers.get("content-length", "0").strip() or "0"
-        if not raw.isdigit():
+        # isdigit() alone accepts "²", which int() then refuses.
+        if not (raw.isascii() and raw.isdigit()):
             raise HttpError(400, "Content-Length is not a number")
         return int(raw)
 

@@ -44,7 +44,9 @@ class HttpEndpoints:
                 )
         if webhook_listen:
             tls = None
-            if tls_cert is not None and tls_key is not None:
+            if tls_cert is not None:
+                # ControlServer refuses --tls-cert without --tls-key before it gets here.
+                assert tls_key is not None
                 try:
                     tls = ssl_context(tls_cert, tls_key, client_ca)
                 except (OSError, ValueError) as exc:

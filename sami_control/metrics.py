@@ -93,11 +93,14 @@ class ControlMetrics:
             d = deployments.get(e.deployment_id)
             env = d.environment if d else "unknown"
             self.transitions.labels(e.state.name, env).inc()
-            if e.state is State.ASSIGNED and e.deployment_id not in self._assigned_at:
-                if e.attempt == 1:
-                    self._assigned_at[e.deployment_id] = e.time
-                    if d is not None and d.created_at:
-                        self.queue_wait.labels(env).observe(max(0.0, e.time - d.created_at))
+            if (
+                e.state is State.ASSIGNED
+                and e.attempt == 1
+                and e.deployment_id not in self._assigned_at
+            ):
+                self._assigned_at[e.deployment_id] = e.time
+                if d is not None and d.created_at:
+                    self.queue_wait.labels(env).observe(max(0.0, e.time - d.created_at))
             elif e.state.terminal:
                 started = self._assigned_at.pop(e.deployment_id, None)
                 if started is not None:

@@ -22,19 +22,19 @@ from urllib.parse import parse_qs
 import structlog
 
 from sami_common.httpserve import HttpError, HttpServer, Limits, Request, Response
-from sami_control.api.auth import REQUEST_ID_HEADER, _LogBudget, bearer, request_id
+from sami_control.api.auth import REQUEST_ID_HEADER, bearer, log_unauthenticated, request_id
 from sami_control.core import errors
 from sami_control.core.audit import clean
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.model import Deployment, Principal, State
 from sami_control.core.requests import DeploymentInput
+from sami_control.manifests import canonical_environment
 from sami_control.metrics import ControlMetrics
 from sami_control.storage.base import StorageFailed
 
 log = structlog.get_logger("sami.webhook")
 
 PATH = "/deployment_request"
-MAX_BODY = 64 * 1024
 DEFAULT_WAIT_TIMEOUT = 600.0
 MAX_WAIT_TIMEOUT = 3600.0
 
@@ -76,11 +76,8 @@ ALIASES = {
     "wait": "wait",
     "timeout": "timeout",
 }
-ENVIRONMENT_ALIASES = {"prod": "production"}
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off", ""}
-
-_unauthenticated_log = _LogBudget()
 
 
 @dataclasses.dataclass
@@ -127,28 +124,9 @@ def parse_fields(req: Request, body: bytes) -> dict[str, tuple[str, object]]:
         raw += [(key, v) for v in values]
     ctype = req.content_type
     text = body.decode("utf-8", errors="strict") if body else ""
-    if not body.strip():
-        pass
-    elif ctype == "application/json" or (
-        # `curl -d '{…}'` labels JSON as a form; a form never starts with "{".
-        ctype in ("", "application/x-www-form-urlencoded") and text.lstrip().startswith("{")
-    ):
-        try:
-            obj = json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
-            raise errors.InvalidArgument("body", f"is not valid JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise errors.InvalidArgument("body", "must be a JSON object of fields")
-        raw += list(obj.items())
-    elif ctype in ("application/x-www-form-urlencoded", ""):
-        try:
-            form = parse_qs(text, keep_blank_values=True, strict_parsing=True, max_num_fields=50)
-        except ValueError as exc:
-            raise errors.InvalidArgument("body", f"is not a valid form: {exc}") from None
-        for key, values in form.items():
-            raw += [(key, v) for v in values]
-    else:
-        raise HttpError(415, "send application/json or application/x-www-form-urlencoded")
+    # An empty body is no body, whatever its Content-Type says.
+    if body.strip():
+        raw += _body_fields(ctype, text)
     fields: dict[str, tuple[str, object]] = {}
     for name, value in raw:
         canonical = ALIASES.get(name)
@@ -163,6 +141,27 @@ def parse_fields(req: Request, body: bytes) -> dict[str, tuple[str, object]]:
             )
         fields[canonical] = (name, value)
     return fields
+
+
+def _body_fields(ctype: str, text: str) -> list[tuple[str, object]]:
+    if ctype == "application/json" or (
+        # `curl -d '{…}'` labels JSON as a form; a form never starts with "{".
+        ctype in ("", "application/x-www-form-urlencoded") and text.lstrip().startswith("{")
+    ):
+        try:
+            obj = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise errors.InvalidArgument("body", f"is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise errors.InvalidArgument("body", "must be a JSON object of fields")
+        return list(obj.items())
+    if ctype in ("application/x-www-form-urlencoded", ""):
+        try:
+            form = parse_qs(text, keep_blank_values=True, strict_parsing=True, max_num_fields=50)
+        except ValueError as exc:
+            raise errors.InvalidArgument("body", f"is not a valid form: {exc}") from None
+        return [(key, v) for key, values in form.items() for v in values]
+    raise HttpError(415, "send application/json or application/x-www-form-urlencoded")
 
 
 def _no_constant(name: str) -> object:
@@ -182,7 +181,8 @@ def webhook_request(fields: dict[str, tuple[str, object]]) -> WebhookRequest:
 
     service = text("service")
     environment = text("environment")
-    environment = ENVIRONMENT_ALIASES.get(environment, environment)
+    # "prod" → "production"; anything else goes to the core as sent, to be refused there.
+    environment = canonical_environment(environment) or environment
     artifact = text("artifact")
     digest = text("digest")
     if digest:
@@ -199,7 +199,9 @@ def webhook_request(fields: dict[str, tuple[str, object]]) -> WebhookRequest:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise errors.InvalidArgument(name, "must be a pull request number")
         if isinstance(value, str):
-            if not value.strip().lstrip("-").isdigit() or len(value) > 12:
+            digits = value.strip().removeprefix("-")
+            # isascii: isdigit() alone accepts "²", which int() then refuses.
+            if not (digits.isascii() and digits.isdigit()) or len(value) > 12:
                 raise errors.InvalidArgument(name, "must be a pull request number")
             value = int(value)
         pull_request = value
@@ -246,7 +248,7 @@ def webhook_request(fields: dict[str, tuple[str, object]]) -> WebhookRequest:
 
 
 class Webhook:
-    def __init__(self, core: ControlPlane, metrics: ControlMetrics | None = None) -> None:
+    def __init__(self, core: ControlPlane, metrics: ControlMetrics) -> None:
         self.core = core
         self.metrics = metrics
 
@@ -259,8 +261,7 @@ class Webhook:
             response = Response.error(exc.status, exc.message, exc.headers)
         except StorageFailed as exc:
             response = Response.error(503, str(exc))
-        if self.metrics is not None:
-            self.metrics.webhook_requests.labels(str(response.status)).inc()
+        self.metrics.webhook_requests.labels(str(response.status)).inc()
         return response
 
     def _authenticate(self, req: Request) -> Principal:
@@ -269,15 +270,7 @@ class Webhook:
             who = self.core.authenticate(bearer([("authorization", header)] if header else []))
         except errors.DomainError as exc:
             # Logged, not audited (as in gRPC); the reason names a token id, never a secret.
-            suppressed = _unauthenticated_log.take()
-            if suppressed is not None:
-                log.info(
-                    "unauthenticated",
-                    endpoint=PATH,
-                    peer=req.peer,
-                    reason=exc.message,
-                    suppressed_before=suppressed or None,
-                )
+            log_unauthenticated(endpoint=PATH, peer=req.peer, reason=exc.message)
             raise
         rid = request_id([(REQUEST_ID_HEADER, req.headers.get(REQUEST_ID_HEADER, ""))])
         return dataclasses.replace(who, peer=f"webhook:{req.peer}", request_id=rid)
@@ -358,13 +351,15 @@ def ssl_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext
 def webhook_server(
     listen: str,
     core: ControlPlane,
-    metrics: ControlMetrics | None,
+    metrics: ControlMetrics,
     tls: ssl.SSLContext | None,
 ) -> HttpServer:
     return HttpServer(
         listen,
         Webhook(core, metrics).handle,
         name="webhook",
-        limits=Limits(body=MAX_BODY, header_bytes=16 * 1024, connections=128),
+        # The default limits (a 64 KiB body, 16 KiB of headers), but more connections: a
+        # caller that waits for the outcome holds one until then.
+        limits=Limits(connections=128),
         ssl_context=tls,
     )

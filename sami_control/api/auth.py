@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -109,7 +110,16 @@ class _LogBudget:
         return suppressed
 
 
+# One budget for the gRPC port and the webhook: a flood on both logs at most 20 lines per
+# 10 s in all, as docs/webhook.md says.
 _unauthenticated_log = _LogBudget()
+
+
+def log_unauthenticated(**fields: object) -> None:
+    """Log a refused unauthenticated call (gRPC or webhook) if the shared budget allows."""
+    suppressed = _unauthenticated_log.take()
+    if suppressed is not None:
+        log.info("unauthenticated", **fields, suppressed_before=suppressed or None)
 
 
 def _refuse(exc: DomainError, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
@@ -119,15 +129,7 @@ def _refuse(exc: DomainError, details: grpc.HandlerCallDetails) -> grpc.RpcMetho
     async def deny(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         # Logged, not audited: a caller without a valid token must not be able to make the
         # server write to its database. The message names the token id, never a secret.
-        suppressed = _unauthenticated_log.take()
-        if suppressed is not None:
-            log.info(
-                "unauthenticated",
-                method=method[:200],
-                peer=context.peer(),
-                reason=exc.message,
-                suppressed_before=suppressed or None,
-            )
+        log_unauthenticated(method=method[:200], peer=context.peer(), reason=exc.message)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     # A streaming-request handler without a deserializer, whatever the method's real shape:
@@ -151,16 +153,12 @@ MALFORMED = InvalidArgument(
 )
 
 
-# One tolerant deserializer per method's deserializer, made once rather than per call.
-_TOLERANT: dict[Callable[[bytes], Any], Callable[[bytes], Any]] = {}
-
-
+# One tolerant deserializer per method's deserializer, made once rather than per call; the
+# cache is bounded by the methods served, and capped all the same.
+@functools.lru_cache(maxsize=1024)
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserializer is None:
         return None
-    made = _TOLERANT.get(deserializer)
-    if made is not None:
-        return made
     parse = deserializer
 
     def tolerant(data: bytes) -> Any:
@@ -169,8 +167,6 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         except Exception:
             return _MALFORMED
 
-    if len(_TOLERANT) < 1000:  # bounded by the methods served; never grows without end
-        _TOLERANT[deserializer] = tolerant
     return tolerant
 
 

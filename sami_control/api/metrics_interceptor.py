@@ -17,23 +17,23 @@ import grpc
 import grpc.aio
 from google.protobuf import descriptor_pool
 
+from .errors import _is_abort
+
 UNKNOWN = ("unknown", "unknown", False)
 
 Record = Callable[[str, str, str, float | None], None]
+
+
+# A status code's number → its name (context.code() may give either).
+_CODE_NAMES: dict[int, str] = {c.value[0]: str(c.name) for c in grpc.StatusCode}
 
 
 def _code_name(code: Any) -> str:
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     if isinstance(code, int):
-        for c in grpc.StatusCode:
-            if c.value[0] == code:
-                return str(c.name)
+        return _CODE_NAMES.get(code, "OK")
     return "OK"
-
-
-def _is_abort(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError"
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):

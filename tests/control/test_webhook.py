@@ -202,6 +202,9 @@ def test_wait_times_out_with_504_and_a_cancelled_deployment_is_409(hook: Hook) -
         ({"service": "web", "environment": "stage", "image": "nginx:latest"}, "image"),
         ({"service": "web", "environment": "stage"}, "artifact"),
         ({"service": "web", "environment": "pull_request", "artifact": REF, "pr": "x"}, "pr"),
+        # Digits to str.isdigit(), not to int(): a 400, not a 500.
+        ({"service": "web", "environment": "pull_request", "artifact": REF, "pr": "²"}, "pr"),
+        ({"service": "web", "environment": "pull_request", "artifact": REF, "pr": "--7"}, "pr"),
         ({"service": "web", "environment": "stage", "artifact": REF, "servce": "x"}, "servce"),
         ({"service": "web", "service_name": "web", "environment": "stage"}, "service_name"),
         ({"service": "web", "environment": "stage", "artifact": REF, "wait": "maybe"}, "wait"),
@@ -382,7 +385,9 @@ def test_with_tls_the_webhook_serves_https(tmp_path: Path) -> None:
         # Over TLS, authenticated, and refused by the core: a reader may not deploy.
         assert ei.value.code == 403
         plain = urllib.request.Request(url.replace("https", "http"), data=b"{}", method="POST")
-        with pytest.raises((urllib.error.URLError, ConnectionError)):
+        with pytest.raises((urllib.error.URLError, ConnectionError)) as no:
             urllib.request.urlopen(plain, timeout=10)
+        # HTTPError is a URLError too: that would be an HTTP answer, i.e. no TLS at all.
+        assert not isinstance(no.value, urllib.error.HTTPError), no.value
     finally:
         stop_server(srv)
