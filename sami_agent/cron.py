@@ -42,13 +42,13 @@ from sami.v1 import agent_pb2, cron_pb2
 from sami_agent.executor import cron_candidates
 from sami_agent.jobs import run_in_daemon_thread
 from sami_common import cron, logs
+from sami_common.cron import MAX_MESSAGE
 
 DEFAULT_INTERVAL = 1.0
 # Reports kept for resending until acknowledged; beyond it the oldest are dropped (logged).
 MAX_UNCONFIRMED = 1000
 # Run ids remembered as reported, so a finished run is not read again every pass.
 MAX_REPORTED = 4096
-MAX_MESSAGE = 4000
 
 
 @dataclass
@@ -174,10 +174,9 @@ class CronScheduler:
 
     # -- one pass (worker thread) --------------------------------------------------------
 
-    def tick(self, busy_stacks: Iterable[str] = ()) -> list[cron_pb2.CronRun]:
+    def tick(self, busy: frozenset[str] = frozenset()) -> list[cron_pb2.CronRun]:
         """One pass: the runs that ended (to report), after starting the runs that are due.
-        Jobs of `busy_stacks` (being deployed by this agent) are not started."""
-        busy = frozenset(busy_stacks)
+        Jobs of the `busy` stacks (being deployed by this agent) are not started."""
         now = self.backend.now()
         jobs = self.backend.list_cron_jobs()
         by_key = {job.key: job for job in jobs}
@@ -307,6 +306,7 @@ class CronScheduler:
         """Pass every `interval` seconds for ever; `send` each ended run (it may drop
         messages while there is no stream: `pending()` has them after the next Welcome)."""
         while True:
+            # A snapshot taken on the event loop: the worker thread must not read live state.
             busy = frozenset(busy_stacks())
             try:
                 runs = await run_in_daemon_thread(functools.partial(self.tick, busy), "sami-cron")

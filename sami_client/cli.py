@@ -21,13 +21,12 @@ that defines an option of the same name itself keeps its own.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 from sami.v1 import artifact_pb2, deployment_pb2
 from sami_client import (
@@ -54,8 +53,6 @@ EXTRA_COMMANDS: list[Callable[[Subparsers], None]] = []
 
 _DIGEST_IN_REF = re.compile(r"@(sha256:[0-9a-f]{64})$")
 _DEFAULT_LIST_LIMIT = 50
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -357,8 +354,8 @@ def _artifact_get(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _artifact_list(args: argparse.Namespace, ctx: Context) -> int:
-    found = ctx.client().list_artifacts(args.name, page_size=_page_size(args.limit))
-    artifacts = _take(found, args.limit)
+    found = ctx.client().list_artifacts(args.name, page_size=argtypes.page_size(args.limit))
+    artifacts = argtypes.take(found, args.limit)
     ctx.show(render.artifacts_table(artifacts), [render.to_dict(a) for a in artifacts])
     return int(ExitCode.SUCCEEDED)
 
@@ -393,9 +390,9 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
         service=args.service,
         environment=args.env,
         state=args.state,
-        page_size=_page_size(args.limit),
+        page_size=argtypes.page_size(args.limit),
     )
-    deployments = _take(found, args.limit)
+    deployments = argtypes.take(found, args.limit)
     ctx.show(render.deployments_table(deployments), [render.to_dict(d) for d in deployments])
     return int(ExitCode.SUCCEEDED)
 
@@ -427,14 +424,6 @@ def _agents(args: argparse.Namespace, ctx: Context) -> int:
     agents = ctx.client().list_agents(args.cluster)
     ctx.show(render.agents_table(agents), [render.to_dict(a) for a in agents])
     return int(ExitCode.SUCCEEDED)
-
-
-def _page_size(limit: int) -> int:
-    return min(limit, 100) if limit else 100
-
-
-def _take(items: Iterable[T], limit: int) -> list[T]:
-    return list(itertools.islice(items, limit) if limit else items)
 
 
 # Entry point

@@ -20,6 +20,8 @@ from sami.v1 import (
     artifact_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    cron_pb2,
+    cron_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
     manifest_pb2,
@@ -85,6 +87,7 @@ class SamiClient:
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
         self._clusters = cluster_pb2_grpc.ClusterServiceStub(self._channel)
         self._manifests = manifest_pb2_grpc.ManifestServiceStub(self._channel)
+        self._cron = cron_pb2_grpc.CronServiceStub(self._channel)
 
     def _reopen_channel(self) -> None:
         # A channel whose connection attempts failed waits out grpc's own reconnect backoff
@@ -115,6 +118,15 @@ class SamiClient:
                 timeout=self._call_timeout if timeout is None else timeout,
             )
 
+    def _paged(self, method: Any, request: Any, items: str) -> Iterator[Any]:
+        """The `items` of every page of a List call, fetched as the caller iterates."""
+        while True:
+            page = self._call(method, request)
+            yield from getattr(page, items)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
     # Artifacts
 
     def register_artifact(
@@ -136,18 +148,11 @@ class SamiClient:
         self, artifact_name: str = "", *, page_size: int = DEFAULT_PAGE_SIZE
     ) -> Iterator[artifact_pb2.Artifact]:
         """Every matching artifact, fetching pages as the caller iterates."""
-        token = ""
-        while True:
-            page: artifact_pb2.ListArtifactsResponse = self._call(
-                self._artifacts.ListArtifacts,
-                artifact_pb2.ListArtifactsRequest(
-                    artifact_name=artifact_name, page_size=page_size, page_token=token
-                ),
-            )
-            yield from page.artifacts
-            token = page.next_page_token
-            if not token:
-                return
+        return self._paged(
+            self._artifacts.ListArtifacts,
+            artifact_pb2.ListArtifactsRequest(artifact_name=artifact_name, page_size=page_size),
+            "artifacts",
+        )
 
     # Deployments
 
@@ -215,22 +220,13 @@ class SamiClient:
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> Iterator[deployment_pb2.Deployment]:
         """Matching deployments, newest first, fetching pages as the caller iterates."""
-        token = ""
-        while True:
-            page: deployment_pb2.ListDeploymentsResponse = self._call(
-                self._deployments.ListDeployments,
-                deployment_pb2.ListDeploymentsRequest(
-                    service=service,
-                    environment=environment,
-                    state=state,
-                    page_size=page_size,
-                    page_token=token,
-                ),
-            )
-            yield from page.deployments
-            token = page.next_page_token
-            if not token:
-                return
+        return self._paged(
+            self._deployments.ListDeployments,
+            deployment_pb2.ListDeploymentsRequest(
+                service=service, environment=environment, state=state, page_size=page_size
+            ),
+            "deployments",
+        )
 
     def history(
         self,
@@ -363,6 +359,25 @@ class SamiClient:
                 # The caller may stop early (generator closed): end the RPC with it.
                 stream.cancel()
 
+    # Cron runs
+
+    def list_cron_runs(
+        self,
+        *,
+        service: str = "",
+        environment: str = "",
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[cron_pb2.CronRun]:
+        """Matching cron runs, most recently reported first, fetching pages as the caller
+        iterates."""
+        return self._paged(
+            self._cron.ListCronRuns,
+            cron_pb2.ListCronRunsRequest(
+                service=service, environment=environment, page_size=page_size
+            ),
+            "runs",
+        )
+
     # Manifest revisions
 
     def sync_manifests(
@@ -406,16 +421,11 @@ class SamiClient:
     ) -> Iterator[manifest_pb2.ManifestRevision]:
         """Every revision, most recently synced first, fetching pages as the caller iterates
         (without files; `get_manifest_revision` has them)."""
-        token = ""
-        while True:
-            page: manifest_pb2.ListManifestRevisionsResponse = self._call(
-                self._manifests.ListManifestRevisions,
-                manifest_pb2.ListManifestRevisionsRequest(page_size=page_size, page_token=token),
-            )
-            yield from page.revisions
-            token = page.next_page_token
-            if not token:
-                return
+        return self._paged(
+            self._manifests.ListManifestRevisions,
+            manifest_pb2.ListManifestRevisionsRequest(page_size=page_size),
+            "revisions",
+        )
 
     # Clusters and agents
 

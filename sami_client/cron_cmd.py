@@ -14,59 +14,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
-from sami.v1 import cron_pb2, cron_pb2_grpc
+from sami.v1 import cron_pb2
 from sami_client import argtypes, render
-from sami_client.errors import ExitCode, SamiError
-from sami_common.dial import Endpoint, TLSFileError
+from sami_client.errors import ExitCode
 
 if TYPE_CHECKING:
     from sami_client.cli import Context
 
-CALL_TIMEOUT = 30.0
 DEFAULT_LIMIT = 20
-PAGE_SIZE = 100
-
-
-class CronClient:
-    """CronService, with errors as SamiError."""
-
-    def __init__(self, endpoint: Endpoint, timeout: float = CALL_TIMEOUT) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-        try:
-            self._channel = endpoint.channel()
-        except TLSFileError as exc:
-            raise SamiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
-        self._stub = cron_pb2_grpc.CronServiceStub(self._channel)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def list_runs(
-        self, service: str = "", environment: str = "", page_size: int = PAGE_SIZE
-    ) -> Iterator[cron_pb2.CronRun]:
-        """Every matching run, most recently reported first, page by page as iterated."""
-        request = cron_pb2.ListCronRunsRequest(
-            service=service, environment=environment, page_size=page_size
-        )
-        while True:
-            try:
-                page: cron_pb2.ListCronRunsResponse = self._stub.ListCronRuns(
-                    request, metadata=self.endpoint.metadata(), timeout=self.timeout
-                )
-            except grpc.RpcError as err:
-                raise SamiError.from_rpc_error(err) from err
-            yield from page.runs
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
 
 
 def outcome_name(outcome: int) -> str:
@@ -111,12 +70,10 @@ def runs_table(runs: list[cron_pb2.CronRun]) -> str:
 
 
 def _runs(args: argparse.Namespace, ctx: Context) -> int:
-    client = CronClient(ctx.endpoint)
-    try:
-        found = client.list_runs(args.service, args.env, page_size=min(args.limit or 100, 100))
-        runs = list(itertools.islice(found, args.limit) if args.limit else found)
-    finally:
-        client.close()
+    found = ctx.client().list_cron_runs(
+        service=args.service, environment=args.env, page_size=argtypes.page_size(args.limit)
+    )
+    runs = argtypes.take(found, args.limit)
     ctx.show(runs_table(runs), [render.to_dict(r) for r in runs])
     return int(ExitCode.SUCCEEDED)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -140,7 +139,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def scan(files: Mapping[str, bytes]) -> ScanResult:
     """The validator, loaded (with yaml) only by the commands that read a repo: every other
-    `sami` command (a CI job's `sami deploy`) starts that much faster."""
+    `sami` command (a CI job's `sami deploy`) starts that much faster. Also the seam tests
+    replace to get the local lint out of the way."""
     from sami_control import manifests
 
     return manifests.scan(files)
@@ -339,9 +339,8 @@ def _git(root: str, *args: str) -> str | None:
 
 
 def run_list(args: argparse.Namespace, ctx: Context) -> int:
-    page_size = min(args.limit, 100) if args.limit else 100
-    found = ctx.client().list_manifest_revisions(page_size=page_size)
-    revisions = list(itertools.islice(found, args.limit) if args.limit else found)
+    found = ctx.client().list_manifest_revisions(page_size=argtypes.page_size(args.limit))
+    revisions = argtypes.take(found, args.limit)
     ctx.show(render.manifest_revisions_table(revisions), [render.to_dict(r) for r in revisions])
     return int(ExitCode.SUCCEEDED)
 

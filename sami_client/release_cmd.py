@@ -172,7 +172,7 @@ def run_history(args: argparse.Namespace, ctx: Context) -> int:
     _check_pr(args.env, args.pr)
     # Full pages even for a small --limit: the live deployment may be further back.
     found = ctx.client().history(args.service, args.env, pull_request=args.pr)
-    shown = list(itertools.islice(found, args.limit) if args.limit else found)
+    shown = argtypes.take(found, args.limit)
     live = history.live_ids(shown)
     # One service+environment(+PR): when none of the deployments shown decides what is live,
     # look further back for it.

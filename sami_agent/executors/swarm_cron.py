@@ -36,11 +36,12 @@ it succeeded when every task exited 0.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -238,12 +239,19 @@ class SwarmCronExecutor:
             self._client.close()
             self._client = None
 
-    def list_cron_jobs(self) -> list[CronJob]:
+    @contextlib.contextmanager
+    def _reset_on_error(self) -> Iterator[None]:
+        # A failed call may have left the client broken (engine restarted): open a new one
+        # on the next call.
         try:
-            services = self._api().services(filters={"label": LABEL_SCHEDULE})
+            yield
         except (docker.errors.DockerException, OSError):
             self._reset()
             raise
+
+    def list_cron_jobs(self) -> list[CronJob]:
+        with self._reset_on_error():
+            services = self._api().services(filters={"label": LABEL_SCHEDULE})
         jobs: list[CronJob] = []
         for raw in services:
             job = _cron_job(raw)
@@ -252,13 +260,11 @@ class SwarmCronExecutor:
         return sorted(jobs, key=lambda j: j.name)
 
     def run_state(self, key: str, mark: RunMark, current_iteration: int | None) -> RunState:
-        try:
-            tasks = self._api().tasks(filters={"service": key})
-        except docker.errors.NotFound:
-            tasks = []
-        except (docker.errors.DockerException, OSError):
-            self._reset()
-            raise
+        with self._reset_on_error():
+            try:
+                tasks = self._api().tasks(filters={"service": key})
+            except docker.errors.NotFound:
+                tasks = []
         mine = [
             t
             for t in tasks
@@ -339,8 +345,6 @@ class SwarmCronExecutor:
             raw = api.inspect_service(job.key)
         except docker.errors.NotFound:
             return False
-        if int(raw["Version"]["Index"]) != job.version:
-            return False
         spec = raw["Spec"]
         spec["Labels"] = {
             **(spec.get("Labels") or {}),
@@ -355,6 +359,8 @@ class SwarmCronExecutor:
                 "TotalCompletions": mark.completions,
             }
         }
+        # No local version check: Swarm refuses an update based on a stale job.version,
+        # the one guard against two agents starting the same run.
         try:
             response = api._post_json(
                 api._url("/services/{0}/update", job.key),

@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from sami_common.cron import MAX_MESSAGE
 from sami_control.core import authz, paging, validation
 from sami_control.core.authz import Action
 from sami_control.core.errors import (
@@ -31,7 +32,6 @@ from sami_control.storage.base import Store
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # A compose service name, as Docker accepts it in a stack.
 _JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-MAX_MESSAGE = 4000
 _LATEST_TIME = 1e11  # year 5138: anything later is a broken clock or a forged report
 
 

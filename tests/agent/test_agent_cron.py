@@ -7,16 +7,18 @@ is handled. The real engine side is tests/swarm/test_swarm_cron.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from agent_fakes import WAIT, assignment, connect, running_agent
+from agent_fakes import WAIT, FakeControl, FakeStream, assignment, connect, running_agent
 
 from sami.v1 import agent_pb2, cron_pb2
 from sami_agent import cron
+from sami_agent.connection import Agent
 from sami_agent.cron import CronJob, RunMark, RunState
 from sami_agent.executor import ExecutionResult, Job, Outcome, ProgressReporter
 
@@ -51,7 +53,8 @@ class FakeCron:
         self.jobs = {j.key: j for j in jobs}
         self.lock = threading.Lock()
         self.starts: list[tuple[str, RunMark]] = []
-        # Called inside start_run before it checks the version (a competing agent).
+        # Called once, inside the next start_run before it checks the version (a competing
+        # agent).
         self.before_start: Callable[[FakeJob, RunMark], None] | None = None
         self.gate = threading.Event()
         self.gate.set()
@@ -100,8 +103,9 @@ class FakeCron:
     def start_run(self, job: CronJob, mark: RunMark) -> bool:
         with self.lock:
             stored = self.jobs[job.key]
-            if self.before_start is not None:
-                self.before_start(stored, mark)
+            before_start, self.before_start = self.before_start, None
+            if before_start is not None:
+                before_start(stored, mark)
             if stored.version != job.version:
                 return False
             stored.run = mark
@@ -145,6 +149,26 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
 async def next_run(stream: object) -> cron_pb2.CronRun:
     message: agent_pb2.AgentMessage = await stream.recv_kind("cron_run")  # type: ignore[attr-defined]
     return message.cron_run
+
+
+@contextlib.asynccontextmanager
+async def backup_started(
+    before_start: Callable[[FakeJob, RunMark], None] | None = None, *, welcome: bool = True
+) -> AsyncIterator[tuple[FakeCron, FakeControl, FakeStream, Agent]]:
+    """An agent whose backup() job is due (it is 00:01:01), once the job's run started (by
+    this agent, or by `before_start`, a competing agent): (fake, control, stream, agent).
+    welcome=False: the agent sent its Hello but is not welcomed."""
+    fake = FakeCron(backup())
+    fake.t = T0 + 61
+    fake.before_start = before_start
+    async with running_agent(fake, cron_interval=0.02) as (control, agent, _):
+        if welcome:
+            stream, _ = await connect(control)
+        else:
+            stream = await control.next_stream()
+            await stream.recv_kind("hello")
+        await until(lambda: fake.jobs["svc1"].run is not None, "the run to start")
+        yield fake, control, stream, agent
 
 
 def test_due_runs_start_on_schedule_never_overlap_and_are_reported() -> None:
@@ -195,11 +219,7 @@ def test_due_runs_start_on_schedule_never_overlap_and_are_reported() -> None:
 
 def test_reports_are_sent_again_after_a_reconnect_until_acknowledged() -> None:
     async def scenario() -> None:
-        fake = FakeCron(backup())
-        fake.t = T0 + 61
-        async with running_agent(fake, cron_interval=0.02) as (control, _, _):
-            stream, _ = await connect(control)
-            await until(lambda: len(fake.starts) == 1, "the run to start")
+        async with backup_started() as (fake, control, stream, _):
             fake.finish("svc1")
             first = await next_run(stream)
             stream.close()  # lost before it was acknowledged
@@ -217,13 +237,8 @@ def test_reports_are_sent_again_after_a_reconnect_until_acknowledged() -> None:
 
 def test_runs_go_on_while_disconnected_and_are_reported_after_welcome() -> None:
     async def scenario() -> None:
-        fake = FakeCron(backup())
-        fake.t = T0 + 61
-        async with running_agent(fake, cron_interval=0.02) as (control, _, _):
-            stream = await control.next_stream()
-            await stream.recv_kind("hello")
-            # No Welcome yet: the scheduler does not wait for the control plane.
-            await until(lambda: len(fake.starts) == 1, "the run to start")
+        # No Welcome yet: the scheduler does not wait for the control plane.
+        async with backup_started(welcome=False) as (fake, _, stream, _):
             fake.finish("svc1")
             await asyncio.sleep(0.2)
             stream.welcome()
@@ -235,18 +250,11 @@ def test_runs_go_on_while_disconnected_and_are_reported_after_welcome() -> None:
 
 def test_a_start_lost_to_another_agent_is_still_watched_and_reported() -> None:
     async def scenario() -> None:
-        fake = FakeCron(backup())
-        fake.t = T0 + 61
-
         def competitor(job: FakeJob, mark: RunMark) -> None:
             # Another manager's agent started the same run a moment earlier.
-            fake.before_start = None
             job.run, job.iteration, job.version = mark, mark.iteration, job.version + 1
 
-        fake.before_start = competitor
-        async with running_agent(fake, cron_interval=0.02) as (control, _, _):
-            stream, _ = await connect(control)
-            await until(lambda: fake.jobs["svc1"].run is not None, "the competitor's start")
+        async with backup_started(competitor) as (fake, _, stream, _):
             await asyncio.sleep(0.2)
             assert fake.starts == []  # this agent's start lost; it started nothing else
             fake.finish("svc1")
@@ -308,11 +316,7 @@ def test_paused_jobs_bad_schedules_and_stacks_being_deployed_are_not_started() -
 
 def test_refused_reports_are_dropped() -> None:
     async def scenario() -> None:
-        fake = FakeCron(backup())
-        fake.t = T0 + 61
-        async with running_agent(fake, cron_interval=0.02) as (control, agent, _):
-            stream, _ = await connect(control)
-            await until(lambda: len(fake.starts) == 1, "the run to start")
+        async with backup_started() as (fake, _, stream, agent):
             fake.finish("svc1")
             run = await next_run(stream)
             stream.send(

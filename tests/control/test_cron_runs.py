@@ -369,6 +369,13 @@ _time_value = st.one_of(
 )
 
 
+@pytest.fixture
+def fuzz_deployment(cp: ControlPlane) -> Deployment:
+    """The cron deployment every fuzzed report may name: made once for all the examples (a
+    function-scoped fixture is not reset between hypothesis examples)."""
+    return deploy(cp)
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -385,6 +392,7 @@ _time_value = st.one_of(
 )
 def test_fuzzed_reports_are_stored_or_refused_never_crash(
     cp: ControlPlane,
+    fuzz_deployment: Deployment,
     run_id: str,
     use_real_deployment: bool,
     job: str,
@@ -395,7 +403,7 @@ def test_fuzzed_reports_are_stored_or_refused_never_crash(
     service: str,
     environment: str,
 ) -> None:
-    d = _fuzz_deployment(cp)
+    d = fuzz_deployment
     a = connect(cp, "fuzz")
     fields = {
         "run_id": run_id,
@@ -417,13 +425,3 @@ def test_fuzzed_reports_are_stored_or_refused_never_crash(
     except DomainError:
         return
     assert run.deployment_id == d.id and run.service == "backup"
-
-
-_fuzzed: dict[int, Deployment] = {}
-
-
-def _fuzz_deployment(cp: ControlPlane) -> Deployment:
-    if id(cp) not in _fuzzed:
-        _fuzzed.clear()
-        _fuzzed[id(cp)] = deploy(cp)
-    return _fuzzed[id(cp)]
