@@ -8,18 +8,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 
 import grpc
 import grpc.aio
 
+from bench.common import raise_fd_limit
+from bench.simagent import OPTIONS
 from sami.v1 import agent_pb2, agent_pb2_grpc
 from sami_common.backoff import Backoff
-from sami_common.dial import CHANNEL_OPTIONS
-
-OPTIONS = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 
 
 class Crowd:
@@ -82,8 +80,7 @@ async def main() -> None:
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--lifetime", type=float, default=300)
     args = p.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    raise_fd_limit()
     crowd = Crowd()
     tasks = [
         asyncio.create_task(agent(args.addr, args.token, f"storm-{i}", crowd))

@@ -123,7 +123,7 @@ def test_blackholed_link_is_noticed_by_silence(stack_behind_proxy) -> None:  # t
 
 @pytest.mark.keepalive(1)
 def test_blackholed_link_of_an_idle_agent_is_noticed_by_keepalive(stack_behind_proxy) -> None:  # type: ignore[no-untyped-def]
-    # An agent holding no lease heartbeats only every 6 heartbeat intervals
+    # An agent holding no lease heartbeats only every 12 heartbeat intervals
     # (docs/agent-protocol.md); meanwhile gRPC keepalive pings, unanswered on a dead link,
     # end the connection before any heartbeat could go unanswered.
     s, proxy = stack_behind_proxy
