@@ -43,7 +43,7 @@ from bench.control import (
 )
 from bench.workers import Workers
 from sami_common.dial import IDLE_HEARTBEAT_FACTOR
-from sami_control.core.controlplane import Settings
+from sami_control.core.settings import Settings
 
 MB = 1024 * 1024
 

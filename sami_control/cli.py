@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from sami_common import logs
-from sami_control.core.controlplane import Settings
 from sami_control.core.errors import DomainError
+from sami_control.core.settings import Settings
 from sami_control.server import DEFAULT_LISTEN, ControlServer, ListenRefused, ServeConfig
 
 # Imported by the commands that use them, not by `serve`: `tls init` needs cryptography

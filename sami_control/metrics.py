@@ -107,7 +107,7 @@ class ControlMetrics:
                     self.rollout.labels(env, e.state.name).observe(max(0.0, e.time - started))
 
     def attach(self, core: ControlPlane) -> None:
-        core.observers.append(self.observe)
+        core.publisher.observers.append(self.observe)
         self.registry.register(_LiveState(core))
 
     def rpc(self, service: str, method: str, code: str, seconds: float | None) -> None:
@@ -153,7 +153,7 @@ class _LiveState(Collector):
             for env in sorted({*ENVIRONMENTS, *(e for _, e in by_state)}):
                 deployments.add_metric([state.name, env], by_state.get((state, env), 0))
         queued = Counter(d.cluster for d in live if d.state is State.QUEUED)
-        connected = Counter(s.cluster for s in self.core.sessions.values() if not s.closed)
+        connected = Counter(s.cluster for s in self.core.sessions.all() if not s.closed)
         for cluster in sorted({*clusters, *queued, *connected}):
             queue.add_metric([cluster], queued.get(cluster, 0))
             agents.add_metric([cluster], connected.get(cluster, 0))

@@ -5,14 +5,15 @@ loses its streams there too."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from sami_control.core import token_admin, tokens
-from sami_control.core.controlplane import create_cluster
+from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import InvalidArgument
 from sami_control.core.model import Cluster, Principal, Role, TokenRecord
+from sami_control.core.token_secrets import IssuedToken
+from sami_control.core.tokens import TokenInput
 from sami_control.storage.sqlite import SQLiteStore
 
 OFFLINE = Principal(token_id="-", name="offline-admin", role=Role.ADMIN, peer="local")
@@ -29,6 +30,16 @@ def parse_duration(text: str, field: str = "--expires-in") -> float:
     raise InvalidArgument(field, f"{text!r} is not a duration like 30d, 12h, 90m")
 
 
+@contextlib.contextmanager
+def _core(data: Path) -> Iterator[ControlPlane]:
+    """The core over the data folder, not serving: its services commit each change at once."""
+    store = SQLiteStore(data)
+    try:
+        yield ControlPlane(store)
+    finally:
+        store.close()
+
+
 def add_token(
     data: Path,
     role: str,
@@ -37,39 +48,24 @@ def add_token(
     services: Sequence[str] = (),
     environments: Sequence[str] = (),
     expires_in: str = "",
-) -> tokens.IssuedToken:
+) -> IssuedToken:
     seconds = parse_duration(expires_in) if expires_in else 0.0
-    store = SQLiteStore(data)
-    try:
-        return token_admin.create_token(
-            store,
-            OFFLINE,
-            token_admin.TokenInput(role, name, cluster, services, environments, seconds),
-            time.time(),
+    with _core(data) as core:
+        return core.tokens.create(
+            OFFLINE, TokenInput(role, name, cluster, services, environments, seconds)
         )
-    finally:
-        store.close()
 
 
 def list_tokens(data: Path) -> list[TokenRecord]:
-    store = SQLiteStore(data)
-    try:
-        return token_admin.list_tokens(store, OFFLINE)
-    finally:
-        store.close()
+    with _core(data) as core:
+        return core.tokens.list(OFFLINE)
 
 
 def revoke_token(data: Path, token_id: str) -> None:
-    store = SQLiteStore(data)
-    try:
-        token_admin.revoke_token(store, OFFLINE, token_id, time.time())
-    finally:
-        store.close()
+    with _core(data) as core:
+        core.tokens.revoke(OFFLINE, token_id)
 
 
 def add_cluster(data: Path, name: str, environments: Sequence[str]) -> Cluster:
-    store = SQLiteStore(data)
-    try:
-        return create_cluster(store, name, list(environments), time.time(), OFFLINE)
-    finally:
-        store.close()
+    with _core(data) as core:
+        return core.clusters.create(OFFLINE, name, list(environments))

@@ -46,7 +46,8 @@ from sami_control.api.servicers import (
     TokenServicer,
     add_deployment_service,
 )
-from sami_control.core.controlplane import ControlPlane, Settings
+from sami_control.core.controlplane import ControlPlane
+from sami_control.core.settings import Settings
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.sqlite import SQLiteStore
 
@@ -236,7 +237,7 @@ class ControlServer:
                 raise ListenRefused(str(exc)) from None
             # Metrics first (outermost): it also counts the calls auth refuses.
             interceptors.append(MetricsInterceptor(self.metrics.rpc))
-        interceptors.append(AuthInterceptor(self.core.authenticate))
+        interceptors.append(AuthInterceptor(self.core.tokens.authenticate))
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=SERVER_OPTIONS,

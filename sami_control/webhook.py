@@ -28,9 +28,9 @@ from sami_control.core.audit import clean
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.model import Deployment, Principal, State
 from sami_control.core.requests import DeploymentInput
+from sami_control.core.store import StorageFailed
 from sami_control.manifests import canonical_environment
 from sami_control.metrics import ControlMetrics
-from sami_control.storage.base import StorageFailed
 
 log = structlog.get_logger("sami.webhook")
 
@@ -254,9 +254,9 @@ class Webhook:
 
     async def handle(self, req: Request) -> Response:
         try:
-            response = await self._handle(req)
-            # Answer only once what the request wrote is on disk (group commits).
-            await self.core.durable()
+            # Answered only once what the request wrote is on disk (group commits).
+            async with self.core.durable_call():
+                response = await self._handle(req)
         except HttpError as exc:
             response = Response.error(exc.status, exc.message, exc.headers)
         except StorageFailed as exc:
@@ -267,7 +267,9 @@ class Webhook:
     def _authenticate(self, req: Request) -> Principal:
         header = req.headers.get("authorization")
         try:
-            who = self.core.authenticate(bearer([("authorization", header)] if header else []))
+            who = self.core.tokens.authenticate(
+                bearer([("authorization", header)] if header else [])
+            )
         except errors.DomainError as exc:
             # Logged, not audited (as in gRPC); the reason names a token id, never a secret.
             log_unauthenticated(endpoint=PATH, peer=req.peer, reason=exc.message)
@@ -293,8 +295,7 @@ class Webhook:
                 raise errors.InvalidArgument("body", "is not UTF-8") from None
             wr = webhook_request(fields)
             names = wr.names
-            await self.core.writable()
-            d = self.core.create_deployment(who, wr.deployment)
+            d = self.core.deployments.create(who, wr.deployment)
         except errors.DomainError as exc:
             return http_error(exc, names)
         log.info(
@@ -317,10 +318,10 @@ class Webhook:
                 async with asyncio.timeout(timeout):
                     # Ends after the terminal event; a cancellation (timeout, stop) runs
                     # the watch's own clean-up, inside it.
-                    async for _ in self.core.watch(who, d.id, 0):
+                    async for _ in self.core.deployments.watch(who, d.id, 0):
                         pass
             except TimeoutError:
-                now = self.core.get_deployment(who, d.id)
+                now = self.core.deployments.get(who, d.id)
                 body = deployment_json(now)
                 body["timed_out"] = True
                 body["message"] = (
@@ -328,7 +329,7 @@ class Webhook:
                     f"follow it with `sami watch {d.id}`"
                 )
                 return Response.json(504, body)
-            final = self.core.get_deployment(who, d.id)
+            final = self.core.deployments.get(who, d.id)
         except errors.DomainError as exc:
             response = http_error(exc)
             body = json.loads(response.body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from sami.v1 import admin_pb2, agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
-from sami_control.core.agents import (
+from sami_control.core.commands import (
     AssignCommand,
     CancelCommand,
     CloseCommand,
@@ -29,7 +29,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
-from sami_control.core.token_admin import TokenInput
+from sami_control.core.tokens import TokenInput
 
 ROLES: dict[admin_pb2.TokenRole, Role] = {
     admin_pb2.TOKEN_ROLE_ADMIN: Role.ADMIN,
@@ -201,14 +201,14 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
                         deployment_type=d.deployment_type,
                         environment=d.environment,
                         folder=d.manifest_folder + "/" if d.manifest_folder else "",
-                        pr_deploy=bool(d.manifest_settings.get("pr_deploy", False)),
+                        pr_deploy=d.manifest_settings.pr_deploy,
                         stack_files=d.stack_files,
                         image_services=d.image_services,
                         converge_timeout_seconds=int(d.converge_timeout),
                         stack_name=d.stack_name,
-                        static_target_dir=str(d.manifest_settings.get("static_target_dir", "")),
-                        keep_releases=int(d.manifest_settings.get("keep_releases", 0)),  # type: ignore[call-overload]
-                        cron_schedule=str(d.manifest_settings.get("cron_schedule", "")),
+                        static_target_dir=d.manifest_settings.static_target_dir,
+                        keep_releases=d.manifest_settings.keep_releases,
+                        cron_schedule=d.manifest_settings.cron_schedule,
                     ),
                 )
             )

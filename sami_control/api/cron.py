@@ -9,12 +9,13 @@ import structlog
 from sami.v1 import cron_pb2, cron_pb2_grpc
 from sami_control.api.auth import principal
 from sami_control.api.convert import seconds, ts
-from sami_control.api.errors import mapped
-from sami_control.core.agents import AgentSession, CronRunAckCommand
+from sami_control.api.rpc import Servicer
+from sami_control.core.commands import CronRunAckCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.cron_runs import CronRunInput
 from sami_control.core.errors import DomainError, Unauthenticated
 from sami_control.core.model import CronRun
+from sami_control.core.sessions import AgentSession
 
 log = structlog.get_logger("sami.api")
 
@@ -66,7 +67,7 @@ def handle_report(core: ControlPlane, session: AgentSession, m: cron_pb2.CronRun
     the agent drops it instead of sending it again after every reconnect; the stream stays
     open (only a revoked or expired token ends it)."""
     try:
-        core.agent_cron_run(session, cron_run_input(m))
+        core.reports.cron_run(session, cron_run_input(m))
     except Unauthenticated:
         raise
     except DomainError as exc:
@@ -81,15 +82,11 @@ def handle_report(core: ControlPlane, session: AgentSession, m: cron_pb2.CronRun
         session.send(CronRunAckCommand(m.run_id[:128], f"{exc.code}: {exc.message}"))
 
 
-class CronServicer(cron_pb2_grpc.CronServiceServicer):
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-
-    @mapped
+class CronServicer(Servicer, cron_pb2_grpc.CronServiceServicer):
     async def ListCronRuns(
         self, request: cron_pb2.ListCronRunsRequest, context: Any
     ) -> cron_pb2.ListCronRunsResponse:
-        runs, nxt = self.core.list_cron_runs(
+        runs, nxt = self.core.cron_runs.list(
             principal(), request.service, request.environment, request.page_size, request.page_token
         )
         return cron_pb2.ListCronRunsResponse(runs=[cron_run(r) for r in runs], next_page_token=nxt)

@@ -7,12 +7,7 @@ find the stack trace in the server log; the trace itself never reaches the clien
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -23,7 +18,7 @@ from grpc_status import rpc_status
 
 from sami_control.core import errors
 from sami_control.core.audit import clean
-from sami_control.storage.base import StorageFailed
+from sami_control.core.store import StorageFailed
 
 log = structlog.get_logger("sami.api")
 
@@ -87,55 +82,6 @@ async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def mapped(fn: F) -> F:
-    """Decorate a servicer method so domain errors become statuses, and a unary call is
-    answered only once what it wrote is durable (the servicer's `core.durable()`: with
-    group commits the store commits at the end of the loop's turn, not in the call)."""
-    if inspect.isasyncgenfunction(fn):
-
-        @functools.wraps(fn)
-        async def gen_wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-            try:
-                await self.core.writable()
-                async for item in fn(self, request, context):
-                    yield item
-            except (errors.DomainError, Exception) as exc:
-                if _is_abort(exc):
-                    raise
-                await _durable_anyway(self)  # a refusal's audit entry
-                await abort(context, exc)
-
-        return gen_wrapper  # type: ignore[return-value]
-
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: Any) -> Any:
-        try:
-            # Not while a commit holds the store (the handler's core call would block the
-            # loop waiting for it); and answered only once what it wrote is durable.
-            await self.core.writable()
-            response = await fn(self, request, context)
-            await self.core.durable()
-            return response
-        except Exception as exc:
-            if _is_abort(exc):
-                raise
-            await _durable_anyway(self)  # a refusal's audit entry
-            await abort(context, exc)
-
-    return wrapper  # type: ignore[return-value]
-
-
-async def _durable_anyway(servicer: Any) -> None:
-    with contextlib.suppress(StorageFailed):
-        await servicer.core.durable()
-
-
-def _is_abort(exc: BaseException) -> bool:
+def is_abort(exc: BaseException) -> bool:
     # context.abort() raises this to unwind the handler; let it through untouched.
     return isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError"
-
-
-Handler = Callable[..., Awaitable[Any]]

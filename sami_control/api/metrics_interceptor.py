@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 from google.protobuf import descriptor_pool
 
-from .errors import _is_abort
+from .errors import is_abort
 
 UNKNOWN = ("unknown", "unknown", False)
 
@@ -85,7 +85,7 @@ def _instrument(
     }
 
     def done(context: Any, exc: BaseException | None, start: float) -> None:
-        if exc is None or _is_abort(exc):
+        if exc is None or is_abort(exc):
             code = _code_name(context.code())
         elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
             code = "CANCELLED"

@@ -27,9 +27,9 @@ from sami.v1 import (
 )
 from sami_control.api import convert, cron
 from sami_control.api.auth import principal
-from sami_control.api.errors import mapped
+from sami_control.api.rpc import Servicer
 from sami_control.core import paging
-from sami_control.core.agents import AgentSession, CloseCommand, HeldLease
+from sami_control.core.commands import CloseCommand, HeldLease
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import (
     DomainError,
@@ -38,38 +38,33 @@ from sami_control.core.errors import (
     Unauthenticated,
 )
 from sami_control.core.model import Deployment, Event, State
+from sami_control.core.sessions import AgentSession
 
 log = structlog.get_logger("sami.api")
 
 HELLO_TIMEOUT = 30.0
 
 
-class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-
-    @mapped
+class ArtifactServicer(Servicer, artifact_pb2_grpc.ArtifactServiceServicer):
     async def RegisterArtifact(
         self, request: artifact_pb2.RegisterArtifactRequest, context: Any
     ) -> artifact_pb2.RegisterArtifactResponse:
-        art, created = self.core.register_artifact(
+        art, created = self.core.artifacts.register(
             principal(), convert.artifact_input(request.artifact)
         )
         return artifact_pb2.RegisterArtifactResponse(
             artifact=convert.artifact(art), created=created
         )
 
-    @mapped
     async def GetArtifact(
         self, request: artifact_pb2.GetArtifactRequest, context: Any
     ) -> artifact_pb2.Artifact:
-        return convert.artifact(self.core.get_artifact(principal(), request.name))
+        return convert.artifact(self.core.artifacts.get(principal(), request.name))
 
-    @mapped
     async def ListArtifacts(
         self, request: artifact_pb2.ListArtifactsRequest, context: Any
     ) -> artifact_pb2.ListArtifactsResponse:
-        arts, nxt = self.core.list_artifacts(
+        arts, nxt = self.core.artifacts.list(
             principal(), request.artifact_name, request.page_size, request.page_token
         )
         return artifact_pb2.ListArtifactsResponse(
@@ -99,20 +94,19 @@ class EventBytes:
         return data
 
 
-class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
+class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer):
     def __init__(self, core: ControlPlane) -> None:
-        self.core = core
+        super().__init__(core)
         self._events = EventBytes()
 
     def _out(self, d: Deployment) -> deployment_pb2.Deployment:
-        return convert.deployment(d, self.core.artifact_of(d))
+        return convert.deployment(d, self.core.artifacts.of(d))
 
-    @mapped
     async def TeardownPreview(
         self, request: deployment_pb2.TeardownPreviewRequest, context: Any
     ) -> deployment_pb2.Deployment:
         return self._out(
-            self.core.teardown_preview(
+            self.core.deployments.teardown_preview(
                 principal(),
                 request.service,
                 request.pull_request,
@@ -121,21 +115,18 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
             )
         )
 
-    @mapped
     async def CreateDeployment(
         self, request: deployment_pb2.CreateDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
         return self._out(
-            self.core.create_deployment(principal(), convert.deployment_input(request))
+            self.core.deployments.create(principal(), convert.deployment_input(request))
         )
 
-    @mapped
     async def GetDeployment(
         self, request: deployment_pb2.GetDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
-        return self._out(self.core.get_deployment(principal(), request.name))
+        return self._out(self.core.deployments.get(principal(), request.name))
 
-    @mapped
     async def ListDeployments(
         self, request: deployment_pb2.ListDeploymentsRequest, context: Any
     ) -> deployment_pb2.ListDeploymentsResponse:
@@ -145,7 +136,7 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
                 state = State(request.state)
             except ValueError:
                 raise InvalidArgument("state", "is not a deployment state") from None
-        rows, nxt = self.core.list_deployments(
+        rows, nxt = self.core.deployments.list(
             principal(),
             request.service,
             request.environment,
@@ -157,7 +148,6 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
             deployments=[self._out(d) for d in rows], next_page_token=nxt
         )
 
-    @mapped
     async def WatchDeployment(
         self, request: deployment_pb2.WatchDeploymentRequest, context: Any
     ) -> None:
@@ -166,7 +156,7 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
         serialized once, not once per watcher. A coroutine rather than a generator, so an
         event goes to the wire without passing through a generator per interceptor."""
         # Closed at once (its stream released) when the write fails or is cancelled.
-        watch = self.core.watch(principal(), request.name, request.after_sequence)
+        watch = self.core.deployments.watch(principal(), request.name, request.after_sequence)
         async with contextlib.aclosing(watch) as items:
             async for item in items:
                 if isinstance(item, Deployment):
@@ -177,18 +167,13 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
                     data = self._events.serialized(item)
                 await context.write(data)
 
-    @mapped
     async def CancelDeployment(
         self, request: deployment_pb2.CancelDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
-        return self._out(self.core.cancel_deployment(principal(), request.name, request.reason))
+        return self._out(self.core.deployments.cancel(principal(), request.name, request.reason))
 
 
-class ManifestServicer(manifest_pb2_grpc.ManifestServiceServicer):
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-
-    @mapped
+class ManifestServicer(Servicer, manifest_pb2_grpc.ManifestServiceServicer):
     async def SyncManifests(
         self, request: manifest_pb2.SyncManifestsRequest, context: Any
     ) -> manifest_pb2.SyncManifestsResponse:
@@ -199,7 +184,6 @@ class ManifestServicer(manifest_pb2_grpc.ManifestServiceServicer):
             revision=convert.manifest_revision(rev, True), created=created
         )
 
-    @mapped
     async def GetManifestRevision(
         self, request: manifest_pb2.GetManifestRevisionRequest, context: Any
     ) -> manifest_pb2.ManifestRevision:
@@ -207,7 +191,6 @@ class ManifestServicer(manifest_pb2_grpc.ManifestServiceServicer):
         files = self.core.manifests.files(rev.id) if request.include_files else None
         return convert.manifest_revision(rev, current, files)
 
-    @mapped
     async def ListManifestRevisions(
         self, request: manifest_pb2.ListManifestRevisionsRequest, context: Any
     ) -> manifest_pb2.ListManifestRevisionsResponse:
@@ -220,58 +203,49 @@ class ManifestServicer(manifest_pb2_grpc.ManifestServiceServicer):
         )
 
 
-class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-
-    @mapped
+class ClusterServicer(Servicer, cluster_pb2_grpc.ClusterServiceServicer):
     async def CreateCluster(
         self, request: cluster_pb2.CreateClusterRequest, context: Any
     ) -> cluster_pb2.Cluster:
-        c = self.core.create_cluster(principal(), request.cluster_id, list(request.environments))
+        c = self.core.clusters.create(principal(), request.cluster_id, list(request.environments))
         return convert.cluster(c)
 
-    @mapped
     async def GetCluster(
         self, request: cluster_pb2.GetClusterRequest, context: Any
     ) -> cluster_pb2.Cluster:
-        return convert.cluster(self.core.get_cluster(principal(), request.name))
+        return convert.cluster(self.core.clusters.get(principal(), request.name))
 
-    @mapped
     async def ListClusters(
         self, request: cluster_pb2.ListClustersRequest, context: Any
     ) -> cluster_pb2.ListClustersResponse:
         return cluster_pb2.ListClustersResponse(
-            clusters=[convert.cluster(c) for c in self.core.list_clusters(principal())]
+            clusters=[convert.cluster(c) for c in self.core.clusters.list(principal())]
         )
 
-    @mapped
     async def ListAgents(
         self, request: cluster_pb2.ListAgentsRequest, context: Any
     ) -> cluster_pb2.ListAgentsResponse:
-        agents = self.core.list_agents(principal(), request.cluster)
+        agents = self.core.agents.list(principal(), request.cluster)
         return cluster_pb2.ListAgentsResponse(agents=[convert.agent(a) for a in agents])
 
 
-class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
     """One stream per agent. The handler reads the agent's reports and feeds them to the
     core; the session's commands (assignments, cancels, revokes, heartbeat answers) are
     written by a task started when there is something to write, which ends once the outbox
     is empty (see _AgentStream): an idle agent costs one waiting coroutine, not two."""
 
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-
-    @mapped
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         who = principal()
         agent_id, version, capabilities, held = await _hello(request_iterator)
-        await self.core.writable()
-        session, resumed = self.core.agent_connect(who, agent_id, version, capabilities, held)
-        del who, capabilities, held  # not kept for the life of the stream
+        session: AgentSession | None = None
         try:
-            # The Welcome names the leases resumed: only once that is on disk.
-            await self.core.durable()
+            # The Welcome names the leases resumed: it is written once that is on disk.
+            async with self.core.durable_call():
+                session, resumed = self.core.agents.connect(
+                    who, agent_id, version, capabilities, held
+                )
+            del who, capabilities, held  # not kept for the life of the stream
             await context.write(
                 agent_pb2.ControlMessage(
                     welcome=agent_pb2.Welcome(
@@ -293,26 +267,29 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 self._handle, request_iterator, self.core.writable
             )
         finally:
-            self.core.agent_disconnect(session)
+            if session is not None:
+                self.core.agents.disconnect(session)
 
     def _handle(self, s: AgentSession, msg: agent_pb2.AgentMessage) -> None:
         kind = msg.WhichOneof("msg")
         try:
             if kind == "ack":
                 a = msg.ack
-                self.core.agent_ack(s, a.deployment_id, a.lease_id, a.epoch)
+                self.core.reports.ack(s, a.deployment_id, a.lease_id, a.epoch)
             elif kind == "progress":
                 p = msg.progress
-                self.core.agent_progress(
+                self.core.reports.progress(
                     s, p.deployment_id, p.lease_id, p.epoch, p.sequence, p.phase, p.message
                 )
             elif kind == "result":
                 r = msg.result
-                self.core.agent_result(s, r.deployment_id, r.lease_id, r.epoch, r.outcome, r.reason)
+                self.core.reports.result(
+                    s, r.deployment_id, r.lease_id, r.epoch, r.outcome, r.reason
+                )
             elif kind == "heartbeat":
-                self.core.agent_heartbeat(s, convert.held(msg.heartbeat.leases))
+                self.core.reports.heartbeat(s, convert.held(msg.heartbeat.leases))
             elif kind == "inventory":
-                self.core.agent_inventory(s, convert.preview_stacks(msg.inventory.stacks))
+                self.core.reports.inventory(s, convert.preview_stacks(msg.inventory.stacks))
             elif kind == "cron_run":
                 cron.handle_report(self.core, s, msg.cron_run)
         except (PermissionDenied, Unauthenticated):
@@ -447,43 +424,33 @@ class _AgentClosed(Exception):
     """The agent closed its side of the stream."""
 
 
-class TokenServicer(admin_pb2_grpc.TokenServiceServicer):
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-
-    @mapped
+class TokenServicer(Servicer, admin_pb2_grpc.TokenServiceServicer):
     async def CreateToken(
         self, request: admin_pb2.CreateTokenRequest, context: Any
     ) -> admin_pb2.CreateTokenResponse:
-        issued = self.core.create_token(principal(), convert.token_input(request))
+        issued = self.core.tokens.create(principal(), convert.token_input(request))
         return admin_pb2.CreateTokenResponse(
             token=convert.token(issued.record), secret=issued.plaintext
         )
 
-    @mapped
     async def ListTokens(
         self, request: admin_pb2.ListTokensRequest, context: Any
     ) -> admin_pb2.ListTokensResponse:
-        rows = self.core.list_tokens(principal(), request.include_revoked)
+        rows = self.core.tokens.list(principal(), request.include_revoked)
         return admin_pb2.ListTokensResponse(tokens=[convert.token(t) for t in rows])
 
-    @mapped
     async def RevokeToken(
         self, request: admin_pb2.RevokeTokenRequest, context: Any
     ) -> admin_pb2.Token:
-        return convert.token(self.core.revoke_token(principal(), request.name))
+        return convert.token(self.core.tokens.revoke(principal(), request.name))
 
 
-class AuditServicer(admin_pb2_grpc.AuditServiceServicer):
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-
-    @mapped
+class AuditServicer(Servicer, admin_pb2_grpc.AuditServiceServicer):
     async def ListAudit(
         self, request: admin_pb2.ListAuditRequest, context: Any
     ) -> admin_pb2.ListAuditResponse:
         since = convert.seconds(request.since) if request.HasField("since") else 0.0
-        rows, nxt = self.core.list_audit(
+        rows, nxt = self.core.audit.list(
             principal(), since, request.service, request.page_size, request.page_token
         )
         return admin_pb2.ListAuditResponse(

@@ -1,165 +1,192 @@
-"""Connected agents, as the core sees them: a session per open stream with an outbox of
-commands. The API layer turns commands into protobuf and writes them to the stream.
-
-A control plane holds thousands of idle sessions: they are slotted, and a session's outbox
-holds no more than a list until it has commands.
-"""
+"""Agents: a session per open stream (core/sessions.py), connected with the leases the
+agent says it still holds, listed with what the store remembers of agents not connected."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableSet
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
-from sami_control.core.errors import DomainError
-from sami_control.core.model import Artifact, Deployment
-from sami_control.core.streams import Stream
+import structlog
 
+from sami_control.core import authz, validation
+from sami_control.core.audit import Audit, Subject, audited
+from sami_control.core.authz import Action
+from sami_control.core.commands import CloseCommand, HeldLease
+from sami_control.core.context import Context
+from sami_control.core.dispatch import LIVE, Leases
+from sami_control.core.effects import Effects
+from sami_control.core.errors import Unauthenticated
+from sami_control.core.model import AgentRecord, Principal, Role
+from sami_control.core.sessions import AgentSession, Sessions
+from sami_control.core.streams import Streams
 
-@dataclass(frozen=True)
-class AssignCommand:
-    deployment: Deployment
-    artifact: Artifact | None  # None only for tearing down a preview Sami never recorded
-    lease_ttl: float
-    files: dict[str, bytes]
-
-
-@dataclass(frozen=True)
-class CancelCommand:
-    deployment_id: str
-    lease_id: str
-    reason: str
+log = structlog.get_logger("sami.control")
 
 
-@dataclass(frozen=True)
-class RevokeCommand:
-    deployment_id: str
-    lease_id: str
-    reason: str
+def principal_of(session: AgentSession) -> Principal:
+    """Who an agent's session acts as (its token, and the peer its stream came from)."""
+    if session.stream is not None:
+        return session.stream.who
+    return Principal(
+        session.token_id, f"agent {session.agent_id}", Role.AGENT, cluster=session.cluster
+    )
 
 
-@dataclass(frozen=True)
-class HeartbeatAckCommand:
-    """The answer to a heartbeat: proof, for the agent, that the link is alive."""
+class Agents:
+    def __init__(self, ctx: Context, sessions: Sessions, streams: Streams, leases: Leases) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+        self.streams = streams
+        self.leases = leases
 
+    @property
+    def audit(self) -> Audit:
+        return self.ctx.audit
 
-@dataclass(frozen=True)
-class DoneCommand:
-    deployment_id: str
-    lease_id: str
+    @audited("agent.connect", lambda self, who, agent_id, *_: Subject(who, agent_id))
+    def connect(
+        self,
+        who: Principal,
+        agent_id: str,
+        version: str,
+        capabilities: Iterable[str],
+        held: list[HeldLease],
+    ) -> tuple[AgentSession, list[HeldLease]]:
+        """A new session for the agent's stream, and the held leases still honoured (the
+        others are offered again at once)."""
+        authz.require(who, Action.AGENT_CONNECT)
+        validation.agent_id("hello.agent_id", agent_id)
+        validation.text("hello.version", version, limit=100)
+        caps = frozenset(capabilities)
+        for c in caps:
+            validation.text("hello.capabilities", c, limit=50)
+        now = self.ctx.clock()
+        session = AgentSession(
+            agent_id=agent_id,
+            cluster=who.cluster,
+            version=version,
+            capabilities=caps,
+            token_id=who.token_id,
+            connected_at=now,
+            last_seen_at=now,
+        )
+        previous = self.sessions.get(agent_id)
+        if previous is not None and previous.stream is not None:
+            # It is being replaced: it does not count against the token's limit any more.
+            self.streams.close(previous.stream)
+        session.stream = self.streams.open(
+            "agent", who, lambda why: self._end_session(session, why)
+        )
+        if previous is not None:
+            previous.send(CloseCommand("this agent id connected again on another stream"))
+            previous.closed = True
+        try:
+            resumed, fx = self._resume_leases(who, session, held, now)
+        except BaseException:
+            self.streams.close(session.stream)
+            raise
+        self.sessions.put(session)
+        log.info(
+            "agent_connected",
+            agent_id=agent_id,
+            cluster=who.cluster,
+            resumed=len(resumed),
+            capabilities=sorted(caps),
+            peer=who.peer or None,
+        )
+        self.ctx.publisher.apply(fx)
+        return session, resumed
 
+    def _resume_leases(
+        self, who: Principal, session: AgentSession, held: list[HeldLease], now: float
+    ) -> tuple[list[HeldLease], Effects]:
+        agent_id = session.agent_id
+        held_by_id = {h.deployment_id: h for h in held}
+        resumed: list[HeldLease] = []
+        fx = Effects(wake=True)
+        with self.ctx.store.tx() as tx:
+            for d in tx.deployments_in_states(list(LIVE), who.cluster):
+                if d.agent_id != agent_id:
+                    continue
+                h = held_by_id.get(d.id)
+                if h is not None and h.lease_id == d.lease_id and h.epoch == d.epoch:
+                    # It holds the lease (an ASSIGNED one: the ack was lost).
+                    self.leases.renew(tx, fx, d, session, now)
+                    tx.update_deployment(d)
+                    session.leases.add(d.id)
+                    resumed.append(h)
+                else:
+                    # The agent restarted and forgot this work: offer it again now rather
+                    # than waiting for the lease to run out.
+                    self.leases.requeue(tx, fx, d, now, "the agent restarted without it")
+            tx.upsert_agent(
+                AgentRecord(
+                    agent_id=agent_id,
+                    cluster=who.cluster,
+                    version=session.version,
+                    capabilities=sorted(session.capabilities),
+                    connected_at=now,
+                    last_seen_at=now,
+                )
+            )
+            self.audit.ok(
+                tx,
+                who,
+                "agent.connect",
+                agent_id,
+                detail=f"cluster={who.cluster} resumed={len(resumed)}",
+            )
+        return resumed, fx
 
-@dataclass(frozen=True)
-class CronRunAckCommand:
-    """The reported cron run is stored (error empty) or refused (why): forget it."""
+    def _end_session(self, session: AgentSession, why: str) -> None:
+        """The session's token was revoked or expired: the stream ends with UNAUTHENTICATED."""
+        session.send(CloseCommand(why, fatal=Unauthenticated(why)))
+        session.closed = True
+        log.warning(
+            "agent_stream_ended", agent_id=session.agent_id, cluster=session.cluster, reason=why
+        )
 
-    run_id: str
-    error: str = ""
+    def disconnect(self, session: AgentSession) -> None:
+        session.closed = True
+        if session.stream is not None:
+            self.streams.close(session.stream)
+        if self.sessions.remove(session):
+            log.info(
+                "agent_disconnected",
+                agent_id=session.agent_id,
+                cluster=session.cluster,
+                leases=len(session.leases),
+            )
+        # Leases stay until they expire: the agent may be back in a moment, still working.
 
+    def check(self, session: AgentSession) -> None:
+        """Before acting on an agent's report: its token must still be valid."""
+        st = session.stream
+        if st is None:
+            return
+        if not st.ended and st.who.expires_at and st.who.expires_at <= self.ctx.clock():
+            st.end(f"token {st.who.token_id} ({st.who.name}) has expired")
+        if st.ended:
+            raise Unauthenticated(st.ended)
 
-@dataclass(frozen=True)
-class CloseCommand:
-    """End the stream (the agent connected again elsewhere, or the server is stopping).
-    With `fatal`, the stream ends with that error (its token was revoked or expired)."""
+    def close_all(self, reason: str) -> None:
+        for s in self.sessions.all():
+            s.send(CloseCommand(reason))
 
-    reason: str
-    fatal: DomainError | None = None
-
-
-Command = (
-    AssignCommand
-    | CancelCommand
-    | RevokeCommand
-    | DoneCommand
-    | CronRunAckCommand
-    | HeartbeatAckCommand
-    | CloseCommand
-)
-
-
-@dataclass(frozen=True)
-class HeldLease:
-    deployment_id: str
-    lease_id: str
-    epoch: int
-
-
-class Outbox:
-    """The commands for one agent, in order, until the API layer writes them: `put_nowait`
-    appends and calls the consumer's `on_put` (which starts a writer when none runs);
-    the consumer takes them with `get_nowait`."""
-
-    __slots__ = ("_items", "on_put")
-
-    def __init__(self) -> None:
-        self._items: list[Command] = []
-        self.on_put: Callable[[], None] | None = None
-
-    def put_nowait(self, cmd: Command) -> None:
-        self._items.append(cmd)
-        if self.on_put is not None:
-            self.on_put()
-
-    def get_nowait(self) -> Command:
-        """The oldest command (IndexError if there is none)."""
-        return self._items.pop(0)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-
-class Leases(MutableSet[str]):
-    """The deployment ids a session holds leases on: a set, allocated only while it holds
-    some (most agents hold none most of the time)."""
-
-    __slots__ = ("_ids",)
-
-    def __init__(self) -> None:
-        self._ids: set[str] | None = None
-
-    def add(self, value: str) -> None:
-        if self._ids is None:
-            self._ids = set()
-        self._ids.add(value)
-
-    def discard(self, value: str) -> None:
-        if self._ids is not None:
-            self._ids.discard(value)
-            if not self._ids:
-                self._ids = None
-
-    def __contains__(self, value: object) -> bool:
-        return self._ids is not None and value in self._ids
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ids or ())
-
-    def __len__(self) -> int:
-        return len(self._ids) if self._ids is not None else 0
-
-    def __repr__(self) -> str:
-        return f"Leases({sorted(self)!r})"
-
-
-@dataclass(slots=True, eq=False)
-class AgentSession:
-    agent_id: str
-    cluster: str
-    version: str
-    capabilities: frozenset[str]
-    token_id: str
-    connected_at: float
-    last_seen_at: float
-    outbox: Outbox = field(default_factory=Outbox)
-    # Deployment ids this session holds a lease on.
-    leases: Leases = field(default_factory=Leases)
-    closed: bool = False
-    # This session among the token's open streams: ended when the token is revoked or
-    # expires. Its principal carries the peer the stream came from, for the audit log.
-    stream: Stream | None = None
-
-    def send(self, cmd: Command) -> None:
-        if not self.closed:
-            self.outbox.put_nowait(cmd)
+    def list(self, who: Principal, cluster: str) -> list[AgentRecord]:
+        authz.require(who, Action.READ)
+        with self.ctx.store.tx() as tx:
+            known = {a.agent_id: a for a in tx.list_agents(cluster)}
+        for s in self.sessions.all():
+            if cluster and s.cluster != cluster:
+                continue
+            known[s.agent_id] = AgentRecord(
+                agent_id=s.agent_id,
+                cluster=s.cluster,
+                version=s.version,
+                capabilities=sorted(s.capabilities),
+                connected_at=s.connected_at,
+                last_seen_at=s.last_seen_at,
+                connected=True,
+                leases=sorted(s.leases),
+            )
+        return sorted(known.values(), key=lambda a: a.agent_id)

@@ -1,11 +1,13 @@
 """The audit log: who asked for which change, from where, and how it ended.
 
-A change that succeeds is recorded in the same transaction as the change itself (so the log
-never claims a change that was rolled back, nor misses one that committed). A change that is
-refused writes nothing, so its entry is written on its own, in a transaction of its own,
-after the refusal: `refusals()` does that around a mutation. Requests that fail
-authentication are not recorded here (that would let anyone without a token write to the
-database); the server logs them instead.
+A change that succeeds is recorded in the same transaction as the change itself
+(`Audit.ok`), so the log never claims a change that was rolled back, nor misses one that
+committed. A change that is refused writes nothing, so its entry is written on its own, in a
+transaction of its own, after the refusal: a service method that changes something is
+declared `@audited(action, subject)`, and the decorator records any DomainError it raises.
+That is the one mechanism for every mutation of the core, agents' reports included.
+Requests that fail authentication are not recorded here (that would let anyone without a
+token write to the database); the server logs them instead.
 
 Values in entries may come from a refused request, i.e. from anybody with a token: they are
 bounded and their control and invisible characters escaped before they are stored.
@@ -13,15 +15,19 @@ bounded and their control and invisible characters escaped before they are store
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import structlog
 
-from sami_control.core.errors import DomainError
+from sami_control.core import authz, paging, validation
+from sami_control.core.authz import Action
+from sami_control.core.errors import DomainError, InvalidArgument
 from sami_control.core.model import AuditEntry, Principal
-from sami_control.storage.base import Store, Tx
+from sami_control.core.store import Store, Tx
 
 log = structlog.get_logger("sami.audit")
 
@@ -69,66 +75,112 @@ def entry(
     )
 
 
-def record(
-    tx: Tx,
-    who: Principal,
-    action: str,
-    target: str,
-    now: float,
-    *,
-    detail: str = "",
-    service: str = "",
-    request_id: str = "",
-) -> None:
-    """A successful change, inside the change's own transaction."""
-    tx.append_audit(
-        entry(who, action, target, now, detail=detail, service=service, request_id=request_id)
-    )
+class Audit:
+    """The audit log: entries of changes (in the change's transaction) and of refusals (in
+    a transaction of their own), and reading it back (ListAudit)."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._clock = clock
+
+    def ok(
+        self,
+        tx: Tx,
+        who: Principal,
+        action: str,
+        target: str,
+        *,
+        detail: str = "",
+        service: str = "",
+        request_id: str = "",
+    ) -> None:
+        """A successful change, inside the change's own transaction."""
+        tx.append_audit(
+            entry(
+                who,
+                action,
+                target,
+                self._clock(),
+                detail=detail,
+                service=service,
+                request_id=request_id,
+            )
+        )
+
+    def refused(self, subject: Subject, action: str, exc: DomainError) -> None:
+        """The entry of a refused change, in a transaction of its own (the refused change's
+        own transaction has rolled back by then)."""
+        e = entry(
+            subject.who,
+            action,
+            subject.target,
+            self._clock(),
+            outcome=exc.code,
+            detail=exc.message,
+            service=subject.service,
+            request_id=subject.request_id,
+        )
+        try:
+            with self._store.tx() as tx:
+                tx.append_audit(e)
+        except Exception:  # never hide the refusal behind a failure to record it
+            log.exception("audit_write_failed", action=action, outcome=exc.code)
+
+    def list(
+        self, who: Principal, since: float, service: str, page_size: int, page_token: str
+    ) -> tuple[list[AuditEntry], str]:
+        """Entries at or after `since` (about `service`, if given), oldest first."""
+        authz.require(who, Action.READ_AUDIT)
+        if service:
+            validation.name("service", service, "service name")
+        if not 0 <= since < 1e11:
+            raise InvalidArgument("since", "must be a time after 1970")
+        after, limit = paging.parse_page(page_token, page_size, first=0)
+        with self._store.tx() as tx:
+            rows = tx.list_audit(since, limit + 1, after, service)
+        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
+        return rows[:limit], nxt
 
 
-@contextlib.contextmanager
-def refusals(
-    store: Store,
-    clock: Callable[[], float],
-    who: Principal,
-    action: str,
-    target: str,
-    *,
-    service: str = "",
-    request_id: str = "",
-) -> Iterator[None]:
-    """Record a refusal (a DomainError raised inside) in its own transaction, then let the
-    error go on to the caller. The refused change's own transaction has rolled back by then."""
-    try:
-        yield
-    except DomainError as exc:
-        record_refusal(store, clock(), who, action, target, exc, service, request_id)
-        raise
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a refused change was about, for its audit entry."""
+
+    who: Principal
+    target: str
+    service: str = ""
+    request_id: str = ""
 
 
-def record_refusal(
-    store: Store,
-    now: float,
-    who: Principal,
-    action: str,
-    target: str,
-    exc: DomainError,
-    service: str = "",
-    request_id: str = "",
-) -> None:
-    """The audit entry of a refused change, in a transaction of its own."""
-    e = entry(
-        who,
-        action,
-        target,
-        now,
-        outcome=exc.code,
-        detail=exc.message,
-        service=service,
-        request_id=request_id,
-    )
-    try:
-        with store.tx() as tx:
-            tx.append_audit(e)
-    except Exception:  # never hide the refusal behind a failure to record it
-        log.exception("audit_write_failed", action=action, outcome=exc.code)
+class _Audited(Protocol):
+    """A service whose methods are @audited: it reaches the log through its context."""
+
+    @property
+    def audit(self) -> Audit: ...
+
+
+S = TypeVar("S", bound=_Audited)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def audited(
+    action: str, subject: Callable[..., Subject]
+) -> Callable[[Callable[Concatenate[S, P], R]], Callable[Concatenate[S, P], R]]:
+    """Declare a method of a service a change named `action`: a DomainError it raises is
+    recorded as a refusal, about what `subject(service, *args, **kwargs)` names, before it
+    goes on to the caller. The method records its success itself (`Audit.ok`), in its own
+    transaction, since only it knows what it changed."""
+
+    def decorate(fn: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+        @functools.wraps(fn)
+        def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(self, *args, **kwargs)
+            except DomainError as exc:
+                self.audit.refused(subject(self, *args, **kwargs), action, exc)
+                raise
+
+        return wrapper
+
+    return decorate

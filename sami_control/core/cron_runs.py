@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sami_common.cron import MAX_MESSAGE
 from sami_control.core import authz, paging, validation
 from sami_control.core.authz import Action
+from sami_control.core.context import Context
 from sami_control.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -27,7 +28,6 @@ from sami_control.core.errors import (
     PermissionDenied,
 )
 from sami_control.core.model import CronRun, CronRunOutcome, Principal
-from sami_control.storage.base import Store
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # A compose service name, as Docker accepts it in a stack.
@@ -63,101 +63,105 @@ def _time(field: str, value: float, required: bool) -> float:
     return value
 
 
-def record(
-    store: Store, cluster: str, agent_id: str, report: CronRunInput, now: float
-) -> tuple[CronRun, bool]:
-    """Store the run an agent of `cluster` reports; (the run, whether it is new).
+class CronRuns:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
-    Raises NotFound (no such deployment), PermissionDenied (the deployment is another
-    cluster's), FailedPrecondition (not a cron deployment), InvalidArgument (a field), and
-    AlreadyExists (the run id is taken by another deployment's run).
-    """
-    if not _RUN_ID.fullmatch(report.run_id):
-        raise InvalidArgument(
-            "cron_run.run_id", "must be 1-128 characters of letters, digits and ._:-"
-        )
-    if not report.deployment_id:
-        raise InvalidArgument("cron_run.deployment_id", "is required")
-    validation.text("cron_run.deployment_id", report.deployment_id, limit=100)
-    if not _JOB.fullmatch(report.job):
-        raise InvalidArgument("cron_run.job", "must be the compose service name of the job")
-    try:
-        outcome = CronRunOutcome(report.outcome)
-    except ValueError:
-        raise InvalidArgument("cron_run.outcome", "must be SUCCEEDED or FAILED") from None
-    if report.exit_code is not None and not -(2**31) <= report.exit_code < 2**31:
-        raise InvalidArgument("cron_run.exit_code", "is not a 32-bit integer")
-    scheduled = _time("cron_run.scheduled_time", report.scheduled_for, required=True)
-    started = _time("cron_run.start_time", report.started_at, required=False)
-    finished = _time("cron_run.finish_time", report.finished_at, required=False)
-    message = validation.text("cron_run.message", report.message, limit=MAX_MESSAGE)
-    schedule = validation.text("cron_run.schedule", report.schedule, limit=200)
-    with store.tx() as tx:
-        d = tx.get_deployment(report.deployment_id)
-        if d is None:
-            raise NotFound(f"deployment {report.deployment_id!r} does not exist")
-        if d.cluster != cluster:
-            raise PermissionDenied(f"deployment {d.id} belongs to another cluster than {cluster!r}")
-        if d.deployment_type != "cron":
-            raise FailedPrecondition(
-                f"deployment {d.id} is a {d.deployment_type} deployment, not a cron job"
+    def record(self, cluster: str, agent_id: str, report: CronRunInput) -> tuple[CronRun, bool]:
+        """Store the run an agent of `cluster` reports; (the run, whether it is new).
+
+        Raises NotFound (no such deployment), PermissionDenied (the deployment is another
+        cluster's), FailedPrecondition (not a cron deployment), InvalidArgument (a field), and
+        AlreadyExists (the run id is taken by another deployment's run).
+        """
+        if not _RUN_ID.fullmatch(report.run_id):
+            raise InvalidArgument(
+                "cron_run.run_id", "must be 1-128 characters of letters, digits and ._:-"
             )
-        for field_, given, stored in (
-            ("service", report.service, d.service),
-            ("environment", report.environment, d.environment),
-            ("stack", report.stack, d.stack_name),
-        ):
-            if given and given != stored:
-                raise InvalidArgument(
-                    f"cron_run.{field_}",
-                    f"{given!r} is not the {field_} of deployment {d.id} ({stored!r})",
+        if not report.deployment_id:
+            raise InvalidArgument("cron_run.deployment_id", "is required")
+        validation.text("cron_run.deployment_id", report.deployment_id, limit=100)
+        if not _JOB.fullmatch(report.job):
+            raise InvalidArgument("cron_run.job", "must be the compose service name of the job")
+        try:
+            outcome = CronRunOutcome(report.outcome)
+        except ValueError:
+            raise InvalidArgument("cron_run.outcome", "must be SUCCEEDED or FAILED") from None
+        if report.exit_code is not None and not -(2**31) <= report.exit_code < 2**31:
+            raise InvalidArgument("cron_run.exit_code", "is not a 32-bit integer")
+        scheduled = _time("cron_run.scheduled_time", report.scheduled_for, required=True)
+        started = _time("cron_run.start_time", report.started_at, required=False)
+        finished = _time("cron_run.finish_time", report.finished_at, required=False)
+        message = validation.text("cron_run.message", report.message, limit=MAX_MESSAGE)
+        schedule = validation.text("cron_run.schedule", report.schedule, limit=200)
+        with self.ctx.store.tx() as tx:
+            d = tx.get_deployment(report.deployment_id)
+            if d is None:
+                raise NotFound(f"deployment {report.deployment_id!r} does not exist")
+            if d.cluster != cluster:
+                raise PermissionDenied(
+                    f"deployment {d.id} belongs to another cluster than {cluster!r}"
                 )
-        existing = tx.get_cron_run(report.run_id)
-        if existing is not None:
-            if existing.deployment_id != d.id:
-                raise AlreadyExists(
-                    f"run {report.run_id} is already stored for deployment {existing.deployment_id}"
+            if d.deployment_type != "cron":
+                raise FailedPrecondition(
+                    f"deployment {d.id} is a {d.deployment_type} deployment, not a cron job"
                 )
-            return existing, False
-        run = CronRun(
-            run_id=report.run_id,
-            deployment_id=d.id,
-            service=d.service,
-            environment=d.environment,
-            pull_request=d.pull_request,
-            cluster=d.cluster,
-            stack=d.stack_name,
-            job=report.job,
-            scheduled_for=scheduled,
-            started_at=started,
-            finished_at=finished,
-            outcome=outcome,
-            exit_code=report.exit_code,
-            message=message,
-            schedule=schedule,
-            agent_id=agent_id,
-            reported_at=now,
-        )
-        tx.insert_cron_run(run)
-    return run, True
+            for field_, given, stored in (
+                ("service", report.service, d.service),
+                ("environment", report.environment, d.environment),
+                ("stack", report.stack, d.stack_name),
+            ):
+                if given and given != stored:
+                    raise InvalidArgument(
+                        f"cron_run.{field_}",
+                        f"{given!r} is not the {field_} of deployment {d.id} ({stored!r})",
+                    )
+            existing = tx.get_cron_run(report.run_id)
+            if existing is not None:
+                if existing.deployment_id != d.id:
+                    raise AlreadyExists(
+                        f"run {report.run_id} is already stored for deployment "
+                        f"{existing.deployment_id}"
+                    )
+                return existing, False
+            run = CronRun(
+                run_id=report.run_id,
+                deployment_id=d.id,
+                service=d.service,
+                environment=d.environment,
+                pull_request=d.pull_request,
+                cluster=d.cluster,
+                stack=d.stack_name,
+                job=report.job,
+                scheduled_for=scheduled,
+                started_at=started,
+                finished_at=finished,
+                outcome=outcome,
+                exit_code=report.exit_code,
+                message=message,
+                schedule=schedule,
+                agent_id=agent_id,
+                reported_at=self.ctx.clock(),
+            )
+            tx.insert_cron_run(run)
+        return run, True
 
-
-def list_runs(
-    store: Store,
-    who: Principal,
-    service: str,
-    environment: str,
-    page_size: int,
-    page_token: str,
-) -> tuple[list[CronRun], str]:
-    """Runs of `service` in `environment` (each optional), most recently reported first."""
-    authz.require(who, Action.READ)
-    if service:
-        validation.name("service", service, "service name")
-    if environment:
-        validation.environment("environment", environment)
-    before, limit = paging.parse_page(page_token, page_size)
-    with store.tx() as tx:
-        rows = tx.list_cron_runs(service, environment, before, limit + 1)
-    nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
-    return rows[:limit], nxt
+    def list(
+        self,
+        who: Principal,
+        service: str,
+        environment: str,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[CronRun], str]:
+        """Runs of `service` in `environment` (each optional), most recently reported first."""
+        authz.require(who, Action.READ)
+        if service:
+            validation.name("service", service, "service name")
+        if environment:
+            validation.environment("environment", environment)
+        before, limit = paging.parse_page(page_token, page_size)
+        with self.ctx.store.tx() as tx:
+            rows = tx.list_cron_runs(service, environment, before, limit + 1)
+        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
+        return rows[:limit], nxt

@@ -8,15 +8,17 @@ the cache never needs invalidating, and a burst of deployments parses each sami.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sami_control import manifests
-from sami_control.core import audit, authz, validation
+from sami_control.core import authz, validation
+from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
+from sami_control.core.context import Context
 from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from sami_control.core.model import ManifestRevision, Principal, Role
-from sami_control.storage.base import Store, Tx
+from sami_control.core.store import Tx
 
 CACHE_LIMIT = 4096
 # Folders' files kept for assignments (a few KB each).
@@ -55,22 +57,25 @@ class Resolved:
     manifest: manifests.ResolvedManifest
 
 
+def _sync_subject(
+    self: ManifestCatalog, who: Principal, commit: str, files: list[tuple[str, bytes]]
+) -> Subject:
+    return Subject(who, f"commit {commit}" if commit else f"{len(files)} files")
+
+
 class ManifestCatalog:
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
-        self.store = store
-        self.clock = clock
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self._cache: dict[tuple[str, str, str, str], manifests.ResolvedManifest] = {}
         self._revisions: dict[str, ManifestRevision] = {}
         self._folders: dict[tuple[str, str], dict[str, bytes]] = {}
 
-    def sync(
-        self, who: Principal, commit: str, files: list[tuple[str, bytes]]
-    ) -> tuple[ManifestRevision, bool]:
-        target = f"commit {commit}" if commit else f"{len(files)} files"
-        with audit.refusals(self.store, self.clock, who, "manifests.sync", target):
-            return self._sync(who, commit, files)
+    @property
+    def audit(self) -> Audit:
+        return self.ctx.audit
 
-    def _sync(
+    @audited("manifests.sync", _sync_subject)
+    def sync(
         self, who: Principal, commit: str, files: list[tuple[str, bytes]]
     ) -> tuple[ManifestRevision, bool]:
         authz.require(who, Action.SYNC_MANIFESTS)
@@ -102,8 +107,8 @@ class ManifestCatalog:
                 ]
             )
         rid = revision_id(by_path)
-        now = self.clock()
-        with self.store.tx() as tx:
+        now = self.ctx.clock()
+        with self.ctx.store.tx() as tx:
             seq = tx.next_synced_seq()
             existing = tx.get_manifest_revision(rid)
             if existing is not None:
@@ -126,13 +131,13 @@ class ManifestCatalog:
         return rev, True
 
     def _audit(self, tx: Tx, who: Principal, rid: str, detail: str) -> None:
-        audit.record(tx, who, "manifests.sync", rid, self.clock(), detail=detail)
+        self.audit.ok(tx, who, "manifests.sync", rid, detail=detail)
 
     def get(self, who: Principal, name: str) -> tuple[ManifestRevision, bool]:
         """(revision, is_current) by id, `manifestRevisions/{id}` or `current`."""
         authz.require(who, Action.READ)
         ident = name.removeprefix("manifestRevisions/")
-        with self.store.tx() as tx:
+        with self.ctx.store.tx() as tx:
             current = tx.current_manifest_revision()
             if ident in ("", "current"):
                 rev = current
@@ -148,7 +153,7 @@ class ManifestCatalog:
         return rev, current is not None and current.id == rev.id
 
     def files(self, revision: str, prefix: str = "") -> dict[str, bytes]:
-        with self.store.tx() as tx:
+        with self.ctx.store.tx() as tx:
             return tx.manifest_files(revision, prefix)
 
     def folder_files(self, tx: Tx, revision: str, folder: str) -> dict[str, bytes]:
@@ -170,7 +175,7 @@ class ManifestCatalog:
 
     def list(self, who: Principal, before: int, limit: int) -> tuple[list[ManifestRevision], str]:
         authz.require(who, Action.READ)
-        with self.store.tx() as tx:
+        with self.ctx.store.tx() as tx:
             current = tx.current_manifest_revision()
             revs = tx.list_manifest_revisions(before, limit)
         return revs, current.id if current else ""

@@ -102,6 +102,19 @@ class PreviewStack:
     deployment_id: str = ""
 
 
+@dataclass(frozen=True)
+class ManifestSettings:
+    """The type-specific settings of the resolved manifest that a deployment keeps for its
+    agent (the rest of the manifest has fields of its own on Deployment)."""
+
+    pr_deploy: bool = False
+    # static_file: where releases are unpacked, and how many are kept for rollback.
+    static_target_dir: str = ""
+    keep_releases: int = 0
+    # cron: the 5-field schedule.
+    cron_schedule: str = ""
+
+
 @dataclass
 class Deployment:
     id: str
@@ -141,7 +154,7 @@ class Deployment:
     # Repo-relative folder of the manifest, e.g. services/web/swarm/stage.
     manifest_folder: str = ""
     # Type-specific settings of the resolved manifest (static_file target, cron schedule).
-    manifest_settings: dict[str, object] = field(default_factory=dict)
+    manifest_settings: ManifestSettings = field(default_factory=ManifestSettings)
     seq: int = 0  # storage order, newest highest
 
     @property

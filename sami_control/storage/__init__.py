@@ -1,5 +1,3 @@
-"""Durable state behind one interface: SQLite by default (sqlite.py); PostgreSQL later."""
-
-from sami_control.storage.base import Conflict, StorageFailed, Store, Tx
-
-__all__ = ["Conflict", "StorageFailed", "Store", "Tx"]
+"""Backends of the store interface the core declares (sami_control/core/store.py): SQLite
+(sqlite.py), the default. A backend imports the core's data (core/model.py) and interface,
+never its services."""

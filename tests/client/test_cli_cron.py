@@ -38,8 +38,8 @@ def with_runs(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> LiveS
 def _record_runs(live_server: LiveServer) -> None:
     core = live_server.server.core
     core.manifests.sync(ADMIN, "", list(cron_repo().items()))
-    core.register_artifact(ADMIN, ArtifactInput("backup", ArtifactKind.IMAGE, REF, ""))
-    d = core.create_deployment(ADMIN, DeploymentInput("backup", "stage", REF))
+    core.artifacts.register(ADMIN, ArtifactInput("backup", ArtifactKind.IMAGE, REF, ""))
+    d = core.deployments.create(ADMIN, DeploymentInput("backup", "stage", REF))
     for i, (outcome, code, message) in enumerate(
         [
             (CronRunOutcome.SUCCEEDED, 0, "1/1 task(s) completed"),
@@ -48,8 +48,7 @@ def _record_runs(live_server: LiveServer) -> None:
         ]
     ):
         scheduled = T0 + 300 * i
-        cron_runs.record(
-            core.store,
+        core.cron_runs.record(
             "c1",
             "m1",
             cron_runs.CronRunInput(
@@ -64,7 +63,6 @@ def _record_runs(live_server: LiveServer) -> None:
                 message=message,
                 schedule="*/5 * * * *",
             ),
-            T0 + 3600,
         )
 
 

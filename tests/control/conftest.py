@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sami_control import offline
-from sami_control.core.controlplane import Settings
+from sami_control.core.settings import Settings
 from sami_control.server import ControlServer, ServeConfig
 from tests.harness import free_port
 

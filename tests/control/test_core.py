@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sami_control.core.agents import (
-    AgentSession,
+from sami_control.core.commands import (
     AssignCommand,
     CancelCommand,
     Command,
@@ -18,7 +17,7 @@ from sami_control.core.agents import (
     HeldLease,
     RevokeCommand,
 )
-from sami_control.core.controlplane import ControlPlane, Settings, create_cluster
+from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -39,6 +38,8 @@ from sami_control.core.model import (
     State,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
+from sami_control.core.sessions import AgentSession
+from sami_control.core.settings import Settings
 from sami_control.storage.sqlite import SQLiteStore
 from tests import samples
 
@@ -64,10 +65,10 @@ def env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
     store = SQLiteStore(tmp_path / "data")
     clock = Clock()
     cp = ControlPlane(store, Settings(lease_ttl=30, ack_timeout=10, max_attempts=3), clock)
-    create_cluster(store, "c1", ["stage", "production"], clock(), ADMIN)
-    create_cluster(store, "c2", ["pull_request"], clock(), ADMIN)
-    cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
-    cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF2, ""))
+    cp.clusters.create(ADMIN, "c1", ["stage", "production"])
+    cp.clusters.create(ADMIN, "c2", ["pull_request"])
+    cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+    cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF2, ""))
     cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
     yield cp, clock
     store.close()
@@ -77,8 +78,8 @@ def env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
 
 def tick(cp: ControlPlane) -> None:
     """One pass of the background loop: expire leases, then dispatch."""
-    cp._apply(cp._expire_leases()[0])
-    cp._apply(cp._dispatch())
+    cp.publisher.apply(cp.leases.expire())
+    cp.publisher.apply(cp.leases.dispatch())
 
 
 def drain(s: AgentSession) -> list[Command]:
@@ -91,14 +92,14 @@ def drain(s: AgentSession) -> list[Command]:
 def connect(
     cp: ControlPlane, agent_id: str, who: Principal = AGENT_C1, held: list[HeldLease] | None = None
 ) -> AgentSession:
-    session, _ = cp.agent_connect(who, agent_id, "test", ["swarm"], held or [])
+    session, _ = cp.agents.connect(who, agent_id, "test", ["swarm"], held or [])
     return session
 
 
 def deploy(cp: ControlPlane, ref: str = REF, **kw: object) -> Deployment:
     args: dict[str, object] = {"service": "web", "environment": "stage", "artifact": ref}
     args.update(kw)
-    return cp.create_deployment(ADMIN, DeploymentInput(**args))  # type: ignore[arg-type]
+    return cp.deployments.create(ADMIN, DeploymentInput(**args))  # type: ignore[arg-type]
 
 
 def events(cp: ControlPlane, d: Deployment) -> list[Event]:
@@ -110,7 +111,7 @@ def states(cp: ControlPlane, d: Deployment) -> list[str]:
 
 
 def get(cp: ControlPlane, d: Deployment) -> Deployment:
-    return cp.get_deployment(ADMIN, d.id)
+    return cp.deployments.get(ADMIN, d.id)
 
 
 def test_happy_path_lifecycle(env: tuple[ControlPlane, Clock]) -> None:
@@ -123,10 +124,10 @@ def test_happy_path_lifecycle(env: tuple[ControlPlane, Clock]) -> None:
     assert isinstance(cmd, AssignCommand) and cmd.deployment.id == d.id
     assert cmd.artifact.ref == REF and cmd.deployment.attempt == 1
     lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
-    cp.agent_ack(a, d.id, lease, epoch)
+    cp.reports.ack(a, d.id, lease, epoch)
     for seq in (1, 2, 2, 3, 1):  # duplicates are ignored
-        cp.agent_progress(a, d.id, lease, epoch, seq, "converge", f"step {seq}")
-    cp.agent_result(a, d.id, lease, epoch, Outcome.SUCCEEDED, "")
+        cp.reports.progress(a, d.id, lease, epoch, seq, "converge", f"step {seq}")
+    cp.reports.result(a, d.id, lease, epoch, Outcome.SUCCEEDED, "")
     assert isinstance(drain(a)[-1], DoneCommand)
     assert states(cp, d) == ["QUEUED", "ASSIGNED", "IN_PROGRESS", "SUCCEEDED"]
     progress = [e.message for e in events(cp, d) if e.type is EventType.PROGRESS]
@@ -134,7 +135,7 @@ def test_happy_path_lifecycle(env: tuple[ControlPlane, Clock]) -> None:
     seqs = [e.sequence for e in events(cp, d)]
     assert seqs == list(range(1, len(seqs) + 1))
     # A result sent again after a reconnect is acknowledged, not applied twice.
-    cp.agent_result(a, d.id, lease, epoch, Outcome.FAILED, "late")
+    cp.reports.result(a, d.id, lease, epoch, Outcome.FAILED, "late")
     assert isinstance(drain(a)[-1], DoneCommand)
     assert get(cp, d).state is State.SUCCEEDED
 
@@ -143,10 +144,10 @@ def test_no_cluster_serves_environment(env: tuple[ControlPlane, Clock], tmp_path
     _cp, _ = env
     store = SQLiteStore(tmp_path / "other")
     cp2 = ControlPlane(store)
-    cp2.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+    cp2.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
     with pytest.raises(FailedPrecondition, match="sami cluster create NAME --env stage"):
         deploy(cp2)
-    assert cp2.list_deployments(ADMIN, "", "", None, 0, "")[0] == []
+    assert cp2.deployments.list(ADMIN, "", "", None, 0, "")[0] == []
     store.close()
 
 
@@ -157,7 +158,7 @@ def test_request_id_idempotency(env: tuple[ControlPlane, Clock]) -> None:
     assert d1.id == d2.id
     with pytest.raises(AlreadyExists, match="different request"):
         deploy(cp, ref=REF2, request_id="ci-run-7")
-    assert len(cp.list_deployments(ADMIN, "", "", None, 0, "")[0]) == 1
+    assert len(cp.deployments.list(ADMIN, "", "", None, 0, "")[0]) == 1
 
 
 def test_bad_input_names_the_field_and_writes_nothing(env: tuple[ControlPlane, Clock]) -> None:
@@ -181,7 +182,7 @@ def test_bad_input_names_the_field_and_writes_nothing(env: tuple[ControlPlane, C
         assert ei.value.violations[0][0] == field, override
     with pytest.raises(NotFound, match="sami artifact register"):
         deploy(cp, ref="127.0.0.1:5000/web@sha256:" + "f" * 64)
-    assert cp.list_deployments(ADMIN, "", "", None, 0, "")[0] == []
+    assert cp.deployments.list(ADMIN, "", "", None, 0, "")[0] == []
 
 
 def test_newer_request_supersedes_queued_one(env: tuple[ControlPlane, Clock]) -> None:
@@ -209,7 +210,7 @@ def test_one_active_deployment_per_service_and_environment(
     assert get(cp, d2).state is State.QUEUED
     c = assigned[0].deployment
     owner = a1 if c.agent_id == "a1" else a2
-    cp.agent_result(owner, d1.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    cp.reports.result(owner, d1.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
     tick(cp)
     assert get(cp, d2).state is State.ASSIGNED
 
@@ -224,8 +225,8 @@ def test_lease_expiry_redelivers_with_new_epoch_and_fences_old_agent(
     (first,) = drain(a1)
     assert isinstance(first, AssignCommand)
     old = first.deployment
-    cp.agent_ack(a1, d.id, old.lease_id, old.epoch)
-    cp.agent_disconnect(a1)  # the agent dies
+    cp.reports.ack(a1, d.id, old.lease_id, old.epoch)
+    cp.agents.disconnect(a1)  # the agent dies
     a2 = connect(cp, "a2")
     clock.t += 29
     tick(cp)
@@ -238,17 +239,17 @@ def test_lease_expiry_redelivers_with_new_epoch_and_fences_old_agent(
     assert (new.attempt, new.agent_id) == (2, "a2") and new.epoch > old.epoch
     assert new.lease_id != old.lease_id
     # The dead agent comes back: its lease is not resumed, its late reports are refused.
-    a1b, resumed = cp.agent_connect(
+    a1b, resumed = cp.agents.connect(
         AGENT_C1, "a1", "test", ["swarm"], [HeldLease(d.id, old.lease_id, old.epoch)]
     )
     assert resumed == []
-    cp.agent_progress(a1b, d.id, old.lease_id, old.epoch, 9, "apply", "late")
-    cp.agent_result(a1b, d.id, old.lease_id, old.epoch, Outcome.FAILED, "late")
+    cp.reports.progress(a1b, d.id, old.lease_id, old.epoch, 9, "apply", "late")
+    cp.reports.result(a1b, d.id, old.lease_id, old.epoch, Outcome.FAILED, "late")
     assert all(isinstance(c, RevokeCommand) for c in drain(a1b))
     assert get(cp, d).state is State.ASSIGNED
     assert "late" not in [e.message for e in events(cp, d)]
-    cp.agent_ack(a2, d.id, new.lease_id, new.epoch)
-    cp.agent_result(a2, d.id, new.lease_id, new.epoch, Outcome.SUCCEEDED, "")
+    cp.reports.ack(a2, d.id, new.lease_id, new.epoch)
+    cp.reports.result(a2, d.id, new.lease_id, new.epoch, Outcome.SUCCEEDED, "")
     assert states(cp, d) == [
         "QUEUED",
         "ASSIGNED",
@@ -285,15 +286,15 @@ def test_reconnect_resumes_held_lease(env: tuple[ControlPlane, Clock]) -> None:
     (cmd,) = drain(a1)
     assert isinstance(cmd, AssignCommand)
     lease = HeldLease(d.id, cmd.deployment.lease_id, cmd.deployment.epoch)
-    cp.agent_ack(a1, *lease.__dict__.values())
-    cp.agent_disconnect(a1)
+    cp.reports.ack(a1, *lease.__dict__.values())
+    cp.agents.disconnect(a1)
     clock.t += 20
-    a1b, resumed = cp.agent_connect(AGENT_C1, "a1", "test", ["swarm"], [lease])
+    a1b, resumed = cp.agents.connect(AGENT_C1, "a1", "test", ["swarm"], [lease])
     assert resumed == [lease]
     clock.t += 20  # past the original expiry: the reconnect renewed it
     tick(cp)
     assert get(cp, d).state is State.IN_PROGRESS
-    cp.agent_result(a1b, d.id, lease.lease_id, lease.epoch, Outcome.ROLLED_BACK, "health")
+    cp.reports.result(a1b, d.id, lease.lease_id, lease.epoch, Outcome.ROLLED_BACK, "health")
     assert get(cp, d).state is State.ROLLED_BACK
     assert get(cp, d).status_message == "health"
 
@@ -306,7 +307,7 @@ def test_restarted_agent_without_its_lease_gets_work_requeued_at_once(
     deploy(cp)
     tick(cp)
     drain(a1)
-    cp.agent_disconnect(a1)
+    cp.agents.disconnect(a1)
     a1b = connect(cp, "a1")  # restarted: holds nothing
     tick(cp)
     (cmd,) = [c for c in drain(a1b) if isinstance(c, AssignCommand)]
@@ -324,9 +325,9 @@ def test_agent_cannot_touch_another_clusters_deployment(
     assert isinstance(cmd, AssignCommand)
     intruder = connect(cp, "b1", AGENT_C2)
     with pytest.raises(PermissionDenied):
-        cp.agent_ack(intruder, d.id, cmd.deployment.lease_id, cmd.deployment.epoch)
+        cp.reports.ack(intruder, d.id, cmd.deployment.lease_id, cmd.deployment.epoch)
     with pytest.raises(PermissionDenied):
-        cp.agent_result(
+        cp.reports.result(
             intruder, d.id, cmd.deployment.lease_id, cmd.deployment.epoch, Outcome.SUCCEEDED, ""
         )
     assert get(cp, d).state is State.ASSIGNED
@@ -335,21 +336,21 @@ def test_agent_cannot_touch_another_clusters_deployment(
 def test_cancel_queued_and_in_progress(env: tuple[ControlPlane, Clock]) -> None:
     cp, _clock = env
     d1 = deploy(cp)
-    assert cp.cancel_deployment(ADMIN, d1.id, "oops").state is State.CANCELLED
+    assert cp.deployments.cancel(ADMIN, d1.id, "oops").state is State.CANCELLED
     with pytest.raises(FailedPrecondition, match="already ended"):
-        cp.cancel_deployment(ADMIN, d1.id, "")
+        cp.deployments.cancel(ADMIN, d1.id, "")
     a1 = connect(cp, "a1")
     d2 = deploy(cp, ref=REF2)
     tick(cp)
     (cmd,) = drain(a1)
     assert isinstance(cmd, AssignCommand)
     c = cmd.deployment
-    cp.agent_ack(a1, d2.id, c.lease_id, c.epoch)
-    after = cp.cancel_deployment(ADMIN, d2.id, "stop")
+    cp.reports.ack(a1, d2.id, c.lease_id, c.epoch)
+    after = cp.deployments.cancel(ADMIN, d2.id, "stop")
     assert after.state is State.IN_PROGRESS and after.cancel_requested
     (cancel,) = drain(a1)
     assert isinstance(cancel, CancelCommand) and cancel.deployment_id == d2.id
-    cp.agent_result(a1, d2.id, c.lease_id, c.epoch, Outcome.CANCELLED, "rolled back")
+    cp.reports.result(a1, d2.id, c.lease_id, c.epoch, Outcome.CANCELLED, "rolled back")
     assert get(cp, d2).state is State.CANCELLED
 
 
@@ -360,8 +361,8 @@ def test_cancel_with_lost_agent_ends_cancelled_not_redelivered(
     a1 = connect(cp, "a1")
     d = deploy(cp)
     tick(cp)
-    cp.cancel_deployment(ADMIN, d.id, "")
-    cp.agent_disconnect(a1)
+    cp.deployments.cancel(ADMIN, d.id, "")
+    cp.agents.disconnect(a1)
     clock.t += 60
     tick(cp)
     assert get(cp, d).state is State.CANCELLED
@@ -378,7 +379,7 @@ def test_watch_replays_then_follows_and_resumes(env: tuple[ControlPlane, Clock])
 
     async def collect(after: int) -> list[int]:
         seen: list[int] = []
-        async for item in cp.watch(ADMIN, d.id, after):
+        async for item in cp.deployments.watch(ADMIN, d.id, after):
             if isinstance(item, Event):
                 seen.append(item.sequence)
         return seen
@@ -386,11 +387,11 @@ def test_watch_replays_then_follows_and_resumes(env: tuple[ControlPlane, Clock])
     async def scenario() -> tuple[list[int], list[int], list[int]]:
         live = asyncio.ensure_future(collect(0))
         await asyncio.sleep(0.01)
-        cp.agent_ack(a1, d.id, c.lease_id, c.epoch)
+        cp.reports.ack(a1, d.id, c.lease_id, c.epoch)
         for i in range(1, 4):
-            cp.agent_progress(a1, d.id, c.lease_id, c.epoch, i, "converge", str(i))
+            cp.reports.progress(a1, d.id, c.lease_id, c.epoch, i, "converge", str(i))
             await asyncio.sleep(0)
-        cp.agent_result(a1, d.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+        cp.reports.result(a1, d.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
         full = await asyncio.wait_for(live, 5)
         resumed = await asyncio.wait_for(collect(4), 5)
         at_end = await asyncio.wait_for(collect(full[-1]), 5)
@@ -406,7 +407,7 @@ def test_watch_of_unknown_deployment(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
 
     async def first() -> object:
-        return await anext(aiter(cp.watch(ADMIN, "dep_nope", 0)))
+        return await anext(aiter(cp.deployments.watch(ADMIN, "dep_nope", 0)))
 
     with pytest.raises(NotFound):
         asyncio.get_event_loop().run_until_complete(first())
@@ -417,8 +418,8 @@ def test_restart_extends_leases_by_grace(tmp_path: Path) -> None:
         store = SQLiteStore(tmp_path / "d")
         clock = Clock()
         cp = ControlPlane(store, Settings(lease_ttl=5, restart_grace=60), clock)
-        create_cluster(store, "c1", ["stage"], clock(), ADMIN)
-        cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+        cp.clusters.create(ADMIN, "c1", ["stage"])
+        cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
         cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
         a1 = connect(cp, "a1")
         d = deploy(cp)
@@ -429,7 +430,7 @@ def test_restart_extends_leases_by_grace(tmp_path: Path) -> None:
         cp2 = ControlPlane(store2, Settings(lease_ttl=5, restart_grace=60), clock)
         await cp2.start()
         tick(cp2)
-        assert cp2.get_deployment(ADMIN, d.id).state is State.ASSIGNED
+        assert cp2.deployments.get(ADMIN, d.id).state is State.ASSIGNED
         await cp2.stop()
         store2.close()
         del a1
@@ -488,7 +489,7 @@ def test_deploy_refused_without_manifest_or_previews(env: tuple[ControlPlane, Cl
     cp.manifests.sync(ADMIN, "", list(samples.repo(pr_deploy=False).items()))
     with pytest.raises(FailedPrecondition, match="pr_deploy: true"):
         deploy(cp, environment="pull_request", pull_request=3)
-    assert cp.list_deployments(ADMIN, "", "", None, 0, "")[0] == []
+    assert cp.deployments.list(ADMIN, "", "", None, 0, "")[0] == []
 
 
 def test_scoped_deployer_cannot_sync(env: tuple[ControlPlane, Clock]) -> None:
@@ -501,14 +502,14 @@ def test_scoped_deployer_cannot_sync(env: tuple[ControlPlane, Clock]) -> None:
 def test_teardown_preview_is_queued_like_a_deployment(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
     with pytest.raises(NotFound, match="no preview of web for pull request 5"):
-        cp.teardown_preview(ADMIN, "web", 5, "", "")
+        cp.deployments.teardown_preview(ADMIN, "web", 5, "", "")
     preview = deploy(cp, environment="pull_request", pull_request=5)
-    td = cp.teardown_preview(ADMIN, "web", 5, "PR merged", "close-5")
+    td = cp.deployments.teardown_preview(ADMIN, "web", 5, "PR merged", "close-5")
     assert td.action is DeploymentAction.TEARDOWN and td.stack_name == "pr-5_web"
-    assert cp.teardown_preview(ADMIN, "web", 5, "PR merged", "close-5").id == td.id
+    assert cp.deployments.teardown_preview(ADMIN, "web", 5, "PR merged", "close-5").id == td.id
     assert get(cp, preview).state is State.SUPERSEDED  # it never ran: nothing to deploy
     with pytest.raises(FailedPrecondition, match="already torn down"):
-        cp.teardown_preview(ADMIN, "web", 5, "", "")
+        cp.deployments.teardown_preview(ADMIN, "web", 5, "", "")
     a = connect(cp, "b1", AGENT_C2)
     tick(cp)
     (cmd,) = drain(a)
@@ -516,7 +517,7 @@ def test_teardown_preview_is_queued_like_a_deployment(env: tuple[ControlPlane, C
     assert cmd.deployment.action is DeploymentAction.TEARDOWN
     stage_only = Principal("t8", "ci", Role.DEPLOYER, environments=("stage",))
     with pytest.raises(PermissionDenied):
-        cp.teardown_preview(stage_only, "web", 5, "", "")
+        cp.deployments.teardown_preview(stage_only, "web", 5, "", "")
 
 
 def test_inventory_tears_down_orphans_and_stale_previews_only(
@@ -529,29 +530,29 @@ def test_inventory_tears_down_orphans_and_stale_previews_only(
     (cmd,) = drain(a)
     assert isinstance(cmd, AssignCommand)
     c = cmd.deployment
-    cp.agent_result(a, open_pr.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    cp.reports.result(a, open_pr.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
     stacks = [
         PreviewStack("pr-1_web", "web", 1),  # open: deployed just now
         PreviewStack("pr-2_web", "web", 2, "dep_gone"),  # unknown to Sami: an orphan
         PreviewStack("pr-3_web", "api", 3),  # name does not match: ignored, never removed
     ]
-    created = cp.agent_inventory(a, stacks)
+    created = cp.reports.inventory(a, stacks)
     assert len(created) == 1
-    orphan = cp.get_deployment(ADMIN, created[0])
+    orphan = cp.deployments.get(ADMIN, created[0])
     assert (orphan.action, orphan.stack_name, orphan.artifact_id) == (
         DeploymentAction.TEARDOWN,
         "pr-2_web",
         "",
     )
     assert "unknown to Sami" in orphan.reason
-    assert cp.agent_inventory(a, stacks) == []  # its teardown is queued: not twice
+    assert cp.reports.inventory(a, stacks) == []  # its teardown is queued: not twice
     clock.t += cp.settings.preview_ttl + 1
-    (stale,) = cp.agent_inventory(a, stacks[:1])
-    assert cp.get_deployment(ADMIN, stale).stack_name == "pr-1_web"
+    (stale,) = cp.reports.inventory(a, stacks[:1])
+    assert cp.deployments.get(ADMIN, stale).stack_name == "pr-1_web"
 
 
 def test_heartbeats_are_answered(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
     a = connect(cp, "a1")
-    cp.agent_heartbeat(a, [])
+    cp.reports.heartbeat(a, [])
     assert [type(c).__name__ for c in drain(a)] == ["HeartbeatAckCommand"]

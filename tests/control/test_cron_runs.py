@@ -26,8 +26,8 @@ from sami.v1 import (
     manifest_pb2_grpc,
 )
 from sami_control import offline
-from sami_control.core.agents import AgentSession, CronRunAckCommand
-from sami_control.core.controlplane import ControlPlane, Settings, create_cluster
+from sami_control.core.commands import CronRunAckCommand
+from sami_control.core.controlplane import ControlPlane
 from sami_control.core.cron_runs import CronRunInput
 from sami_control.core.errors import (
     AlreadyExists,
@@ -39,6 +39,8 @@ from sami_control.core.errors import (
 )
 from sami_control.core.model import ArtifactKind, CronRunOutcome, Deployment, Principal, Role
 from sami_control.core.requests import ArtifactInput, DeploymentInput
+from sami_control.core.sessions import AgentSession
+from sami_control.core.settings import Settings
 from sami_control.storage.sqlite import SQLiteStore
 from tests import samples
 from tests.control.conftest import LiveServer
@@ -85,10 +87,10 @@ def cp(tmp_path: Path) -> Iterator[ControlPlane]:
     asyncio.set_event_loop(loop)
     store = SQLiteStore(tmp_path / "data")
     core = ControlPlane(store, Settings(), lambda: T0 + 3600)
-    create_cluster(store, "c1", ["stage", "production"], T0, ADMIN)
-    create_cluster(store, "c2", ["pull_request"], T0, ADMIN)
+    core.clusters.create(ADMIN, "c1", ["stage", "production"])
+    core.clusters.create(ADMIN, "c2", ["pull_request"])
     for name in ("backup", "report", "web"):
-        core.register_artifact(
+        core.artifacts.register(
             ADMIN, ArtifactInput(name, ArtifactKind.IMAGE, REF.replace("backup", name), "")
         )
     core.manifests.sync(ADMIN, "", list(cron_repo().items()))
@@ -100,11 +102,11 @@ def cp(tmp_path: Path) -> Iterator[ControlPlane]:
 
 def deploy(cp: ControlPlane, service: str = "backup", env: str = "stage") -> Deployment:
     ref = REF.replace("backup", service)
-    return cp.create_deployment(ADMIN, DeploymentInput(service, env, ref))
+    return cp.deployments.create(ADMIN, DeploymentInput(service, env, ref))
 
 
 def connect(cp: ControlPlane, agent_id: str, who: Principal = AGENT_C1) -> AgentSession:
-    session, _ = cp.agent_connect(who, agent_id, "test", ["swarm", "cron"], [])
+    session, _ = cp.agents.connect(who, agent_id, "test", ["swarm", "cron"], [])
     while not session.outbox.empty():
         session.outbox.get_nowait()
     return session
@@ -142,13 +144,13 @@ def acks(s: AgentSession) -> list[CronRunAckCommand]:
 def test_a_cron_deployment_is_a_cron_job(cp: ControlPlane) -> None:
     d = deploy(cp)
     assert d.deployment_type == "cron" and d.stack_name == "stage_backup"
-    assert d.manifest_settings["cron_schedule"] == "*/5 * * * *"
+    assert d.manifest_settings.cron_schedule == "*/5 * * * *"
 
 
 def test_a_run_is_stored_once_and_acknowledged_every_time(cp: ControlPlane) -> None:
     d = deploy(cp)
     a1, a2 = connect(cp, "m1"), connect(cp, "m2")
-    run = cp.agent_cron_run(a1, report(d))
+    run = cp.reports.cron_run(a1, report(d))
     assert (run.service, run.environment, run.cluster, run.stack) == (
         "backup",
         "stage",
@@ -158,12 +160,12 @@ def test_a_run_is_stored_once_and_acknowledged_every_time(cp: ControlPlane) -> N
     assert run.agent_id == "m1" and run.reported_at == T0 + 3600
     assert acks(a1) == [CronRunAckCommand("cron_1", "")]
     # The same run, from another manager's agent and again after a reconnect: stored once.
-    again = cp.agent_cron_run(a2, report(d, outcome=int(CronRunOutcome.FAILED)))
+    again = cp.reports.cron_run(a2, report(d, outcome=int(CronRunOutcome.FAILED)))
     assert again.agent_id == "m1" and again.outcome is CronRunOutcome.SUCCEEDED
-    cp.agent_cron_run(a1, report(d))
+    cp.reports.cron_run(a1, report(d))
     assert acks(a2) == [CronRunAckCommand("cron_1", "")]
     assert acks(a1) == [CronRunAckCommand("cron_1", "")]
-    runs, nxt = cp.list_cron_runs(ADMIN, "backup", "stage", 0, "")
+    runs, nxt = cp.cron_runs.list(ADMIN, "backup", "stage", 0, "")
     assert [r.run_id for r in runs] == ["cron_1"] and nxt == ""
     (stored,) = runs
     assert stored.exit_code == 0 and stored.message == "1/1 task(s) completed"
@@ -178,9 +180,9 @@ def test_a_run_of_another_clusters_deployment_is_refused_and_audited(cp: Control
     d = deploy(cp)  # stage: cluster c1
     other = connect(cp, "m9", AGENT_C2)
     with pytest.raises(PermissionDenied, match="another cluster"):
-        cp.agent_cron_run(other, report(d))
-    assert cp.list_cron_runs(ADMIN, "", "", 0, "")[0] == []
-    entries, _ = cp.list_audit(ADMIN, 0, "", 100, "")
+        cp.reports.cron_run(other, report(d))
+    assert cp.cron_runs.list(ADMIN, "", "", 0, "")[0] == []
+    entries, _ = cp.audit.list(ADMIN, 0, "", 100, "")
     refused = [e for e in entries if e.action == "agent.report"]
     assert [(e.outcome, e.target, e.token_name) for e in refused] == [
         ("PERMISSION_DENIED", d.id, "agent-c2")
@@ -214,8 +216,8 @@ def test_bad_reports_are_refused_and_store_nothing(
     d = deploy(cp)
     a = connect(cp, "m1")
     with pytest.raises(error, match=says):
-        cp.agent_cron_run(a, report(d, **change))
-    assert cp.list_cron_runs(ADMIN, "", "", 0, "")[0] == []
+        cp.reports.cron_run(a, report(d, **change))
+    assert cp.cron_runs.list(ADMIN, "", "", 0, "")[0] == []
 
 
 def test_only_cron_deployments_have_runs_and_run_ids_stay_with_their_deployment(
@@ -224,39 +226,39 @@ def test_only_cron_deployments_have_runs_and_run_ids_stay_with_their_deployment(
     web = deploy(cp, "web")
     a = connect(cp, "m1")
     with pytest.raises(FailedPrecondition, match="not a cron job"):
-        cp.agent_cron_run(a, report(web))
+        cp.reports.cron_run(a, report(web))
     backup, other = deploy(cp), deploy(cp, "report")
-    cp.agent_cron_run(a, report(backup, "cron_same"))
+    cp.reports.cron_run(a, report(backup, "cron_same"))
     with pytest.raises(AlreadyExists, match="already stored"):
-        cp.agent_cron_run(a, report(other, "cron_same"))
+        cp.reports.cron_run(a, report(other, "cron_same"))
 
 
 def test_listing_filters_pages_and_needs_read(cp: ControlPlane) -> None:
     backup, other = deploy(cp), deploy(cp, "report")
     a = connect(cp, "m1")
     for i in range(5):
-        cp.agent_cron_run(a, report(backup, f"cron_b{i}", scheduled_for=T0 + 300 * (i + 1)))
-    cp.agent_cron_run(a, report(other, "cron_r0"))
-    runs, nxt = cp.list_cron_runs(READER, "backup", "stage", 2, "")
+        cp.reports.cron_run(a, report(backup, f"cron_b{i}", scheduled_for=T0 + 300 * (i + 1)))
+    cp.reports.cron_run(a, report(other, "cron_r0"))
+    runs, nxt = cp.cron_runs.list(READER, "backup", "stage", 2, "")
     assert [r.run_id for r in runs] == ["cron_b4", "cron_b3"] and nxt
-    runs, nxt = cp.list_cron_runs(READER, "backup", "stage", 2, nxt)
+    runs, nxt = cp.cron_runs.list(READER, "backup", "stage", 2, nxt)
     assert [r.run_id for r in runs] == ["cron_b2", "cron_b1"]
-    runs, nxt = cp.list_cron_runs(READER, "backup", "stage", 2, nxt)
+    runs, nxt = cp.cron_runs.list(READER, "backup", "stage", 2, nxt)
     assert [r.run_id for r in runs] == ["cron_b0"] and nxt == ""
-    assert [r.run_id for r in cp.list_cron_runs(READER, "report", "", 0, "")[0]] == ["cron_r0"]
-    assert len(cp.list_cron_runs(READER, "", "", 0, "")[0]) == 6
-    assert cp.list_cron_runs(READER, "backup", "production", 0, "")[0] == []
+    assert [r.run_id for r in cp.cron_runs.list(READER, "report", "", 0, "")[0]] == ["cron_r0"]
+    assert len(cp.cron_runs.list(READER, "", "", 0, "")[0]) == 6
+    assert cp.cron_runs.list(READER, "backup", "production", 0, "")[0] == []
     with pytest.raises(PermissionDenied):
-        cp.list_cron_runs(AGENT_C1, "backup", "stage", 0, "")
+        cp.cron_runs.list(AGENT_C1, "backup", "stage", 0, "")
     with pytest.raises(InvalidArgument, match="environment"):
-        cp.list_cron_runs(READER, "backup", "staging", 0, "")
+        cp.cron_runs.list(READER, "backup", "staging", 0, "")
     with pytest.raises(InvalidArgument, match="service"):
-        cp.list_cron_runs(READER, "Backup", "", 0, "")
+        cp.cron_runs.list(READER, "Backup", "", 0, "")
 
 
 def test_runs_survive_a_restart(cp: ControlPlane, tmp_path: Path) -> None:
     d = deploy(cp)
-    cp.agent_cron_run(connect(cp, "m1"), report(d, exit_code=None, outcome=2, message="gone"))
+    cp.reports.cron_run(connect(cp, "m1"), report(d, exit_code=None, outcome=2, message="gone"))
     reopened = SQLiteStore(tmp_path / "data")
     try:
         with reopened.tx() as tx:
@@ -421,7 +423,7 @@ def test_fuzzed_reports_are_stored_or_refused_never_crash(
         "schedule": "",
     }
     try:
-        run = cp.agent_cron_run(a, CronRunInput(**fields))  # type: ignore[arg-type]
+        run = cp.reports.cron_run(a, CronRunInput(**fields))  # type: ignore[arg-type]
     except DomainError:
         return
     assert run.deployment_id == d.id and run.service == "backup"

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from sami_control.core.controlplane import ControlPlane, Settings, create_cluster
+from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import InvalidArgument
 from sami_control.core.model import ArtifactKind, Principal, Role, State
 from sami_control.core.requests import ArtifactInput, DeploymentInput
-from sami_control.storage.base import Conflict, StorageFailed
+from sami_control.core.settings import Settings
+from sami_control.core.store import Conflict, StorageFailed
 from sami_control.storage.sqlite import SQLiteStore
 from tests import samples
 from tests.control.test_storage import art, dep
@@ -128,18 +129,20 @@ def test_core_publishes_only_after_the_commit_and_refusals_leave_the_batch_intac
     async def scenario() -> None:
         store = SQLiteStore(tmp_path / "data")
         cp = ControlPlane(store, Settings())
-        create_cluster(store, "c1", ["stage", "production"], 1.0, ADMIN)
-        cp.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+        cp.clusters.create(ADMIN, "c1", ["stage", "production"])
+        cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
         cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
         store.group_commits()
         seen: list[str] = []
-        cp.observers.append(lambda events, _: seen.extend(e.deployment_id for e in events))
-        d = cp.create_deployment(ADMIN, DeploymentInput("web", "stage", REF))
+        cp.publisher.observers.append(
+            lambda events, _: seen.extend(e.deployment_id for e in events)
+        )
+        d = cp.deployments.create(ADMIN, DeploymentInput("web", "stage", REF))
         with pytest.raises(InvalidArgument):
-            cp.create_deployment(ADMIN, DeploymentInput("web", "nowhere", REF))
-        d2 = cp.create_deployment(ADMIN, DeploymentInput("web", "production", REF))
+            cp.deployments.create(ADMIN, DeploymentInput("web", "nowhere", REF))
+        d2 = cp.deployments.create(ADMIN, DeploymentInput("web", "production", REF))
         assert seen == []
-        await cp.durable()
+        await store.durable()
         assert seen == [d.id, d2.id]
         with store.tx() as tx:
             assert tx.get_deployment(d.id).state is State.QUEUED  # type: ignore[union-attr]

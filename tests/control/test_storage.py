@@ -23,7 +23,7 @@ from sami_control.core.model import (
     State,
     TokenRecord,
 )
-from sami_control.storage.base import Conflict, Store
+from sami_control.core.store import Conflict, Store
 from sami_control.storage.sqlite import SQLiteStore
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": SQLiteStore}

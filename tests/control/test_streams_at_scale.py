@@ -26,9 +26,10 @@ from sami.v1 import (
 )
 from sami_control import offline
 from sami_control.api.servicers import EventBytes
-from sami_control.core.agents import Leases, Outbox, RevokeCommand
+from sami_control.core.commands import RevokeCommand
 from sami_control.core.hub import QUEUE_LIMIT, Hub
 from sami_control.core.model import Event, EventType, State
+from sami_control.core.sessions import Leases, Outbox
 from sami_control.server import ControlServer, ServeConfig
 from tests import samples
 from tests.control.conftest import LiveServer

@@ -19,7 +19,7 @@ import pytest
 
 from sami.v1 import admin_pb2, deployment_pb2
 from sami_control import tlsinit
-from sami_control.core.controlplane import Settings
+from sami_control.core.settings import Settings
 from sami_control.server import ControlServer, ListenRefused, ServeConfig
 from tests.harness import PY, Proc, base_env
 from tests.security.conftest import REF, Server, Stubs, md, seed, start_server, stop_server

@@ -19,7 +19,7 @@ import pytest
 
 from sami_agent import cli as agent_cli
 from sami_control import cli as control_cli
-from sami_control.core.controlplane import Settings
+from sami_control.core.settings import Settings
 from sami_control.server import ControlServer, ServeConfig
 from tests.control.conftest import LiveServer
 from tests.harness import free_port

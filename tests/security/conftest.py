@@ -30,7 +30,7 @@ from sami.v1 import (
     manifest_pb2_grpc,
 )
 from sami_control import offline
-from sami_control.core.controlplane import Settings
+from sami_control.core.settings import Settings
 from sami_control.server import ControlServer, ServeConfig
 from tests import samples
 from tests.harness import free_port

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sami_control.core import audit
-from sami_control.core.controlplane import ControlPlane, Settings, create_cluster
+from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import InvalidArgument, PermissionDenied
 from sami_control.core.model import (
     ArtifactKind,
@@ -21,8 +21,9 @@ from sami_control.core.model import (
     Role,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
-from sami_control.core.token_admin import TokenInput
-from sami_control.storage.base import Store, Tx
+from sami_control.core.settings import Settings
+from sami_control.core.store import Store, Tx
+from sami_control.core.tokens import TokenInput
 from sami_control.storage.sqlite import SQLiteStore
 from tests import samples
 
@@ -64,9 +65,9 @@ def cp(tmp_path: Path) -> Iterator[tuple[ControlPlane, FailingAudit]]:
     asyncio.set_event_loop(loop)
     store = FailingAudit(SQLiteStore(tmp_path / "data"))
     core = ControlPlane(store, Settings())
-    create_cluster(store, "c1", ["stage", "production"], 1.0, ADMIN)
+    core.clusters.create(ADMIN, "c1", ["stage", "production"])
     core.manifests.sync(ADMIN, "", list(samples.repo().items()))
-    core.register_artifact(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+    core.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
     yield core, store
     store.close()
     loop.close()
@@ -96,15 +97,15 @@ def test_a_change_whose_audit_entry_fails_is_rolled_back(
             len(tx.list_artifacts("", 2**62, 1000)),
         )
     changes = {
-        "deployment.create": lambda: core.create_deployment(
+        "deployment.create": lambda: core.deployments.create(
             ADMIN, DeploymentInput("web", "stage", REF.replace("127.0.0.1:5000/", ""))
         ),
-        "token.create": lambda: core.create_token(ADMIN, TokenInput("reader", "x")),
-        "cluster.create": lambda: core.create_cluster(ADMIN, "c2", ["pull_request"]),
+        "token.create": lambda: core.tokens.create(ADMIN, TokenInput("reader", "x")),
+        "cluster.create": lambda: core.clusters.create(ADMIN, "c2", ["pull_request"]),
         "manifests.sync": lambda: core.manifests.sync(
             ADMIN, "", list(samples.repo(("web", "api", "db")).items())
         ),
-        "artifact.register": lambda: core.register_artifact(
+        "artifact.register": lambda: core.artifacts.register(
             ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, REF.replace("web", "api"), "")
         ),
     }
@@ -129,13 +130,13 @@ def test_successes_and_refusals_carry_who_where_and_which_request(
     cp: tuple[ControlPlane, FailingAudit],
 ) -> None:
     core, store = cp
-    d = core.create_deployment(ADMIN, DeploymentInput("web", "stage", f"web@sha256:{'a' * 64}"))
+    d = core.deployments.create(ADMIN, DeploymentInput("web", "stage", f"web@sha256:{'a' * 64}"))
     with pytest.raises(PermissionDenied):
-        core.create_deployment(
+        core.deployments.create(
             CI, DeploymentInput("web", "production", d.artifact_id, request_id="ci-7")
         )
     with pytest.raises(InvalidArgument):
-        core.create_deployment(CI, DeploymentInput("w\u202eeb\x00" + "x" * 500, "stage", "a"))
+        core.deployments.create(CI, DeploymentInput("w\u202eeb\x00" + "x" * 500, "stage", "a"))
     ok, denied, invalid = entries(store)[-3:]
     assert (ok.action, ok.target, ok.outcome, ok.service) == (
         "deployment.create",

@@ -28,7 +28,7 @@ from sami.v1 import (
     manifest_pb2,
 )
 from sami_control import offline
-from sami_control.core.controlplane import Settings
+from sami_control.core.settings import Settings
 from tests import samples
 from tests.security.conftest import (
     REF,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from sami.v1 import artifact_pb2, deployment_pb2, manifest_pb2
 from sami_control import offline
-from sami_control.core.controlplane import Settings
+from sami_control.core.settings import Settings
 from tests import samples
 from tests.security.conftest import REF, Server, Stubs, md, start_server, stop_server
 

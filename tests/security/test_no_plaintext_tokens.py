@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 
 from sami.v1 import admin_pb2, agent_pb2, deployment_pb2
-from sami_control.core.tokens import hash_secret
+from sami_control.core.token_secrets import hash_secret
 from tests.harness import ControlPlane, sami
 from tests.security.conftest import Stubs, md
 

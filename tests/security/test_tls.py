@@ -223,7 +223,7 @@ def test_an_agent_with_its_certificate_connects_and_receives_work(
         bare = agent("bare")
         try:
             time.sleep(2.0)
-            assert srv.call(lambda: list(srv.server.core.sessions)) == []
+            assert srv.call(lambda: srv.server.core.sessions.all()) == []
         finally:
             bare.kill()
         assert "cannot reach the control plane" in bare.log(), bare.log()

@@ -16,8 +16,8 @@ from grpc_status import rpc_status
 from sami.v1 import admin_pb2, deployment_pb2
 from sami_client import cli
 from sami_control import offline
-from sami_control.core.controlplane import Settings
-from sami_control.core.tokens import hash_secret
+from sami_control.core.settings import Settings
+from sami_control.core.token_secrets import hash_secret
 from tests.security.conftest import AgentStream, Server, Stubs, create, md, seed
 
 
@@ -255,7 +255,7 @@ def test_revoking_a_token_ends_its_open_streams_at_once(serve: Callable[..., Ser
     other.cancel()
     # The core forgot the revoked token's streams and the agent's session.
     assert srv.call(lambda: srv.server.core.streams.of_token(agent.token.id)) == []
-    assert srv.call(lambda: list(srv.server.core.sessions)) == []
+    assert srv.call(lambda: srv.server.core.sessions.all()) == []
     # Reconnecting with the revoked token is refused.
     again = AgentStream(s, agent.secret, "a2")
     assert again.done.wait(5)

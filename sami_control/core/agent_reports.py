@@ -1,0 +1,320 @@
+"""What agents report on their stream: acks, progress, results, heartbeats, preview
+inventories and cron runs. A report is acted on only while the agent's token is valid and
+only if the agent holds the lease it names (fencing); anything else is refused (audited) or
+answered with Revoke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from sami_control.core import validation
+from sami_control.core.agents import Agents, principal_of
+from sami_control.core.audit import Audit, Subject, audited
+from sami_control.core.commands import (
+    CronRunAckCommand,
+    DoneCommand,
+    HeartbeatAckCommand,
+    HeldLease,
+    RevokeCommand,
+)
+from sami_control.core.context import Context
+from sami_control.core.cron_runs import CronRunInput, CronRuns
+from sami_control.core.deployments import Deployments
+from sami_control.core.dispatch import Leases
+from sami_control.core.effects import Effects
+from sami_control.core.errors import InvalidArgument, PermissionDenied
+from sami_control.core.model import (
+    OUTCOME_STATE,
+    CronRun,
+    Deployment,
+    DeploymentAction,
+    EventType,
+    Outcome,
+    PreviewStack,
+    State,
+)
+from sami_control.core.sessions import AgentSession
+from sami_control.core.store import Tx
+from sami_control.core.transitions import move, record
+
+log = structlog.get_logger("sami.control")
+
+STALE = "stale lease: not yours or no longer live"
+
+
+def _about(self: AgentReports, session: AgentSession, target: Any = "", *_: Any) -> Subject:
+    """A report's audit subject: the agent's token, and the deployment it names."""
+    return Subject(principal_of(session), target if isinstance(target, str) else "")
+
+
+class AgentReports:
+    def __init__(
+        self,
+        ctx: Context,
+        agents: Agents,
+        leases: Leases,
+        deployments: Deployments,
+        cron_runs: CronRuns,
+    ) -> None:
+        self.ctx = ctx
+        self.agents = agents
+        self.leases = leases
+        self.deployments = deployments
+        self.cron_runs = cron_runs
+
+    @property
+    def audit(self) -> Audit:
+        return self.ctx.audit
+
+    @audited("agent.report", _about)
+    def ack(self, session: AgentSession, deployment_id: str, lease_id: str, epoch: int) -> None:
+        now = self._seen(session)
+        fx = Effects()
+        with self.ctx.store.tx() as tx:
+            d = self._held(
+                session, tx.get_deployment(deployment_id), deployment_id, lease_id, epoch
+            )
+            if d is None:
+                return self._reject(session, deployment_id, lease_id, STALE)
+            self.leases.renew(tx, fx, d, session, now)
+            tx.update_deployment(d)
+        self.ctx.publisher.apply(fx)
+
+    @audited("agent.report", _about)
+    def progress(
+        self,
+        session: AgentSession,
+        deployment_id: str,
+        lease_id: str,
+        epoch: int,
+        sequence: int,
+        phase: str,
+        message: str,
+    ) -> None:
+        now = self._seen(session)
+        phase = validation.text("progress.phase", phase, limit=64)
+        message = validation.text("progress.message", message, limit=4000)
+        fx = Effects()
+        with self.ctx.store.tx() as tx:
+            d = self._held(
+                session, tx.get_deployment(deployment_id), deployment_id, lease_id, epoch
+            )
+            if d is None:
+                return self._reject(session, deployment_id, lease_id, STALE)
+            self.leases.renew(tx, fx, d, session, now)  # progress implies a lost ack, too
+            if sequence > d.agent_sequence:
+                d.agent_sequence = sequence
+                ev = record(d, EventType.PROGRESS, now, message=message, phase=phase)
+                tx.append_event(ev)
+                fx.add(d, ev)
+            tx.update_deployment(d)
+        self.ctx.publisher.apply(fx)
+
+    @audited("agent.report", _about)
+    def result(
+        self,
+        session: AgentSession,
+        deployment_id: str,
+        lease_id: str,
+        epoch: int,
+        outcome: int,
+        reason: str,
+    ) -> None:
+        now = self._seen(session)
+        reason = validation.text("result.reason", reason, limit=4000)
+        try:
+            state = OUTCOME_STATE[Outcome(outcome)]
+        except ValueError:
+            raise InvalidArgument("result.outcome", "must be set") from None
+        fx = Effects(wake=True)
+        with self.ctx.store.tx() as tx:
+            current = tx.get_deployment(deployment_id)
+            if not _finished_by(session, current, lease_id):
+                d = self._held(session, current, deployment_id, lease_id, epoch)
+                if d is None:
+                    return self._reject(session, deployment_id, lease_id, STALE)
+                ev = move(d, state, now, reason or state.name.lower().replace("_", " "))
+                tx.update_deployment(d)
+                tx.append_event(ev)
+                fx.add(d, ev)
+            # else: a result we already stored, sent again after a reconnect.
+        session.leases.discard(deployment_id)
+        fx.send(session, DoneCommand(deployment_id, lease_id))
+        self.ctx.publisher.apply(fx)
+
+    @audited("agent.report", _about)
+    def heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:
+        now = self._seen(session)
+        session.send(HeartbeatAckCommand())
+        if not held:
+            return
+        settings = self.ctx.settings
+        with self.ctx.store.tx() as tx:
+            for h in held:
+                current = tx.get_deployment(h.deployment_id)
+                d = self._held(session, current, h.deployment_id, h.lease_id, h.epoch)
+                if d is None:
+                    if not _finished_by(session, current, h.lease_id):
+                        self._reject(session, h.deployment_id, h.lease_id, STALE)
+                    # else: its result crossed this heartbeat: Done is on its way.
+                    continue
+                ttl = settings.lease_ttl if d.state is State.IN_PROGRESS else settings.ack_timeout
+                self.leases.lease_until(d, now + ttl)
+                tx.update_deployment(d)
+
+    @audited("agent.report", _about)
+    def inventory(self, session: AgentSession, stacks: list[PreviewStack]) -> list[str]:
+        """Tear down the reported preview stacks whose pull request is not open any more.
+        Returns the ids of the teardown deployments created."""
+        now = self._seen(session)
+        who = principal_of(session)
+        fx = Effects(wake=True)
+        created: list[str] = []
+        with self.ctx.store.tx() as tx:
+            for st in stacks:
+                if not _valid_preview(st):
+                    log.warning(
+                        "preview_inventory_ignored",
+                        agent_id=session.agent_id,
+                        stack=st.stack_name[:100],
+                    )
+                    continue
+                latest = tx.latest_for_key(
+                    st.service, "pull_request", st.pull_request, session.cluster
+                )
+                if latest is not None and self._preview_open(latest, now):
+                    continue
+                d = self._teardown_orphan(tx, fx, session, st, latest)
+                created.append(d.id)
+                self.audit.ok(
+                    tx,
+                    who,
+                    "preview.teardown",
+                    d.id,
+                    detail=f"by agent {session.agent_id}: {d.reason}",
+                    service=st.service,
+                )
+        self.ctx.publisher.apply(fx)
+        return created
+
+    def _teardown_orphan(
+        self,
+        tx: Tx,
+        fx: Effects,
+        session: AgentSession,
+        st: PreviewStack,
+        latest: Deployment | None,
+    ) -> Deployment:
+        why = (
+            f"preview stack {st.stack_name} has no open pull request "
+            f"(last deployment {latest.id if latest else 'unknown to Sami'})"
+        )
+        template = latest or Deployment(
+            id="",
+            service=st.service,
+            environment="pull_request",
+            pull_request=st.pull_request,
+            artifact_id="",
+            cluster=session.cluster,
+            deployment_type="swarm",
+            stack_name=st.stack_name,
+        )
+        d = self.deployments.teardown_of(template, "sami (orphan reconciliation)", why)
+        self.deployments.enqueue(
+            tx, fx, d, f"orphan preview found by agent {session.agent_id}", why
+        )
+        return d
+
+    @audited(
+        "agent.report",
+        lambda self, session, report: _about(self, session, report.deployment_id[:100]),
+    )
+    def cron_run(self, session: AgentSession, report: CronRunInput) -> CronRun:
+        """Store a cron job's run (once per run_id) and acknowledge it to the agent. A run of
+        another cluster's deployment is PERMISSION_DENIED (docs/cron.md)."""
+        self._seen(session)
+        run, created = self.cron_runs.record(session.cluster, session.agent_id, report)
+        if created:
+            log.info(
+                "cron_run",
+                run_id=run.run_id,
+                deployment_id=run.deployment_id,
+                service=run.service,
+                environment=run.environment,
+                cluster=run.cluster,
+                job=run.job,
+                outcome=run.outcome.name,
+                exit_code=run.exit_code,
+                agent_id=session.agent_id,
+            )
+        # The agent forgets a run once acknowledged: only once it is stored.
+        self.ctx.publisher.send(session, CronRunAckCommand(run.run_id))
+        return run
+
+    def _seen(self, session: AgentSession) -> float:
+        """Every report: the agent's token must still be valid; it was seen now."""
+        self.agents.check(session)
+        now = self.ctx.clock()
+        session.last_seen_at = now
+        return now
+
+    @staticmethod
+    def _held(
+        session: AgentSession, d: Deployment | None, deployment_id: str, lease_id: str, epoch: int
+    ) -> Deployment | None:
+        """The deployment if `session` holds this lease on it, else None. Another cluster's
+        deployment is a permission error."""
+        if d is not None and d.cluster != session.cluster:
+            raise PermissionDenied(
+                f"deployment {deployment_id} belongs to another cluster than {session.cluster!r}"
+            )
+        if (
+            d is None
+            or d.state.terminal
+            or not d.state.active
+            or d.agent_id != session.agent_id
+            or d.lease_id != lease_id
+            or d.epoch != epoch
+        ):
+            return None
+        return d
+
+    def _reject(self, session: AgentSession, deployment_id: str, lease_id: str, why: str) -> None:
+        """Tell the agent to let go of a lease it does not hold (any more)."""
+        session.leases.discard(deployment_id)
+        self.ctx.publisher.send(session, RevokeCommand(deployment_id, lease_id, why))
+        log.warning(
+            "report_rejected",
+            agent_id=session.agent_id,
+            deployment_id=deployment_id,
+            lease_id=lease_id,
+            reason=why,
+        )
+
+    def _preview_open(self, latest: Deployment, now: float) -> bool:
+        if not latest.state.terminal:
+            return True  # being deployed or torn down right now
+        if latest.action is DeploymentAction.TEARDOWN:
+            return False  # torn down (or the teardown failed): the stack should not exist
+        return now - latest.created_at < self.ctx.settings.preview_ttl
+
+
+def _finished_by(session: AgentSession, d: Deployment | None, lease_id: str) -> bool:
+    """Whether this agent's own lease on `d` ended with a result already stored."""
+    return (
+        d is not None
+        and d.state.terminal
+        and d.lease_id == lease_id
+        and d.agent_id == session.agent_id
+    )
+
+
+def _valid_preview(st: PreviewStack) -> bool:
+    try:
+        validation.name("stack.service", st.service, "service name")
+        validation.pull_request("stack.pull_request", "pull_request", st.pull_request)
+    except InvalidArgument:
+        return False
+    return st.stack_name == f"pr-{st.pull_request}_{st.service}"

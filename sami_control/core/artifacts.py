@@ -1,0 +1,160 @@
+"""The artifact catalog: what CI built, immutable once registered, identified by digest."""
+
+from __future__ import annotations
+
+from sami_control.core import authz, paging, validation
+from sami_control.core.audit import Audit, Subject, audited
+from sami_control.core.authz import Action
+from sami_control.core.context import Context
+from sami_control.core.errors import AlreadyExists, InvalidArgument, NotFound
+from sami_control.core.ids import new_id
+from sami_control.core.model import Artifact, ArtifactKind, Deployment, Principal
+from sami_control.core.requests import ArtifactInput
+from sami_control.core.store import Tx
+
+# Artifacts kept in memory (immutable, so never stale).
+ARTIFACT_CACHE = 4096
+
+
+class Artifacts:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        # Artifacts never change once registered: kept by id and by each ref resolved to
+        # them, instead of a read per response, per assignment and per CreateDeployment.
+        self._cache: dict[str, Artifact] = {}
+
+    @property
+    def audit(self) -> Audit:
+        return self.ctx.audit
+
+    @audited(
+        "artifact.register",
+        lambda self, who, req: Subject(who, f"{req.artifact_name} {req.ref}"),
+    )
+    def register(self, who: Principal, req: ArtifactInput) -> tuple[Artifact, bool]:
+        """(the artifact, whether it is new): registering the same name and digest again
+        returns the one stored."""
+        authz.require(who, Action.REGISTER_ARTIFACT)
+        name = validation.artifact_name("artifact.artifact_name", req.artifact_name)
+        try:
+            kind = ArtifactKind(req.kind)
+        except ValueError:
+            raise InvalidArgument(
+                "artifact.kind", "must be one of image, static_file, module"
+            ) from None
+        if kind is ArtifactKind.IMAGE:
+            _, ref_digest = validation.image_ref("artifact.ref", req.ref)
+            digest = validation.digest("artifact.digest", req.digest or ref_digest)
+            if digest != ref_digest:
+                raise InvalidArgument("artifact.digest", "does not match the digest in ref")
+        else:
+            digest = validation.digest("artifact.digest", req.digest)
+            if req.ref.startswith(("http://", "https://")):
+                validation.url("artifact.ref", req.ref)
+            else:
+                validation.image_ref("artifact.ref", req.ref)
+        art = Artifact(
+            id=new_id("art"),
+            artifact_name=name,
+            kind=kind,
+            ref=req.ref,
+            digest=digest,
+            tags=validation.tags("artifact.tags", req.tags),
+            git_repo=validation.text("artifact.provenance.git_repo", req.git_repo, 500),
+            git_commit=validation.commit("artifact.provenance.git_commit", req.git_commit),
+            ci_run_url=validation.url("artifact.provenance.ci_run_url", req.ci_run_url)
+            if req.ci_run_url
+            else "",
+            labels=validation.labels("artifact.labels", req.labels),
+            created_at=self.ctx.clock(),
+            created_by=who.name,
+        )
+        with self.ctx.store.tx() as tx:
+            existing = tx.find_artifact(name, digest)
+            if existing is not None:
+                if existing.ref != art.ref or existing.kind != art.kind:
+                    raise AlreadyExists(
+                        f"artifact {name}@{digest} is already registered with ref "
+                        f"{existing.ref}; an artifact is immutable"
+                    )
+                return existing, False
+            tx.insert_artifact(art)
+            self.audit.ok(tx, who, "artifact.register", f"{name}@{digest}", detail=art.id)
+        return art, True
+
+    def get(self, who: Principal, name: str) -> Artifact:
+        authz.require(who, Action.READ)
+        with self.ctx.store.tx() as tx:
+            return self.resolve(tx, name, "name")
+
+    def list(
+        self, who: Principal, artifact_name: str, page_size: int, page_token: str
+    ) -> tuple[list[Artifact], str]:
+        authz.require(who, Action.READ)
+        if artifact_name:
+            validation.artifact_name("artifact_name", artifact_name)
+        before, limit = paging.parse_page(page_token, page_size)
+        with self.ctx.store.tx() as tx:
+            rows = tx.list_artifacts(artifact_name, before, limit + 1)
+        nxt = paging.page_token(rows[limit - 1][0]) if len(rows) > limit else ""
+        return [a for _, a in rows[:limit]], nxt
+
+    def resolve(self, tx: Tx, ref: str, field_: str) -> Artifact:
+        """An artifact by id, `artifacts/{id}`, digest-pinned ref, or `name@sha256:…`."""
+        if not ref:
+            raise InvalidArgument(field_, "artifact is required (an id, or a ref pinned by digest)")
+        validation.text(field_, ref, limit=validation.MAX_REF)
+        art = self._cache.get(ref)
+        if art is not None:
+            return art
+        ident = ref.removeprefix("artifacts/")
+        if ident.startswith("art_"):
+            art = tx.get_artifact(ident)
+        elif "@" in ref:
+            name, _, digest = ref.rpartition("@")
+            validation.digest(field_, digest)
+            art = tx.find_artifact(name, digest)
+            if art is None:
+                matches = [a for a in tx.find_artifacts_by_digest(digest) if a.ref == ref]
+                art = matches[0] if matches else None
+        else:
+            raise InvalidArgument(
+                field_, f"{ref!r} is neither an artifact id nor a reference pinned by digest"
+            )
+        if art is None:
+            raise NotFound(
+                f"artifact {ref!r} is not registered; register it first with "
+                "`sami artifact register NAME --ref REPO@sha256:...`"
+            )
+        self._remember(ref, art)
+        return art
+
+    def by_id(self, tx: Tx, artifact_id: str) -> Artifact | None:
+        art = self._cache.get(artifact_id)
+        if art is None:
+            art = tx.get_artifact(artifact_id)
+            if art is not None:
+                self._remember(artifact_id, art)
+        return art
+
+    def of(self, d: Deployment) -> Artifact | None:
+        """The artifact a deployment puts in place (for answers); None only for the teardown
+        of an orphan preview Sami had no record of."""
+        if not d.artifact_id:
+            return None
+        art = self._cache.get(d.artifact_id)
+        if art is None:
+            with self.ctx.store.tx() as tx:
+                art = self.by_id(tx, d.artifact_id)
+        return art
+
+    def _remember(self, key: str, art: Artifact) -> None:
+        """Keep `art` under `key` (its id, or a ref resolved to it) once the transaction
+        that read it committed: one rolled back may have read an artifact it registered."""
+
+        def keep() -> None:
+            if len(self._cache) >= ARTIFACT_CACHE:
+                self._cache.clear()
+            self._cache[key] = art
+
+        self.ctx.store.after_commit(keep)

@@ -1,0 +1,385 @@
+"""Deployments: requests to put an artifact on a service in an environment (or to tear a
+preview down), resolved against the current manifest revision when they are made, queued,
+superseded, cancelled, listed and watched. Leases and dispatch are core/dispatch.py's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from sami_control.core import authz, paging, validation
+from sami_control.core.artifacts import Artifacts
+from sami_control.core.audit import Audit, Subject, audited
+from sami_control.core.authz import Action
+from sami_control.core.commands import CancelCommand
+from sami_control.core.context import Context
+from sami_control.core.effects import Effects
+from sami_control.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
+from sami_control.core.hub import Hub
+from sami_control.core.ids import new_id
+from sami_control.core.manifest_catalog import ManifestCatalog
+from sami_control.core.model import (
+    Deployment,
+    DeploymentAction,
+    Event,
+    EventType,
+    ManifestSettings,
+    Principal,
+    State,
+)
+from sami_control.core.requests import DeploymentInput
+from sami_control.core.sessions import Sessions
+from sami_control.core.store import Tx
+from sami_control.core.streams import Streams
+from sami_control.core.transitions import move, record
+
+
+def _create_subject(self: Deployments, who: Principal, req: DeploymentInput) -> Subject:
+    target = f"{req.service}/{req.environment}" + (
+        f"#{req.pull_request}" if req.pull_request else ""
+    )
+    return Subject(who, target, req.service, req.request_id)
+
+
+def _teardown_subject(
+    self: Deployments, who: Principal, service: str, pull_request: int, reason: str, rid: str
+) -> Subject:
+    return Subject(who, f"{service}/pull_request#{pull_request}", service, rid)
+
+
+class Deployments:
+    def __init__(
+        self,
+        ctx: Context,
+        artifacts: Artifacts,
+        manifests: ManifestCatalog,
+        sessions: Sessions,
+        hub: Hub,
+        streams: Streams,
+    ) -> None:
+        self.ctx = ctx
+        self.artifacts = artifacts
+        self.manifests = manifests
+        self.sessions = sessions
+        self.hub = hub
+        self.streams = streams
+
+    @property
+    def audit(self) -> Audit:
+        return self.ctx.audit
+
+    @audited("deployment.create", _create_subject)
+    def create(self, who: Principal, req: DeploymentInput) -> Deployment:
+        service = validation.name("service", req.service, "service name")
+        env = validation.environment("environment", req.environment)
+        pr = validation.pull_request("pull_request", env, req.pull_request)
+        validation.text("reason", req.reason)
+        validation.text("deployment_type", req.deployment_type, limit=32)
+        request_id = validation.request_id("request_id", req.request_id)
+        authz.require_deploy_scope(who, service, env)
+        fingerprint = req.fingerprint()
+        now = self.ctx.clock()
+        fx = Effects(wake=True)
+        with self.ctx.store.tx() as tx:
+            prior = self._prior_request(tx, request_id, fingerprint)
+            if prior is not None:
+                return prior
+            art = self.artifacts.resolve(tx, req.artifact, "artifact")
+            cluster = tx.cluster_for_environment(env)
+            if cluster is None:
+                raise FailedPrecondition(
+                    f"no cluster serves environment {env!r}: create one with "
+                    f"`sami cluster create NAME --env {env}` (or, offline, "
+                    f"`sami-control cluster create NAME --env {env} --data DIR`)"
+                )
+            resolved = self.manifests.resolve(tx, service, req.deployment_type, env)
+            m = resolved.manifest
+            if pr and not m.pr_deploy:
+                raise FailedPrecondition(
+                    f"service {service} does not deploy previews: set `pr_deploy: true` in "
+                    f"{m.manifest_path} and sync the manifests"
+                )
+            if m.cluster and m.cluster != cluster:
+                raise FailedPrecondition(
+                    f"{m.manifest_path} pins cluster {m.cluster!r}, but environment {env!r} "
+                    f"is served by cluster {cluster!r}"
+                )
+            d = Deployment(
+                id=new_id("dep"),
+                service=service,
+                environment=env,
+                pull_request=pr,
+                artifact_id=art.id,
+                cluster=cluster,
+                deployment_type=m.deployment_type,
+                stack_name=m.stack_name_for(pr),
+                reason=req.reason,
+                request_id=request_id,
+                request_hash=fingerprint,
+                created_by=who.name,
+                created_at=now,
+                converge_timeout=float(m.converge_timeout),
+                stack_files=list(m.stack_files),
+                image_services=list(m.image_services),
+                manifest_revision=resolved.revision.id,
+                manifest_folder=m.folder,
+                manifest_settings=ManifestSettings(
+                    pr_deploy=m.pr_deploy,
+                    static_target_dir=m.static_file.target_dir if m.static_file else "",
+                    keep_releases=m.static_file.keep_releases if m.static_file else 0,
+                    cron_schedule=m.cron.schedule if m.cron else "",
+                ),
+            )
+            self.enqueue(tx, fx, d, f"requested by {who.name}", req.reason)
+            self.audit.ok(
+                tx,
+                who,
+                "deployment.create",
+                d.id,
+                detail=f"{service}/{env}"
+                + (f"#{pr}" if pr else "")
+                + f" {art.artifact_name}@{art.digest}",
+                service=service,
+                request_id=request_id,
+            )
+        self.ctx.publisher.apply(fx)
+        return d
+
+    def _prior_request(self, tx: Tx, request_id: str, fingerprint: str) -> Deployment | None:
+        """The deployment an earlier request with this idempotency key created, if any."""
+        if not request_id:
+            return None
+        prior = tx.get_deployment_by_request_id(request_id)
+        if prior is not None and prior.request_hash != fingerprint:
+            raise AlreadyExists(
+                f"request_id {request_id!r} was already used for deployment {prior.id} with "
+                "a different request; use a new request_id"
+            )
+        return prior
+
+    def enqueue(self, tx: Tx, fx: Effects, d: Deployment, who: str, reason: str) -> None:
+        """Store a new deployment as QUEUED and supersede older queued ones of its key."""
+        now = d.created_at
+        first = record(
+            d, EventType.STATE_CHANGED, now, message=who + (f": {reason}" if reason else "")
+        )
+        tx.insert_deployment(d)
+        tx.append_event(first)
+        fx.add(d, first)
+        for old in tx.queued_of_key(d.service, d.environment, d.pull_request):
+            if old.id != d.id:
+                ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
+                tx.update_deployment(old)
+                tx.append_event(ev)
+                fx.add(old, ev)
+
+    @audited("preview.teardown", _teardown_subject)
+    def teardown_preview(
+        self, who: Principal, service: str, pull_request: int, reason: str, request_id: str
+    ) -> Deployment:
+        service = validation.name("service", service, "service name")
+        pr = validation.pull_request("pull_request", "pull_request", pull_request)
+        validation.text("reason", reason)
+        request_id = validation.request_id("request_id", request_id)
+        authz.require_deploy_scope(who, service, "pull_request")
+        fingerprint = DeploymentInput(
+            service, "pull_request", "", pr, reason, deployment_type="teardown"
+        ).fingerprint()
+        fx = Effects(wake=True)
+        with self.ctx.store.tx() as tx:
+            prior = self._prior_request(tx, request_id, fingerprint)
+            if prior is not None:
+                return prior
+            latest = tx.latest_for_key(service, "pull_request", pr)
+            if latest is None:
+                raise NotFound(f"there is no preview of {service} for pull request {pr}")
+            if latest.action is DeploymentAction.TEARDOWN and latest.state is not State.FAILED:
+                raise FailedPrecondition(
+                    f"the preview of {service} for pull request {pr} is already torn down "
+                    f"(or being torn down) by {latest.id}"
+                )
+            d = self.teardown_of(latest, who.name, reason, request_id, fingerprint)
+            self.enqueue(tx, fx, d, f"teardown requested by {who.name}", reason)
+            self.audit.ok(
+                tx,
+                who,
+                "preview.teardown",
+                d.id,
+                detail=f"{service} PR {pr}",
+                service=service,
+                request_id=request_id,
+            )
+        self.ctx.publisher.apply(fx)
+        return d
+
+    def teardown_of(
+        self, latest: Deployment, who: str, reason: str, request_id: str = "", fingerprint: str = ""
+    ) -> Deployment:
+        """A teardown of the preview `latest` deployed (not stored yet)."""
+        return Deployment(
+            id=new_id("dep"),
+            service=latest.service,
+            environment="pull_request",
+            pull_request=latest.pull_request,
+            artifact_id=latest.artifact_id,
+            cluster=latest.cluster,
+            deployment_type=latest.deployment_type,
+            stack_name=latest.stack_name,
+            action=DeploymentAction.TEARDOWN,
+            reason=reason,
+            request_id=request_id,
+            request_hash=fingerprint,
+            created_by=who,
+            created_at=self.ctx.clock(),
+            converge_timeout=latest.converge_timeout,
+            manifest_revision=latest.manifest_revision,
+            manifest_folder=latest.manifest_folder,
+            stack_files=list(latest.stack_files),
+            image_services=list(latest.image_services),
+            manifest_settings=latest.manifest_settings,
+        )
+
+    def get(self, who: Principal, name: str) -> Deployment:
+        authz.require(who, Action.READ)
+        with self.ctx.store.tx() as tx:
+            return self._must_get(tx, name)
+
+    def _must_get(self, tx: Tx, name: str) -> Deployment:
+        ident = name.removeprefix("deployments/")
+        if not ident:
+            raise InvalidArgument("name", "deployment id is required")
+        validation.text("name", ident, limit=100)
+        d = tx.get_deployment(ident)
+        if d is None:
+            raise NotFound(f"deployment {ident!r} does not exist; `sami list` shows deployments")
+        return d
+
+    def list(
+        self,
+        who: Principal,
+        service: str,
+        environment: str,
+        state: State | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Deployment], str]:
+        authz.require(who, Action.READ)
+        if service:
+            validation.name("service", service, "service name")
+        if environment:
+            validation.environment("environment", environment)
+        before, limit = paging.parse_page(page_token, page_size)
+        with self.ctx.store.tx() as tx:
+            rows = tx.list_deployments(service, environment, state, before, limit + 1)
+        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
+        return rows[:limit], nxt
+
+    @audited("deployment.cancel", lambda self, who, name, reason: Subject(who, name))
+    def cancel(self, who: Principal, name: str, reason: str) -> Deployment:
+        validation.text("reason", reason)
+        now = self.ctx.clock()
+        fx = Effects()
+        with self.ctx.store.tx() as tx:
+            d = self._must_get(tx, name)
+            authz.require_deploy_scope(who, d.service, d.environment)
+            if d.state.terminal:
+                raise FailedPrecondition(
+                    f"deployment {d.id} already ended ({d.state.name}); to undo a deployment, "
+                    "deploy the previous artifact"
+                )
+            msg = f"cancelled by {who.name}" + (f": {reason}" if reason else "")
+            if d.state is State.QUEUED:
+                ev = move(d, State.CANCELLED, now, msg)
+            elif d.cancel_requested:
+                return d
+            else:
+                # The agent may already be applying: it must roll back, then report.
+                d.cancel_requested = True
+                ev = record(
+                    d, EventType.NOTICE, now, f"cancel requested by {who.name}", phase="cancel"
+                )
+                session = self.sessions.get(d.agent_id)
+                if session is not None:
+                    fx.send(session, CancelCommand(d.id, d.lease_id, msg))
+            tx.update_deployment(d)
+            tx.append_event(ev)
+            fx.add(d, ev)
+            fx.wake = True
+            self.audit.ok(tx, who, "deployment.cancel", d.id, detail=reason, service=d.service)
+        self.ctx.publisher.apply(fx)
+        return d
+
+    async def watch(
+        self, who: Principal, name: str, after: int
+    ) -> AsyncGenerator[Deployment | Event, None]:
+        """The deployment now, then every event after `after`, ending after the terminal one."""
+        authz.require(who, Action.READ)
+        if after < 0:
+            raise InvalidArgument("after_sequence", "must not be negative")
+        store = self.ctx.store
+        with store.tx() as tx:
+            d = self._must_get(tx, name)
+        # Subscribe before reading the log, so nothing published in between is missed;
+        # duplicates between the two are dropped by sequence. The stream counts against the
+        # token's limit and is ended (UNAUTHENTICATED) when the token is revoked or expires,
+        # which also wakes the watcher up.
+        with (
+            self.hub.subscribe(d.id) as sub,
+            self.streams.opened("watch", who, lambda why: sub.wakeup.set()) as stream,
+        ):
+            # One generator, no inner one: every delivery to every watcher runs this loop,
+            # and each generator layer costs a hop per item. `d` was read before subscribing:
+            # what changed since is in the log read below. What the store shows may still be
+            # in this turn's commit: never show a watcher what a crash could undo (the hub
+            # publishes only after commits).
+            await store.durable()
+            yield d
+            last = after
+            caught_up = False
+            while True:
+                if stream.ended:
+                    raise Unauthenticated(stream.ended)
+                if not caught_up or sub.lagged:
+                    # Read from the store, which holds every event ever published: at the
+                    # start, and whenever this watcher fell behind its queue.
+                    sub.lagged = False
+                    while not sub.queue.empty():
+                        sub.queue.get_nowait()
+                    # Not while a commit holds the store: reading would block the loop.
+                    await store.writable()
+                    caught = list(store.iter_events(d.id, last))
+                    await store.durable()
+                    for e in caught:
+                        if stream.ended:
+                            raise Unauthenticated(stream.ended)
+                        yield e
+                        last = e.sequence
+                        if _ends(e):
+                            return
+                    if d.state.terminal and last >= d.last_sequence:
+                        return
+                    caught_up = True
+                    continue
+                if sub.queue.empty():
+                    sub.wakeup.clear()
+                    await sub.wakeup.wait()
+                    continue
+                e = sub.queue.get_nowait()
+                if e.sequence <= last:
+                    continue
+                if e.sequence > last + 1:  # a gap (cannot happen in one process): re-read
+                    sub.lagged = True
+                    continue
+                yield e
+                last = e.sequence
+                if _ends(e):
+                    return
+
+
+def _ends(e: Event) -> bool:
+    return e.type is EventType.STATE_CHANGED and e.state.terminal

@@ -1,0 +1,88 @@
+"""What a transaction makes others see, and when: only once it is durable.
+
+A service collects the events it stored and the commands for agents into an `Effects`, and
+hands it to `Publisher.apply()`, which publishes it after the commit (with group commits, at
+the end of this turn of the event loop; if that commit fails, never): watchers, agents, the
+canonical `deployment_state` log line, the observers (metrics), and the dispatch loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from sami_control.core.commands import Command
+from sami_control.core.hub import Hub
+from sami_control.core.model import Deployment, Event, EventType
+from sami_control.core.sessions import AgentSession
+from sami_control.core.store import Store
+
+log = structlog.get_logger("sami.control")
+
+# Called with the events of each committed transaction and their deployments (metrics).
+Observer = Callable[[list[Event], dict[str, Deployment]], None]
+
+
+@dataclass
+class Effects:
+    events: list[Event] = field(default_factory=list)
+    commands: list[tuple[AgentSession, Command]] = field(default_factory=list)
+    # Wake the dispatch loop: there may be work to offer.
+    wake: bool = False
+    # The deployments the events are about, by id: their service, environment and cluster
+    # go on the log line of each state change and label the metrics.
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+
+    def add(self, d: Deployment, *events: Event) -> None:
+        self.events.extend(events)
+        self.deployments[d.id] = d
+
+    def send(self, session: AgentSession, cmd: Command) -> None:
+        self.commands.append((session, cmd))
+
+
+class Publisher:
+    def __init__(self, store: Store, hub: Hub, wake: Callable[[], None]) -> None:
+        self._store = store
+        self.hub = hub
+        self._wake = wake
+        self.observers: list[Observer] = []
+
+    def apply(self, fx: Effects) -> None:
+        """Publish what a transaction produced, once it is durable."""
+        self._store.after_commit(functools.partial(self._publish, fx))
+
+    def send(self, session: AgentSession, cmd: Command) -> None:
+        """Send one command once what was written so far is durable."""
+        self._store.after_commit(functools.partial(session.send, cmd))
+
+    def _publish(self, fx: Effects) -> None:
+        self.hub.publish(fx.events)
+        for session, cmd in fx.commands:
+            session.send(cmd)
+        for e in fx.events:
+            if e.type is EventType.STATE_CHANGED:
+                # The one canonical line per state change (docs/observability.md).
+                d = fx.deployments.get(e.deployment_id)
+                log.info(
+                    "deployment_state",
+                    deployment_id=e.deployment_id,
+                    service=d.service if d else None,
+                    environment=d.environment if d else None,
+                    cluster=d.cluster if d else None,
+                    pull_request=(d.pull_request or None) if d else None,
+                    state=e.state.name,
+                    attempt=e.attempt,
+                    agent_id=e.agent_id or None,
+                    message=e.message or None,
+                )
+        for observe in self.observers:
+            try:
+                observe(fx.events, fx.deployments)
+            except Exception:  # an observer (metrics) must never break the core
+                log.exception("observer_failed")
+        if fx.wake:
+            self._wake()

@@ -1,0 +1,27 @@
+"""The control plane's tunables, set by `sami-control serve` flags (sami_control/cli.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Settings:
+    # An acked lease not renewed (heartbeat or progress) within this is offered again.
+    lease_ttl: float = 30.0
+    # An assignment not acked within this is offered again.
+    ack_timeout: float = 10.0
+    heartbeat_interval: float = 10.0
+    # Deliveries before a deployment is failed instead of offered again.
+    max_attempts: int = 5
+    # After a control-plane start, leases get this long for their agents to reconnect.
+    restart_grace: float = 30.0
+    # A preview not deployed for this long counts as closed: its stack is torn down when
+    # an agent reports it (a teardown CI forgot leaves no orphan for long).
+    preview_ttl: float = 7 * 24 * 3600.0
+    default_converge_timeout: float = 300.0
+    # Open streams one token may hold, per kind (watches; agent sessions). 0: no limit.
+    max_streams_per_token: int = 32
+    # How often the tokens of open streams are re-read, to end the streams of tokens
+    # revoked by another process (the offline `sami-control token revoke`).
+    token_recheck_interval: float = 2.0

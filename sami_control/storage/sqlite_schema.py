@@ -1,0 +1,97 @@
+"""The SQLite schema, as the migrations that build it: applied in order at start by
+SQLiteStore, each once (PRAGMA user_version counts them)."""
+
+from __future__ import annotations
+
+# Migrations are append-only: never edit one that has shipped, add the next.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, secret_hash TEXT NOT NULL,
+        cluster TEXT NOT NULL, services TEXT NOT NULL, environments TEXT NOT NULL,
+        created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL NOT NULL
+    );
+    CREATE TABLE clusters (id TEXT PRIMARY KEY, created_at REAL NOT NULL);
+    CREATE TABLE cluster_environments (
+        environment TEXT PRIMARY KEY, cluster TEXT NOT NULL REFERENCES clusters(id)
+    );
+    CREATE TABLE artifacts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        artifact_name TEXT NOT NULL, kind INTEGER NOT NULL, ref TEXT NOT NULL,
+        digest TEXT NOT NULL, tags TEXT NOT NULL, git_repo TEXT NOT NULL,
+        git_commit TEXT NOT NULL, ci_run_url TEXT NOT NULL, labels TEXT NOT NULL,
+        created_at REAL NOT NULL, created_by TEXT NOT NULL,
+        UNIQUE (artifact_name, digest)
+    );
+    CREATE INDEX artifacts_digest ON artifacts(digest);
+    CREATE TABLE deployments (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        service TEXT NOT NULL, environment TEXT NOT NULL, pull_request INTEGER NOT NULL,
+        artifact_id TEXT REFERENCES artifacts(id), cluster TEXT NOT NULL, action INTEGER NOT NULL,
+        deployment_type TEXT NOT NULL, stack_name TEXT NOT NULL, state INTEGER NOT NULL,
+        reason TEXT NOT NULL, request_id TEXT, request_hash TEXT NOT NULL,
+        status_message TEXT NOT NULL, agent_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+        epoch INTEGER NOT NULL, lease_id TEXT NOT NULL, lease_expires REAL NOT NULL,
+        agent_sequence INTEGER NOT NULL, last_sequence INTEGER NOT NULL,
+        cancel_requested INTEGER NOT NULL, created_by TEXT NOT NULL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL NOT NULL,
+        manifest_revision TEXT NOT NULL, converge_timeout REAL NOT NULL,
+        stack_files TEXT NOT NULL, image_services TEXT NOT NULL,
+        manifest_folder TEXT NOT NULL, manifest_settings TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX deployments_request_id ON deployments(request_id)
+        WHERE request_id IS NOT NULL;
+    CREATE INDEX deployments_state ON deployments(state, cluster);
+    CREATE INDEX deployments_service ON deployments(service, environment);
+    CREATE TABLE events (
+        deployment_id TEXT NOT NULL, sequence INTEGER NOT NULL, type INTEGER NOT NULL,
+        state INTEGER NOT NULL, phase TEXT NOT NULL, message TEXT NOT NULL,
+        agent_id TEXT NOT NULL, attempt INTEGER NOT NULL, time REAL NOT NULL,
+        PRIMARY KEY (deployment_id, sequence)
+    ) WITHOUT ROWID;
+    CREATE TABLE agents (
+        agent_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, version TEXT NOT NULL,
+        capabilities TEXT NOT NULL, connected_at REAL NOT NULL, last_seen_at REAL NOT NULL
+    );
+    CREATE TABLE manifest_revisions (
+        id TEXT PRIMARY KEY, "commit" TEXT NOT NULL, created_at REAL NOT NULL,
+        created_by TEXT NOT NULL, file_count INTEGER NOT NULL, entries TEXT NOT NULL,
+        warnings TEXT NOT NULL, synced_seq INTEGER NOT NULL UNIQUE
+    );
+    CREATE TABLE manifest_files (
+        revision_id TEXT NOT NULL REFERENCES manifest_revisions(id), path TEXT NOT NULL,
+        content BLOB NOT NULL, PRIMARY KEY (revision_id, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, token_id TEXT NOT NULL,
+        token_name TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+        outcome TEXT NOT NULL, detail TEXT NOT NULL, peer TEXT NOT NULL
+    );
+    """,
+    # 2: the audit log names the request and the service; tokens record who created them.
+    """
+    ALTER TABLE audit ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN service TEXT NOT NULL DEFAULT '';
+    CREATE INDEX audit_time ON audit(time);
+    CREATE INDEX audit_service ON audit(service, seq);
+    ALTER TABLE tokens ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
+    """,
+    # 3: the runs of cron jobs, as agents report them (docs/cron.md).
+    """
+    CREATE TABLE cron_runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE,
+        deployment_id TEXT NOT NULL REFERENCES deployments(id), service TEXT NOT NULL,
+        environment TEXT NOT NULL, pull_request INTEGER NOT NULL, cluster TEXT NOT NULL,
+        stack TEXT NOT NULL, job TEXT NOT NULL, scheduled_for REAL NOT NULL,
+        started_at REAL NOT NULL, finished_at REAL NOT NULL, outcome INTEGER NOT NULL,
+        exit_code INTEGER, message TEXT NOT NULL, schedule TEXT NOT NULL,
+        agent_id TEXT NOT NULL, reported_at REAL NOT NULL
+    );
+    CREATE INDEX cron_runs_service ON cron_runs(service, environment, seq);
+    """,
+    # 4: finding the queued deployments of one service+environment+PR (to supersede them)
+    # without reading every queued deployment.
+    """
+    CREATE INDEX deployments_key ON deployments(service, environment, pull_request, state);
+    """,
+]
