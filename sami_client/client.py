@@ -166,9 +166,11 @@ class SamiClient:
         reason: str = "",
         request_id: str = "",
         deployment_type: str = "",
+        rollback_of: str = "",
     ) -> deployment_pb2.Deployment:
         """`deployment_type` (swarm, compose, ...) is needed only when the service has
-        `environment` under several types in the current manifest revision."""
+        `environment` under several types in the current manifest revision; `rollback_of`
+        makes the request a rollback to that deployment (whose artifact is `artifact`)."""
         deployment: deployment_pb2.Deployment = self._call(
             self._deployments.CreateDeployment,
             deployment_pb2.CreateDeploymentRequest(
@@ -179,6 +181,7 @@ class SamiClient:
                 reason=reason,
                 request_id=request_id,
                 deployment_type=deployment_type,
+                rollback_of=rollback_of,
             ),
         )
         return deployment

@@ -5,10 +5,12 @@ back to, what a promotion takes. Pure functions over deployments listed newest f
 - The **live** deployment of a service in an environment (and pull request) is its newest
   SUCCEEDED one, when that is a deploy: a FAILED or ROLLED_BACK deployment after it left it
   running (Swarm rolled back to it), and after a SUCCEEDED teardown nothing is live.
-- A **rollback** deploys an earlier SUCCEEDED artifact again, recording `rollback to <id>` as
-  the reason of the new deployment. That reason is how the next rollback goes back further:
-  when the live deployment is a rollback to X, the search starts below X, not below the
-  rollback, so repeating `sami rollback` walks back one artifact at a time, any depth.
+- A **rollback** deploys an earlier SUCCEEDED artifact again: the new deployment's
+  `rollback_of` names the deployment it goes back to (the server checks it), and its reason
+  says so to people (`rollback to <id>[: reason]`). `rollback_of` is how the next rollback
+  goes back further: when the live deployment is a rollback to X, the search starts below X,
+  not below the rollback, so repeating `sami rollback` walks back one artifact at a time,
+  any depth.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from sami.v1 import deployment_pb2
 
 Deployment = deployment_pb2.Deployment
 
-_ROLLBACK_REASON = re.compile(r"rollback to (\S+?)(?::|$)")
 _PROMOTE_REASON = re.compile(r"promoted from \S+ \((\S+?)\)")
 
 
@@ -48,8 +49,7 @@ def promote_reason(environment: str, source_id: str, reason: str = "") -> str:
 
 def is_rollback(d: Deployment, reason: str) -> bool:
     """`d` is a rollback requested with this (user) reason."""
-    back = rolled_back_to(d)
-    return bool(back) and d.reason == rollback_reason(back, reason)
+    return bool(d.rollback_of) and d.reason == rollback_reason(d.rollback_of, reason)
 
 
 def is_promotion(d: Deployment, environment: str, reason: str) -> bool:
@@ -60,8 +60,7 @@ def is_promotion(d: Deployment, environment: str, reason: str) -> bool:
 
 def rolled_back_to(d: Deployment) -> str:
     """The id a rollback deployment went back to ("" when `d` is not a rollback)."""
-    match = _ROLLBACK_REASON.match(d.reason)
-    return match.group(1) if match else ""
+    return d.rollback_of
 
 
 def live(history: Iterable[Deployment]) -> Deployment | None:
@@ -111,7 +110,7 @@ def rollback_target(history: Sequence[Deployment]) -> RollbackPlan:
     position = {d.id: i for i, d in enumerate(history)}
     back = position.get(rolled_back_to(current), -1)
     # Only ever further back, so this ends; a rollback whose target carries another artifact
-    # (a reason typed by hand) is not followed.
+    # (the server refuses to create one, but a history can be odd) is not followed.
     while back > start and history[back].artifact.digest == digest:
         start = back
         back = position.get(rolled_back_to(history[back]), -1)

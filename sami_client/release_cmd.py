@@ -230,6 +230,7 @@ def run_rollback(args: argparse.Namespace, ctx: Context) -> int:
         reason=history.rollback_reason(target.id, args.reason),
         request_id=args.request_id,
         deployment_type=target.deployment_type,
+        rollback_of=target.id,
     )
     return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
 

@@ -53,7 +53,7 @@ PROGRESS: EventType
 NOTICE: EventType
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "id", "service", "environment", "pull_request", "artifact", "reason", "request_id", "state", "status_message", "cluster", "agent_id", "attempt", "epoch", "last_sequence", "cancel_requested", "deployment_type", "stack_name", "manifest_revision", "action", "created_by", "create_time", "update_time", "finish_time")
+    __slots__ = ("name", "id", "service", "environment", "pull_request", "artifact", "reason", "request_id", "state", "status_message", "cluster", "agent_id", "attempt", "epoch", "last_sequence", "cancel_requested", "deployment_type", "stack_name", "manifest_revision", "action", "rollback_of", "created_by", "create_time", "update_time", "finish_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Deployment(_message.Message):
     STACK_NAME_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_REVISION_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_OF_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -98,11 +99,12 @@ class Deployment(_message.Message):
     stack_name: str
     manifest_revision: str
     action: DeploymentAction
+    rollback_of: str
     created_by: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     finish_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., status_message: _Optional[str] = ..., cluster: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., deployment_type: _Optional[str] = ..., stack_name: _Optional[str] = ..., manifest_revision: _Optional[str] = ..., action: _Optional[_Union[DeploymentAction, str]] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., status_message: _Optional[str] = ..., cluster: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., deployment_type: _Optional[str] = ..., stack_name: _Optional[str] = ..., manifest_revision: _Optional[str] = ..., action: _Optional[_Union[DeploymentAction, str]] = ..., rollback_of: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeploymentEvent(_message.Message):
     __slots__ = ("deployment_id", "sequence", "type", "state", "phase", "message", "agent_id", "attempt", "time")
@@ -127,7 +129,7 @@ class DeploymentEvent(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., phase: _Optional[str] = ..., message: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateDeploymentRequest(_message.Message):
-    __slots__ = ("service", "environment", "artifact", "pull_request", "reason", "request_id", "deployment_type")
+    __slots__ = ("service", "environment", "artifact", "pull_request", "reason", "request_id", "deployment_type", "rollback_of")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +137,7 @@ class CreateDeploymentRequest(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_OF_FIELD_NUMBER: _ClassVar[int]
     service: str
     environment: str
     artifact: str
@@ -142,7 +145,8 @@ class CreateDeploymentRequest(_message.Message):
     reason: str
     request_id: str
     deployment_type: str
-    def __init__(self, service: _Optional[str] = ..., environment: _Optional[str] = ..., artifact: _Optional[str] = ..., pull_request: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., deployment_type: _Optional[str] = ...) -> None: ...
+    rollback_of: str
+    def __init__(self, service: _Optional[str] = ..., environment: _Optional[str] = ..., artifact: _Optional[str] = ..., pull_request: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., deployment_type: _Optional[str] = ..., rollback_of: _Optional[str] = ...) -> None: ...
 
 class GetDeploymentRequest(_message.Message):
     __slots__ = ("name",)

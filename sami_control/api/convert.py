@@ -112,6 +112,7 @@ def deployment(d: Deployment, art: Artifact | None) -> deployment_pb2.Deployment
         stack_name=d.stack_name,
         manifest_revision=d.manifest_revision,
         action=int(d.action),  # type: ignore[arg-type]
+        rollback_of=d.rollback_of,
         created_by=d.created_by,
         create_time=ts(d.created_at),
         update_time=ts(d.updated_at),
@@ -128,6 +129,7 @@ def deployment_input(r: deployment_pb2.CreateDeploymentRequest) -> DeploymentInp
         reason=r.reason,
         request_id=r.request_id,
         deployment_type=r.deployment_type,
+        rollback_of=r.rollback_of,
     )
 
 

@@ -109,6 +109,8 @@ class Deployments:
                     f"{m.manifest_path} pins cluster {m.cluster!r}, but environment {env!r} "
                     f"is served by cluster {cluster!r}"
                 )
+            if req.rollback_of:
+                self._check_rollback(tx, req.rollback_of, service, env, pr, art.id)
             d = Deployment(
                 id=new_id("dep"),
                 service=service,
@@ -128,6 +130,7 @@ class Deployments:
                 image_services=list(m.image_services),
                 manifest_revision=resolved.revision.id,
                 manifest_folder=m.folder,
+                rollback_of=req.rollback_of,
                 manifest_settings=ManifestSettings(
                     pr_deploy=m.pr_deploy,
                     static_target_dir=m.static_file.target_dir if m.static_file else "",
@@ -149,6 +152,34 @@ class Deployments:
             )
         self.ctx.publisher.apply(fx)
         return d
+
+    @staticmethod
+    def _check_rollback(
+        tx: Tx, target_id: str, service: str, env: str, pr: int, artifact_id: str
+    ) -> None:
+        """A rollback goes back to a SUCCEEDED deploy of the same target, with its artifact."""
+        validation.text("rollback_of", target_id, limit=100)
+        target = tx.get_deployment(target_id.removeprefix("deployments/"))
+        if target is None:
+            raise InvalidArgument("rollback_of", f"deployment {target_id!r} does not exist")
+        if target.key != (service, env, pr):
+            raise InvalidArgument(
+                "rollback_of",
+                f"deployment {target.id} is of {target.service}/{target.environment}"
+                + (f"#{target.pull_request}" if target.pull_request else "")
+                + ", not of the service and environment this request deploys",
+            )
+        if target.state is not State.SUCCEEDED or target.action is not DeploymentAction.DEPLOY:
+            raise FailedPrecondition(
+                f"deployment {target.id} is not a SUCCEEDED deploy ({target.state.name}): "
+                "only a deployment that ran can be rolled back to; `sami history` shows them"
+            )
+        if target.artifact_id != artifact_id:
+            raise InvalidArgument(
+                "rollback_of",
+                f"deployment {target.id} deployed another artifact ({target.artifact_id}) "
+                "than the one requested: a rollback deploys its target's artifact again",
+            )
 
     def _prior_request(self, tx: Tx, request_id: str, fingerprint: str) -> Deployment | None:
         """The deployment an earlier request with this idempotency key created, if any."""

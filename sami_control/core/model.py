@@ -155,6 +155,8 @@ class Deployment:
     manifest_folder: str = ""
     # Type-specific settings of the resolved manifest (static_file target, cron schedule).
     manifest_settings: ManifestSettings = field(default_factory=ManifestSettings)
+    # A rollback: the SUCCEEDED deployment whose artifact this one deploys again.
+    rollback_of: str = ""
     seq: int = 0  # storage order, newest highest
 
     @property

@@ -29,13 +29,24 @@ class DeploymentInput:
     reason: str = ""
     request_id: str = ""
     deployment_type: str = ""
+    # A rollback to this deployment (an id).
+    rollback_of: str = ""
 
     def fingerprint(self) -> str:
         """Identifies the body of the request, to tell a retry from a reused request_id."""
         body = {f: getattr(self, f) for f in _FINGERPRINTED}
+        for f in _ADDED_LATER:
+            value = getattr(self, f)
+            if value:
+                body[f] = value
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-# Every field of the request but its idempotency key (what dataclasses.asdict gave, without
-# its deep copy): the JSON hashed stays the same, so stored fingerprints keep matching.
-_FINGERPRINTED = tuple(f.name for f in fields(DeploymentInput) if f.name != "request_id")
+# Fields added after fingerprints were first stored: hashed only when set, so a request
+# without them hashes as before and stored fingerprints keep matching its retries.
+_ADDED_LATER = ("rollback_of",)
+# Every other field of the request but its idempotency key (what dataclasses.asdict gave,
+# without its deep copy): the JSON hashed stays the same.
+_FINGERPRINTED = tuple(
+    f.name for f in fields(DeploymentInput) if f.name not in ("request_id", *_ADDED_LATER)
+)

@@ -94,4 +94,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX deployments_key ON deployments(service, environment, pull_request, state);
     """,
+    # 5: a rollback names the deployment it goes back to (it was only in the reason text,
+    # `rollback to <id>[: reason]`, as `sami rollback` wrote it: carried over from there).
+    """
+    ALTER TABLE deployments ADD COLUMN rollback_of TEXT NOT NULL DEFAULT '';
+    UPDATE deployments SET rollback_of = substr(reason, 13, 20)
+        WHERE reason GLOB 'rollback to dep_[0-9a-f]*'
+        AND (length(reason) = 32 OR substr(reason, 33, 1) = ':')
+        AND substr(reason, 13, 20) IN (SELECT id FROM deployments);
+    """,
 ]

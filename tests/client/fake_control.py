@@ -143,6 +143,7 @@ class FakeControl:
                 artifact=artifact_pb2.Artifact(artifact_name="web", ref=REF, digest=DIGEST),
                 reason=request.reason,
                 request_id=request.request_id,
+                rollback_of=request.rollback_of,
                 cluster="vps1",
                 deployment_type="swarm",
                 stack_name=f"{request.environment}_{request.service}",

@@ -17,6 +17,7 @@ def dep(
     state: deployment_pb2.DeploymentState = SUCCEEDED,
     *,
     reason: str = "",
+    rollback_of: str = "",
     pr: int = 0,
     teardown: bool = False,
 ) -> deployment_pb2.Deployment:
@@ -26,7 +27,8 @@ def dep(
         environment="pull_request" if pr else "stage",
         pull_request=pr,
         state=state,
-        reason=reason,
+        reason=reason or (history.rollback_reason(rollback_of) if rollback_of else ""),
+        rollback_of=rollback_of,
         action=deployment_pb2.TEARDOWN if teardown else deployment_pb2.DEPLOY,
         artifact=artifact_pb2.Artifact(
             id=f"art_{char}", artifact_name="web", digest="sha256:" + char * 64
@@ -82,9 +84,11 @@ def test_rollback_skips_the_live_digest_and_failures() -> None:
 def test_repeated_rollbacks_walk_back_one_artifact_at_a_time() -> None:
     h = newest_first(dep("a", "a"), dep("b", "b"), dep("c", "c"))
     assert target_id(h) == "b"
-    h.insert(0, dep("r1", "b", reason=history.rollback_reason("b")))
+    h.insert(0, dep("r1", "b", rollback_of="b"))
     assert target_id(h) == "a"  # below B, not back up to C
-    h.insert(0, dep("r2", "a", reason=history.rollback_reason("a", "still broken")))
+    h.insert(
+        0, dep("r2", "a", rollback_of="a", reason=history.rollback_reason("a", "still broken"))
+    )
     assert target_id(h) is None
 
 
@@ -93,24 +97,28 @@ def test_a_rollback_after_a_new_deploy_returns_to_what_ran_before_it() -> None:
         dep("a", "a"),
         dep("b", "b"),
         dep("c", "c"),
-        dep("r1", "b", reason=history.rollback_reason("b")),
+        dep("r1", "b", rollback_of="b"),
         dep("d", "d"),
     )
     # What ran before D was B (by the rollback R1), not C.
     assert target_id(h) == "r1"
     # And from a rollback to that rollback, the chain leads below B.
-    h.insert(0, dep("r2", "b", reason=history.rollback_reason("r1")))
+    h.insert(0, dep("r2", "b", rollback_of="r1"))
     assert target_id(h) == "a"
 
 
 def test_a_rollback_reason_naming_another_artifact_is_not_followed() -> None:
-    # Someone typed the reason by hand on a deployment of another artifact.
+    # Someone typed the reason by hand on a deployment of another artifact: the text is no
+    # rollback (only rollback_of makes one), and a rollback_of naming a deployment of
+    # another artifact is not followed either.
     h = newest_first(dep("a", "a"), dep("b", "b"), dep("c", "c", reason="rollback to a"))
+    assert target_id(h) == "b"
+    h = newest_first(dep("a", "a"), dep("b", "b"), dep("c", "c", rollback_of="a"))
     assert target_id(h) == "b"
 
 
 def test_reasons_round_trip() -> None:
-    d = dep("r", "a", reason=history.rollback_reason("dep_1", "bad: really"))
+    d = dep("r", "a", rollback_of="dep_1", reason=history.rollback_reason("dep_1", "bad: really"))
     assert history.rolled_back_to(d) == "dep_1"
     assert history.is_rollback(d, "bad: really") and not history.is_rollback(d, "")
     assert history.rolled_back_to(dep("x", "a", reason="rolled back by hand")) == ""

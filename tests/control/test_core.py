@@ -556,3 +556,38 @@ def test_heartbeats_are_answered(env: tuple[ControlPlane, Clock]) -> None:
     a = connect(cp, "a1")
     cp.reports.heartbeat(a, [])
     assert [type(c).__name__ for c in drain(a)] == ["HeartbeatAckCommand"]
+
+
+def _succeed(cp: ControlPlane, d: Deployment, agent: AgentSession) -> None:
+    tick(cp)
+    (cmd,) = [c for c in drain(agent) if isinstance(c, AssignCommand)]
+    lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
+    cp.reports.ack(agent, d.id, lease, epoch)
+    cp.reports.result(agent, d.id, lease, epoch, Outcome.SUCCEEDED, "")
+
+
+def test_a_rollback_names_what_it_goes_back_to_and_the_server_checks_it(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a = connect(cp, "a1")
+    first = deploy(cp, REF)
+    _succeed(cp, first, a)
+    second = deploy(cp, REF2)
+    _succeed(cp, second, a)
+    back = deploy(cp, REF, rollback_of=first.id, reason=f"rollback to {first.id}")
+    assert back.rollback_of == first.id and get(cp, back).rollback_of == first.id
+    # Not a deployment of this service and environment.
+    with pytest.raises(InvalidArgument, match="rollback_of"):
+        deploy(cp, REF, environment="production", rollback_of=first.id)
+    # Not the artifact the target deployed.
+    with pytest.raises(InvalidArgument, match="another artifact"):
+        deploy(cp, REF2, rollback_of=first.id)
+    # Not a deployment that ran (the rollback itself is still queued).
+    with pytest.raises(FailedPrecondition, match="not a SUCCEEDED deploy"):
+        deploy(cp, REF, rollback_of=back.id)
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        deploy(cp, REF, rollback_of="dep_0000000000000000")
+    # Refused requests stored nothing: the rollback is still the newest deployment.
+    newest, _ = cp.deployments.list(ADMIN, "web", "stage", None, 1, "")
+    assert [d.id for d in newest] == [back.id]

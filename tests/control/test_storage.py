@@ -262,3 +262,51 @@ def test_queued_of_key_finds_only_that_key(open_store: Callable[[], Store]) -> N
     with s.tx() as tx:
         assert [d.id for d in tx.queued_of_key("web", "stage", 0)] == ["dep_1", "dep_5"]
         assert tx.queued_of_key("web", "stage", 7) == []
+
+
+def test_sqlite_upgrade_carries_rollbacks_over_from_their_reason(tmp_path: Path) -> None:
+    """A data folder written before deployments had rollback_of (schema 4): opening it
+    upgrades it in place, and the rollbacks `sami rollback` made say what they went back to."""
+    import sqlite3
+
+    from sami_control.storage.sqlite_schema import MIGRATIONS
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    conn = sqlite3.connect(data / SQLiteStore.FILE_NAME)
+    for migration in MIGRATIONS[:4]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 4")
+    target, rollback, other = "dep_" + "1" * 16, "dep_" + "2" * 16, "dep_" + "3" * 16
+    columns = (
+        "id, service, environment, pull_request, cluster, action, deployment_type, stack_name,"
+        " state, reason, request_hash, status_message, agent_id, attempt, epoch, lease_id,"
+        " lease_expires, agent_sequence, last_sequence, cancel_requested, created_by,"
+        " created_at, updated_at, finished_at, manifest_revision, converge_timeout,"
+        " stack_files, image_services, manifest_folder, manifest_settings"
+    )
+    for ident, reason in (
+        (target, "release 1"),
+        (rollback, f"rollback to {target}: broke login"),
+        (other, "rollback to the old one, by hand"),
+    ):
+        conn.execute(
+            f"INSERT INTO deployments ({columns}) VALUES "
+            "(?, 'web', 'stage', 0, 'c1', 1, 'swarm', 'stage_web', 4, ?, '', '', '', 1, 1, '',"
+            " 0, 0, 1, 0, 'ci', 1, 1, 1, 'rev', 300, '[]', '[]', 'f', '{}')",
+            (ident, reason),
+        )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(data)
+    try:
+        with store.tx() as tx:
+            got = {i: tx.get_deployment(i) for i in (target, rollback, other)}
+        assert {i: d.rollback_of for i, d in got.items() if d} == {
+            target: "",
+            rollback: target,
+            other: "",
+        }
+        assert got[rollback] is not None and got[rollback].reason.endswith("broke login")
+    finally:
+        store.close()
