@@ -161,12 +161,12 @@ class SimAgent:
             await asyncio.sleep(self.heartbeat_interval)
 
     async def _work(self, a: agent_pb2.Assignment) -> None:
-        dep = a.deployment.id
-        self.held[dep] = agent_pb2.HeldLease(deployment_id=dep, lease_id=a.lease_id, epoch=a.epoch)
+        dep, epoch = a.deployment.id, a.deployment.epoch
+        self.held[dep] = agent_pb2.HeldLease(deployment_id=dep, lease_id=a.lease_id, epoch=epoch)
         try:
             await self._write(
                 agent_pb2.AgentMessage(
-                    ack=agent_pb2.Ack(deployment_id=dep, lease_id=a.lease_id, epoch=a.epoch)
+                    ack=agent_pb2.Ack(deployment_id=dep, lease_id=a.lease_id, epoch=epoch)
                 )
             )
             await self.gate.wait()
@@ -178,7 +178,7 @@ class SimAgent:
                         progress=agent_pb2.Progress(
                             deployment_id=dep,
                             lease_id=a.lease_id,
-                            epoch=a.epoch,
+                            epoch=epoch,
                             sequence=seq,
                             phase="converge",
                             message=f"web {seq}/{self.plan.progress} running (simulated)",
@@ -192,7 +192,7 @@ class SimAgent:
                     result=agent_pb2.Result(
                         deployment_id=dep,
                         lease_id=a.lease_id,
-                        epoch=a.epoch,
+                        epoch=epoch,
                         outcome=agent_pb2.OUTCOME_SUCCEEDED,
                         reason="simulated",
                     )

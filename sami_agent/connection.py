@@ -464,11 +464,11 @@ class Agent:
             return
         ack = agent_pb2.AgentMessage(
             ack=agent_pb2.Ack(
-                deployment_id=deployment.id, lease_id=assignment.lease_id, epoch=assignment.epoch
+                deployment_id=deployment.id, lease_id=assignment.lease_id, epoch=deployment.epoch
             )
         )
         known = self._leases.get(assignment.lease_id)
-        if known is not None and known.epoch == assignment.epoch:
+        if known is not None and known.epoch == deployment.epoch:
             self._send(ack)  # delivered twice: acknowledge again, run once
             return
         # The newest lease of a deployment wins; an older one here is no longer ours.
@@ -482,7 +482,7 @@ class Agent:
             environment=job.environment,
             cluster=deployment.cluster or self._cluster,
             lease_id=assignment.lease_id,
-            epoch=assignment.epoch,
+            epoch=deployment.epoch,
             attempt=job.attempt,
         )
         if job.pull_request:
@@ -490,7 +490,7 @@ class Agent:
         lease = Lease(
             deployment_id=job.deployment_id,
             lease_id=assignment.lease_id,
-            epoch=assignment.epoch,
+            epoch=deployment.epoch,
             job=job,
             lease_ttl=seconds(assignment.lease_ttl),
             log=log,

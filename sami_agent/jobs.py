@@ -42,11 +42,11 @@ def job_from_assignment(assignment: agent_pb2.Assignment) -> Job:
         artifact_name=artifact.artifact_name,
         artifact_ref=artifact.ref,
         artifact_digest=artifact.digest,
-        attempt=assignment.attempt,
-        converge_timeout=seconds(assignment.converge_timeout),
+        attempt=deployment.attempt,
+        converge_timeout=float(manifest.converge_timeout_seconds),
         files=dict(assignment.files),
-        stack_files=tuple(assignment.stack_files),
-        image_services=tuple(assignment.image_services),
+        stack_files=tuple(manifest.stack_files),
+        image_services=tuple(manifest.image_services),
         static_target_dir=manifest.static_target_dir,
         # 0 means unset (proto3): the manifest's documented default applies.
         keep_releases=manifest.keep_releases

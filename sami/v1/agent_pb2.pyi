@@ -99,7 +99,7 @@ class Welcome(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., resumed_leases: _Optional[_Iterable[_Union[HeldLease, _Mapping]]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("lease_id", "epoch", "attempt", "deployment", "files", "manifest_revision", "converge_timeout", "lease_ttl", "stack_files", "image_services", "manifest")
+    __slots__ = ("lease_id", "deployment", "files", "lease_ttl", "manifest")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,28 +108,16 @@ class Assignment(_message.Message):
         value: bytes
         def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
-    EPOCH_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
-    MANIFEST_REVISION_FIELD_NUMBER: _ClassVar[int]
-    CONVERGE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
-    STACK_FILES_FIELD_NUMBER: _ClassVar[int]
-    IMAGE_SERVICES_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
-    epoch: int
-    attempt: int
     deployment: _deployment_pb2.Deployment
     files: _containers.ScalarMap[str, bytes]
-    manifest_revision: str
-    converge_timeout: _duration_pb2.Duration
     lease_ttl: _duration_pb2.Duration
-    stack_files: _containers.RepeatedScalarFieldContainer[str]
-    image_services: _containers.RepeatedScalarFieldContainer[str]
     manifest: _manifest_pb2.ManifestEntry
-    def __init__(self, lease_id: _Optional[str] = ..., epoch: _Optional[int] = ..., attempt: _Optional[int] = ..., deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ..., files: _Optional[_Mapping[str, bytes]] = ..., manifest_revision: _Optional[str] = ..., converge_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stack_files: _Optional[_Iterable[str]] = ..., image_services: _Optional[_Iterable[str]] = ..., manifest: _Optional[_Union[_manifest_pb2.ManifestEntry, _Mapping]] = ...) -> None: ...
+    def __init__(self, lease_id: _Optional[str] = ..., deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ..., files: _Optional[_Mapping[str, bytes]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., manifest: _Optional[_Union[_manifest_pb2.ManifestEntry, _Mapping]] = ...) -> None: ...
 
 class Cancel(_message.Message):
     __slots__ = ("deployment_id", "lease_id", "reason")

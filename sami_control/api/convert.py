@@ -189,15 +189,9 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
             return agent_pb2.ControlMessage(
                 assignment=agent_pb2.Assignment(
                     lease_id=d.lease_id,
-                    epoch=d.epoch,
-                    attempt=d.attempt,
                     deployment=deployment(d, art),
                     files=files,
-                    manifest_revision=d.manifest_revision,
-                    converge_timeout=dur(d.converge_timeout),
                     lease_ttl=dur(ttl),
-                    stack_files=d.stack_files,
-                    image_services=d.image_services,
                     manifest=manifest_pb2.ManifestEntry(
                         service=d.service,
                         deployment_type=d.deployment_type,

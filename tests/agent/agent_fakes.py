@@ -17,7 +17,7 @@ from datetime import timedelta
 import grpc
 import grpc.aio
 
-from sami.v1 import agent_pb2, agent_pb2_grpc, artifact_pb2, deployment_pb2
+from sami.v1 import agent_pb2, agent_pb2_grpc, artifact_pb2, deployment_pb2, manifest_pb2
 from sami_agent.connection import Agent
 from sami_agent.executor import ExecutionResult, Executor, Job, Outcome, ProgressReporter
 from sami_common.backoff import Backoff
@@ -200,10 +200,11 @@ def assignment(
 ) -> agent_pb2.Assignment:
     return agent_pb2.Assignment(
         lease_id=lease_id,
-        epoch=epoch,
-        attempt=attempt,
         deployment=deployment_pb2.Deployment(
             id=deployment_id,
+            epoch=epoch,
+            attempt=attempt,
+            manifest_revision="rev-1",
             name=f"deployments/{deployment_id}",
             service=service,
             environment=environment,
@@ -215,16 +216,22 @@ def assignment(
             ),
         ),
         files={"sami.yaml": b"version: v1beta\n", "stack.yml": STACK},
-        manifest_revision="rev-1",
-        converge_timeout=timedelta(seconds=60),
         lease_ttl=timedelta(seconds=lease_ttl),
-        stack_files=["stack.yml"],
-        image_services=["web"],
+        manifest=manifest_pb2.ManifestEntry(
+            service=service,
+            deployment_type=deployment_type,
+            environment=environment,
+            stack_files=["stack.yml"],
+            image_services=["web"],
+            converge_timeout_seconds=60,
+        ),
     )
 
 
 def held(a: agent_pb2.Assignment) -> agent_pb2.HeldLease:
-    return agent_pb2.HeldLease(deployment_id=a.deployment.id, lease_id=a.lease_id, epoch=a.epoch)
+    return agent_pb2.HeldLease(
+        deployment_id=a.deployment.id, lease_id=a.lease_id, epoch=a.deployment.epoch
+    )
 
 
 def make_agent(port: int, executor: Executor, **kwargs: object) -> Agent:

@@ -82,7 +82,7 @@ def test_an_agent_whose_report_was_lost_with_a_commit_reconnects_and_sends_it_ag
             agent = Agent(ch, agent_token, "a1")
             await agent.next("welcome")
             a = (await agent.next("assignment")).assignment
-            lease = {"deployment_id": dep.id, "lease_id": a.lease_id, "epoch": a.epoch}
+            lease = {"deployment_id": dep.id, "lease_id": a.lease_id, "epoch": a.deployment.epoch}
             agent.send(ack=agent_pb2.Ack(**lease))
             while await state(stub, dep.id) != deployment_pb2.IN_PROGRESS:
                 await asyncio.sleep(0.01)

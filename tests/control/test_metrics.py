@@ -124,7 +124,9 @@ def test_deployments_queue_agents_and_durations(serve: Callable[[], Server]) -> 
         for lease in leases:
             stream.send(
                 ack=agent_pb2.Ack(
-                    deployment_id=lease.deployment.id, lease_id=lease.lease_id, epoch=lease.epoch
+                    deployment_id=lease.deployment.id,
+                    lease_id=lease.lease_id,
+                    epoch=lease.deployment.epoch,
                 )
             )
         m = scrape(srv)
@@ -141,7 +143,7 @@ def test_deployments_queue_agents_and_durations(serve: Callable[[], Server]) -> 
             result=agent_pb2.Result(
                 deployment_id=first,
                 lease_id=lease.lease_id,
-                epoch=lease.epoch,
+                epoch=lease.deployment.epoch,
                 outcome=agent_pb2.OUTCOME_SUCCEEDED,
             )
         )

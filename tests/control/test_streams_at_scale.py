@@ -224,7 +224,7 @@ def test_every_watcher_gets_every_event_of_a_deployment(live_server: LiveServer)
             agent = Agent(ch, agent_token, "a1")
             await agent.next("welcome")
             a = (await agent.next("assignment")).assignment
-            lease = {"deployment_id": dep.id, "lease_id": a.lease_id, "epoch": a.epoch}
+            lease = {"deployment_id": dep.id, "lease_id": a.lease_id, "epoch": a.deployment.epoch}
             agent.send(ack=agent_pb2.Ack(**lease))
             for n in range(1, 4):
                 agent.send(progress=agent_pb2.Progress(**lease, sequence=n, message=f"step {n}"))

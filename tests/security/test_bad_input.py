@@ -67,6 +67,11 @@ class World:
     a1: AgentStream  # agent of cluster c1, holds `dep`
     b1: AgentStream  # agent of cluster c2
 
+    @property
+    def epoch(self) -> int:
+        """The fencing epoch of `lease`."""
+        return self.lease.deployment.epoch
+
     def rpc(self, fn: Callable[[Stubs, Any], object], token: str = "admin") -> Outcome:
         tok = self.tokens.get(token, token)
         try:
@@ -164,7 +169,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             ).id
             lease = a1.wait_for("assignment", after=n).assignment
             assert lease.deployment.id == d
-            a1.send(ack=agent_pb2.Ack(deployment_id=d, lease_id=lease.lease_id, epoch=lease.epoch))
+            a1.send(
+                ack=agent_pb2.Ack(
+                    deployment_id=d, lease_id=lease.lease_id, epoch=lease.deployment.epoch
+                )
+            )
             return d, lease
 
         dep, lease = deploy("stage", request_id="ci-1")
@@ -174,7 +183,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             result=agent_pb2.Result(
                 deployment_id=done,
                 lease_id=done_lease.lease_id,
-                epoch=done_lease.epoch,
+                epoch=done_lease.deployment.epoch,
                 outcome=agent_pb2.OUTCOME_SUCCEEDED,
             )
         )
@@ -448,30 +457,30 @@ CASES = [
     Case("agent-connect-reader-token", lambda w: w.connect("reader"), "PERMISSION_DENIED"),
     Case("agent-connect-revoked-token", lambda w: w.connect("revoked"), "UNAUTHENTICATED"),
     Case("agent-stale-epoch", report(progress=lambda w: agent_pb2.Progress(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.lease.epoch - 1, sequence=99,
+        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch - 1, sequence=99,
         message="stale")), "REVOKE"),
     Case("agent-wrong-lease", report(ack=lambda w: agent_pb2.Ack(
-        deployment_id=w.dep, lease_id="lease_forged", epoch=w.lease.epoch)), "REVOKE"),
+        deployment_id=w.dep, lease_id="lease_forged", epoch=w.epoch)), "REVOKE"),
     Case("agent-unknown-deployment", report(result=lambda w: agent_pb2.Result(
         deployment_id="dep_nope", lease_id="lease_x", epoch=1,
         outcome=agent_pb2.OUTCOME_SUCCEEDED)), "REVOKE"),
     Case("agent-progress-after-terminal", report(progress=lambda w: agent_pb2.Progress(
-        deployment_id=w.done, lease_id=w.done_lease.lease_id, epoch=w.done_lease.epoch,
+        deployment_id=w.done, lease_id=w.done_lease.lease_id, epoch=w.done_lease.deployment.epoch,
         sequence=50, message="late")), "REVOKE"),
     Case("agent-result-after-terminal", report(result=lambda w: agent_pb2.Result(
-        deployment_id=w.done, lease_id=w.done_lease.lease_id, epoch=w.done_lease.epoch,
+        deployment_id=w.done, lease_id=w.done_lease.lease_id, epoch=w.done_lease.deployment.epoch,
         outcome=agent_pb2.OUTCOME_FAILED, reason="changed my mind")), "DONE"),
     Case("agent-progress-too-long", report(progress=lambda w: agent_pb2.Progress(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.lease.epoch, sequence=100,
+        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch, sequence=100,
         message="m" * 4001)), "IGNORED"),
     Case("agent-progress-phase-nul", report(progress=lambda w: agent_pb2.Progress(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.lease.epoch, sequence=101,
+        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch, sequence=101,
         phase="a\x00")), "IGNORED"),
     Case("agent-result-no-outcome", report(result=lambda w: agent_pb2.Result(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.lease.epoch)), "IGNORED"),
+        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch)), "IGNORED"),
     # Last: it ends b1's stream.
     Case("agent-other-clusters-deployment", report("b1", ack=lambda w: agent_pb2.Ack(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.lease.epoch)),
+        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch)),
          "PERMISSION_DENIED"),
 ]  # fmt: skip
 
