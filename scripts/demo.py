@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from sami_manifests import ENVIRONMENTS
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -146,12 +148,7 @@ def main() -> int:
                 "cluster",
                 "create",
                 "local",
-                "--env",
-                "stage",
-                "--env",
-                "production",
-                "--env",
-                "pull_request",
+                *(arg for env in ENVIRONMENTS for arg in ("--env", env)),
             )
         )
         admin = offline(control_data, "token", "create", "--role", "admin", "--name", "demo")

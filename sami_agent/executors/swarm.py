@@ -73,10 +73,10 @@ from sami_agent.executors.swarm_watch import (
     TaskView,
     safe_observe,
 )
+from sami_manifests import DEFAULT_CONVERGE_TIMEOUT
 
 __all__ = ["SwarmExecutor"]
 
-DEFAULT_CONVERGE_TIMEOUT = 300.0
 MAX_REASON = 4000
 Views = Mapping[str, ServiceView | None]
 
@@ -236,7 +236,8 @@ class _Rollout:
         self.observer = StackObserver(self.client, self.plan.stack, self.plan.services)
         self.progress = ProgressLog(self.report)
         timeout = self.job.converge_timeout if self.job.converge_timeout > 0 else None
-        self.timeout = timeout or DEFAULT_CONVERGE_TIMEOUT
+        # A job without one (an older control plane): the manifests' default.
+        self.timeout = timeout or float(DEFAULT_CONVERGE_TIMEOUT)
         self.deadline = time.monotonic() + self.timeout
 
     # -- the whole thing -------------------------------------------------------------------

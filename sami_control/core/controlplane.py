@@ -44,7 +44,6 @@ from sami_control.core.hub import Hub
 from sami_control.core.ids import new_id
 from sami_control.core.manifest_catalog import ManifestCatalog, entry_of
 from sami_control.core.model import (
-    ENVIRONMENTS,
     OUTCOME_STATE,
     AgentRecord,
     Artifact,
@@ -67,6 +66,7 @@ from sami_control.core.requests import ArtifactInput, DeploymentInput
 from sami_control.core.streams import Streams
 from sami_control.core.transitions import move, record
 from sami_control.storage.base import Store, Tx
+from sami_manifests import ENVIRONMENTS
 
 log = structlog.get_logger("sami.control")
 

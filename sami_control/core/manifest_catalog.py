@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sami_control import manifests
+import sami_manifests as manifests
 from sami_control.core import audit, authz, validation
 from sami_control.core.authz import Action
 from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
