@@ -177,7 +177,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
     if not (args.cron_interval > 0 and args.cron_time_scale >= 1):
         raise UsageError("--cron-interval must be more than 0 and --cron-time-scale 1 or more")
     if args.metrics_listen:
-        from sami_common.httpserve import ListenError, split_listen
+        from sami_common.listen import ListenError, split_listen
 
         try:
             split_listen(args.metrics_listen)
@@ -221,7 +221,7 @@ async def serve(agent: Agent, metrics_listen: str = "") -> None:
     loop = asyncio.get_running_loop()
     metrics = None
     if metrics_listen:
-        from sami_common.httpserve import ListenError, is_loopback
+        from sami_common.listen import ListenError, is_loopback
         from sami_common.metrics import metrics_server
 
         # On the agent's loop: the metrics read its state without locks.

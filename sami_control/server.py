@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from sami.v1 import (
     manifest_pb2,
     manifest_pb2_grpc,
 )
-from sami_common.httpserve import ListenError
+from sami_common.listen import ListenError, is_loopback
 from sami_control.api.auth import AuthInterceptor
 from sami_control.api.cron import CronServicer
 from sami_control.api.metrics_interceptor import MetricsInterceptor
@@ -110,16 +109,6 @@ class ListenRefused(Exception):
     pass
 
 
-def is_loopback(listen: str) -> bool:
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass
 class ServeConfig:
     listen: str = DEFAULT_LISTEN
@@ -184,7 +173,11 @@ class ControlServer:
             raise ListenRefused("--client-ca needs TLS: pass --tls-cert and --tls-key too")
         if cfg.tls_key is not None and not cfg.tls:
             raise ListenRefused("--tls-key needs --tls-cert (the certificate it belongs to)")
-        if not is_loopback(cfg.listen) and not cfg.insecure and not cfg.tls:
+        try:
+            loopback = is_loopback(cfg.listen)
+        except ListenError as exc:
+            raise ListenRefused(f"--listen: {exc}") from None
+        if not loopback and not cfg.insecure and not cfg.tls:
             raise ListenRefused(
                 f"refusing to listen on {cfg.listen} without TLS: tokens would cross the "
                 "network in clear. Listen on 127.0.0.1, pass --tls-cert and --tls-key "
