@@ -25,6 +25,8 @@ from sami_manifests import ENVIRONMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# sami_dev (the local swarm) is not installed with Sami: it is imported from this checkout.
+sys.path.insert(0, str(ROOT))
 
 
 def say(text: str) -> None:
@@ -105,7 +107,7 @@ def main() -> int:
 
     engine = args.engine
     if engine != "dry-run":
-        from sami_agent.devswarm import DevSwarm, missing_requirements
+        from sami_dev.devswarm import DevSwarm, missing_requirements
 
         missing = missing_requirements()
         if missing or os.geteuid() != 0:
