@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sami_agent.connection import Agent, AgentAuthError
-from sami_agent.executors import ExecutorUnavailable, build_executor
+from sami_agent.executors import ExecutorUnavailable, build_executors
 from sami_common import logs
 from sami_common.dial import DEFAULT_ADDR, Endpoint
 
@@ -191,7 +191,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
         client_key_file=args.client_key,
     )
     try:
-        executor = build_executor(
+        built = build_executors(
             dry_run=args.dry_run,
             step_seconds=args.dry_run_step_seconds,
             ledger_path=args.ledger,
@@ -202,10 +202,11 @@ def build_agent(args: argparse.Namespace) -> Agent:
         raise UsageError(str(exc)) from exc
     return Agent(
         endpoint,
-        executor,
+        built.executor,
         args.agent_id,
         exit_on_auth_error=args.exit_on_auth_error,
         inventory_interval=args.inventory_interval,
+        cron_backend=built.cron,
         cron_interval=args.cron_interval,
     )
 

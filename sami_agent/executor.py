@@ -94,11 +94,3 @@ class PreviewLister(Protocol):
     """Executors that run previews list them, so the control plane can remove orphans."""
 
     def list_previews(self) -> list[PreviewStack]: ...
-
-
-def cron_candidates(executor: object) -> list[object]:
-    """Where an agent's cron backend can be: the executor itself, then the one its router
-    sends cron deployments to (sami_agent.cron.find_backend picks the first that is one)."""
-    routes = getattr(executor, "executors", None)
-    route = routes.get("cron") if isinstance(routes, dict) else None
-    return [executor] if route is None else [executor, route]

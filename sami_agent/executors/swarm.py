@@ -53,10 +53,8 @@ from typing import Any
 
 import docker
 
-from sami_agent.cron import ScaledClock
 from sami_agent.executor import (
     ExecutionResult,
-    Executor,
     Job,
     Outcome,
     PreviewStack,
@@ -212,13 +210,6 @@ class SwarmExecutor:
             return swarm_previews.list_previews(client)
         finally:
             client.close()
-
-    def cron_executor(self, clock: ScaledClock | None = None) -> Executor:
-        """The executor of `cron` deployments on this engine, also the agent's cron backend
-        (swarm_cron.py); `clock` is the cron scheduler's (tests run it fast)."""
-        from sami_agent.executors.swarm_cron import SwarmCronExecutor
-
-        return SwarmCronExecutor(self, clock=clock)
 
 
 @dataclass

@@ -107,8 +107,7 @@ def start(cron: SwarmCronExecutor, job: CronJob, replicas: int = 1) -> RunMark:
 
 @pytest.fixture
 def cron(executor: SwarmExecutor, devswarm: DevSwarm) -> Iterator[SwarmCronExecutor]:
-    made = executor.cron_executor(ScaledClock())
-    assert isinstance(made, SwarmCronExecutor)
+    made = SwarmCronExecutor(executor, clock=ScaledClock())
     yield made
     made._reset()
 
