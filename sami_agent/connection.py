@@ -20,7 +20,6 @@ import grpc
 import grpc.aio
 import structlog
 
-from sami.v1 import agent_pb2, agent_pb2_grpc
 from sami_agent import package_version
 from sami_agent.executor import (
     ExecutionResult,
@@ -32,6 +31,7 @@ from sami_agent.executor import (
 from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
 from sami_agent.leases import Lease
 from sami_agent.metrics import AgentMetrics
+from sami_agent.pb import agent_pb2, agent_pb2_grpc
 from sami_common import logs
 from sami_common.backoff import Backoff
 from sami_common.dial import IDLE_HEARTBEAT_FACTOR, Endpoint

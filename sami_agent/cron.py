@@ -38,8 +38,8 @@ from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
 
-from sami.v1 import agent_pb2, cron_pb2
 from sami_agent.jobs import run_in_daemon_thread
+from sami_agent.pb import agent_pb2, cron_pb2
 from sami_common import cron, logs
 from sami_common.cron import MAX_MESSAGE
 

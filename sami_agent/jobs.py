@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from sami.v1 import agent_pb2, deployment_pb2
 from sami_agent.executor import Job
+from sami_agent.pb import agent_pb2, deployment_pb2
 from sami_manifests import DEFAULT_KEEP_RELEASES
 
 T = TypeVar("T")

@@ -16,7 +16,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sami.v1 import (
+from sami_common.listen import ListenError, is_loopback
+from sami_control.api.auth import AuthInterceptor
+from sami_control.api.cron import CronServicer
+from sami_control.api.metrics_interceptor import MetricsInterceptor
+from sami_control.api.pb import (
     admin_pb2,
     admin_pb2_grpc,
     agent_pb2,
@@ -31,10 +35,6 @@ from sami.v1 import (
     manifest_pb2,
     manifest_pb2_grpc,
 )
-from sami_common.listen import ListenError, is_loopback
-from sami_control.api.auth import AuthInterceptor
-from sami_control.api.cron import CronServicer
-from sami_control.api.metrics_interceptor import MetricsInterceptor
 from sami_control.api.servicers import (
     AgentServicer,
     ArtifactServicer,

@@ -6,10 +6,10 @@ from typing import Any
 
 import structlog
 
-from sami.v1 import cron_pb2, cron_pb2_grpc
 from sami_control.api.auth import principal
 from sami_control.api.convert import seconds, ts
 from sami_control.api.errors import mapped
+from sami_control.api.pb import cron_pb2, cron_pb2_grpc
 from sami_control.core.agents import AgentSession, CronRunAckCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.cron_runs import CronRunInput
