@@ -15,9 +15,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import PY, REPO, free_port
+from sami_manifests import ENVIRONMENTS
 
 CLUSTER = "bench"
-ENVIRONMENTS = ("stage", "production", "pull_request")
 # A digest-pinned image ref: the dry-run and simulated agents never pull it.
 IMAGE_REF = "127.0.0.1:5000/bench@sha256:" + "b" * 64
 # One agent or watch token may hold at most this many streams (the server's default limit

@@ -1,6 +1,6 @@
 """Figure 8: a one-service image update on a real swarm, through Sami and bare.
 
-A private engine + swarm + registry (sami_agent.devswarm), two busybox images differing by
+A private engine + swarm + registry (sami_dev.devswarm), two busybox images differing by
 one file, `sami-control` and a real `sami-agent` (Swarm executor) as processes. Two services
 with the same stack: Sami updates one (`sami deploy --wait`, the CLI as a process), the
 docker CLI the other (`docker service update --image REF --detach=false`). Rounds alternate
@@ -75,9 +75,9 @@ def _run(argv: list[str], env: dict[str, str], timeout: float = DEPLOY_TIMEOUT) 
 
 def fig_swarm(ctx: Ctx) -> list[Row]:
     try:
-        from sami_agent.devswarm import DevSwarm, missing_requirements
+        from sami_dev.devswarm import DevSwarm, missing_requirements
     except ImportError as exc:  # the docker SDK is a Sami dependency; be safe anyway
-        raise Skipped(f"sami_agent.devswarm unavailable: {exc}") from None
+        raise Skipped(f"sami_dev.devswarm unavailable: {exc}") from None
     missing = missing_requirements()
     if missing:
         raise Skipped(f"DevSwarm needs {', '.join(missing)} (scripts/install-engine.sh, root)")

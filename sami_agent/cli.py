@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sami_agent.connection import Agent, AgentAuthError
-from sami_agent.executors import ExecutorUnavailable, build_executor
+from sami_agent.executors import ExecutorUnavailable, build_executors
 from sami_common import logs
 from sami_common.dial import DEFAULT_ADDR, Endpoint
 
@@ -177,7 +177,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
     if not (args.cron_interval > 0 and args.cron_time_scale >= 1):
         raise UsageError("--cron-interval must be more than 0 and --cron-time-scale 1 or more")
     if args.metrics_listen:
-        from sami_common.httpserve import ListenError, split_listen
+        from sami_common.listen import ListenError, split_listen
 
         try:
             split_listen(args.metrics_listen)
@@ -191,7 +191,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
         client_key_file=args.client_key,
     )
     try:
-        executor = build_executor(
+        built = build_executors(
             dry_run=args.dry_run,
             step_seconds=args.dry_run_step_seconds,
             ledger_path=args.ledger,
@@ -202,10 +202,11 @@ def build_agent(args: argparse.Namespace) -> Agent:
         raise UsageError(str(exc)) from exc
     return Agent(
         endpoint,
-        executor,
+        built.executor,
         args.agent_id,
         exit_on_auth_error=args.exit_on_auth_error,
         inventory_interval=args.inventory_interval,
+        cron_backend=built.cron,
         cron_interval=args.cron_interval,
     )
 
@@ -221,7 +222,7 @@ async def serve(agent: Agent, metrics_listen: str = "") -> None:
     loop = asyncio.get_running_loop()
     metrics = None
     if metrics_listen:
-        from sami_common.httpserve import ListenError, is_loopback
+        from sami_common.listen import ListenError, is_loopback
         from sami_common.metrics import metrics_server
 
         # On the agent's loop: the metrics read its state without locks.

@@ -20,7 +20,6 @@ import grpc
 import grpc.aio
 import structlog
 
-from sami.v1 import agent_pb2, agent_pb2_grpc
 from sami_agent import package_version
 from sami_agent.executor import (
     ExecutionResult,
@@ -28,11 +27,11 @@ from sami_agent.executor import (
     Outcome,
     PreviewLister,
     ProgressReporter,
-    cron_candidates,
 )
 from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
 from sami_agent.leases import Lease
 from sami_agent.metrics import AgentMetrics
+from sami_agent.pb import agent_pb2, agent_pb2_grpc
 from sami_common import logs
 from sami_common.backoff import Backoff
 from sami_common.dial import IDLE_HEARTBEAT_FACTOR, Endpoint
@@ -54,22 +53,20 @@ MIN_HEARTBEAT_INTERVAL = 0.02
 
 
 def _cron_scheduler(
-    executor: Executor, interval: float | None, log: structlog.typing.FilteringBoundLogger
+    backend: cron.CronBackend | None,
+    interval: float | None,
+    log: structlog.typing.FilteringBoundLogger,
 ) -> cron.CronScheduler | None:
-    """The cron scheduler of an executor that has a cron backend (sami_agent.cron), else None
-    (`interval`: seconds between passes; None: cron.DEFAULT_INTERVAL).
+    """The cron scheduler over `backend`, None without one (`interval`: seconds between
+    passes; None: cron.DEFAULT_INTERVAL).
 
-    sami_agent.cron (and the schedule parser: about 1 MB) is imported only when a candidate
-    has `list_cron_jobs`, without which cron.find_backend finds no backend: an agent that
-    runs no cron jobs (a dry run, no engine) does without that memory.
+    sami_agent.cron (and the schedule parser: about 1 MB) is imported only with a backend:
+    an agent that runs no cron jobs (a dry run, no engine) does without that memory.
     """
-    if not any(hasattr(c, "list_cron_jobs") for c in cron_candidates(executor)):
+    if backend is None:
         return None
     from sami_agent import cron
 
-    backend = cron.find_backend(executor)
-    if backend is None:
-        return None
     return cron.CronScheduler(
         backend, interval=cron.DEFAULT_INTERVAL if interval is None else interval, log=log
     )
@@ -104,6 +101,7 @@ class Agent:
         backoff: Backoff | None = None,
         welcome_timeout: float = 30.0,
         inventory_interval: float = DEFAULT_INVENTORY_INTERVAL,
+        cron_backend: cron.CronBackend | None = None,
         cron_interval: float | None = None,
         metrics: AgentMetrics | None = None,
     ) -> None:
@@ -115,8 +113,8 @@ class Agent:
         self._welcome_timeout = welcome_timeout
         self._inventory_interval = inventory_interval
         self._log = logs.get("sami_agent").bind(agent_id=agent_id, control=endpoint.addr)
-        # Runs cron jobs on their schedule when the executor can (docs/cron.md).
-        self._cron = _cron_scheduler(executor, cron_interval, self._log)
+        # Runs cron jobs on their schedule, given a backend (docs/cron.md).
+        self._cron = _cron_scheduler(cron_backend, cron_interval, self._log)
         self._stopping = asyncio.Event()
         self._leases: dict[str, Lease] = {}
         # Messages for the current stream; None while there is no Welcomed stream (reports

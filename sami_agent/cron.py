@@ -34,13 +34,12 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
 
-from sami.v1 import agent_pb2, cron_pb2
-from sami_agent.executor import cron_candidates
 from sami_agent.jobs import run_in_daemon_thread
+from sami_agent.pb import agent_pb2, cron_pb2
 from sami_common import cron, logs
 from sami_common.cron import MAX_MESSAGE
 
@@ -108,7 +107,6 @@ class RunState:
     finished_at: float = 0.0  # scheduler clock
 
 
-@runtime_checkable
 class CronBackend(Protocol):
     """What the scheduler needs from the engine. Called from one worker thread at a time."""
 
@@ -345,12 +343,3 @@ class CronScheduler:
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def find_backend(executor: object) -> CronBackend | None:
-    """The executor's cron backend: the executor itself, or the one its router sends cron
-    deployments to. None: this agent runs no cron jobs (dry run, no engine)."""
-    for candidate in cron_candidates(executor):
-        if isinstance(candidate, CronBackend):
-            return candidate
-    return None

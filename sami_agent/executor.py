@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from sami_manifests import DEFAULT_KEEP_RELEASES
+
 
 class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"
@@ -41,7 +43,7 @@ class Job:
     # static_file: the directory releases are unpacked into (`<dir>/releases/<hex>`, served
     # through the `<dir>/current` link), and how many releases are kept, current included.
     static_target_dir: str = ""
-    keep_releases: int = 5
+    keep_releases: int = DEFAULT_KEEP_RELEASES
     # "deploy", or "teardown": remove the stack (pull-request previews).
     action: str = "deploy"
     # cron: the job's 5-field schedule (docs/cron.md).
@@ -92,11 +94,3 @@ class PreviewLister(Protocol):
     """Executors that run previews list them, so the control plane can remove orphans."""
 
     def list_previews(self) -> list[PreviewStack]: ...
-
-
-def cron_candidates(executor: object) -> list[object]:
-    """Where an agent's cron backend can be: the executor itself, then the one its router
-    sends cron deployments to (sami_agent.cron.find_backend picks the first that is one)."""
-    routes = getattr(executor, "executors", None)
-    route = routes.get("cron") if isinstance(routes, dict) else None
-    return [executor] if route is None else [executor, route]

@@ -8,8 +8,9 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from sami.v1 import agent_pb2, deployment_pb2
 from sami_agent.executor import Job
+from sami_agent.pb import agent_pb2, deployment_pb2
+from sami_manifests import DEFAULT_KEEP_RELEASES
 
 T = TypeVar("T")
 
@@ -23,9 +24,6 @@ class Duration(Protocol):
 
 def seconds(duration: Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
-
-
-DEFAULT_KEEP_RELEASES = 5
 
 
 def job_from_assignment(assignment: agent_pb2.Assignment) -> Job:

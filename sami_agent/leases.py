@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sami.v1 import agent_pb2
 from sami_agent.executor import ExecutionResult, Job, Outcome
+from sami_agent.pb import agent_pb2
 
 # A progress line is for humans reading a CI log; cap it so a runaway message (a whole
 # compose file, a stack trace) cannot bloat the stream and the control plane's event log.

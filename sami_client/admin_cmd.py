@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from sami.v1 import admin_pb2, admin_pb2_grpc
 from sami_client import argtypes, render
 from sami_client.errors import ExitCode, SamiError
+from sami_client.pb import admin_pb2, admin_pb2_grpc
 from sami_common.dial import Endpoint, TLSFileError
 
 if TYPE_CHECKING:

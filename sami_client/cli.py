@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from sami.v1 import artifact_pb2, deployment_pb2
 from sami_client import (
     admin_cmd,
     argtypes,
@@ -41,6 +40,7 @@ from sami_client import (
 from sami_client.client import SamiClient
 from sami_client.errors import ExitCode, SamiError, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT, Follower, wait_timeout
+from sami_client.pb import artifact_pb2, deployment_pb2
 from sami_common.dial import DEFAULT_ADDR, Endpoint, TLSFileError
 
 # argparse has no public name for the object add_subparsers() returns.

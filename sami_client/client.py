@@ -15,7 +15,8 @@ from typing import Any
 
 import grpc
 
-from sami.v1 import (
+from sami_client.errors import SamiError, WatchGapError, WatchTimeout
+from sami_client.pb import (
     artifact_pb2,
     artifact_pb2_grpc,
     cluster_pb2,
@@ -27,7 +28,6 @@ from sami.v1 import (
     manifest_pb2,
     manifest_pb2_grpc,
 )
-from sami_client.errors import SamiError, WatchGapError, WatchTimeout
 from sami_common.backoff import Backoff
 from sami_common.dial import CHANNEL_OPTIONS, Endpoint
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
 
-from sami.v1 import cron_pb2
 from sami_client import argtypes, render
 from sami_client.errors import ExitCode
+from sami_client.pb import cron_pb2
 
 if TYPE_CHECKING:
     from sami_client.cli import Context

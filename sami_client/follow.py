@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TextIO
 
-from sami.v1 import deployment_pb2
 from sami_client import github_actions, render
 from sami_client.client import TERMINAL_STATES, ReconnectCallback, SamiClient
 from sami_client.errors import ExitCode, SamiError
+from sami_client.pb import deployment_pb2
 
 DEFAULT_WAIT_TIMEOUT = 30 * 60.0
 

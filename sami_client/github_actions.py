@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TextIO
 
-from sami.v1 import artifact_pb2
+from sami_client.pb import artifact_pb2
 
 
 def enabled(env: Mapping[str, str]) -> bool:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sami.v1 import deployment_pb2
+from sami_client.pb import deployment_pb2
 
 Deployment = deployment_pb2.Deployment
 

@@ -45,7 +45,7 @@ from sami_client.errors import ExitCode, SamiError
 
 if TYPE_CHECKING:
     from sami_client.cli import Context
-    from sami_control.manifests import Problem, ResolvedManifest, ScanResult
+    from sami_manifests import Problem, ResolvedManifest, ScanResult
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -141,14 +141,14 @@ def scan(files: Mapping[str, bytes]) -> ScanResult:
     """The validator, loaded (with yaml) only by the commands that read a repo: every other
     `sami` command (a CI job's `sami deploy`) starts that much faster. Also the seam tests
     replace to get the local lint out of the way."""
-    from sami_control import manifests
+    import sami_manifests as manifests
 
     return manifests.scan(files)
 
 
 def _check(root: str) -> tuple[dict[str, bytes], list[Problem], tuple[ResolvedManifest, ...]]:
     """Read and lint `root`: (files, problems, valid manifests)."""
-    from sami_control.manifests import Problem, RepoReadError, Severity, read_tree
+    from sami_manifests import Problem, RepoReadError, Severity, read_tree
 
     try:
         files = read_tree(root)

@@ -27,11 +27,11 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sami.v1 import deployment_pb2
 from sami_client import argtypes, history, render
 from sami_client.client import DEFAULT_PAGE_SIZE, SamiClient
 from sami_client.errors import ExitCode, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT
+from sami_client.pb import deployment_pb2
 
 if TYPE_CHECKING:
     from sami_client.cli import Context

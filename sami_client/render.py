@@ -12,8 +12,8 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format, message, timestamp_pb2
 
-from sami.v1 import artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
 from sami_client.errors import SamiError, WatchTimeout
+from sami_client.pb import artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
 
 # Wide enough for IN_PROGRESS and ROLLED_BACK, so messages line up in the CI log.
 _STATE_WIDTH = 11

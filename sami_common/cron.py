@@ -1,7 +1,7 @@
 """Cron schedules: the 5-field grammar of sami.yaml's `cron.schedule`, and when one fires.
 
 One grammar for both sides: `sami manifests lint` and sami-control validate a schedule with
-`parse()` (through `sami_control.manifests.values.cron_error`), and the agent's scheduler
+`parse()` (through `sami_manifests.values.cron_error`), and the agent's scheduler
 asks the parsed `Schedule` when the job is due.
 
     minute hour day-of-month month day-of-week

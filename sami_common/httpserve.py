@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import ssl
 import uuid
@@ -23,36 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from sami_common.listen import ListenError, split_listen
+
 log = structlog.get_logger("sami.http")
-
-
-class ListenError(ValueError):
-    """An unusable HOST:PORT."""
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:PORT`) → (host, port). Port 0 picks a free one."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host:
-        raise ListenError(f"{listen!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
-    host = host.strip("[]")
-    try:
-        number = int(port)
-    except ValueError:
-        raise ListenError(f"{listen!r}: the port {port!r} is not a number") from None
-    if not 0 <= number <= 65535:
-        raise ListenError(f"{listen!r}: the port must be 0-65535")
-    return host, number
-
-
-def is_loopback(listen: str) -> bool:
-    host, _ = split_listen(listen)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

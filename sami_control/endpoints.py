@@ -8,7 +8,8 @@ from pathlib import Path
 
 import structlog
 
-from sami_common.httpserve import HttpServer, ListenError, is_loopback
+from sami_common.httpserve import HttpServer
+from sami_common.listen import ListenError, is_loopback
 from sami_common.metrics import metrics_server
 from sami_control.core.controlplane import ControlPlane
 from sami_control.metrics import ControlMetrics

@@ -30,7 +30,8 @@ from prometheus_client.registry import Collector
 
 from sami_common.metrics import DURATION_BUCKETS, new_registry
 from sami_control.core.controlplane import ControlPlane
-from sami_control.core.model import ENVIRONMENTS, Deployment, Event, EventType, State
+from sami_control.core.model import Deployment, Event, EventType, State
+from sami_manifests import ENVIRONMENTS
 
 log = structlog.get_logger("sami.metrics")
 

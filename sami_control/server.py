@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sami.v1 import (
+from sami_common.listen import ListenError, is_loopback
+from sami_control.api.auth import AuthInterceptor
+from sami_control.api.cron import CronServicer
+from sami_control.api.metrics_interceptor import MetricsInterceptor
+from sami_control.api.pb import (
     admin_pb2,
     admin_pb2_grpc,
     agent_pb2,
@@ -32,10 +35,6 @@ from sami.v1 import (
     manifest_pb2,
     manifest_pb2_grpc,
 )
-from sami_common.httpserve import ListenError
-from sami_control.api.auth import AuthInterceptor
-from sami_control.api.cron import CronServicer
-from sami_control.api.metrics_interceptor import MetricsInterceptor
 from sami_control.api.servicers import (
     AgentServicer,
     ArtifactServicer,
@@ -111,16 +110,6 @@ class ListenRefused(Exception):
     pass
 
 
-def is_loopback(listen: str) -> bool:
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass
 class ServeConfig:
     listen: str = DEFAULT_LISTEN
@@ -185,7 +174,11 @@ class ControlServer:
             raise ListenRefused("--client-ca needs TLS: pass --tls-cert and --tls-key too")
         if cfg.tls_key is not None and not cfg.tls:
             raise ListenRefused("--tls-key needs --tls-cert (the certificate it belongs to)")
-        if not is_loopback(cfg.listen) and not cfg.insecure and not cfg.tls:
+        try:
+            loopback = is_loopback(cfg.listen)
+        except ListenError as exc:
+            raise ListenRefused(f"--listen: {exc}") from None
+        if not loopback and not cfg.insecure and not cfg.tls:
             raise ListenRefused(
                 f"refusing to listen on {cfg.listen} without TLS: tokens would cross the "
                 "network in clear. Listen on 127.0.0.1, pass --tls-cert and --tls-key "

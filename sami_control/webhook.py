@@ -29,8 +29,8 @@ from sami_control.core.controlplane import ControlPlane
 from sami_control.core.model import Deployment, Principal, State
 from sami_control.core.requests import DeploymentInput
 from sami_control.core.store import StorageFailed
-from sami_control.manifests import canonical_environment
 from sami_control.metrics import ControlMetrics
+from sami_manifests import canonical_environment
 
 log = structlog.get_logger("sami.webhook")
 

@@ -21,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from sami_manifests import ENVIRONMENTS
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# sami_dev (the local swarm) is not installed with Sami: it is imported from this checkout.
+sys.path.insert(0, str(ROOT))
 
 
 def say(text: str) -> None:
@@ -103,7 +107,7 @@ def main() -> int:
 
     engine = args.engine
     if engine != "dry-run":
-        from sami_agent.devswarm import DevSwarm, missing_requirements
+        from sami_dev.devswarm import DevSwarm, missing_requirements
 
         missing = missing_requirements()
         if missing or os.geteuid() != 0:
@@ -146,12 +150,7 @@ def main() -> int:
                 "cluster",
                 "create",
                 "local",
-                "--env",
-                "stage",
-                "--env",
-                "production",
-                "--env",
-                "pull_request",
+                *(arg for env in ENVIRONMENTS for arg in ("--env", env)),
             )
         )
         admin = offline(control_data, "token", "create", "--role", "admin", "--name", "demo")

@@ -5,13 +5,13 @@
 #   busybox-static   /bin/busybox, the only binary inside the test images
 #   iproute2         `ip` (usually there already)
 # Idempotent: a machine that has them already is left alone (no apt-get update either).
-# Must run as root (CI and the project's sessions do). See sami_agent/devswarm.py.
+# Must run as root (CI and the project's sessions do). See sami_dev/devswarm.py.
 set -euo pipefail
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
-# `ip` brings up loopback in the dev engine's own network namespace (sami_agent/devswarm.py).
+# `ip` brings up loopback in the dev engine's own network namespace (sami_dev/devswarm.py).
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The images need a *static* busybox (the `busybox` package is dynamically linked).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" \

@@ -1,7 +1,7 @@
 """Fixtures shared across test folders.
 
 `devswarm`: a real engine, one-node swarm and registry for the whole session
-(sami_agent.devswarm), started once however many folders use it. Without the engine
+(sami_dev.devswarm), started once however many folders use it. Without the engine
 packages the tests that use it skip, except in CI (CI is set), where they fail: a green CI
 must never hide that the real-Swarm tests did not run. scripts/install-engine.sh installs
 the packages (CI and `make test` run it first).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sami_agent.devswarm import DevSwarm, missing_requirements
+from sami_dev.devswarm import DevSwarm, missing_requirements
 
 
 @pytest.fixture(scope="session")

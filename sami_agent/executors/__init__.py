@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sami_agent.executor import Executor
 from sami_agent.executors.dry_run import DryRunExecutor
@@ -18,15 +19,18 @@ from sami_agent.executors.routing import RoutingExecutor
 from sami_common import logs
 
 if TYPE_CHECKING:
-    from sami_agent.cron import ScaledClock
+    from sami_agent.cron import CronBackend, ScaledClock
     from sami_agent.executors.static_file import StaticFileExecutor
+    from sami_agent.executors.swarm import SwarmExecutor
+    from sami_agent.executors.swarm_cron import SwarmCronExecutor
 
 __all__ = [
     "DryRunExecutor",
     "ExecutorUnavailable",
+    "Executors",
     "RoutingExecutor",
     "StaticFileExecutor",
-    "build_executor",
+    "build_executors",
 ]
 
 
@@ -43,29 +47,39 @@ class ExecutorUnavailable(Exception):
     """The requested executor cannot be used here; the message says what to do instead."""
 
 
-def build_executor(
+@dataclass(frozen=True)
+class Executors:
+    """What an agent runs: `executor` applies every assignment; `cron` is the backend of
+    the agent's cron scheduler (sami_agent/cron.py), None when it runs no cron jobs."""
+
+    executor: Executor
+    cron: CronBackend | None = None
+
+
+def build_executors(
     *,
     dry_run: bool,
     step_seconds: float = 0.3,
     ledger_path: str | os.PathLike[str] | None = None,
     agent_id: str = "",
     cron_clock: ScaledClock | None = None,
-) -> Executor:
-    """The dry-run executor when asked for; else a RoutingExecutor over the Swarm executor
-    (swarm, compose) and the static_file executor.
+) -> Executors:
+    """The dry-run executor when asked for (and no cron backend); else a RoutingExecutor
+    over the Swarm executor (swarm, compose), its cron executor (cron, which is also the
+    cron backend; `cron_clock` is its clock) and the static_file executor.
 
     When the Swarm executor cannot start (no Docker SDK, no engine answering), a warning is
-    logged and the agent runs static_file deployments only: it does not advertise swarm or
-    compose, so the control plane sends it none. `step_seconds`, `ledger_path` and
-    `agent_id` only matter for the dry run.
-    With the Swarm executor, `cron` deployments go to its cron executor (which is also the
-    agent's cron scheduler backend, see sami_agent/cron.py); `cron_clock` is its clock.
+    logged and the agent runs static_file deployments only: it does not advertise swarm,
+    compose or cron, so the control plane sends it none, and it runs no cron jobs.
+    `step_seconds`, `ledger_path` and `agent_id` only matter for the dry run.
     """
     if dry_run:
-        return DryRunExecutor(step_seconds=step_seconds, ledger_path=ledger_path, agent_id=agent_id)
+        dry = DryRunExecutor(step_seconds=step_seconds, ledger_path=ledger_path, agent_id=agent_id)
+        return Executors(dry)
     routes: dict[str, Executor] = {}
+    cron: SwarmCronExecutor | None = None
     try:
-        swarm = _swarm_executor()
+        swarm, cron = _swarm_executors(cron_clock)
     except ExecutorUnavailable as exc:
         logs.get("sami_agent.executors").warning(
             "swarm and compose deployments are disabled on this agent",
@@ -74,28 +88,29 @@ def build_executor(
         )
     else:
         routes.update(dict.fromkeys(swarm.capabilities, swarm))
-        cron_executor = getattr(swarm, "cron_executor", None)
-        if cron_executor is not None:
-            routes["cron"] = cron_executor(cron_clock)
+        routes.update(dict.fromkeys(cron.capabilities, cron))
     from sami_agent.executors.static_file import StaticFileExecutor
 
     files = StaticFileExecutor()
     routes.update(dict.fromkeys(files.capabilities, files))
-    return RoutingExecutor(routes)
+    return Executors(RoutingExecutor(routes), cron)
 
 
-def _swarm_executor() -> Executor:
+def _swarm_executors(clock: ScaledClock | None) -> tuple[SwarmExecutor, SwarmCronExecutor]:
+    """The Swarm executor and the cron executor on its engine, or ExecutorUnavailable."""
     try:
         swarm = importlib.import_module("sami_agent.executors.swarm")
+        swarm_cron = importlib.import_module("sami_agent.executors.swarm_cron")
     except ImportError as exc:
         raise ExecutorUnavailable(
             f"the Swarm executor is unavailable ({exc}); reinstall Sami with its"
             " dependencies, or run the agent with --dry-run to try it without Docker"
         ) from exc
     try:
-        return cast(Executor, swarm.SwarmExecutor())
+        executor: SwarmExecutor = swarm.SwarmExecutor()
     except Exception as exc:
         raise ExecutorUnavailable(
             f"could not start the Swarm executor: {exc}. Check that DOCKER_HOST (or"
             " /var/run/docker.sock) reaches a swarm manager's engine, or run with --dry-run."
         ) from exc
+    return executor, swarm_cron.SwarmCronExecutor(executor, clock=clock)

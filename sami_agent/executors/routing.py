@@ -14,10 +14,9 @@ from sami_agent.executor import (
     PreviewStack,
     ProgressReporter,
 )
+from sami_manifests import DEPLOYMENT_TYPES
 
-__all__ = ["DEPLOYMENT_TYPES", "RoutingExecutor"]
-
-DEPLOYMENT_TYPES = frozenset({"swarm", "compose", "k8s", "cron", "static_file"})
+__all__ = ["RoutingExecutor"]
 
 
 class RoutingExecutor:

@@ -53,10 +53,8 @@ from typing import Any
 
 import docker
 
-from sami_agent.cron import ScaledClock
 from sami_agent.executor import (
     ExecutionResult,
-    Executor,
     Job,
     Outcome,
     PreviewStack,
@@ -73,10 +71,10 @@ from sami_agent.executors.swarm_watch import (
     TaskView,
     safe_observe,
 )
+from sami_manifests import DEFAULT_CONVERGE_TIMEOUT
 
 __all__ = ["SwarmExecutor"]
 
-DEFAULT_CONVERGE_TIMEOUT = 300.0
 MAX_REASON = 4000
 Views = Mapping[str, ServiceView | None]
 
@@ -213,13 +211,6 @@ class SwarmExecutor:
         finally:
             client.close()
 
-    def cron_executor(self, clock: ScaledClock | None = None) -> Executor:
-        """The executor of `cron` deployments on this engine, also the agent's cron backend
-        (swarm_cron.py); `clock` is the cron scheduler's (tests run it fast)."""
-        from sami_agent.executors.swarm_cron import SwarmCronExecutor
-
-        return SwarmCronExecutor(self, clock=clock)
-
 
 @dataclass
 class _Rollout:
@@ -236,7 +227,8 @@ class _Rollout:
         self.observer = StackObserver(self.client, self.plan.stack, self.plan.services)
         self.progress = ProgressLog(self.report)
         timeout = self.job.converge_timeout if self.job.converge_timeout > 0 else None
-        self.timeout = timeout or DEFAULT_CONVERGE_TIMEOUT
+        # A job without one (an older control plane): the manifests' default.
+        self.timeout = timeout or float(DEFAULT_CONVERGE_TIMEOUT)
         self.deadline = time.monotonic() + self.timeout
 
     # -- the whole thing -------------------------------------------------------------------

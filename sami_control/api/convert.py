@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from sami.v1 import admin_pb2, agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
+from sami_control.api.pb import (
+    admin_pb2,
+    agent_pb2,
+    artifact_pb2,
+    cluster_pb2,
+    deployment_pb2,
+    manifest_pb2,
+)
 from sami_control.core.commands import (
     AssignCommand,
     CancelCommand,

@@ -6,9 +6,9 @@ from typing import Any
 
 import structlog
 
-from sami.v1 import cron_pb2, cron_pb2_grpc
 from sami_control.api.auth import principal
 from sami_control.api.convert import seconds, ts
+from sami_control.api.pb import cron_pb2, cron_pb2_grpc
 from sami_control.api.rpc import Servicer
 from sami_control.core.commands import CronRunAckCommand
 from sami_control.core.controlplane import ControlPlane

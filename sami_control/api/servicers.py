@@ -11,7 +11,9 @@ import grpc
 import grpc.aio
 import structlog
 
-from sami.v1 import (
+from sami_control.api import convert, cron
+from sami_control.api.auth import principal
+from sami_control.api.pb import (
     admin_pb2,
     admin_pb2_grpc,
     agent_pb2,
@@ -25,8 +27,6 @@ from sami.v1 import (
     manifest_pb2,
     manifest_pb2_grpc,
 )
-from sami_control.api import convert, cron
-from sami_control.api.auth import principal
 from sami_control.api.rpc import Servicer
 from sami_control.core import paging
 from sami_control.core.commands import CloseCommand, HeldLease

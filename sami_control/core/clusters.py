@@ -8,7 +8,8 @@ from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
 from sami_control.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from sami_control.core.model import ENVIRONMENTS, Cluster, Principal
+from sami_control.core.model import Cluster, Principal
+from sami_manifests import ENVIRONMENTS
 
 
 class Clusters:

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sami_control import manifests
+import sami_manifests as manifests
 from sami_control.core import authz, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action

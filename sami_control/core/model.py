@@ -73,9 +73,6 @@ class Role(enum.StrEnum):
     READER = "reader"
 
 
-ENVIRONMENTS = ("stage", "production", "pull_request")
-
-
 @dataclass
 class Artifact:
     id: str

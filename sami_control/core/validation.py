@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlparse
 
 from sami_control.core.errors import InvalidArgument
-from sami_control.core.model import ENVIRONMENTS
+from sami_manifests import ENVIRONMENTS
 
 # DNS labels: names end up in stack names (`<environment>_<service>`), where `_` is the
 # separator, and in hostnames.

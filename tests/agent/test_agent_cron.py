@@ -161,7 +161,7 @@ async def backup_started(
     fake = FakeCron(backup())
     fake.t = T0 + 61
     fake.before_start = before_start
-    async with running_agent(fake, cron_interval=0.02) as (control, agent, _):
+    async with running_agent(fake, cron_backend=fake, cron_interval=0.02) as (control, agent, _):
         if welcome:
             stream, _ = await connect(control)
         else:
@@ -174,7 +174,7 @@ async def backup_started(
 def test_due_runs_start_on_schedule_never_overlap_and_are_reported() -> None:
     async def scenario() -> None:
         fake = FakeCron(backup())
-        async with running_agent(fake, cron_interval=0.02) as (control, _, _):
+        async with running_agent(fake, cron_backend=fake, cron_interval=0.02) as (control, _, _):
             stream, hello = await connect(control)
             assert "cron" in hello.capabilities
             await asyncio.sleep(0.2)
@@ -269,7 +269,7 @@ def test_a_run_interrupted_by_a_deployment_is_reported_failed() -> None:
     async def scenario() -> None:
         fake = FakeCron(backup())
         fake.t = T0 + 61
-        async with running_agent(fake, cron_interval=0.02) as (control, _, _):
+        async with running_agent(fake, cron_backend=fake, cron_interval=0.02) as (control, _, _):
             stream, _ = await connect(control)
             await until(lambda: len(fake.starts) == 1, "the run to start")
             await asyncio.sleep(0.1)  # watched at least once
@@ -296,7 +296,7 @@ def test_paused_jobs_bad_schedules_and_stacks_being_deployed_are_not_started() -
         broken.schedule = "61 * * * *"
         fake = FakeCron(backup(), paused, broken)
         fake.gate.clear()  # the deployment below runs until the gate opens
-        async with running_agent(fake, cron_interval=0.02) as (control, _, _):
+        async with running_agent(fake, cron_backend=fake, cron_interval=0.02) as (control, _, _):
             stream, _ = await connect(control)
             a = assignment(service="backup", deployment_type="cron")
             assert a.deployment.stack_name == "stage_backup"

@@ -11,7 +11,7 @@ import pytest
 from agent_fakes import DIGEST, REF, assignment
 
 from sami_agent.executor import Job, Outcome
-from sami_agent.executors import DryRunExecutor, build_executor
+from sami_agent.executors import DryRunExecutor, build_executors
 from sami_agent.executors.dry_run import DryRunError, pinned_image
 from sami_agent.jobs import job_from_assignment
 
@@ -142,8 +142,10 @@ def test_what_a_real_deploy_would_reject_fails_the_dry_run(
     assert reason in report.text()
 
 
-def test_build_executor_chooses_dry_run() -> None:
-    executor = build_executor(dry_run=True, step_seconds=0.1)
+def test_build_executors_chooses_dry_run() -> None:
+    built = build_executors(dry_run=True, step_seconds=0.1)
+    executor = built.executor
     assert isinstance(executor, DryRunExecutor)
+    assert built.cron is None  # a dry run deploys cron jobs but runs none
     assert executor.capabilities == ("swarm", "compose", "static_file", "cron", "dry-run")
     # Without --dry-run, see test_agent_routing.py.

@@ -12,7 +12,8 @@ import structlog
 from agent_fakes import assignment
 
 from sami_agent.executor import ExecutionResult, Job, Outcome, ProgressReporter
-from sami_agent.executors import RoutingExecutor, StaticFileExecutor, build_executor
+from sami_agent.executors import RoutingExecutor, StaticFileExecutor, build_executors
+from sami_agent.executors.swarm_cron import SwarmCronExecutor
 from sami_agent.jobs import job_from_assignment
 
 pytestmark = pytest.mark.timeout(30)
@@ -63,17 +64,23 @@ def test_a_route_to_an_executor_that_cannot_deploy_the_type_is_refused() -> None
         RoutingExecutor({})
 
 
-def test_build_executor_routes_swarm_compose_and_static_file(
+def test_build_executors_routes_swarm_compose_cron_and_static_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = types.ModuleType("sami_agent.executors.swarm")
     module.SwarmExecutor = lambda: Fake("swarm", "compose")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sami_agent.executors.swarm", module)
-    executor = build_executor(dry_run=False)
+    built = build_executors(dry_run=False)
+    executor = built.executor
     assert isinstance(executor, RoutingExecutor)
-    assert executor.capabilities == ("swarm", "compose", "static_file")
+    assert executor.capabilities == ("swarm", "compose", "cron", "static_file")
     assert isinstance(executor.executors["static_file"], StaticFileExecutor)
     assert isinstance(executor.executors["swarm"], Fake)
+    # The cron jobs the agent deploys are the ones its scheduler runs: one object, on the
+    # Swarm executor's engine.
+    assert isinstance(built.cron, SwarmCronExecutor)
+    assert executor.executors["cron"] is built.cron
+    assert built.cron._swarm is executor.executors["swarm"]
 
 
 def _broken_engine() -> Fake:
@@ -95,8 +102,10 @@ def test_without_a_swarm_executor_the_agent_still_deploys_static_files(
 ) -> None:
     monkeypatch.setitem(sys.modules, "sami_agent.executors.swarm", module)
     with structlog.testing.capture_logs() as logs:
-        executor = build_executor(dry_run=False)
+        built = build_executors(dry_run=False)
+    executor = built.executor
     assert executor.capabilities == ("static_file",)
+    assert built.cron is None
     warnings = [line for line in logs if line["log_level"] == "warning"]
     assert len(warnings) == 1
     assert "swarm and compose deployments are disabled" in warnings[0]["event"]

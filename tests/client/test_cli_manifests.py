@@ -20,7 +20,7 @@ from sami_client.client import SamiClient
 from sami_client.errors import SamiError
 from sami_common.dial import Endpoint
 from sami_control import offline
-from sami_control.manifests import ScanResult
+from sami_manifests import ScanResult
 from tests.control.conftest import LiveServer
 from tests.harness import free_port
 

@@ -11,15 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sami_common.httpserve import (
-    HttpServer,
-    Limits,
-    ListenError,
-    Request,
-    Response,
-    is_loopback,
-    split_listen,
-)
+from sami_common.httpserve import HttpServer, Limits, Request, Response
+from sami_common.listen import ListenError, is_loopback, split_listen
 
 
 class Running:

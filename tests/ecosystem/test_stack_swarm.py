@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sami_agent.devswarm import DevSwarm
+from sami_dev.devswarm import DevSwarm
 
 from . import deploy_files as df
 

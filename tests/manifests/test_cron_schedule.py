@@ -9,7 +9,7 @@ import random
 import pytest
 
 from sami_common import cron
-from sami_control.manifests.values import cron_error
+from sami_manifests.values import cron_error
 
 
 def t(text: str) -> float:

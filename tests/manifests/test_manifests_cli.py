@@ -12,7 +12,7 @@ import pytest
 from manifest_fixtures import EXAMPLES, WEB, WEB_MANIFEST, base_files, write_tree
 
 from sami_client.manifests_cmd import main, register
-from sami_control.manifests import Limits, RepoReadError, read_tree
+from sami_manifests import Limits, RepoReadError, read_tree
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from manifest_fixtures import JOBS
 
-from sami_control.manifests import Problem, Severity, lint
+from sami_manifests import Problem, Severity, lint
 
 Files = dict[str, bytes]
 

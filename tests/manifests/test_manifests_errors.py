@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from manifest_fixtures import JOBS, JOBS_MANIFEST, SITE, WEB, WEB_MANIFEST, WEB_STACK, base_files
 
-from sami_control.manifests import Limits, Problem, Severity, lint
+from sami_manifests import Limits, Problem, Severity, lint
 
 Files = dict[str, bytes]
 

@@ -6,7 +6,7 @@ import re
 
 from manifest_fixtures import DOCS, EXAMPLES
 
-from sami_control.manifests import read_tree, scan
+from sami_manifests import read_tree, scan
 
 
 def test_example_tree_lints_clean_with_only_the_intended_warnings() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from manifest_fixtures import EXAMPLES, JOBS, SITE, WEB, WEB_MANIFEST
 
-from sami_control.manifests import (
+from sami_manifests import (
     AmbiguousDeploymentType,
     CronSettings,
     InvalidManifest,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from manifest_fixtures import WEB
 
-from sami_control.manifests import Problem, Severity, lint
-from sami_control.manifests.values import (
+from sami_manifests import Problem, Severity, lint
+from sami_manifests.values import (
     cron_error,
     is_valid_name,
     is_valid_stack_name,

@@ -258,6 +258,9 @@ def test_non_loopback_needs_tls_or_insecure(tmp_path: Path, pki: Path) -> None:
         asyncio.run(build(tls_cert=pki / "server.pem"))
     with pytest.raises(ListenRefused, match="needs TLS"):
         asyncio.run(build(client_ca=pki / "ca.pem"))
+    # An address that is no HOST:PORT is named, not taken for a public one.
+    with pytest.raises(ListenRefused, match="--listen: '7443' is not HOST:PORT"):
+        asyncio.run(build(listen="7443"))
     with pytest.raises(ListenRefused, match="not a PEM"):
         asyncio.run(build(tls_cert=pki / "server.pem", tls_key=tmp_path / "d" / "sami.db"))
 

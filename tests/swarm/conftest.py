@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from sami_agent.devswarm import DevSwarm
 from sami_agent.executors.swarm import SwarmExecutor
+from sami_dev.devswarm import DevSwarm
 
 
 @dataclass(frozen=True)

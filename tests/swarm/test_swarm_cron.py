@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from sami_agent.cron import CronJob, RunMark, RunState, ScaledClock, run_id_for
-from sami_agent.devswarm import DevSwarm
 from sami_agent.executor import Job, Outcome
 from sami_agent.executors.swarm import SwarmExecutor
 from sami_agent.executors.swarm_cron import SwarmCronExecutor
+from sami_dev.devswarm import DevSwarm
 from tests.harness import ControlPlane, Proc, Result, agent, sami, wait_for
 from tests.swarm.conftest import Image
 
@@ -107,8 +107,7 @@ def start(cron: SwarmCronExecutor, job: CronJob, replicas: int = 1) -> RunMark:
 
 @pytest.fixture
 def cron(executor: SwarmExecutor, devswarm: DevSwarm) -> Iterator[SwarmCronExecutor]:
-    made = executor.cron_executor(ScaledClock())
-    assert isinstance(made, SwarmCronExecutor)
+    made = SwarmCronExecutor(executor, clock=ScaledClock())
     yield made
     made._reset()
 

@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from sami.v1 import manifest_pb2, manifest_pb2_grpc
-from sami_agent.devswarm import DevSwarm
 from sami_agent.executor import Outcome
 from sami_agent.executors.swarm import SwarmExecutor
+from sami_dev.devswarm import DevSwarm
 from tests.harness import ControlPlane, Proc, Result, agent, sami, wait_for
 from tests.swarm.conftest import Image, Images
 from tests.swarm.test_swarm_executor import STACK, job

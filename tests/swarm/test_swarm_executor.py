@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from sami_agent.devswarm import DevSwarm
 from sami_agent.executor import ExecutionResult, Job, Outcome
 from sami_agent.executors.swarm import SwarmExecutor
 from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT, LABEL_DIGEST
+from sami_dev.devswarm import DevSwarm
 from tests.swarm.conftest import Image, Images
 
 pytestmark = pytest.mark.timeout(180)

@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from sami_agent.devswarm import DevSwarm
 from sami_agent.executor import Outcome
 from sami_agent.executors.swarm import SwarmExecutor
+from sami_dev.devswarm import DevSwarm
 from tests.swarm.conftest import Images
 from tests.swarm.test_swarm_executor import job, run
 

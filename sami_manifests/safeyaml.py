@@ -59,10 +59,6 @@ class YList(list[Any]):
         return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
 
 
-def line_of(value: Any, default: int = 0) -> int:
-    return value.line if isinstance(value, YMap | YList) else default
-
-
 @dataclass
 class _LimitExceeded(Exception):
     code: str

@@ -8,15 +8,27 @@ plane, which re-validates every uploaded revision and resolves deployments again
     manifest = resolve(files, "web", None, "stage")
 
 See docs/manifests.md for the layout and every field.
+
+It is also the one home of the vocabulary the client, the control plane and the agent share
+(environments, deployment types, defaults: `model.py`). Those load at once; the validator
+(`tree.py`, `values.py`: PyYAML and the cron grammar, about 3 MB) loads on first use, so an
+agent or a `sami deploy` that only needs a constant does not pay for it.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .fs import read_tree
 from .model import (
     DEFAULT_CONVERGE_TIMEOUT,
+    DEFAULT_KEEP_RELEASES,
     DEPLOYMENT_TYPES,
     ENVIRONMENT_ALIASES,
     ENVIRONMENTS,
     MANIFEST_NAMES,
+    MAX_KEEP_RELEASES,
     UNSUPPORTED_TYPES,
     VERSION,
     CronSettings,
@@ -38,16 +50,42 @@ from .problems import (
     Severity,
     has_errors,
 )
-from .tree import ScanResult, check_revision, lint, repo_path_error, resolve, scan
-from .values import is_valid_name, is_valid_stack_name
+
+if TYPE_CHECKING:
+    from .tree import ScanResult, check_revision, lint, repo_path_error, resolve, scan
+    from .values import is_valid_name, is_valid_stack_name
+
+# Name → the module that defines it, imported on first use (see the docstring).
+_LAZY = {
+    "ScanResult": "tree",
+    "check_revision": "tree",
+    "lint": "tree",
+    "repo_path_error": "tree",
+    "resolve": "tree",
+    "scan": "tree",
+    "is_valid_name": "values",
+    "is_valid_stack_name": "values",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup finds it without coming here
+    return value
+
 
 __all__ = [
     "DEFAULT_CONVERGE_TIMEOUT",
+    "DEFAULT_KEEP_RELEASES",
     "DEFAULT_LIMITS",
     "DEPLOYMENT_TYPES",
     "ENVIRONMENTS",
     "ENVIRONMENT_ALIASES",
     "MANIFEST_NAMES",
+    "MAX_KEEP_RELEASES",
     "UNSUPPORTED_TYPES",
     "VERSION",
     "AmbiguousDeploymentType",

@@ -22,9 +22,9 @@ docker-registry, busybox-static).
 
 Command line, for humans:
 
-    python -m sami_agent.devswarm up ROOT       # start; prints the environment to export
-    python -m sami_agent.devswarm image ROOT NAME TAG [PATH=CONTENT ...]   # build + push
-    python -m sami_agent.devswarm down ROOT     # stop everything and remove ROOT
+    python -m sami_dev.devswarm up ROOT       # start; prints the environment to export
+    python -m sami_dev.devswarm image ROOT NAME TAG [PATH=CONTENT ...]   # build + push
+    python -m sami_dev.devswarm down ROOT     # stop everything and remove ROOT
 """
 
 from __future__ import annotations
@@ -491,7 +491,7 @@ def _rootfs_tar(files: Mapping[str, bytes | str]) -> bytes:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     usage = (
-        "usage: python -m sami_agent.devswarm up ROOT | down ROOT | "
+        "usage: python -m sami_dev.devswarm up ROOT | down ROOT | "
         "image ROOT NAME TAG [PATH=CONTENT ...]"
     )
     if len(args) < 2 or args[0] not in ("up", "down", "image"):
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"export DOCKER_HOST={swarm.docker_host}")
         print(f"# registry (inside the engine's network namespace): {swarm.registry}")
-        print(f"# stop with: python -m sami_agent.devswarm down {swarm.root}")
+        print(f"# stop with: python -m sami_dev.devswarm down {swarm.root}")
         return 0
     if command == "down":
         swarm.stop()
