@@ -31,12 +31,33 @@ ALLOWED: dict[Action, frozenset[Role]] = {
 }
 
 
+# What each action lets a token do, in the words of a refusal ("… which may not <this>").
+DOING: dict[Action, str] = {
+    Action.READ: "read deployments, artifacts, clusters or agents",
+    Action.REGISTER_ARTIFACT: "register artifacts",
+    Action.DEPLOY: "deploy or cancel deployments",
+    Action.MANAGE_CLUSTERS: "create or change clusters",
+    Action.MANAGE_TOKENS: "create, list or revoke tokens",
+    Action.SYNC_MANIFESTS: "sync manifests",
+    Action.AGENT_CONNECT: "connect as an agent",
+    Action.READ_AUDIT: "read the audit log",
+}
+# What to ask for instead, when one kind of token is the answer.
+ASK_FOR: dict[Action, str] = {
+    Action.AGENT_CONNECT: (
+        "an agent connects with an agent token, bound to the cluster it serves: "
+        "`sami-control token create --role agent --cluster NAME`"
+    ),
+}
+
+
 def require(principal: Principal, action: Action) -> None:
     if principal.role not in ALLOWED[action]:
+        roles = ", ".join(sorted(r.value for r in ALLOWED[action]))
+        ask = ASK_FOR.get(action, f"ask an admin for a token with one of the roles: {roles}")
         raise PermissionDenied(
             f"token {principal.name!r} has role {principal.role.value}, which may not "
-            f"{action.value.replace('_', ' ')}; ask an admin for a token with one of the "
-            f"roles: {', '.join(sorted(r.value for r in ALLOWED[action]))}"
+            f"{DOING[action]}; {ask}"
         )
 
 

@@ -245,3 +245,21 @@ def test_malformed_authorization_headers(live_server: LiveServer, header: str) -
             deployment_pb2.ListDeploymentsRequest(), metadata=(("authorization", header),)
         )
     assert ei.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_refusals_say_in_plain_words_what_the_role_may_not_do() -> None:
+    from sami_control.core import authz
+    from sami_control.core.authz import Action
+    from sami_control.core.errors import PermissionDenied
+    from sami_control.core.model import Principal, Role
+
+    deployer = Principal("t1", "ci-web", Role.DEPLOYER)
+    with pytest.raises(PermissionDenied) as refused:
+        authz.require(deployer, Action.AGENT_CONNECT)
+    assert "may not connect as an agent" in refused.value.message
+    assert "--role agent --cluster" in refused.value.message
+    reader = Principal("t2", "dash", Role.READER)
+    with pytest.raises(PermissionDenied) as refused:
+        authz.require(reader, Action.READ_AUDIT)
+    assert "may not read the audit log; ask an admin" in refused.value.message
+    assert set(authz.DOING) == set(Action)
