@@ -17,10 +17,6 @@ import structlog
 from sami.v1 import agent_pb2
 from sami_agent.executor import ExecutionResult, Job, Outcome
 
-# A progress line is for humans reading a CI log; cap it so a runaway message (a whole
-# compose file, a stack trace) cannot bloat the stream and the control plane's event log.
-MAX_PROGRESS_MESSAGE = 4096
-
 _OUTCOMES = {
     Outcome.SUCCEEDED: agent_pb2.OUTCOME_SUCCEEDED,
     Outcome.FAILED: agent_pb2.OUTCOME_FAILED,
@@ -65,8 +61,8 @@ class Lease:
         )
 
     def add_progress(self, phase: str, message: str) -> agent_pb2.Progress:
-        if len(message) > MAX_PROGRESS_MESSAGE:
-            message = message[: MAX_PROGRESS_MESSAGE - 1] + "…"
+        # Kept as given; sami_agent.outgoing cleans it to the control plane's limits as it
+        # is sent.
         report = agent_pb2.Progress(
             deployment_id=self.deployment_id,
             lease_id=self.lease_id,
