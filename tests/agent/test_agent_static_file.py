@@ -566,6 +566,41 @@ def test_a_current_that_is_no_link_is_left_alone(server: ArchiveServer, target: 
     assert server.requests == {}  # refused before downloading
 
 
+def test_a_lock_file_that_is_a_link_is_refused_and_not_followed(
+    server: ArchiveServer, target: Path, tmp_path: Path
+) -> None:
+    """Opening the lock followed links: a link planted there made the agent create (and
+    lock) a file wherever it pointed."""
+    target.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    (target / ".sami-lock").symlink_to(elsewhere)
+    url = server.publish("/v1.tar.gz", V1)
+    result, _ = run(a_job(target, url, digest_of(V1)))
+    assert result.outcome is Outcome.FAILED
+    assert f"{target / '.sami-lock'} is a symbolic link" in result.reason
+    assert not elsewhere.exists()
+    assert not (target / "current").exists()
+    assert server.requests == {}
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_releases_folder_that_is_a_link_is_refused(
+    server: ArchiveServer, target: Path, tmp_path: Path, dangling: bool
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    if not dangling:
+        elsewhere.mkdir()
+    target.mkdir(parents=True)
+    (target / "releases").symlink_to(elsewhere)
+    url = server.publish("/v1.tar.gz", V1)
+    result, _ = run(a_job(target, url, digest_of(V1)))
+    assert result.outcome is Outcome.FAILED
+    assert f"{target / 'releases'} is a symbolic link" in result.reason
+    assert not elsewhere.exists() or list(elsewhere.iterdir()) == []
+    assert entries(target) == {"releases"}
+    assert server.requests == {}
+
+
 # -- what is refused before anything happens -----------------------------------------------
 
 
