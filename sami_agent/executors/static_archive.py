@@ -36,6 +36,9 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from sami_common.limits import clean_text
 
 DEFAULT_MAX_ARCHIVE_BYTES = 1 << 30  # 1 GiB
 DEFAULT_MAX_UNPACKED_BYTES = 4 << 30  # 4 GiB
@@ -107,6 +110,84 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an http(s) URL, and never from https to http: the
+    standard handler also follows one to ftp, and from https to plain http, where anyone on
+    the path can swap the archive for another (the digest would catch it, but a redirect to
+    ftp or a downgrade is never what a publisher meant)."""
+
+    def http_error_302(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+    ) -> Any:
+        location = headers.get("location") or headers.get("uri")
+        if location is not None:
+            target = urllib.parse.urljoin(req.full_url, location)
+            why = _refused_redirect(req.full_url, target)
+            if why is not None:
+                fp.close()
+                raise ArchiveError(
+                    f"{display_url(req.full_url)} redirects to"
+                    f" {clean_text(display_url(target), 300)}: {why}; publish the archive"
+                    " where it can be downloaded without that redirect"
+                )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _refused_redirect(source: str, target: str) -> str | None:
+    """Why a redirect from `source` to `target` is not followed, or None."""
+    try:
+        scheme = urllib.parse.urlsplit(target).scheme.lower()
+    except ValueError:
+        return "that is not a valid URL"
+    if scheme not in ("http", "https"):
+        return "the agent follows redirects to http(s) URLs only"
+    if scheme == "http" and urllib.parse.urlsplit(source).scheme.lower() == "https":
+        return "the agent does not follow a redirect from https to plain http"
+    return None
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """http(s) only: no file, ftp or data handler to reach, whatever a server answers."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _SafeRedirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def _network_failure(exc: BaseException) -> str:
+    """What went wrong, without the bytes a server sent: a reply that is not HTTP (an SSH
+    banner, a database's greeting, binary noise) is described, never quoted."""
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without replying"
+    if isinstance(exc, http.client.BadStatusLine | http.client.UnknownProtocol):
+        return "the server's reply is not HTTP"
+    if isinstance(exc, http.client.LineTooLong):
+        return "the server's reply has a line longer than HTTP allows"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"the reply ended early ({len(exc.partial)} bytes read)"
+    if isinstance(exc, http.client.HTTPException):
+        return f"the server's reply is not valid HTTP ({type(exc).__name__})"
+    if isinstance(exc, urllib.error.URLError):
+        return clean_text(str(exc.reason), 300)
+    return clean_text(str(exc), 300)
+
+
 def human(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -161,18 +242,18 @@ def download(
     started = time.monotonic()
     deadline.check("before downloading")
     try:
-        response = urllib.request.urlopen(
-            request, timeout=max(1.0, min(io_timeout, deadline.remaining()))
-        )
+        response = _opener().open(request, timeout=max(1.0, min(io_timeout, deadline.remaining())))
     except urllib.error.HTTPError as exc:
+        phrase = clean_text(str(exc.reason), 100)  # the server's words: bounded, cleaned
         raise ArchiveError(
-            f"downloading {shown} failed: HTTP {exc.code} {exc.reason}", retryable=exc.code >= 500
+            f"downloading {shown} failed: HTTP {exc.code} {phrase}", retryable=exc.code >= 500
         ) from exc
     except ValueError as exc:  # http.client.InvalidURL and the like
-        raise ArchiveError(f"could not download {shown}: {exc}") from exc
+        raise ArchiveError(f"could not download {shown}: {clean_text(str(exc), 300)}") from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise ArchiveError(f"could not download {shown}: {reason}", retryable=True) from exc
+        raise ArchiveError(
+            f"could not download {shown}: {_network_failure(exc)}", retryable=True
+        ) from exc
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
@@ -191,7 +272,8 @@ def download(
                     chunk = response.read(CHUNK)
                 except (OSError, http.client.HTTPException) as exc:
                     raise ArchiveError(
-                        f"downloading {shown} failed after {human(done)}: {exc!r}", retryable=True
+                        f"downloading {shown} failed after {human(done)}: {_network_failure(exc)}",
+                        retryable=True,
                     ) from exc
                 if not chunk:
                     break

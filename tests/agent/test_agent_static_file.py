@@ -11,6 +11,7 @@ import http.server
 import io
 import os
 import shutil
+import socket
 import stat
 import tarfile
 import threading
@@ -22,7 +23,7 @@ import pytest
 from agent_fakes import assignment
 
 from sami_agent.executor import ExecutionResult, Job, Outcome
-from sami_agent.executors import static_file
+from sami_agent.executors import static_archive, static_file
 from sami_agent.executors.static_file import StaticFileExecutor
 from sami_agent.jobs import job_from_assignment
 
@@ -73,11 +74,18 @@ class ArchiveServer:
         self.requests: dict[str, int] = {}
         self.fail: dict[str, list[int]] = {}
         self.hide_length: set[str] = set()  # answered without Content-Length
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests[self.path] = server.requests.get(self.path, 0) + 1
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 pending = server.fail.get(self.path)
                 if pending:
                     self.send_error(pending.pop(0))
@@ -511,6 +519,96 @@ def test_http_errors_fail_and_5xx_is_retried(server: ArchiveServer, target: Path
     assert result.outcome is Outcome.SUCCEEDED, report.text()
     assert server.requests["/v1.tar.gz"] == 2
     assert "trying again" in report.text()
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that answers every connection with `reply` (no HTTP) and
+    counts connections."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.reply = reply
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_a_redirect_to_another_scheme_is_not_followed(server: ArchiveServer, target: Path) -> None:
+    ftp = Listener()
+    try:
+        for location in ("file:///etc/passwd", f"ftp://127.0.0.1:{ftp.port}/v1.tar.gz"):
+            server.redirects["/moved.tar.gz"] = location
+            url = server.publish("/moved.tar.gz", V1)
+            result, report = run(a_job(target, url, digest_of(V1)))
+            assert result.outcome is Outcome.FAILED, report.text()
+            assert (
+                f"redirects to {location}: the agent follows redirects to http(s) URLs only"
+                in result.reason
+            )
+            assert "trying again" not in report.text()  # not retried: it cannot get better
+        assert ftp.connections == 0
+        assert not (target / "current").exists()
+    finally:
+        ftp.close()
+
+
+def test_a_redirect_to_another_http_url_is_followed(server: ArchiveServer, target: Path) -> None:
+    final = server.publish("/final.tar.gz", V1)
+    server.redirects["/moved.tar.gz"] = final
+    url = server.publish("/moved.tar.gz", V1)
+    result, report = run(a_job(target, url, digest_of(V1)))
+    assert result.outcome is Outcome.SUCCEEDED, report.text()
+    assert server.requests == {"/moved.tar.gz": 1, "/final.tar.gz": 1}
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "refused"),
+    [
+        ("https://a.example/x", "http://a.example/x", "from https to plain http"),
+        ("HTTPS://a.example/x", "HTTP://cdn.example/x", "from https to plain http"),
+        ("https://a.example/x", "ftp://a.example/x", "http(s) URLs only"),
+        ("http://a.example/x", "file:///etc/passwd", "http(s) URLs only"),
+        ("https://a.example/x", "https://cdn.example/y", None),
+        ("http://a.example/x", "https://a.example/x", None),
+    ],
+)
+def test_which_redirects_are_followed(source: str, target: str, refused: str | None) -> None:
+    why = static_archive._refused_redirect(source, target)
+    assert (why is None) if refused is None else (why is not None and refused in why)
+
+
+def test_a_reply_that_is_not_http_is_described_not_quoted(target: Path) -> None:
+    garbage = Listener(b"SSH-2.0-OpenSSH_9.6 SECRET-BANNER\r\n\x00\x01\x1b[2Jbinary SECRET\n")
+    try:
+        url = f"http://127.0.0.1:{garbage.port}/v1.tar.gz"
+        result, report = run(a_job(target, url, digest_of(V1)))
+    finally:
+        garbage.close()
+    assert result.outcome is Outcome.FAILED
+    assert "the server's reply is not HTTP" in result.reason, result.reason
+    for text in (result.reason, report.text()):
+        assert "SECRET" not in text and "SSH-2.0" not in text and "\x1b" not in text
+    assert garbage.connections == 3  # a network failure: retried, then given up
 
 
 def test_progress_is_reported_with_bytes_and_total(server: ArchiveServer, target: Path) -> None:
