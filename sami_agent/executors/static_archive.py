@@ -269,7 +269,9 @@ def download(
             while True:
                 deadline.check(f"while downloading {shown}")
                 try:
-                    chunk = response.read(CHUNK)
+                    # read1: whatever has arrived, so a trickling server cannot hold one
+                    # read (and the deadline check after it) for long.
+                    chunk = response.read1(CHUNK)
                 except (OSError, http.client.HTTPException) as exc:
                     raise ArchiveError(
                         f"downloading {shown} failed after {human(done)}: {_network_failure(exc)}",

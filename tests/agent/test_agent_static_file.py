@@ -611,6 +611,38 @@ def test_a_reply_that_is_not_http_is_described_not_quoted(target: Path) -> None:
     assert garbage.connections == 3  # a network failure: retried, then given up
 
 
+def test_a_trickling_server_does_not_hold_the_download_past_the_deadline(target: Path) -> None:
+    """One byte every 0.1 s never trips the socket timeout; a read waiting for a whole
+    chunk ignored the deadline until the body was complete (here: 100 s)."""
+    stop = threading.Event()
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.1):
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1.tar.gz"
+    started = time.monotonic()
+    try:
+        result, _ = run(a_job(target, url, digest_of(V1), converge_timeout=1.0))
+    finally:
+        stop.set()
+        sock.close()
+        thread.join(5)
+    assert result.outcome is Outcome.FAILED
+    assert "timed out while downloading" in result.reason, result.reason
+    assert time.monotonic() - started < 3.0
+
+
 def test_progress_is_reported_with_bytes_and_total(server: ArchiveServer, target: Path) -> None:
     data = tar_gz({"big.bin": os.urandom(3 << 20)})  # incompressible: ~3 chunks
     url = server.publish("/big.tar.gz", data)
