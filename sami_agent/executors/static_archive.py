@@ -379,8 +379,8 @@ class _PacedReader:
     def read(self, size: int = -1) -> bytes:
         if size < 0 or size > MAX_HEADER_BYTES:
             raise ArchiveError(
-                f"the archive asked for a read of {human(max(size, 0))} at byte"
-                f" {self._position}, more than the agent reads at once"
+                f"reading the archive at byte {self._position} needs {human(max(size, 0))}"
+                " in one piece, more than the agent reads at once"
                 f" ({human(MAX_HEADER_BYTES)}); {NOTHING_DONE}"
             )
         self._deadline.check("while reading the archive")

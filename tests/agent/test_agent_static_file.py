@@ -4,6 +4,7 @@ hostile archives, cancellation and redelivery."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -549,8 +550,11 @@ class Listener:
                     pass
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
         self.sock.close()
         self.thread.join(5)
+        assert not self.thread.is_alive()
 
 
 def test_a_redirect_to_another_scheme_is_not_followed(server: ArchiveServer, target: Path) -> None:
@@ -636,6 +640,8 @@ def test_a_trickling_server_does_not_hold_the_download_past_the_deadline(target:
         result, _ = run(a_job(target, url, digest_of(V1), converge_timeout=1.0))
     finally:
         stop.set()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
         sock.close()
         thread.join(5)
     assert result.outcome is Outcome.FAILED
