@@ -16,6 +16,7 @@ import structlog
 
 from sami.v1 import agent_pb2
 from sami_agent.executor import ExecutionResult, Job, Outcome
+from sami_common import limits
 
 _OUTCOMES = {
     Outcome.SUCCEEDED: agent_pb2.OUTCOME_SUCCEEDED,
@@ -61,8 +62,11 @@ class Lease:
         )
 
     def add_progress(self, phase: str, message: str) -> agent_pb2.Progress:
-        # Kept as given; sami_agent.outgoing cleans it to the control plane's limits as it
-        # is sent.
+        # sami_agent.outgoing cleans it to the control plane's limits as it is sent; what is
+        # kept for resending is only cut, so a runaway message (a whole compose file) is not
+        # held until the lease ends. One character more than the limit: the cleaned text
+        # is the same, and still shows it was cut.
+        message = message[: limits.MAX_PROGRESS_MESSAGE + 1]
         report = agent_pb2.Progress(
             deployment_id=self.deployment_id,
             lease_id=self.lease_id,
@@ -75,7 +79,7 @@ class Lease:
         return report
 
     def set_result(self, result: ExecutionResult) -> agent_pb2.Result:
-        reason = result.reason
+        reason = result.reason[: limits.MAX_REASON + 1]  # see add_progress
         if result.outcome is Outcome.CANCELLED and not reason:
             reason = self.cancel_reason or "cancelled"
         self.result = agent_pb2.Result(
