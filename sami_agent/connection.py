@@ -31,6 +31,7 @@ from sami_agent.executor import (
 from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
 from sami_agent.leases import Lease
 from sami_agent.metrics import AgentMetrics
+from sami_agent.outgoing import clean
 from sami_agent.pb import agent_pb2, agent_pb2_grpc
 from sami_common import logs
 from sami_common.backoff import Backoff
@@ -229,7 +230,7 @@ class Agent:
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             call = stub.Connect(metadata=self._endpoint.metadata())
-            await call.write(agent_pb2.AgentMessage(hello=self._hello()))
+            await call.write(clean(agent_pb2.AgentMessage(hello=self._hello())))
             first = await asyncio.wait_for(call.read(), self._welcome_timeout)
             if first is grpc.aio.EOF:
                 raise StreamClosed("the control plane closed the stream before its Welcome")
@@ -287,7 +288,8 @@ class Agent:
         while True:
             message = await outbox.get()
             try:
-                await call.write(message)
+                # Every message but Hello leaves here: its free text is cleaned once, here.
+                await call.write(clean(message))
             except asyncio.InvalidStateError:
                 return  # the call finished; the reader reports how
 

@@ -41,7 +41,6 @@ from google.protobuf import timestamp_pb2
 from sami_agent.jobs import run_in_daemon_thread
 from sami_agent.pb import agent_pb2, cron_pb2
 from sami_common import cron, logs
-from sami_common.cron import MAX_MESSAGE
 
 DEFAULT_INTERVAL = 1.0
 # Reports kept for resending until acknowledged; beyond it the oldest are dropped (logged).
@@ -137,12 +136,6 @@ def _timestamp(t: float) -> timestamp_pb2.Timestamp | None:
     out = timestamp_pb2.Timestamp()
     out.FromNanoseconds(int(t * 1e9))
     return out
-
-
-def _clean(text: str) -> str:
-    """Printable text the control plane accepts (no control characters), bounded."""
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
-    return cleaned if len(cleaned) <= MAX_MESSAGE else cleaned[: MAX_MESSAGE - 3] + "..."
 
 
 class CronScheduler:
@@ -278,7 +271,7 @@ class CronScheduler:
             start_time=_timestamp(mark.started_at),
             finish_time=_timestamp(state.finished_at),
             outcome=outcome,
-            message=_clean(state.message),
+            message=state.message,  # cleaned with every message sent (sami_agent.outgoing)
             schedule=job.schedule,
         )
         if state.exit_code is not None:

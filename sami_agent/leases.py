@@ -16,10 +16,7 @@ import structlog
 
 from sami_agent.executor import ExecutionResult, Job, Outcome
 from sami_agent.pb import agent_pb2
-
-# A progress line is for humans reading a CI log; cap it so a runaway message (a whole
-# compose file, a stack trace) cannot bloat the stream and the control plane's event log.
-MAX_PROGRESS_MESSAGE = 4096
+from sami_common import limits
 
 _OUTCOMES = {
     Outcome.SUCCEEDED: agent_pb2.OUTCOME_SUCCEEDED,
@@ -65,8 +62,11 @@ class Lease:
         )
 
     def add_progress(self, phase: str, message: str) -> agent_pb2.Progress:
-        if len(message) > MAX_PROGRESS_MESSAGE:
-            message = message[: MAX_PROGRESS_MESSAGE - 1] + "…"
+        # sami_agent.outgoing cleans it to the control plane's limits as it is sent; what is
+        # kept for resending is only cut, so a runaway message (a whole compose file) is not
+        # held until the lease ends. One character more than the limit: the cleaned text
+        # is the same, and still shows it was cut.
+        message = message[: limits.MAX_PROGRESS_MESSAGE + 1]
         report = agent_pb2.Progress(
             deployment_id=self.deployment_id,
             lease_id=self.lease_id,
@@ -79,7 +79,7 @@ class Lease:
         return report
 
     def set_result(self, result: ExecutionResult) -> agent_pb2.Result:
-        reason = result.reason
+        reason = result.reason[: limits.MAX_REASON + 1]  # see add_progress
         if result.outcome is Outcome.CANCELLED and not reason:
             reason = self.cancel_reason or "cancelled"
         self.result = agent_pb2.Result(

@@ -26,11 +26,7 @@ import datetime
 import math
 from dataclasses import dataclass
 
-__all__ = ["CRON_MACROS", "MAX_MESSAGE", "Schedule", "parse"]
-
-# The longest message of a cron run: the agent cuts a run's message to it and the control
-# plane refuses a longer one, so both sides import it from here.
-MAX_MESSAGE = 4000
+__all__ = ["CRON_MACROS", "Schedule", "parse"]
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")

@@ -31,6 +31,7 @@ Cancelled before the switch: CANCELLED, nothing switched (a complete release sta
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -223,6 +224,7 @@ class _Deployment:
             f"static_file: {plan.shown_url} ({plan.digest}) into {self.target}, keeping"
             f" {plan.keep_releases} release(s)",
         )
+        self._refuse_link(self.releases, "releases")
         os.makedirs(self.releases, mode=0o755, exist_ok=True)
         with self._locked():
             self._remove_leftovers()
@@ -462,7 +464,15 @@ class _Deployment:
     def _locked(self) -> Iterator[None]:
         """Hold an exclusive flock on `<target>/.sami-lock` (other threads and processes of
         this host deploying to the same target wait)."""
-        fd = os.open(os.path.join(self.target, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.path.join(self.target, LOCK_FILE)
+        try:
+            # O_NOFOLLOW: a link planted here would make the agent create or lock a file
+            # elsewhere.
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._refuse_link(lock, "lock file")
+            raise
         try:
             waiting = False
             while True:
@@ -480,6 +490,16 @@ class _Deployment:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    def _refuse_link(self, path: str, what: str) -> None:
+        """Sami writes releases and takes its lock inside the target only: a symbolic link
+        in their place would make it write or remove files elsewhere."""
+        if os.path.islink(path):
+            raise StaticFileError(
+                f"{path} is a symbolic link (to {os.readlink(path)!r}); Sami keeps its"
+                f" {what} inside {self.target} and refuses to follow a link there: remove"
+                " the link; nothing was changed"
+            )
 
     def _remove_leftovers(self) -> None:
         """Temporary files of an interrupted run (we hold the lock: nobody else's)."""

@@ -53,6 +53,48 @@ _MAX_STACK_FILE = 1024 * 1024
 _APPLY_TIMEOUT = 300.0
 
 
+# What the docker CLI may take from the agent's environment: how to reach the engine and
+# the registries (DOCKER_*, proxies, CA bundles, HOME for ~/.docker), where its programs
+# are, the locale. Nothing else: the agent's environment holds its own secrets (SAMI_TOKEN,
+# its TLS key's path), which a `docker` plugin or wrapper must not be handed.
+_CLI_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "XDG_RUNTIME_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
+_CLI_ENV_PREFIXES = ("DOCKER_", "LC_")
+
+
+def docker_cli_env(
+    extra: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment to run the docker CLI with: what it needs of `environ` (the agent's
+    own, by default), then `extra` (the executor's `docker_env`, set by the operator)."""
+    source = os.environ if environ is None else environ
+    env = {
+        name: value
+        for name, value in source.items()
+        if name in _CLI_ENV or name.startswith(_CLI_ENV_PREFIXES)
+    }
+    env.update(extra or {})
+    return env
+
+
 class JobError(Exception):
     """The job cannot be applied as given (nothing was changed)."""
 
@@ -261,7 +303,7 @@ def stack_deploy(
             proc = subprocess.run(
                 argv,
                 cwd=tmp,
-                env={**os.environ, **(env or {})},
+                env=docker_cli_env(env),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,

@@ -7,7 +7,6 @@ services and networks are really gone: `stack rm` returns before Swarm has finis
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -17,7 +16,11 @@ from collections.abc import Mapping
 import docker
 
 from sami_agent.executor import ExecutionResult, Job, Outcome, PreviewStack, ProgressReporter
-from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT, STACK_NAMESPACE_LABEL
+from sami_agent.executors.swarm_apply import (
+    LABEL_DEPLOYMENT,
+    STACK_NAMESPACE_LABEL,
+    docker_cli_env,
+)
 
 PREVIEW_STACK = re.compile(r"pr-([1-9][0-9]{0,9})_([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)")
 REMOVE_TIMEOUT = 120.0
@@ -62,7 +65,7 @@ def teardown(
     try:
         proc = subprocess.run(
             [docker_cli, "stack", "rm", stack],
-            env={**os.environ, **(env or {})},
+            env=docker_cli_env(env),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from sami_common import limits
 from sami_control.core import validation
 from sami_control.core.agents import Agents, principal_of
 from sami_control.core.audit import Audit, Subject, audited
@@ -94,8 +95,8 @@ class AgentReports:
         message: str,
     ) -> None:
         now = self._seen(session)
-        phase = validation.text("progress.phase", phase, limit=64)
-        message = validation.text("progress.message", message, limit=4000)
+        phase = validation.text("progress.phase", phase, limit=limits.MAX_PHASE)
+        message = validation.text("progress.message", message, limit=limits.MAX_PROGRESS_MESSAGE)
         fx = Effects()
         with self.ctx.store.tx() as tx:
             d = self._held(
@@ -123,7 +124,7 @@ class AgentReports:
         reason: str,
     ) -> None:
         now = self._seen(session)
-        reason = validation.text("result.reason", reason, limit=4000)
+        reason = validation.text("result.reason", reason, limit=limits.MAX_REASON)
         try:
             state = OUTCOME_STATE[Outcome(outcome)]
         except ValueError:

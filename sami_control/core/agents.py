@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import structlog
 
+from sami_common import limits
 from sami_control.core import authz, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
@@ -55,10 +56,10 @@ class Agents:
         others are offered again at once)."""
         authz.require(who, Action.AGENT_CONNECT)
         validation.agent_id("hello.agent_id", agent_id)
-        validation.text("hello.version", version, limit=100)
+        validation.text("hello.version", version, limit=limits.MAX_VERSION)
         caps = frozenset(capabilities)
         for c in caps:
-            validation.text("hello.capabilities", c, limit=50)
+            validation.text("hello.capabilities", c, limit=limits.MAX_CAPABILITY)
         now = self.ctx.clock()
         session = AgentSession(
             agent_id=agent_id,

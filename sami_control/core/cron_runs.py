@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from sami_common.cron import MAX_MESSAGE
+from sami_common import limits
 from sami_control.core import authz, paging, validation
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
@@ -92,8 +92,10 @@ class CronRuns:
         scheduled = _time("cron_run.scheduled_time", report.scheduled_for, required=True)
         started = _time("cron_run.start_time", report.started_at, required=False)
         finished = _time("cron_run.finish_time", report.finished_at, required=False)
-        message = validation.text("cron_run.message", report.message, limit=MAX_MESSAGE)
-        schedule = validation.text("cron_run.schedule", report.schedule, limit=200)
+        message = validation.text("cron_run.message", report.message, limit=limits.MAX_CRON_MESSAGE)
+        schedule = validation.text(
+            "cron_run.schedule", report.schedule, limit=limits.MAX_CRON_SCHEDULE
+        )
         with self.ctx.store.tx() as tx:
             d = tx.get_deployment(report.deployment_id)
             if d is None:
