@@ -14,21 +14,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import figures, report, swarm
 from bench import profile as prof
+from bench import report, swarm
 from bench.common import REPO, Row, Skipped, machine_info, raise_fd_limit
+from bench.figures import calls, delivery, idle, lifecycle
+from bench.figures.params import FULL, QUICK, override
+from bench.figures.shared import Ctx
 
 RESULTS = REPO / "bench" / "results"
 
 # name -> (figure number, function, baselines it needs first)
-FIGURES: dict[str, tuple[str, Callable[[figures.Ctx], list[Row]], tuple[str, ...]]] = {
-    "echo": ("1", figures.fig_echo, ()),
-    "create": ("2", figures.fig_create, ("echo",)),
-    "lifecycle": ("3", figures.fig_lifecycle, ("echo",)),
-    "pickup": ("4", figures.fig_pickup, ()),
-    "idle": ("5", figures.fig_idle, ()),
-    "fanout": ("6", figures.fig_fanout, ()),
-    "footprint": ("7", figures.fig_footprint, ()),
+FIGURES: dict[str, tuple[str, Callable[[Ctx], list[Row]], tuple[str, ...]]] = {
+    "echo": ("1", calls.fig_echo, ()),
+    "create": ("2", calls.fig_create, ("echo",)),
+    "lifecycle": ("3", lifecycle.fig_lifecycle, ("echo",)),
+    "pickup": ("4", delivery.fig_pickup, ()),
+    "idle": ("5", idle.fig_idle, ()),
+    "fanout": ("6", delivery.fig_fanout, ()),
+    "footprint": ("7", idle.fig_footprint, ()),
     "swarm": ("8", swarm.fig_swarm, ()),
 }
 
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PARAM=VALUE",
-        help="override a parameter of bench/figures.py's Params (e.g. pickup_agents=900)",
+        help="override a parameter of bench/figures/params.py's Params (e.g. pickup_agents=900)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary data folders")
     p.add_argument("--output", type=Path, help="JSON file (default bench/results/<name>.json)")
@@ -71,9 +74,9 @@ def _say(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     raise_fd_limit()
-    params = figures.QUICK if args.quick else figures.FULL
+    params = QUICK if args.quick else FULL
     try:
-        params = figures.override(params, args.set)
+        params = override(params, args.set)
     except ValueError as exc:
         _parser().error(str(exc))
     wanted = list(FIGURES) if not args.only else list(args.only)
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile and prof.py_spy() is None:
         _say("--profile: py-spy not found (.venv/bin/pip install py-spy); not profiling")
         profile_dir = None
-    ctx = figures.Ctx(params, tmp, profile_dir, _say)
+    ctx = Ctx(params, tmp, profile_dir, _say)
     rows: list[Row] = []
     failures: list[dict[str, Any]] = []
     timings: dict[str, float] = {}

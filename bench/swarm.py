@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.common import PY, Row, Skipped, median, wait_for_text
 from bench.control import CLUSTER, ControlPlane, deployments_repo
-from bench.figures import Ctx
+from bench.figures.shared import Ctx
 
 # Like tests/swarm/test_swarm_executor.py's stack: no published port, a fast health check.
 STACK = """\

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gha
+from .gha_expressions import to_string
 
 EXAMPLES = gha.REPO / "examples" / "github"
 APP = EXAMPLES / "application-repo" / ".github" / "workflows"
@@ -58,7 +59,7 @@ class Scenario:
         """workflow_dispatch inputs: their defaults, then what the scenario gives."""
         on = gha.load_yaml(self.workflow)["on"]
         declared = ((on or {}).get("workflow_dispatch") or {}).get("inputs") or {}
-        values = {k: gha.to_string(v.get("default", "")) for k, v in declared.items()}
+        values = {k: to_string(v.get("default", "")) for k, v in declared.items()}
         return {**values, **self.inputs}
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from sami_client.cli import build_parser
 
-from . import gha, recorder, scenarios
+from . import gha, gha_expressions, recorder, scenarios
 
 ACTION = gha.load_yaml(gha.ACTION_FILE)
 WORKFLOW_FILES = sorted(scenarios.EXAMPLES.rglob("*.y*ml"))
@@ -146,8 +146,8 @@ def test_action_outputs_are_what_the_cli_writes() -> None:
     written = cli_outputs()
     assert {"deployment_id", "digest", "artifact_id", "manifest_revision"} <= written
     for name, spec in ACTION["outputs"].items():
-        (expr,) = gha.embedded(spec["value"])
-        ((*_, step, _, output),) = gha.references(gha.parse(expr))
+        (expr,) = gha_expressions.embedded(spec["value"])
+        ((*_, step, _, output),) = gha_expressions.references(gha_expressions.parse(expr))
         if step == "sami" and output != "exit_code":
             assert output in written, f"output {name}: the CLI never writes {output}"
 
@@ -178,16 +178,18 @@ def test_expressions_parse_and_resolve(path: Path) -> None:
 
     def check(where: str, text: str, steps_before: dict[str, dict[str, Any]], job: str) -> None:
         if "${{" in text or where.endswith(".if"):
-            expressions = gha.embedded(text) or ([text] if where.endswith(".if") else [])
+            expressions = gha_expressions.embedded(text) or (
+                [text] if where.endswith(".if") else []
+            )
         else:
             return
         for expr in expressions:
             try:
-                node = gha.parse(expr)
-            except gha.ExpressionError as err:
+                node = gha_expressions.parse(expr)
+            except gha_expressions.ExpressionError as err:
                 problems.append(f"{where}: {err}")
                 continue
-            for ref in gha.references(node):
+            for ref in gha_expressions.references(node):
                 head = ref[0]
                 if head == "inputs" and len(ref) > 1 and ref[1] not in inputs:
                     problems.append(f"{where}: no input {ref[1]!r}")
