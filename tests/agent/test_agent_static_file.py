@@ -4,204 +4,44 @@ hostile archives, cancellation and redelivery."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
-import hashlib
-import http.server
 import io
 import os
 import shutil
-import socket
 import stat
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from agent_fakes import assignment
+from static_fixtures import (
+    V1,
+    V2,
+    V3,
+    V4,
+    ArchiveServer,
+    Recorder,
+    a_job,
+    current_of,
+    deploy,
+    digest_of,
+    entries,
+    hex_of,
+    member,
+    run,
+    tar_gz,
+)
 
-from sami_agent.executor import ExecutionResult, Job, Outcome
-from sami_agent.executors import static_archive, static_file
+from sami_agent.executor import ExecutionResult, Outcome
+from sami_agent.executors import static_file
 from sami_agent.executors.static_file import StaticFileExecutor
 from sami_agent.jobs import job_from_assignment
 
 pytestmark = pytest.mark.timeout(30)
-
-
-# -- archives and the server ---------------------------------------------------------------
-
-
-def tar_gz(
-    files: dict[str, bytes], extra: Callable[[tarfile.TarFile], None] | None = None
-) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 1_700_000_000
-            tar.addfile(info, io.BytesIO(data))
-        if extra is not None:
-            extra(tar)
-    return buffer.getvalue()
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    info.mode = 0o644
-    return info
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def hex_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class ArchiveServer:
-    """Serves `archives[path]` (HTTP/1.0: the end of the body is the end of the connection);
-    counts requests per path; `fail[path]` holds statuses to answer first (e.g. [503])."""
-
-    def __init__(self) -> None:
-        self.archives: dict[str, bytes] = {}
-        self.requests: dict[str, int] = {}
-        self.fail: dict[str, list[int]] = {}
-        self.hide_length: set[str] = set()  # answered without Content-Length
-        self.redirects: dict[str, str] = {}  # path -> Location of a 302
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests[self.path] = server.requests.get(self.path, 0) + 1
-                if self.path in server.redirects:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirects[self.path])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                pending = server.fail.get(self.path)
-                if pending:
-                    self.send_error(pending.pop(0))
-                    return
-                data = server.archives.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/gzip")
-                if self.path not in server.hide_length:
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
-
-    def publish(self, path: str, data: bytes) -> str:
-        self.archives[path] = data
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server() -> Iterator[ArchiveServer]:
-    s = ArchiveServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def target(tmp_path: Path) -> Path:
-    return tmp_path / "srv" / "www" / "site"
-
-
-class Recorder:
-    def __init__(self, on: Callable[[str, str], None] | None = None) -> None:
-        self.reports: list[tuple[str, str]] = []
-        self.on = on
-
-    def __call__(self, phase: str, message: str) -> None:
-        self.reports.append((phase, message))
-        if self.on is not None:
-            self.on(phase, message)
-
-    def text(self) -> str:
-        return "\n".join(f"{phase}: {message}" for phase, message in self.reports)
-
-
-def a_job(target: Path, url: str, digest: str, **changes: object) -> Job:
-    job = Job(
-        deployment_id="d1",
-        service="docs",
-        environment="production",
-        pull_request=0,
-        deployment_type="static_file",
-        stack_name="production_docs",
-        artifact_name="docs",
-        artifact_ref=url,
-        artifact_digest=digest,
-        attempt=1,
-        converge_timeout=60.0,
-        static_target_dir=str(target),
-        keep_releases=5,
-    )
-    return dataclasses.replace(job, **changes)  # type: ignore[arg-type]
-
-
-def run(
-    job: Job,
-    *,
-    executor: StaticFileExecutor | None = None,
-    cancelled: threading.Event | None = None,
-    report: Recorder | None = None,
-) -> tuple[ExecutionResult, Recorder]:
-    report = report or Recorder()
-    executor = executor or StaticFileExecutor(retry_delay=0)
-    return executor.execute(job, report, cancelled or threading.Event()), report
-
-
-def current_of(target: Path) -> str:
-    return os.readlink(target / "current")
-
-
-def entries(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir()}
-
-
-V1 = tar_gz({"index.html": b"<h1>v1</h1>", "css/site.css": b"body{}"})
-V2 = tar_gz({"index.html": b"<h1>v2</h1>", "js/app.js": b"1"})
-V3 = tar_gz({"index.html": b"<h1>v3</h1>"})
-V4 = tar_gz({"index.html": b"<h1>v4</h1>"})
-
-
-def deploy(server: ArchiveServer, target: Path, data: bytes, **changes: object) -> ExecutionResult:
-    url = server.publish(f"/{hex_of(data)[:8]}.tar.gz", data)
-    result, report = run(a_job(target, url, digest_of(data), **changes))
-    assert result.outcome is Outcome.SUCCEEDED, report.text()
-    return result
 
 
 # -- deploy, switch, rollback --------------------------------------------------------------
@@ -504,149 +344,6 @@ def test_a_failure_after_the_switch_switches_back(
     assert "No space left on device" in result.reason and "back" in result.reason
     assert current_of(target) == f"releases/{hex_of(V1)}"
     assert (target / ".sami-previous").exists() is False
-
-
-def test_http_errors_fail_and_5xx_is_retried(server: ArchiveServer, target: Path) -> None:
-    missing = server.publish("/missing.tar.gz", V1)
-    del server.archives["/missing.tar.gz"]
-    result, _ = run(a_job(target, missing, digest_of(V1)))
-    assert result.outcome is Outcome.FAILED
-    assert "HTTP 404" in result.reason
-    assert server.requests["/missing.tar.gz"] == 1  # a 404 is not retried
-
-    url = server.publish("/v1.tar.gz", V1)
-    server.fail["/v1.tar.gz"] = [503]
-    result, report = run(a_job(target, url, digest_of(V1)))
-    assert result.outcome is Outcome.SUCCEEDED, report.text()
-    assert server.requests["/v1.tar.gz"] == 2
-    assert "trying again" in report.text()
-
-
-class Listener:
-    """A TCP server on 127.0.0.1 that answers every connection with `reply` (no HTTP) and
-    counts connections."""
-
-    def __init__(self, reply: bytes = b"") -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.reply = reply
-        self.connections = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed
-            self.connections += 1
-            with conn:
-                conn.settimeout(2)
-                try:
-                    conn.recv(65536)
-                    conn.sendall(self.reply)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
-        self.sock.close()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
-
-
-def test_a_redirect_to_another_scheme_is_not_followed(server: ArchiveServer, target: Path) -> None:
-    ftp = Listener()
-    try:
-        for location in ("file:///etc/passwd", f"ftp://127.0.0.1:{ftp.port}/v1.tar.gz"):
-            server.redirects["/moved.tar.gz"] = location
-            url = server.publish("/moved.tar.gz", V1)
-            result, report = run(a_job(target, url, digest_of(V1)))
-            assert result.outcome is Outcome.FAILED, report.text()
-            assert (
-                f"redirects to {location}: the agent follows redirects to http(s) URLs only"
-                in result.reason
-            )
-            assert "trying again" not in report.text()  # not retried: it cannot get better
-        assert ftp.connections == 0
-        assert not (target / "current").exists()
-    finally:
-        ftp.close()
-
-
-def test_a_redirect_to_another_http_url_is_followed(server: ArchiveServer, target: Path) -> None:
-    final = server.publish("/final.tar.gz", V1)
-    server.redirects["/moved.tar.gz"] = final
-    url = server.publish("/moved.tar.gz", V1)
-    result, report = run(a_job(target, url, digest_of(V1)))
-    assert result.outcome is Outcome.SUCCEEDED, report.text()
-    assert server.requests == {"/moved.tar.gz": 1, "/final.tar.gz": 1}
-
-
-@pytest.mark.parametrize(
-    ("source", "target", "refused"),
-    [
-        ("https://a.example/x", "http://a.example/x", "from https to plain http"),
-        ("HTTPS://a.example/x", "HTTP://cdn.example/x", "from https to plain http"),
-        ("https://a.example/x", "ftp://a.example/x", "http(s) URLs only"),
-        ("http://a.example/x", "file:///etc/passwd", "http(s) URLs only"),
-        ("https://a.example/x", "https://cdn.example/y", None),
-        ("http://a.example/x", "https://a.example/x", None),
-    ],
-)
-def test_which_redirects_are_followed(source: str, target: str, refused: str | None) -> None:
-    why = static_archive._refused_redirect(source, target)
-    assert (why is None) if refused is None else (why is not None and refused in why)
-
-
-def test_a_reply_that_is_not_http_is_described_not_quoted(target: Path) -> None:
-    garbage = Listener(b"SSH-2.0-OpenSSH_9.6 SECRET-BANNER\r\n\x00\x01\x1b[2Jbinary SECRET\n")
-    try:
-        url = f"http://127.0.0.1:{garbage.port}/v1.tar.gz"
-        result, report = run(a_job(target, url, digest_of(V1)))
-    finally:
-        garbage.close()
-    assert result.outcome is Outcome.FAILED
-    assert "the server's reply is not HTTP" in result.reason, result.reason
-    for text in (result.reason, report.text()):
-        assert "SECRET" not in text and "SSH-2.0" not in text and "\x1b" not in text
-    assert garbage.connections == 3  # a network failure: retried, then given up
-
-
-def test_a_trickling_server_does_not_hold_the_download_past_the_deadline(target: Path) -> None:
-    """One byte every 0.1 s never trips the socket timeout; a read waiting for a whole
-    chunk ignored the deadline until the body was complete (here: 100 s)."""
-    stop = threading.Event()
-    sock = socket.create_server(("127.0.0.1", 0))
-
-    def trickle() -> None:
-        conn, _ = sock.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n")
-            while not stop.wait(0.1):
-                try:
-                    conn.sendall(b"x")
-                except OSError:
-                    return
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1.tar.gz"
-    started = time.monotonic()
-    try:
-        result, _ = run(a_job(target, url, digest_of(V1), converge_timeout=1.0))
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-        thread.join(5)
-    assert result.outcome is Outcome.FAILED
-    assert "timed out while downloading" in result.reason, result.reason
-    assert time.monotonic() - started < 3.0
 
 
 def test_progress_is_reported_with_bytes_and_total(server: ArchiveServer, target: Path) -> None:
