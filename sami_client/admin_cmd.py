@@ -21,18 +21,16 @@ import datetime
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from sami.v1 import admin_pb2, admin_pb2_grpc
 from sami_client import argtypes, render
+from sami_client.context import Context
 from sami_client.errors import ExitCode, SamiError
 from sami_common.dial import Endpoint, TLSFileError
-
-if TYPE_CHECKING:
-    from sami_client.cli import Context
 
 CALL_TIMEOUT = 30.0
 _DURATION = re.compile(r"(\d+)([smhdw])")

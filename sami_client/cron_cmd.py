@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from sami.v1 import cron_pb2
 from sami_client import argtypes, render
+from sami_client.context import Context
 from sami_client.errors import ExitCode
-
-if TYPE_CHECKING:
-    from sami_client.cli import Context
 
 DEFAULT_LIMIT = 20
 

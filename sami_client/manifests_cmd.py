@@ -1,7 +1,7 @@
 """`sami manifests ...`: work with a deployments repo checkout and its synced revisions.
 
 `register(subparsers)` adds the `manifests` command group to the `sami` CLI (which always
-has it); `main(argv)` runs the CLI on its own (`python -m sami_client.manifests_cmd
+has it); `main(argv)` runs the group on its own (`python -m sami_client.manifests_cmd
 manifests lint DIR`).
 
     sami manifests lint DIR [--output text|json]
@@ -41,10 +41,10 @@ import grpc
 
 from sami_client import argtypes, github_actions, render
 from sami_client.client import SamiClient
+from sami_client.context import CommandParser, Context, execute
 from sami_client.errors import ExitCode, SamiError
 
 if TYPE_CHECKING:
-    from sami_client.cli import Context
     from sami_control.manifests import Problem, ResolvedManifest, ScanResult
 
 EXIT_OK = 0
@@ -373,17 +373,15 @@ def resolve_revision_name(client: SamiClient, name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The sami CLI's parser (which includes `manifests`)."""
-    from sami_client import cli  # cli imports this module.
-
-    return cli.build_parser()
+    """A `sami` parser with only the `manifests` group (the full CLI is `sami_client.cli`)."""
+    parser = CommandParser(prog="sami", description="Work with a deployments repo.")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sami_client import cli  # cli imports this module.
-
     args = build_parser().parse_args(argv)
-    return cli.run(args)
+    return execute(args)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,14 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sami.v1 import deployment_pb2
 from sami_client import argtypes, history, render
 from sami_client.client import DEFAULT_PAGE_SIZE, SamiClient
+from sami_client.context import Context
 from sami_client.errors import ExitCode, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT
-
-if TYPE_CHECKING:
-    from sami_client.cli import Context
 
 PREVIEWS = "pull_request"
 _DEFAULT_LIMIT = 50
