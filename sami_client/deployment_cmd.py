@@ -19,6 +19,7 @@ from sami_client import argtypes, render
 from sami_client.context import DEFAULT_LIST_LIMIT, Context, Subparsers
 from sami_client.errors import ExitCode, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT, wait_timeout
+from sami_common.durations import format_seconds
 
 
 def _state(text: str) -> int:
@@ -55,9 +56,10 @@ def register(commands: Subparsers) -> None:
     p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
     p.add_argument(
         "--timeout",
-        type=argtypes.seconds,
-        help="with --wait: give up after S seconds, exit 3 "
-        f"(default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
+        type=argtypes.duration,
+        metavar="DURATION",
+        help="with --wait: give up after this long, exit 3: 90, 90s, 15m, 1h30m "
+        f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
     )
     p.set_defaults(run=run_deploy)
 
@@ -65,8 +67,10 @@ def register(commands: Subparsers) -> None:
     p.add_argument("id")
     p.add_argument(
         "--timeout",
-        type=argtypes.seconds,
-        help=f"give up after S seconds, exit 3 (default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
+        type=argtypes.duration,
+        metavar="DURATION",
+        help="give up after this long, exit 3: 90, 90s, 15m, 1h30m "
+        f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
     )
     p.set_defaults(run=run_watch)
 

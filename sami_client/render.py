@@ -418,7 +418,7 @@ def _advice(err: SamiError, addr: str, token_set: bool) -> str:
         return (
             f"{unreachable}the deployment goes on without this client: follow it with "
             f"`sami watch {err.deployment}`, stop it with `sami cancel {err.deployment}`, "
-            "or wait longer with --timeout SECONDS"
+            "or wait longer with --timeout DURATION (e.g. 1h)"
         )
     if code == grpc.StatusCode.UNAVAILABLE:
         return (
