@@ -30,10 +30,12 @@ from sami_client import (
     admin_cmd,
     artifact_cmd,
     cluster_cmd,
+    completion_cmd,
     cron_cmd,
     deployment_cmd,
     manifests_cmd,
     release_cmd,
+    version_cmd,
 )
 from sami_client.context import CommandParser, Context, Subparsers, execute
 from sami_client.errors import ExitCode
@@ -52,6 +54,8 @@ _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
     manifests_cmd.register,
     admin_cmd.register,
     cron_cmd.register,
+    version_cmd.register,
+    completion_cmd.register,
 )
 
 
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(manifests lint/sync: the manifests have errors); 2 request rejected; "
         "3 sami-control unreachable or unauthenticated, or wait timed out",
     )
+    version_cmd.add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in (*_GROUPS, *EXTRA_COMMANDS):
         register(commands)
