@@ -112,7 +112,7 @@ def _client(ctx: Context) -> Iterator[AdminClient]:
 
 
 def role_name(role: int) -> str:
-    return admin_pb2.TokenRole.Name(role).removeprefix("TOKEN_ROLE_").lower()
+    return render.enum_name(admin_pb2.TokenRole.DESCRIPTOR, role)
 
 
 def scope(t: admin_pb2.Token) -> str:

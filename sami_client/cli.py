@@ -4,7 +4,8 @@ Exit status: 0 success (for a wait: the deployment SUCCEEDED); 1 the deployment 
 ROLLED_BACK, CANCELLED or SUPERSEDED (for `manifests lint` and `manifests sync`: the
 manifests have errors); 2 the request was rejected (bad input or usage, no
 permission, unknown name); 3 sami-control could not be reached or authenticated, or the wait
-timed out (the outcome is unknown).
+timed out (the outcome is unknown); 141 stdout was closed under it (`sami history ... | head`),
+as for a process killed by SIGPIPE.
 
 This module only builds the parser from the command groups (one `*_cmd.py` module each; what
 they share is in `sami_client.context`) and dispatches to them.
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Register artifacts and deploy them with sami-control.",
         epilog="exit status: 0 ok; 1 deployment failed, rolled back, cancelled or superseded "
         "(manifests lint/sync: the manifests have errors); 2 request rejected; "
-        "3 sami-control unreachable or unauthenticated, or wait timed out",
+        "3 sami-control unreachable or unauthenticated, or wait timed out; 141 stdout closed "
+        "(a pipe's reader went away)",
     )
     version_cmd.add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

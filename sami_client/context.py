@@ -27,6 +27,9 @@ Handler = Callable[[argparse.Namespace, "Context"], int]
 PlainHandler = Callable[[argparse.Namespace], int]
 
 DEFAULT_LIST_LIMIT = 50
+# The exit status of a command whose stdout was closed under it: 128 + SIGPIPE, as a shell
+# reports a process that SIGPIPE killed.
+CLOSED_PIPE = 128 + 13
 
 
 @dataclass
@@ -146,10 +149,12 @@ def execute(args: argparse.Namespace) -> int:
         console.error(f"error: {err}")
         return int(ExitCode.REJECTED)
     except BrokenPipeError:
-        # The reader went away (`sami list | head`): stop quietly, and keep Python from
-        # failing again when it flushes stdout at exit.
+        # The reader went away (`sami history ... | head`): stop quietly, keep Python from
+        # failing again when it flushes stdout at exit, and exit as a process killed by
+        # SIGPIPE does. Not 0: a `deploy --wait` cut short did not see its outcome; not 3:
+        # sami-control was reachable.
         _silence_stdout()
-        return int(ExitCode.UNREACHABLE)
+        return CLOSED_PIPE
     except KeyboardInterrupt:
         console.error("interrupted; a deployment already requested goes on (`sami watch ID`)")
         return 130

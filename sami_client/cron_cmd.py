@@ -27,7 +27,7 @@ DEFAULT_LIMIT = 20
 
 
 def outcome_name(outcome: int) -> str:
-    return cron_pb2.CronRunOutcome.Name(outcome).removeprefix("CRON_RUN_OUTCOME_")
+    return render.enum_name(cron_pb2.CronRunOutcome.DESCRIPTOR, outcome)
 
 
 def _utc(ts: timestamp_pb2.Timestamp) -> str:

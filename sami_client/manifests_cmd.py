@@ -27,7 +27,6 @@ show the synced revisions, most recently synced first, and one revision's manife
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -81,8 +80,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     lint_parser.add_argument("dir", metavar="DIR", help="root of the deployments repo")
-    # The sami CLI's parser class already gives every command -o/--output.
-    with contextlib.suppress(argparse.ArgumentError):
+    # The sami CLI's parser class already gives every command -o/--output, which must stay
+    # as it is: replacing it (default "text") would undo `sami -o json manifests lint DIR`.
+    if "--output" not in lint_parser._option_string_actions:
         lint_parser.add_argument(
             "-o",
             "--output",
