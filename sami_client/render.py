@@ -504,6 +504,9 @@ def _advice(err: SamiError, addr: str, token_set: bool) -> str:
             "`sami manifests list` show what exists"
         )
     if code == grpc.StatusCode.ALREADY_EXISTS:
+        if "request_id" not in err.message:
+            # A cluster or an artifact that exists: the server's message names it.
+            return ""
         return (
             "that --request-id was already used for a different request: repeat the original "
             "request exactly, or use a new --request-id"
