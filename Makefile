@@ -23,7 +23,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
-	.venv/bin/pip install --quiet -e '.[dev]'
+	.venv/bin/pip install --quiet -e '.[control,agent,dev]'
 	touch $@
 
 proto: venv
