@@ -15,6 +15,7 @@ from google.protobuf import descriptor, json_format, message, timestamp_pb2
 
 from sami.v1 import artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
 from sami_client.errors import SamiError, WatchTimeout
+from sami_common.durations import format_seconds
 
 # Wide enough for IN_PROGRESS and ROLLED_BACK, so messages line up in the CI log.
 _STATE_WIDTH = 11
@@ -269,6 +270,79 @@ def _reason_status(d: deployment_pb2.Deployment) -> str:
     if d.status_message and d.state != deployment_pb2.SUCCEEDED:
         parts.append(f"[{d.status_message}]" if parts else d.status_message)
     return " ".join(parts) or "-"
+
+
+_OUTCOME_MARK = {
+    deployment_pb2.SUCCEEDED: "✅",
+    deployment_pb2.FAILED: "❌",
+    deployment_pb2.ROLLED_BACK: "↩️",
+    deployment_pb2.CANCELLED: "⏹️",
+    deployment_pb2.SUPERSEDED: "⏭️",
+}
+
+
+def step_summary(d: deployment_pb2.Deployment, outcome: str = "") -> str:
+    """The markdown block `sami` adds to a GitHub Actions run's summary about deployment `d`:
+    what went where, how it ended (`outcome` overrides it, e.g. for a wait that timed out),
+    how long it took, and links to the commit and the run that built the artifact."""
+    cell = _markdown_cell
+    if not outcome:
+        mark = _OUTCOME_MARK.get(d.state, "⏳")
+        outcome = f"{mark} {state_name(d.state)}"
+        if d.status_message:
+            outcome += f": {d.status_message}"
+    environment = d.environment + (f" (pull request #{d.pull_request})" if d.pull_request else "")
+    rows = [
+        ("service", f"`{cell(d.service)}`"),
+        ("environment", cell(environment)),
+        ("action", action_name(d)),
+        (
+            "artifact",
+            f"`{cell(d.artifact.ref or d.artifact.artifact_name)}`"
+            if d.artifact.ref or d.artifact.artifact_name
+            else "",
+        ),
+        ("digest", f"`{cell(d.artifact.digest)}`" if d.artifact.digest else ""),
+        ("outcome", cell(outcome)),
+        ("deployment", f"`{cell(d.id)}` (`sami get {cell(d.id)}`)"),
+        ("cluster", cell(d.cluster)),
+        ("duration", _took(d)),
+        ("commit", _commit_link(d.artifact.provenance)),
+        (
+            "built by",
+            f"[CI run]({d.artifact.provenance.ci_run_url})"
+            if _is_url(d.artifact.provenance.ci_run_url)
+            else "",
+        ),
+    ]
+    lines = [f"### Sami: {cell(what(d))}", "", "| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in rows if value]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(text: str) -> str:
+    # One line, `|` escaped: a value cannot break the table.
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _took(d: deployment_pb2.Deployment) -> str:
+    if not d.HasField("create_time") or not d.HasField("finish_time"):
+        return ""
+    seconds = d.finish_time.ToSeconds() - d.create_time.ToSeconds()
+    return format_seconds(seconds) if seconds > 0 else "0s"
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("https://", "http://"))
+
+
+def _commit_link(p: artifact_pb2.Provenance) -> str:
+    if not p.git_commit:
+        return ""
+    short_sha = _markdown_cell(p.git_commit[:12])
+    if _is_url(p.git_repo):
+        return f"[{short_sha}]({p.git_repo.rstrip('/')}/commit/{p.git_commit})"
+    return f"`{short_sha}`"
 
 
 # Artifacts, clusters, agents
