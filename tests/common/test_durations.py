@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from sami_common.durations import DurationError, format_seconds, parse_seconds
@@ -45,3 +48,22 @@ def test_refused_with_the_value_and_examples(text: str) -> None:
 def test_format_round_trips(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
     assert parse_seconds(text) == seconds
+
+
+def test_sami_control_expires_in_reads_the_same_grammar(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sami_control import offline
+
+    def create(expires_in: str) -> subprocess.CompletedProcess[str]:
+        argv = ["token", "create", "--role", "admin", "--data", str(tmp_path)]
+        return subprocess.run(
+            [sys.executable, "-m", "sami_control", *argv, "--expires-in", expires_in],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert create("1d2h").returncode == 0
+    (token,) = offline.list_tokens(tmp_path)
+    assert token.expires_at - token.created_at == pytest.approx(93600, abs=2)
+    refused = create("1d2x")
+    assert refused.returncode == 2 and "'1d2x' is not a duration" in refused.stderr
