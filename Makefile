@@ -3,16 +3,18 @@ PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 PROTOS := $(wildcard proto/sami/v1/*.proto)
 
-.PHONY: help venv engine proto proto-check lint test check run bench bench-quick soak clean
+.PHONY: help venv engine proto proto-check completion completion-check lint test check run bench bench-quick soak clean
 
 help:
 	@echo "make venv        create .venv with Sami and its dev tools"
 	@echo "make proto       regenerate sami/v1 from proto/ (committed; never edit by hand)"
 	@echo "make proto-check fail if the committed generated code is stale"
+	@echo "make completion  regenerate the shell completion of sami (committed, like proto)"
+	@echo "make completion-check fail if the committed completion scripts are stale"
 	@echo "make lint        ruff + mypy"
 	@echo "make engine      install docker.io, docker-registry, busybox-static (as root)"
 	@echo "make test        the test suite (installs the engine packages first)"
-	@echo "make check       proto-check + lint + test (what CI runs)"
+	@echo "make check       proto-check + completion-check + lint + test (what CI runs)"
 	@echo "make run         control plane + dry-run agent + a demo deployment"
 	@echo "make bench       benchmarks (numbers, not assertions); make bench-quick: < 1 min"
 	@echo "make soak        the kill -9 fault test with 100 cycles"
@@ -21,7 +23,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
-	.venv/bin/pip install --quiet -e '.[dev]'
+	.venv/bin/pip install --quiet -e '.[control,agent,dev]'
 	touch $@
 
 proto: venv
@@ -33,6 +35,12 @@ proto: venv
 proto-check: proto
 	@git diff --exit-code --stat -- sami/ || { echo "generated code in sami/ is stale: run 'make proto' and commit the result"; exit 1; }
 	@test -z "$$(git status --porcelain -- sami/)" || { echo "untracked generated files in sami/: run 'make proto' and commit them"; exit 1; }
+
+completion: venv
+	$(PY) scripts/completion.py
+
+completion-check: venv
+	$(PY) scripts/completion.py --check
 
 lint: venv
 	$(PY) -m ruff check .
@@ -47,7 +55,7 @@ engine:
 test: venv engine
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-check: proto-check lint test
+check: proto-check completion-check lint test
 
 run: venv
 	$(PY) scripts/demo.py $(DEMO_ARGS)

@@ -45,6 +45,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             " the local Docker Swarm. The agent token comes from SAMI_TOKEN or --token-file."
         ),
     )
+    from sami_common.version import VERSION  # Here, to leave the import block alone.
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.add_argument(
         "--control",
         metavar="HOST:PORT",

@@ -4,7 +4,7 @@
                       [--expires-in 90d]
     sami token list [--all]
     sami token revoke ID
-    sami audit [--since 1h|2026-01-31T12:00] [--service S] [--limit N]
+    sami audit [--since 1d2h|2026-01-31T12:00] [--service S] [--limit N]
 
 `token create` prints what it made on stderr and the token itself, once, as the last line of
 stdout (with --output json: `{"token": {...}, "secret": "sami_..."}`); only its hash is stored.
@@ -18,58 +18,26 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from sami_client import argtypes, render
+from sami_client.context import Context
 from sami_client.errors import ExitCode, SamiError
 from sami_client.pb import admin_pb2, admin_pb2_grpc
 from sami_common.dial import Endpoint, TLSFileError
 
-if TYPE_CHECKING:
-    from sami_client.cli import Context
-
 CALL_TIMEOUT = 30.0
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 ROLES = {
     "admin": admin_pb2.TOKEN_ROLE_ADMIN,
     "agent": admin_pb2.TOKEN_ROLE_AGENT,
     "deployer": admin_pb2.TOKEN_ROLE_DEPLOYER,
     "reader": admin_pb2.TOKEN_ROLE_READER,
 }
-
-
-def duration(text: str) -> float:
-    """`90d`, `12h`, `30m`, `45s`, `2w`, or plain seconds."""
-    text = text.strip()
-    if text.isdigit():
-        return float(text)
-    m = _DURATION.fullmatch(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90d, 12h, 30m")
-    return float(int(m.group(1)) * _UNITS[m.group(2)])
-
-
-def since(text: str, now: datetime.datetime | None = None) -> datetime.datetime:
-    """`1h` (that long ago) or an ISO 8601 time (UTC unless it says otherwise)."""
-    now = now or datetime.datetime.now(datetime.UTC)
-    try:
-        return now - datetime.timedelta(seconds=duration(text))
-    except argparse.ArgumentTypeError:
-        pass
-    try:
-        when = datetime.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a duration (1h, 2d) nor an ISO time (2026-01-31T12:00)"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
 class AdminClient:
@@ -144,7 +112,7 @@ def _client(ctx: Context) -> Iterator[AdminClient]:
 
 
 def role_name(role: int) -> str:
-    return admin_pb2.TokenRole.Name(role).removeprefix("TOKEN_ROLE_").lower()
+    return render.enum_name(admin_pb2.TokenRole.DESCRIPTOR, role)
 
 
 def scope(t: admin_pb2.Token) -> str:
@@ -280,7 +248,11 @@ def register(subparsers: Any) -> None:
         help="deployer tokens: an environment it may deploy to (repeatable; default any)",
     )
     p.add_argument(
-        "--expires-in", type=duration, default=None, help="e.g. 90d, 12h (default: never)"
+        "--expires-in",
+        type=argtypes.duration,
+        default=None,
+        metavar="DURATION",
+        help="e.g. 90d, 12h, 1d12h (default: never)",
     )
     p.set_defaults(run=_token_create)
 
@@ -302,9 +274,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--since",
-        type=since,
+        type=argtypes.since,
         default=None,
-        help="only entries from then on: a duration ago (1h, 7d) or an ISO time",
+        metavar="WHEN",
+        help="only entries from then on: a duration ago (1h, 1d2h) or an ISO time",
     )
     p.add_argument("--service", default="", help="only entries about this service")
     p.add_argument(

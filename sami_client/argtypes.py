@@ -5,9 +5,12 @@ command applies its `--limit` (`page_size`, `take`)."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 from collections.abc import Iterable
 from typing import TypeVar
+
+from sami_common import durations
 
 T = TypeVar("T")
 
@@ -23,15 +26,30 @@ def limit(text: str) -> int:
     return value
 
 
-def seconds(text: str) -> float:
-    """`--timeout S`: seconds; 0 means no limit."""
+def duration(text: str) -> float:
+    """`--timeout 15m`, `--expires-in 90d`: a duration in seconds (sami_common.durations:
+    `90`, `90s`, `15m`, `1h30m`, `1d2h`); 0 means no limit."""
     try:
-        value = float(text)
+        return durations.parse_seconds(text)
+    except durations.DurationError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def since(text: str, now: datetime.datetime | None = None) -> datetime.datetime:
+    """`--since 1d2h` (that long ago) or an ISO 8601 time (UTC unless it says otherwise)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    try:
+        return now - datetime.timedelta(seconds=durations.parse_seconds(text))
+    except durations.DurationError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration ago ({durations.EXAMPLES}) nor an ISO time "
+            "(2026-01-31T12:00)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
 def page_size(limit: int) -> int:

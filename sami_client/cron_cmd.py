@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from sami_client import argtypes, render
+from sami_client.context import Context
 from sami_client.errors import ExitCode
 from sami_client.pb import cron_pb2
-
-if TYPE_CHECKING:
-    from sami_client.cli import Context
 
 DEFAULT_LIMIT = 20
 
 
 def outcome_name(outcome: int) -> str:
-    return cron_pb2.CronRunOutcome.Name(outcome).removeprefix("CRON_RUN_OUTCOME_")
+    return render.enum_name(cron_pb2.CronRunOutcome.DESCRIPTOR, outcome)
 
 
 def _utc(ts: timestamp_pb2.Timestamp) -> str:

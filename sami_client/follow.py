@@ -10,7 +10,7 @@ from typing import TextIO
 
 from sami_client import github_actions, render
 from sami_client.client import TERMINAL_STATES, ReconnectCallback, SamiClient
-from sami_client.errors import ExitCode, SamiError
+from sami_client.errors import ExitCode, SamiError, WatchTimeout
 from sami_client.pb import deployment_pb2
 
 DEFAULT_WAIT_TIMEOUT = 30 * 60.0
@@ -57,14 +57,40 @@ class Follower:
         Raises SamiError when the wait cannot finish (rejected, unreachable, timed out).
         `write_outputs`: record the deployment in $GITHUB_OUTPUT as soon as it is known."""
         started = time.monotonic()
-        snapshot: deployment_pb2.Deployment | None = None
+        seen: list[deployment_pb2.Deployment] = []
+        try:
+            snapshot, terminal = self._stream(deployment_id, timeout, write_outputs, seen)
+        except WatchTimeout as err:
+            if seen:
+                self._summary(seen[-1], f"⏱️ not known: {err.message}; `sami watch {deployment_id}`")
+            raise
+        final = self._outcome(snapshot, terminal, started, timeout)
+        if self._json:
+            self._console.print(render.to_json({"deployment": render.to_dict(final)}))
+        else:
+            self._console.print(render.outcome_line(final))
+        if self._github and final.state != deployment_pb2.SUCCEEDED:
+            github_actions.error(self._annotation_stream(), render.outcome_line(final))
+        self._summary(final)
+        return outcome_exit_code(final.state)
+
+    def _stream(
+        self,
+        deployment_id: str,
+        timeout: float | None,
+        write_outputs: bool,
+        seen: list[deployment_pb2.Deployment],
+    ) -> tuple[deployment_pb2.Deployment, deployment_pb2.DeploymentEvent | None]:
+        """Print the deployment's events until it ends; returns the deployment as the watch
+        began and the terminal event, if the watch saw it. Appends each snapshot to `seen`,
+        which the caller still has when the wait fails."""
         terminal: deployment_pb2.DeploymentEvent | None = None
         with self._group(f"sami: deployment {deployment_id}"):
             for item in self._client.watch(
                 deployment_id, timeout=timeout, on_reconnect=self._on_reconnect(deployment_id)
             ):
                 if isinstance(item, deployment_pb2.Deployment):
-                    snapshot = item
+                    seen.append(item)
                     if write_outputs:
                         self.write_outputs(item)
                     if not self._json:
@@ -76,15 +102,8 @@ class Follower:
                     self._console.print(render.to_json({"event": render.to_dict(item)}))
                 else:
                     self._console.print(render.event_line(item))
-        assert snapshot is not None, "a watch yields the deployment before anything else"
-        final = self._outcome(snapshot, terminal, started, timeout)
-        if self._json:
-            self._console.print(render.to_json({"deployment": render.to_dict(final)}))
-        else:
-            self._console.print(render.outcome_line(final))
-        if self._github and final.state != deployment_pb2.SUCCEEDED:
-            github_actions.error(self._annotation_stream(), render.outcome_line(final))
-        return outcome_exit_code(final.state)
+        assert seen, "a watch yields the deployment before anything else"
+        return seen[-1], terminal
 
     def started(
         self, deployment: deployment_pb2.Deployment, *, wait: bool, timeout: float | None
@@ -97,6 +116,11 @@ class Follower:
         self.write_outputs(deployment)
         if wait:
             return self.follow(deployment.id, wait_timeout(timeout), write_outputs=False)
+        self._summary(
+            deployment,
+            f"⏳ {render.state_name(deployment.state)}, not waited for: "
+            f"`sami watch {deployment.id}` follows it",
+        )
         if self._json:
             self._console.print(render.to_json(deployment))
         else:
@@ -106,6 +130,11 @@ class Follower:
             )
             self._console.print(deployment.id)
         return int(ExitCode.SUCCEEDED)
+
+    def _summary(self, deployment: deployment_pb2.Deployment, outcome: str = "") -> None:
+        """Under GitHub Actions, a block about the deployment on the run's summary page."""
+        if self._github:
+            github_actions.write_summary(self._env, render.step_summary(deployment, outcome))
 
     def write_outputs(self, deployment: deployment_pb2.Deployment) -> None:
         if self._github:

@@ -83,3 +83,12 @@ def default_provenance(env: Mapping[str, str]) -> artifact_pb2.Provenance:
         if run_id:
             provenance.ci_run_url = f"{server}/{repository}/actions/runs/{run_id}"
     return provenance
+
+
+def write_summary(env: Mapping[str, str], markdown: str) -> None:
+    """Append a markdown block to $GITHUB_STEP_SUMMARY, shown on the run's summary page."""
+    path = env.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(markdown.rstrip("\n") + "\n\n")

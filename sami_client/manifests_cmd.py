@@ -1,7 +1,7 @@
 """`sami manifests ...`: work with a deployments repo checkout and its synced revisions.
 
 `register(subparsers)` adds the `manifests` command group to the `sami` CLI (which always
-has it); `main(argv)` runs the CLI on its own (`python -m sami_client.manifests_cmd
+has it); `main(argv)` runs the group on its own (`python -m sami_client.manifests_cmd
 manifests lint DIR`).
 
     sami manifests lint DIR [--output text|json]
@@ -27,7 +27,6 @@ show the synced revisions, most recently synced first, and one revision's manife
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -41,10 +40,10 @@ import grpc
 
 from sami_client import argtypes, github_actions, render
 from sami_client.client import SamiClient
+from sami_client.context import CommandParser, Context, execute
 from sami_client.errors import ExitCode, SamiError
 
 if TYPE_CHECKING:
-    from sami_client.cli import Context
     from sami_manifests import Problem, ResolvedManifest, ScanResult
 
 EXIT_OK = 0
@@ -81,8 +80,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     lint_parser.add_argument("dir", metavar="DIR", help="root of the deployments repo")
-    # The sami CLI's parser class already gives every command -o/--output.
-    with contextlib.suppress(argparse.ArgumentError):
+    # The sami CLI's parser class already gives every command -o/--output, which must stay
+    # as it is: replacing it (default "text") would undo `sami -o json manifests lint DIR`.
+    if "--output" not in lint_parser._option_string_actions:
         lint_parser.add_argument(
             "-o",
             "--output",
@@ -373,17 +373,15 @@ def resolve_revision_name(client: SamiClient, name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The sami CLI's parser (which includes `manifests`)."""
-    from sami_client import cli  # cli imports this module.
-
-    return cli.build_parser()
+    """A `sami` parser with only the `manifests` group (the full CLI is `sami_client.cli`)."""
+    parser = CommandParser(prog="sami", description="Work with a deployments repo.")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sami_client import cli  # cli imports this module.
-
     args = build_parser().parse_args(argv)
-    return cli.run(args)
+    return execute(args)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,15 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sami_client import argtypes, history, render
 from sami_client.client import DEFAULT_PAGE_SIZE, SamiClient
+from sami_client.context import Context
 from sami_client.errors import ExitCode, UsageError
 from sami_client.follow import DEFAULT_WAIT_TIMEOUT
 from sami_client.pb import deployment_pb2
-
-if TYPE_CHECKING:
-    from sami_client.cli import Context
+from sami_common.durations import format_seconds
 
 PREVIEWS = "pull_request"
 _DEFAULT_LIMIT = 50
@@ -113,9 +112,10 @@ def _add_request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
     p.add_argument(
         "--timeout",
-        type=argtypes.seconds,
-        help="with --wait: give up after S seconds, exit 3 "
-        f"(default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
+        type=argtypes.duration,
+        metavar="DURATION",
+        help="with --wait: give up after this long, exit 3: 90, 90s, 15m, 1h30m "
+        f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
     )
 
 

@@ -5,26 +5,47 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import grpc
-from google.protobuf import json_format, message, timestamp_pb2
+from google.protobuf import descriptor, json_format, message, timestamp_pb2
 
 from sami_client.errors import SamiError, WatchTimeout
 from sami_client.pb import artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
+from sami_common.durations import format_seconds
 
 # Wide enough for IN_PROGRESS and ROLLED_BACK, so messages line up in the CI log.
 _STATE_WIDTH = 11
 
 
+# Enum values are named one way in text and in JSON: without the enum's prefix
+# (`ARTIFACT_KIND_IMAGE` is `image`), in lower case for the enums whose flags take lower case
+# (`--kind image`, `--role deployer`), else in capitals (`SUCCEEDED`, as the logs shout it).
+_LOWER_CASE_ENUMS = frozenset(
+    {"sami.v1.ArtifactKind", "sami.v1.TokenRole", "sami.v1.DeploymentAction"}
+)
+
+
+def enum_name(enum: descriptor.EnumDescriptor, number: int) -> str:
+    """How the CLI names value `number` of `enum` (its number, when this client does not know
+    it: a newer server's)."""
+    value = enum.values_by_number.get(number)
+    if value is None:
+        return str(number)
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+    name = value.name.removeprefix(prefix)
+    return name.lower() if enum.full_name in _LOWER_CASE_ENUMS else name
+
+
 def state_name(state: deployment_pb2.DeploymentState) -> str:
-    return deployment_pb2.DeploymentState.Name(state)
+    return enum_name(deployment_pb2.DeploymentState.DESCRIPTOR, state)
 
 
 def kind_name(kind: artifact_pb2.ArtifactKind) -> str:
-    return artifact_pb2.ArtifactKind.Name(kind).removeprefix("ARTIFACT_KIND_").lower()
+    return enum_name(artifact_pb2.ArtifactKind.DESCRIPTOR, kind)
 
 
 def _local(ts: timestamp_pb2.Timestamp) -> datetime.datetime | None:
@@ -45,10 +66,45 @@ def timestamp(ts: timestamp_pb2.Timestamp) -> str:
 
 def to_dict(msg: message.Message) -> dict[str, Any]:
     # Field names as in the .proto (what the docs and grpcurl show), every field present so a
-    # script need not know proto3 defaults; int64 values are strings, as ProtoJSON says.
-    return json_format.MessageToDict(
+    # script need not know proto3 defaults; int64 values are strings, as ProtoJSON says; enum
+    # values named as the text output names them (`enum_name`).
+    data = json_format.MessageToDict(
         msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    _rename_enums(msg.DESCRIPTOR, data)
+    return data
+
+
+def _rename_enums(message_type: Any, data: dict[str, Any]) -> None:
+    """Replace, in `data` (MessageToDict of a `message_type`), every enum value's ProtoJSON
+    name by its `enum_name`."""
+    for field in message_type.fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if field.enum_type is not None:
+            data[field.name] = _renamed(field.enum_type, value)
+        elif field.message_type is not None and not field.message_type.full_name.startswith(
+            "google.protobuf."
+        ):
+            entry = field.message_type
+            if entry.GetOptions().map_entry:
+                value_field = entry.fields_by_name["value"]
+                for key, item in value.items():
+                    if value_field.enum_type is not None:
+                        value[key] = _renamed(value_field.enum_type, item)
+                    elif value_field.message_type is not None:
+                        _rename_enums(value_field.message_type, item)
+            else:
+                for item in value if isinstance(value, list) else [value]:
+                    _rename_enums(entry, item)
+
+
+def _renamed(enum: descriptor.EnumDescriptor, value: Any) -> Any:
+    if isinstance(value, list):
+        return [_renamed(enum, v) for v in value]
+    known = enum.values_by_name.get(value) if isinstance(value, str) else None
+    return enum_name(enum, known.number) if known is not None else value
 
 
 def to_json(value: Any) -> str:
@@ -70,7 +126,8 @@ def target(d: deployment_pb2.Deployment) -> str:
 
 def action_name(d: deployment_pb2.Deployment) -> str:
     """`deploy` or `teardown` (deployments stored before actions existed are deploys)."""
-    return "teardown" if d.action == deployment_pb2.TEARDOWN else "deploy"
+    action = d.action or deployment_pb2.DEPLOY
+    return enum_name(deployment_pb2.DeploymentAction.DESCRIPTOR, action)
 
 
 def what(d: deployment_pb2.Deployment) -> str:
@@ -213,6 +270,79 @@ def _reason_status(d: deployment_pb2.Deployment) -> str:
     if d.status_message and d.state != deployment_pb2.SUCCEEDED:
         parts.append(f"[{d.status_message}]" if parts else d.status_message)
     return " ".join(parts) or "-"
+
+
+_OUTCOME_MARK = {
+    deployment_pb2.SUCCEEDED: "✅",
+    deployment_pb2.FAILED: "❌",
+    deployment_pb2.ROLLED_BACK: "↩️",
+    deployment_pb2.CANCELLED: "⏹️",
+    deployment_pb2.SUPERSEDED: "⏭️",
+}
+
+
+def step_summary(d: deployment_pb2.Deployment, outcome: str = "") -> str:
+    """The markdown block `sami` adds to a GitHub Actions run's summary about deployment `d`:
+    what went where, how it ended (`outcome` overrides it, e.g. for a wait that timed out),
+    how long it took, and links to the commit and the run that built the artifact."""
+    cell = _markdown_cell
+    if not outcome:
+        mark = _OUTCOME_MARK.get(d.state, "⏳")
+        outcome = f"{mark} {state_name(d.state)}"
+        if d.status_message:
+            outcome += f": {d.status_message}"
+    environment = d.environment + (f" (pull request #{d.pull_request})" if d.pull_request else "")
+    rows = [
+        ("service", f"`{cell(d.service)}`"),
+        ("environment", cell(environment)),
+        ("action", action_name(d)),
+        (
+            "artifact",
+            f"`{cell(d.artifact.ref or d.artifact.artifact_name)}`"
+            if d.artifact.ref or d.artifact.artifact_name
+            else "",
+        ),
+        ("digest", f"`{cell(d.artifact.digest)}`" if d.artifact.digest else ""),
+        ("outcome", cell(outcome)),
+        ("deployment", f"`{cell(d.id)}` (`sami get {cell(d.id)}`)"),
+        ("cluster", cell(d.cluster)),
+        ("duration", _took(d)),
+        ("commit", _commit_link(d.artifact.provenance)),
+        (
+            "built by",
+            f"[CI run]({d.artifact.provenance.ci_run_url})"
+            if _is_url(d.artifact.provenance.ci_run_url)
+            else "",
+        ),
+    ]
+    lines = [f"### Sami: {cell(what(d))}", "", "| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in rows if value]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(text: str) -> str:
+    # One line, `|` escaped: a value cannot break the table.
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _took(d: deployment_pb2.Deployment) -> str:
+    if not d.HasField("create_time") or not d.HasField("finish_time"):
+        return ""
+    seconds = d.finish_time.ToSeconds() - d.create_time.ToSeconds()
+    return format_seconds(seconds) if seconds > 0 else "0s"
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("https://", "http://"))
+
+
+def _commit_link(p: artifact_pb2.Provenance) -> str:
+    if not p.git_commit:
+        return ""
+    short_sha = _markdown_cell(p.git_commit[:12])
+    if _is_url(p.git_repo):
+        return f"[{short_sha}]({p.git_repo.rstrip('/')}/commit/{p.git_commit})"
+    return f"`{short_sha}`"
 
 
 # Artifacts, clusters, agents
@@ -418,7 +548,7 @@ def _advice(err: SamiError, addr: str, token_set: bool) -> str:
         return (
             f"{unreachable}the deployment goes on without this client: follow it with "
             f"`sami watch {err.deployment}`, stop it with `sami cancel {err.deployment}`, "
-            "or wait longer with --timeout SECONDS"
+            "or wait longer with --timeout DURATION (e.g. 1h)"
         )
     if code == grpc.StatusCode.UNAVAILABLE:
         return (
@@ -448,6 +578,9 @@ def _advice(err: SamiError, addr: str, token_set: bool) -> str:
             "`sami manifests list` show what exists"
         )
     if code == grpc.StatusCode.ALREADY_EXISTS:
+        if "request_id" not in err.message:
+            # A cluster or an artifact that exists: the server's message names it.
+            return ""
         return (
             "that --request-id was already used for a different request: repeat the original "
             "request exactly, or use a new --request-id"

@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         description="The Sami control plane. With no command, `serve` on loopback with "
         f"data in ./{DEFAULT_DATA}.",
     )
+    from sami_common.version import VERSION  # Here, to leave the import block alone.
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = p.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="serve the gRPC API")

@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from sami_common.durations import DurationError, parse_seconds
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import InvalidArgument
 from sami_control.core.model import Cluster, Principal, Role, TokenRecord
@@ -20,14 +21,12 @@ OFFLINE = Principal(token_id="-", name="offline-admin", role=Role.ADMIN, peer="l
 
 
 def parse_duration(text: str, field: str = "--expires-in") -> float:
-    """`30d`, `12h`, `90m`, `45s` or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    text = text.strip()
-    if text and text[-1] in units and text[:-1].isdigit():
-        return float(int(text[:-1]) * units[text[-1]])
-    if text.isdigit():
-        return float(text)
-    raise InvalidArgument(field, f"{text!r} is not a duration like 30d, 12h, 90m")
+    """`30d`, `12h`, `1h30m`, `45s` or plain seconds: the grammar of every duration flag
+    (sami_common.durations)."""
+    try:
+        return parse_seconds(text)
+    except DurationError as err:
+        raise InvalidArgument(field, str(err)) from None
 
 
 @contextlib.contextmanager

@@ -337,20 +337,7 @@ def test_generated_code_is_imported_by_one_module_per_side() -> None:
         assert any(within(i.target, GENERATED) for i in imports_of(pb)), f"{pb} of {side}"
 
 
-@pytest.mark.parametrize(
-    "package",
-    [
-        *(p for p in PACKAGES if p != "sami_client"),
-        pytest.param(
-            "sami_client",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="sami_client.cli ↔ manifests_cmd: broken up on branch `cli` (issue 13);"
-                " once merged this passes: remove this xfail",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycles(package: str) -> None:
     found = [chain for chain in cycles(all_imports()) if in_package(chain, package)]
     assert not found, (

@@ -95,7 +95,7 @@ def test_runs_as_json(with_runs: LiveServer, sami: Callable[..., Result]) -> Non
     runs = json.loads(r.out)
     assert [x["run_id"] for x in runs] == ["cron_2", "cron_1", "cron_0"]
     newest = runs[0]
-    assert newest["outcome"] == "CRON_RUN_OUTCOME_FAILED" and newest["exit_code"] == 3
+    assert newest["outcome"] == "FAILED" and newest["exit_code"] == 3
     assert newest["scheduled_time"] == "2026-01-01T00:10:00Z"
     assert (newest["service"], newest["environment"], newest["cluster"]) == (
         "backup",

@@ -170,3 +170,10 @@ def test_unusable_ca_file_is_a_clear_usage_error(sami, tmp_path) -> None:  # typ
     not_pem.write_text("hello")
     result = sami("--ca", str(not_pem), "list")
     assert result.code == 2 and "not a PEM file" in result.err
+
+
+def test_existing_cluster_is_rejected_without_the_request_id_hint(sami, server) -> None:
+    result = sami("cluster", "create", "vps1", "--env", "stage")
+    assert result.code == 2
+    assert "ALREADY_EXISTS: cluster vps1 exists" in result.err
+    assert "request" not in result.err

@@ -203,9 +203,9 @@ def test_history_is_newest_first_and_marks_the_live_deployment(sami: Sami, agent
 
     shown = json.loads(sami("history", "web", "--env", "stage", "-o", "json").out)
     assert [(d["id"], d["live"], d["state"], d["action"]) for d in shown] == [
-        (c.id, False, "FAILED", "DEPLOY"),
-        (b.id, True, "SUCCEEDED", "DEPLOY"),
-        (a.id, False, "SUCCEEDED", "DEPLOY"),
+        (c.id, False, "FAILED", "deploy"),
+        (b.id, True, "SUCCEEDED", "deploy"),
+        (a.id, False, "SUCCEEDED", "deploy"),
     ]
     assert shown[1]["artifact"]["digest"] == digest("b")
 
@@ -276,7 +276,7 @@ def test_rollback_to_a_named_deployment(sami: Sami, agent: World) -> None:
     assert requested["artifact"]["digest"] == digest("a")
     assert requested["reason"] == f"rollback to {a.id}: bad release"
     assert requested["service"] == "web" and requested["environment"] == "stage"
-    assert requested["action"] == "DEPLOY"
+    assert requested["action"] == "deploy"
     assert agent.wait(requested["id"]).state == deployment_pb2.SUCCEEDED
 
     # Text output without --wait: the id, last on stdout, like `sami deploy`.
@@ -450,8 +450,8 @@ def test_teardown_waits_for_the_dry_run_agent_and_shows_in_the_history(
         sami("history", "web", "--env", "pull_request", "--pr", "5", "-o", "json").out
     )
     assert [(d["id"], d["action"], d["live"]) for d in shown] == [
-        (teardown_id, "TEARDOWN", False),
-        (preview.id, "DEPLOY", False),  # torn down: nothing is live
+        (teardown_id, "teardown", False),
+        (preview.id, "deploy", False),  # torn down: nothing is live
     ]
     text = sami("history", "web", "--env", "pull_request")
     assert "teardown" in text.lines[1] and "#5" in text.lines[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from .fake_control import DIGEST, REF, FakeControl
 
@@ -51,3 +52,32 @@ def test_artifacts_clusters_agents(sami, server) -> None:
     assert [c["cluster_id"] for c in clusters] == ["vps1", "vps2"]
     agents = json.loads(sami("-o", "json", "agents", "--cluster", "vps1").out)
     assert agents[0]["agent_id"] == "manager-1" and agents[0]["connected"] is True
+
+
+def test_enums_are_named_alike_in_text_and_json(sami, server, control: FakeControl) -> None:
+    sami("artifact", "register", "site", "--ref", REF, "--kind", "static_file")
+    text = sami("artifact", "get", "a1").out
+    assert re.search(r"^kind +static_file$", text, re.M)
+    assert json.loads(sami("artifact", "get", "a1", "-o", "json").out)["kind"] == "static_file"
+
+    control.add_deployment()
+    text = sami("get", "d1").out
+    assert re.search(r"^state +SUCCEEDED$", text, re.M)
+    out = sami("get", "d1", "-o", "json").out
+    assert json.loads(out)["state"] == "SUCCEEDED"
+    # Nested messages too (the artifact's kind, the action): no ProtoJSON prefixes.
+    assert "ARTIFACT_KIND_" not in out and "DEPLOYMENT_ACTION_" not in out
+
+
+def test_manifests_lint_json_wherever_the_option_is(sami, tmp_path) -> None:
+    for argv in (
+        ("-o", "json", "manifests", "lint", str(tmp_path)),
+        ("manifests", "-o", "json", "lint", str(tmp_path)),
+        ("manifests", "lint", str(tmp_path), "--output", "json"),
+    ):
+        result = sami(*argv)
+        assert result.code == 1, argv  # No services/ folder: an error.
+        report = json.loads(result.out)
+        problem = report["problems"][0]
+        assert set(problem) >= {"file", "line", "message", "severity", "hint"}
+        assert problem["severity"] == "error" and problem["file"] == "services/"

@@ -79,3 +79,46 @@ def test_unreachable_exits_3(server: FakeServer) -> None:
     )
     assert done.returncode == 3
     assert f"is sami-control running at {addr}?" in done.stderr
+
+
+def test_a_closed_pipe_exits_141_not_3(server: FakeServer, control: FakeControl) -> None:
+    """`sami deploy --wait | head -1`: the reader goes away while sami still prints."""
+    control.release_on_create = 3
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sami_client", "deploy", "web", "--env", "stage",
+         "--artifact", REF, "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(server.addr),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith(b"deployment d1")
+        control.wait_sent("d1", 3)
+        process.stdout.close()  # `head -1` is done.
+        control.release("d1")  # The next events meet the closed pipe.
+        assert process.wait(timeout=15) == 141
+        err = process.stderr.read().decode()
+        assert "Traceback" not in err and "Broken pipe" not in err, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_history_into_head_exits_0(server: FakeServer, control: FakeControl) -> None:
+    for _ in range(3):
+        control.add_deployment()
+    done = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m sami_client history web --env stage | head -1;'
+         ' echo "status=${PIPESTATUS[0]}"'],
+        capture_output=True,
+        text=True,
+        env=_env(server.addr),
+        timeout=30,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:2] == ["ID", "STATE"]
+    assert lines[-1] in ("status=0", "status=141")

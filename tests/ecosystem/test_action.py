@@ -5,8 +5,10 @@ install step (a virtualenv, pip, PATH)."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -287,7 +289,7 @@ def test_install_spec_default_version_and_pip_spec(tmp_path: Path) -> None:
         'if [ "$1 $2" = "-m venv" ]; then\n'
         '  mkdir -p "$3/bin" && cp "$0" "$3/bin/python"\n'
         '  printf "#!/bin/sh\\n" > "$3/bin/sami" && chmod +x "$3/bin/sami"\n'
-        'elif [ "$1 $2" = "-m pip" ]; then echo "${@: -1}" >> "$FAKE_PIP_LOG"\n'
+        'elif [ "$1 $2" = "-m pip" ]; then echo "$*" >> "$FAKE_PIP_LOG"\n'
         "else echo 0.0.0; fi\n"
     )
     fake_python.chmod(0o755)
@@ -309,4 +311,37 @@ def test_install_spec_default_version_and_pip_spec(tmp_path: Path) -> None:
     for inputs, spec in cases:
         run = gha.run_composite(runner, {"command": "install", **inputs}, preset=preset)
         assert run.ok, run.log
-        assert log.read_text().splitlines()[-1] == spec
+        args = log.read_text().splitlines()[-1].split(" ")
+        assert args[-1] == spec
+        # Its own code is installed with the pinned versions; another spec with its own.
+        pinned = ["--constraint", str(gha.REPO / "action-constraints.txt")]
+        assert (args[-3:-1] == pinned) == (not inputs), args
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_constraints_pin_what_the_cli_needs_and_nothing_else() -> None:
+    """action-constraints.txt pins every dependency of the base install at a version its
+    specifier allows, and none that only sami[control] or sami[agent] need."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((gha.REPO / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (gha.REPO / "action-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[_normal(name)] = version.strip()
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        name = _normal(requirement.name)
+        assert name in pins, f"{name} is not pinned in action-constraints.txt"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]}: {text}"
+    base = {_normal(Requirement(t).name) for t in project["dependencies"]}
+    extras_only = {
+        _normal(Requirement(t).name)
+        for extra in ("control", "agent")
+        for t in project["optional-dependencies"][extra]
+    } - base
+    assert extras_only and not extras_only & pins.keys()

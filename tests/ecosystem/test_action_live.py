@@ -161,7 +161,10 @@ def test_the_examples_end_to_end(live: Live) -> None:
     assert (stage["state"], stage["environment"]) == ("SUCCEEDED", "stage")
     assert stage["artifact"]["id"] == artifact_id
     summary = (live.tmp / "app-push-main" / "deploy-stage" / "temp" / "step-summary.md").read_text()
-    assert f"deployment `{deployment_id}` of `{scenarios.DIGEST}`: sami exited 0" in summary
+    # Written by sami itself, not by a step of the workflow.
+    assert "### Sami: camerdevs -> stage" in summary
+    assert f"| deployment | `{deployment_id}`" in summary and "| outcome | ✅ SUCCEEDED" in summary
+    assert f"| digest | `{scenarios.DIGEST}` |" in summary
 
     # A pull request gets a preview, torn down when it closes.
     preview = live.run("preview-opened", live.app_token)["deploy-preview"]

@@ -41,8 +41,10 @@ KNOWN_OUTPUTS = {
     "docker/setup-buildx-action": {"name", "driver", "platforms", "nodes"},
     "docker/login-action": set(),
 }
-# Every `uses:` is pinned: a version tag (v4, v0.1.0) or a full commit sha.
+# Every `uses:` is pinned: a version tag (v4, v0.1.0) or a full commit sha. Sami's own action
+# is referenced by its branch until it has a release (docs/github-actions.md says why).
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
+SAMI_ACTION_REF = f"{gha.ACTION_NAME}@main"
 SECRET_CONTEXTS = ("secrets.", "inputs.token", "inputs.client-key")
 
 
@@ -282,7 +284,9 @@ def test_actions_are_pinned_and_given_known_inputs(path: Path) -> None:
     for where, step in run_steps(doc):
         if "uses" not in step:
             continue
-        assert PINNED.match(step["uses"]), f"{rel(path)} {where}: pin {step['uses']}"
+        assert PINNED.match(step["uses"]) or step["uses"] == SAMI_ACTION_REF, (
+            f"{rel(path)} {where}: pin {step['uses']}"
+        )
         if step["uses"].split("@", 1)[0] == gha.ACTION_NAME:
             given = set(step.get("with") or {})
             assert given <= set(declared), f"{where}: unknown inputs {given - set(declared)}"
@@ -405,7 +409,7 @@ def test_the_calls_are_the_documented_ones(tmp_path: Path, record_file: Path) ->
         f"artifact register camerdevs --ref ghcr.io/osscameroon/camerdevs@{digest} "
         f"--tag main --tag sha-{scenarios.SHA} --label branch=main",
         f"deploy camerdevs --env stage --artifact a-recorded --reason 'GitHub Actions: "
-        f"{run_url}' --wait --timeout 900",
+        f"{run_url}' --wait --timeout 15m",
         # preview.yml, opened
         f"artifact register camerdevs --ref ghcr.io/osscameroon/camerdevs@{digest} --tag pr-7",
         f"deploy camerdevs --env pull_request --artifact a-recorded --reason 'GitHub Actions: "

@@ -313,11 +313,7 @@ def test_cron_jobs_run_on_their_schedule_end_to_end(
             assert "installed dormant" in deployed.out, deployed.out
 
         def enough() -> bool:
-            ok = [
-                r
-                for r in runs(control, reader, "tick")
-                if r["outcome"] == "CRON_RUN_OUTCOME_SUCCEEDED"
-            ]
+            ok = [r for r in runs(control, reader, "tick") if r["outcome"] == "SUCCEEDED"]
             failed = runs(control, reader, "oops")
             return len(ok) >= 2 and len(failed) >= 1
 
@@ -325,7 +321,7 @@ def test_cron_jobs_run_on_their_schedule_end_to_end(
         ticks = runs(control, reader, "tick")
         assert len({r["run_id"] for r in ticks}) == len(ticks)  # each run reported once
         newest = ticks[0]
-        assert newest["outcome"] == "CRON_RUN_OUTCOME_SUCCEEDED" and newest["exit_code"] == 0
+        assert newest["outcome"] == "SUCCEEDED" and newest["exit_code"] == 0
         assert (newest["service"], newest["environment"], newest["stack"], newest["job"]) == (
             "tick",
             "stage",
@@ -338,7 +334,7 @@ def test_cron_jobs_run_on_their_schedule_end_to_end(
         scheduled = sorted(r["scheduled_time"] for r in ticks)
         assert len(set(scheduled)) == len(scheduled)  # one run per scheduled minute
         (oops, *_) = runs(control, reader, "oops")
-        assert oops["outcome"] == "CRON_RUN_OUTCOME_FAILED" and oops["exit_code"] == 3
+        assert oops["outcome"] == "FAILED" and oops["exit_code"] == 3
         assert "non-zero exit (3)" in oops["message"] and "something broke" in oops["message"]
         text = sami(control, reader, "cron", "runs", "oops", "--env", "stage")
         assert text.rc == 0, text.err

@@ -214,7 +214,7 @@ def test_orphan_preview_is_torn_down_by_reconciliation(
     )
     history = live.sami("list", "--service", "shop-e", "--output", "json")
     (teardown,) = json.loads(history.out)
-    assert teardown["action"] == "TEARDOWN"
+    assert teardown["action"] == "teardown"
     done = live.sami("watch", teardown["id"], "--timeout", "60")
     assert done.rc == 0, done.out + done.err
     assert "removed preview stack pr-9_shop-e" in done.out
