@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sami_common import cron
+from sami_common import cron, durations
 
 # A service, cluster or folder name: a DNS label (what Swarm accepts in service names).
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -24,11 +24,10 @@ def is_valid_stack_name(name: str) -> bool:
 
 # --- durations -----------------------------------------------------------------------------
 
-_SAMI_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
 
 def parse_sami_duration(value: object) -> int:
-    """A manifest duration: whole seconds (int) or a string like "90s", "5m", "1h30m".
+    """A manifest duration: whole seconds (an int), or text in Sami's one duration grammar
+    (sami_common.durations: "300", "90s", "5m", "1h30m"), as the CLI's flags read it.
 
     Raises ValueError with a message meant for the user.
     """
@@ -36,14 +35,10 @@ def parse_sami_duration(value: object) -> int:
         raise ValueError(f"expected seconds or a duration like '90s' or '5m', got {value!r}")
     if isinstance(value, int):
         return value
-    text = value.strip()
-    match = _SAMI_DURATION_RE.fullmatch(text)
-    if not text or match is None:
-        if text.isdigit():
-            raise ValueError(f"duration {value!r} has no unit")
-        raise ValueError(f"cannot read duration {value!r}")
-    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    seconds = durations.parse_seconds(value)  # a DurationError is a ValueError
+    if seconds != int(seconds):
+        raise ValueError(f"duration {value!r} is not a whole number of seconds")
+    return int(seconds)
 
 
 def format_seconds(seconds: float) -> str:
