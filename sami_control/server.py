@@ -34,6 +34,7 @@ from sami.v1 import (
 )
 from sami_common.httpserve import ListenError
 from sami_control.api.auth import AuthInterceptor
+from sami_control.api.budget import MAX_LARGE_REQUEST
 from sami_control.api.cron import CronServicer
 from sami_control.api.metrics_interceptor import MetricsInterceptor
 from sami_control.api.servicers import (
@@ -46,7 +47,10 @@ from sami_control.api.servicers import (
     TokenServicer,
     add_deployment_service,
 )
+from sami_control.core import audit
 from sami_control.core.controlplane import ControlPlane, Settings
+from sami_control.core.errors import DomainError
+from sami_control.core.model import Principal
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.sqlite import SQLiteStore
 
@@ -67,10 +71,11 @@ SERVICE_NAMES = [
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 ]
-# The largest request: a manifests sync carries a whole deployments repo (12 MiB of files
-# at most, see manifests.Limits) in one message. Only an authenticated caller's message is
-# ever read (see api/auth.py); SECURITY.md discusses what this costs.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The largest message, either way: a manifests sync carries a whole deployments repo in one
+# request. Only an authenticated caller's request is ever read, only a sync's may be this
+# large, and the bytes of requests in flight are bounded per token and in all
+# (api/budget.py); SECURITY.md discusses what this costs.
+MAX_MESSAGE_BYTES = MAX_LARGE_REQUEST
 # Request headers (metadata) of one call: a token is 256 characters at most; 16 KiB leaves
 # room for proxies' headers and refuses anything bigger before any handler runs.
 MAX_METADATA_BYTES = 16 * 1024
@@ -236,7 +241,9 @@ class ControlServer:
                 raise ListenRefused(str(exc)) from None
             # Metrics first (outermost): it also counts the calls auth refuses.
             interceptors.append(MetricsInterceptor(self.metrics.rpc))
-        interceptors.append(AuthInterceptor(self.core.authenticate))
+        interceptors.append(
+            AuthInterceptor(self.core.authenticate, audit_refusal=self._audit_refusal)
+        )
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=SERVER_OPTIONS,
@@ -262,6 +269,9 @@ class ControlServer:
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.port = 0
+
+    def _audit_refusal(self, who: Principal, action: str, target: str, exc: DomainError) -> None:
+        audit.record_refusal(self.store, self.core.clock(), who, action, target, exc)
 
     async def start(self) -> None:
         try:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sami_control import manifests
 from sami_control.core import audit, authz, validation
 from sami_control.core.authz import Action
-from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from sami_control.core.model import ManifestRevision, Principal, Role
+from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from sami_control.core.model import ManifestRevision, Principal
 from sami_control.storage.base import Store, Tx
 
 CACHE_LIMIT = 4096
@@ -73,14 +73,7 @@ class ManifestCatalog:
     def _sync(
         self, who: Principal, commit: str, files: list[tuple[str, bytes]]
     ) -> tuple[ManifestRevision, bool]:
-        authz.require(who, Action.SYNC_MANIFESTS)
-        if who.role is Role.DEPLOYER and (who.services or who.environments):
-            # A revision holds every service's manifests: a token scoped to one service
-            # could otherwise rewrite another service's stack file.
-            raise PermissionDenied(
-                f"token {who.name!r} is scoped to some services or environments; syncing "
-                "manifests needs an admin token or an unscoped deployer token"
-            )
+        authz.require_sync_manifests(who)
         validation.commit("commit", commit)
         by_path: dict[str, bytes] = {}
         for i, (path, data) in enumerate(files):
