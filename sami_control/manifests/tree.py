@@ -83,6 +83,8 @@ def repo_path_error(path: object, limits: Limits = DEFAULT_LIMITS) -> str | None
         return f"path longer than {limits.max_path_length} characters"
     if _CONTROL_RE.search(path):
         return "path contains control characters"
+    if invisible := values.invisible_char_error(path):
+        return invisible
     if "\\" in path:
         return "path contains a backslash"
     if path.startswith("/"):

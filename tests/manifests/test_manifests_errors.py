@@ -189,6 +189,22 @@ CASES = [
         ("goes up with '..'",),
     ),
     Case(
+        "stack file path with a right-to-left override",
+        web_manifest(5, '  - "web\\u202e-stack.yml"'),
+        "unsafe-path",
+        f"{WEB}/sami.yaml",
+        5,
+        ("U+202E",),
+    ),
+    Case(
+        "stack file path with a line separator",
+        web_manifest(5, '  - "web\\u2028-stack.yml"'),
+        "unsafe-path",
+        f"{WEB}/sami.yaml",
+        5,
+        ("U+2028",),
+    ),
+    Case(
         "absolute stack file path",
         web_manifest(5, "  - /etc/web-stack.yml"),
         "absolute-path",
@@ -482,6 +498,17 @@ CASES = [
         "services/",
         0,
         ("no services/ folder",),
+    ),
+    *(
+        Case(
+            f"U+{ord(ch):04X} in an uploaded path",
+            set_file(f"{WEB}/conf/web{ch}.conf", "x"),
+            "bad-path",
+            f"{WEB}/conf/web{ch}.conf",
+            0,
+            (f"U+{ord(ch):04X}",),
+        )
+        for ch in "\u2028\u2029\u202a\u202e\u2066\u2069\u200e\u200f"
     ),
     Case(
         "bad path in an uploaded revision",
