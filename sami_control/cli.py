@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     except DomainError as exc:
         print(f"sami-control: {exc.message}", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # storage.sqlite.DataDirUnsafe, or the OS's own
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

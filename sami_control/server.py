@@ -52,7 +52,7 @@ from sami_control.core.controlplane import ControlPlane, Settings
 from sami_control.core.errors import DomainError
 from sami_control.core.model import Principal
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
-from sami_control.storage.sqlite import SQLiteStore
+from sami_control.storage.sqlite import DataDirUnsafe, SQLiteStore
 
 if TYPE_CHECKING:
     from sami_control.endpoints import HttpEndpoints
@@ -203,7 +203,11 @@ class ControlServer:
             self._data_lock = DataDirLock(Path(cfg.data_dir))
         except DataDirBusy as exc:
             raise ListenRefused(str(exc)) from None
-        self.store = SQLiteStore(cfg.data_dir)
+        try:
+            self.store = SQLiteStore(cfg.data_dir)
+        except DataDirUnsafe as exc:
+            self._data_lock.release()
+            raise ListenRefused(str(exc)) from None
         check = self.store.integrity_check()
         if check != "ok":
             self._data_lock.release()

@@ -5,10 +5,12 @@ after the control plane restarts."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from sami_control.core.model import (
     AgentRecord,
@@ -24,7 +26,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.storage.base import Conflict, Store
-from sami_control.storage.sqlite import SQLiteStore
+from sami_control.storage.sqlite import DataDirUnsafe, SQLiteStore
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": SQLiteStore}
 
@@ -262,3 +264,46 @@ def test_queued_of_key_finds_only_that_key(open_store: Callable[[], Store]) -> N
     with s.tx() as tx:
         assert [d.id for d in tx.queued_of_key("web", "stage", 0)] == ["dep_1", "dep_5"]
         assert tx.queued_of_key("web", "stage", 7) == []
+
+
+def test_a_loose_data_folder_is_tightened_to_0700_and_logged(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # whatever the umask said
+    with structlog.testing.capture_logs() as logs:
+        SQLiteStore(data).close()
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert [e for e in logs if e["event"] == "data_folder_tightened"] == [
+        {
+            "event": "data_folder_tightened",
+            "log_level": "warning",
+            "path": str(data),
+            "was": "0755",
+            "now": "0700",
+        }
+    ]
+
+
+def test_a_loose_data_folder_that_is_not_ours_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o750)
+    data.chmod(0o750)
+
+    def not_allowed(path: object, mode: int) -> None:  # what chmod says to a non-owner
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", not_allowed)
+    with pytest.raises(DataDirUnsafe, match=r"mode 0750: other users may read it.*chmod 700"):
+        SQLiteStore(data)
+    assert not (data / "sami.db").exists()
+
+
+def test_a_private_data_folder_is_left_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    with structlog.testing.capture_logs() as logs:
+        SQLiteStore(data).close()
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert not [e for e in logs if e["event"] == "data_folder_tightened"]
