@@ -470,7 +470,47 @@ def scan(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> ScanRes
                     f"deployments of {service} to {environment} must name the type",
                 )
             )
+    problems.extend(_shared_stack_names(manifests))
     return ScanResult(tuple(sort_problems(problems)), tuple(manifests))
+
+
+def _shared_stack_names(manifests: list[ResolvedManifest]) -> list[Problem]:
+    """Two manifests that set the same `stack_name` (or set one that is another's default
+    name) would deploy over each other's stack: each deployment would replace the other's
+    services. Manifests pinned to two different clusters do not meet."""
+    problems: list[Problem] = []
+    seen: dict[str, list[ResolvedManifest]] = {}
+    for m in manifests:
+        if m.environment == "pull_request":
+            continue  # each preview gets a stack of its own; stack_name is refused there
+        name = m.stack_name_for()
+        for other in seen.get(name, []):
+            if not (m.stack_name or other.stack_name):
+                continue  # same service and environment under two types: warned above
+            if m.cluster and other.cluster and m.cluster != other.cluster:
+                continue
+            problems.append(
+                error(
+                    m.manifest_path,
+                    _line_of(m.files.get(m.manifest_file, b""), "stack_name"),
+                    "duplicate-stack-name",
+                    f"stack {name!r} is also the stack of {other.manifest_path}: the two "
+                    "would deploy over each other",
+                    "give each manifest a stack_name of its own (or remove stack_name to use "
+                    "the default, ENVIRONMENT_SERVICE)",
+                )
+            )
+            break
+        seen.setdefault(name, []).append(m)
+    return problems
+
+
+def _line_of(text: bytes, key: str) -> int:
+    """The line of a top-level `key:` in a YAML file, 0 if not found."""
+    for number, line in enumerate(text.decode("utf-8", "replace").splitlines(), 1):
+        if line.startswith(f"{key}:"):
+            return number
+    return 0
 
 
 def lint(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
