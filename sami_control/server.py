@@ -51,6 +51,7 @@ from sami_control.core import audit
 from sami_control.core.controlplane import ControlPlane, Settings
 from sami_control.core.errors import DomainError
 from sami_control.core.model import Principal
+from sami_control.manifests import STACK_POLICIES
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.sqlite import DataDirUnsafe, SQLiteStore
 
@@ -142,6 +143,8 @@ class ServeConfig:
     # (docs/observability.md, docs/webhook.md).
     metrics_listen: str = ""
     webhook_listen: str = ""
+    # "strict": syncs refuse stack files that give a stack the host (SECURITY.md).
+    stack_policy: str = "off"
 
     @property
     def tls(self) -> bool:
@@ -196,7 +199,16 @@ class ControlServer:
                 "(`sami-control tls init` makes them), or pass --insecure if a trusted "
                 "proxy terminates TLS in front of Sami"
             )
+        if cfg.stack_policy not in STACK_POLICIES:
+            raise ListenRefused(
+                f"unknown stack policy {cfg.stack_policy!r} (--stack-policy or "
+                f"SAMI_STACK_POLICY): use {' or '.join(STACK_POLICIES)}"
+            )
         self.cfg = cfg
+        # TODO(lead): pass server.stack_policy into the manifests service's scan
+        # (ManifestCatalog.sync: manifests.scan(by_path, stack_policy=...)); until then the
+        # flag is checked and logged but syncs do not apply it.
+        self.stack_policy = cfg.stack_policy
         self._credentials = server_credentials(cfg) if cfg.tls else None
         try:
             # Two servers on one SQLite file would each think they own the leases.
@@ -306,6 +318,7 @@ class ControlServer:
             client_certificates=self.cfg.client_ca is not None,
             metrics_port=self.http.metrics_port or None,
             webhook_port=self.http.webhook_port or None,
+            stack_policy=self.stack_policy,
         )
 
     def close(self) -> None:

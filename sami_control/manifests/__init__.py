@@ -38,6 +38,7 @@ from .problems import (
     Severity,
     has_errors,
 )
+from .stacks import POLICY_OFF, POLICY_STRICT, STACK_POLICIES, stack_policy_problems
 from .tree import ScanResult, check_revision, lint, repo_path_error, resolve, scan
 from .values import is_valid_name, is_valid_stack_name
 
@@ -48,6 +49,9 @@ __all__ = [
     "ENVIRONMENTS",
     "ENVIRONMENT_ALIASES",
     "MANIFEST_NAMES",
+    "POLICY_OFF",
+    "POLICY_STRICT",
+    "STACK_POLICIES",
     "UNSUPPORTED_TYPES",
     "VERSION",
     "AmbiguousDeploymentType",
@@ -74,4 +78,5 @@ __all__ = [
     "repo_path_error",
     "resolve",
     "scan",
+    "stack_policy_problems",
 ]

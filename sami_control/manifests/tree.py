@@ -38,7 +38,7 @@ from .problems import (
 )
 from .safeyaml import load_yaml
 from .schema import STACK_TYPES, ManifestContext, ManifestSpec, check_manifest, did_you_mean
-from .stacks import check_stack_files
+from .stacks import POLICY_OFF, STACK_POLICIES, check_stack_files
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _IGNORED_FILES = ("README.md",)
@@ -291,7 +291,9 @@ def _environment_folder_hint(path: str) -> str:
     return "/".join(parts + placeholders[len(parts) - 1 :]) + "/"
 
 
-def _check_env(env: _EnvFolder, limits: Limits) -> tuple[ResolvedManifest | None, list[Problem]]:
+def _check_env(
+    env: _EnvFolder, limits: Limits, stack_policy: str = POLICY_OFF
+) -> tuple[ResolvedManifest | None, list[Problem]]:
     """Validate one environment folder: its manifest and the stack files it names."""
     folder = env.folder
     problems: list[Problem] = []
@@ -363,7 +365,12 @@ def _check_env(env: _EnvFolder, limits: Limits) -> tuple[ResolvedManifest | None
     image_services: tuple[str, ...] = ()
     if spec.stack_files and (spec.deployment_type in STACK_TYPES or spec.deployment_type == "cron"):
         stacks = check_stack_files(
-            folder, spec.stack_files, env.files, limits, cron=spec.deployment_type == "cron"
+            folder,
+            spec.stack_files,
+            env.files,
+            limits,
+            cron=spec.deployment_type == "cron",
+            policy=stack_policy,
         )
         problems.extend(stacks.problems)
         if stacks.parsed:
@@ -442,8 +449,15 @@ def _resolve_image_services(
     return tuple(resolved)
 
 
-def scan(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> ScanResult:
-    """Validate a whole revision: layout, every manifest, the stack files they name."""
+def scan(
+    files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS, *, stack_policy: str = POLICY_OFF
+) -> ScanResult:
+    """Validate a whole revision: layout, every manifest, the stack files they name (with
+    `stack_policy` strict, also what stacks.stack_policy_problems refuses)."""
+    if stack_policy not in STACK_POLICIES:
+        raise ValueError(
+            f"unknown stack policy {stack_policy!r}: use {' or '.join(STACK_POLICIES)}"
+        )
     usable, problems = check_revision(files, limits)
     if not usable and problems:
         return ScanResult(tuple(sort_problems(problems)), ())
@@ -452,7 +466,7 @@ def scan(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> ScanRes
     manifests: list[ResolvedManifest] = []
     envs_by_service: dict[tuple[str, str], list[str]] = {}
     for env in sorted(envs, key=lambda e: e.folder):
-        manifest, env_problems = _check_env(env, limits)
+        manifest, env_problems = _check_env(env, limits, stack_policy)
         problems.extend(env_problems)
         if manifest is not None:
             manifests.append(manifest)
@@ -513,9 +527,11 @@ def _line_of(text: bytes, key: str) -> int:
     return 0
 
 
-def lint(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
+def lint(
+    files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS, *, stack_policy: str = POLICY_OFF
+) -> list[Problem]:
     """Every problem of the revision (errors and warnings), sorted by file and line."""
-    return list(scan(files, limits).problems)
+    return list(scan(files, limits, stack_policy=stack_policy).problems)
 
 
 def resolve(
