@@ -20,6 +20,7 @@ from sami_control.api.budget import (
     MAX_REQUEST,
     PER_TOKEN_BUDGET,
     TOTAL_BUDGET,
+    TRIM_AFTER_BYTES,
     TRIM_DELAYS,
     Account,
     RequestBudget,
@@ -232,3 +233,31 @@ def test_an_account_shrinks_its_reservation_and_trims_after_the_last_large_call(
 
     asyncio.run(finish())
     assert trimmed == [1, 1] and budget.used == 0
+
+
+def test_security_md_states_the_limits_the_code_has() -> None:
+    """SECURITY.md once promised 1000 concurrent RPCs while the server allowed 20 000."""
+    from sami_control.core.controlplane import Settings
+    from sami_control.server import (
+        MAX_CONCURRENT_RPCS,
+        MAX_METADATA_BYTES,
+        MAX_STREAMS_PER_CONNECTION,
+    )
+
+    text = (Path(__file__).resolve().parents[2] / "SECURITY.md").read_text()
+    text = " ".join(text.split())  # lines are wrapped anywhere
+    for claim in [
+        f"{MAX_LARGE_REQUEST // MIB} MiB for a manifests sync's request",
+        f"{MAX_REQUEST // MIB} MiB for any other request",
+        f"{PER_TOKEN_BUDGET // MIB} MiB per token and {TOTAL_BUDGET // MIB} MiB in all",
+        f"{MAX_METADATA_BYTES // 1024} KiB of request headers",
+        f"{MAX_STREAMS_PER_CONNECTION} concurrent streams per connection",
+        f"{MAX_CONCURRENT_RPCS:,} concurrent RPCs per server".replace(",", " "),
+        f"{Settings.max_streams_per_token} open watches",
+        f"{PER_TOKEN_BUDGET // MAX_LARGE_REQUEST} syncs at once and the server "
+        f"{TOTAL_BUDGET // MAX_LARGE_REQUEST}",
+        f"half a second and five seconds after the last large request "
+        f"({TRIM_AFTER_BYTES // MIB} MiB or more)",
+    ]:
+        assert claim in text, claim
+    assert TRIM_DELAYS == (0.5, 5.0)
