@@ -5,6 +5,11 @@ An unauthenticated call costs the server a token lookup by primary key and nothi
 answered with a handler that reads no request message at all (so a 16 MiB body is neither
 parsed nor buffered by the handler), and it writes nothing to the database (it is logged).
 
+An authenticated call's request is bounded before it is parsed: a manifests sync from a
+caller who may not sync is refused without being read, any other method's request over
+1 MiB is refused, and the bytes of requests in flight are budgeted per token and in all
+(budget.py).
+
 The Principal also carries what the audit log records about the call: the peer address and
 the request id (the `x-request-id` metadata, when a client sends one).
 """
@@ -223,7 +228,7 @@ class _Refused:
 
 
 def _counting(
-    parse: Callable[[bytes], Any], account: Account, limit: int
+    parse: Callable[[bytes], Any] | None, account: Account, limit: int
 ) -> Callable[[bytes], Any]:
     """The method's deserializer for one call: the raw message's size is checked against
     the method's limit and counted in the caller's budget before it is parsed."""
@@ -240,6 +245,8 @@ def _counting(
         refusal = account.hold(size)
         if refusal is not None:
             return _Refused(refusal)
+        if parse is None:  # a generic handler that takes raw bytes
+            return data
         try:
             return parse(data)
         except Exception:
