@@ -236,6 +236,7 @@ def _counting(
     def deserialize(data: bytes) -> Any:
         size = len(data)
         if size > limit:
+            account.note(size)
             return _Refused(
                 ResourceExhausted(
                     f"the request is {size} bytes; this method takes at most {limit} "

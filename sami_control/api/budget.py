@@ -123,10 +123,7 @@ class Account:
     def hold(self, n: int) -> ResourceExhausted | None:
         """Make the call hold exactly `n` bytes: releases what is no longer needed, or takes
         more (the refusal, and nothing changed, if the budget does not allow it)."""
-        if n >= TRIM_AFTER_BYTES and not self.large:
-            # Refused or not: grpc may have buffered part of a large request already.
-            self.large = True
-            self.budget.large_in_flight += 1
+        self.note(n)
         if n > self.held:
             refusal = self.budget.take(self.token_id, n - self.held)
             if refusal is not None:
@@ -135,6 +132,13 @@ class Account:
             self.budget.give(self.token_id, self.held - n)
         self.held = n
         return None
+
+    def note(self, n: int) -> None:
+        """The call received (or reserved for) `n` bytes, refused or not: a large request
+        means memory to give back once the call ends."""
+        if n >= TRIM_AFTER_BYTES and not self.large:
+            self.large = True
+            self.budget.large_in_flight += 1
 
     def close(self) -> None:
         """The call ended: release everything; after the last large request, trim."""
