@@ -307,3 +307,33 @@ def test_a_private_data_folder_is_left_alone(tmp_path: Path) -> None:
         SQLiteStore(data).close()
     assert data.stat().st_mode & 0o777 == 0o700
     assert not [e for e in logs if e["event"] == "data_folder_tightened"]
+
+
+def test_serve_refuses_a_loose_data_folder_it_cannot_tighten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from sami_control.server import ControlServer, ListenRefused, ServeConfig
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+
+    def not_allowed(path: object, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    async def build() -> None:
+        ControlServer(ServeConfig(data_dir=data))
+
+    monkeypatch.setattr(os, "chmod", not_allowed)
+    with pytest.raises(ListenRefused, match="other users may read it"):
+        asyncio.run(build())
+    monkeypatch.undo()
+    # The data folder's lock was released: a server can start once the folder is fixed.
+    data.chmod(0o700)
+
+    async def build_and_close() -> None:
+        ControlServer(ServeConfig(data_dir=data)).close()
+
+    asyncio.run(build_and_close())
