@@ -90,6 +90,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             default="text",
             help="text: one `file:line: severity: message — hint` line per problem; json: a report",
         )
+    lint_parser.add_argument(
+        "--stack-policy",
+        choices=("off", "strict"),
+        default="off",
+        help="strict: also refuse what `sami-control serve --stack-policy strict` refuses at "
+        "sync (host-root and Docker-socket mounts, privileged, host namespaces, ...; "
+        "SECURITY.md)",
+    )
     lint_parser.set_defaults(func=run_lint)
 
     p = commands.add_parser(
@@ -137,17 +145,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 # Lint
 
 
-def scan(files: Mapping[str, bytes]) -> ScanResult:
+def scan(files: Mapping[str, bytes], stack_policy: str = "off") -> ScanResult:
     """The validator, loaded (with yaml) only by the commands that read a repo: every other
     `sami` command (a CI job's `sami deploy`) starts that much faster. Also the seam tests
     replace to get the local lint out of the way."""
     import sami_manifests as manifests
 
-    return manifests.scan(files)
+    return manifests.scan(files, stack_policy=stack_policy)
 
 
-def _check(root: str) -> tuple[dict[str, bytes], list[Problem], tuple[ResolvedManifest, ...]]:
-    """Read and lint `root`: (files, problems, valid manifests)."""
+def _check(
+    root: str, stack_policy: str = "off"
+) -> tuple[dict[str, bytes], list[Problem], tuple[ResolvedManifest, ...]]:
+    """Read and lint `root`: (files, problems, valid manifests); with `stack_policy`
+    strict, what sami-control's strict stack policy would refuse is an error too."""
     from sami_manifests import Problem, RepoReadError, Severity, read_tree
 
     try:
@@ -157,7 +168,7 @@ def _check(root: str) -> tuple[dict[str, bytes], list[Problem], tuple[ResolvedMa
             Problem(Severity.ERROR, "", 0, exc.message, "", "unreadable")
         ]
         return {}, problems, ()
-    result = scan(files)
+    result = scan(files, stack_policy)
     return files, list(result.problems), result.manifests
 
 
@@ -203,7 +214,7 @@ def run_lint(args: argparse.Namespace, ctx: object = None) -> int:
     if not os.path.isdir(root):
         print(f"sami manifests lint: {root}: not a directory", file=err)
         return EXIT_USAGE
-    _, problems, manifests = _check(root)
+    _, problems, manifests = _check(root, getattr(args, "stack_policy", "off"))
     if output == "json":
         json.dump(_report(root, problems, manifests), out, indent=2)
         out.write("\n")

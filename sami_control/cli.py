@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the POST /deployment_request webhook on HOST:PORT (HTTPS with --tls-cert; "
         "default: $SAMI_WEBHOOK_LISTEN, else off; docs/webhook.md)",
     )
+    serve.add_argument(
+        "--stack-policy",
+        default=os.environ.get("SAMI_STACK_POLICY", "off"),
+        help="strict: refuse, at sync, stack files that would give a stack the host "
+        "(host-root or Docker-socket mounts, privileged, host namespaces, ...; SECURITY.md). "
+        "Default: $SAMI_STACK_POLICY, else off",
+    )
 
     tok = sub.add_parser("token", help="create, list and revoke tokens (offline)")
     tsub = tok.add_subparsers(dest="token_command", required=True)
@@ -202,6 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
         client_ca=Path(args.client_ca) if args.client_ca else None,
         metrics_listen=args.metrics_listen,
         webhook_listen=args.webhook_listen,
+        stack_policy=args.stack_policy,
     )
 
     async def run() -> None:
@@ -319,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"created cluster {c.id} serving {', '.join(c.environments)}")
     except DomainError as exc:
         print(f"sami-control: {exc.message}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:  # storage.sqlite.DataDirUnsafe, or the OS's own
+        print(f"sami-control: {exc}", file=sys.stderr)
         return 2
     return 0
 

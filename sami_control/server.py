@@ -4,6 +4,7 @@ graceful stop."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import signal
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sami_common.listen import ListenError, is_loopback
 from sami_control.api.auth import AuthInterceptor
+from sami_control.api.budget import MAX_LARGE_REQUEST
 from sami_control.api.cron import CronServicer
 from sami_control.api.metrics_interceptor import MetricsInterceptor
 from sami_control.api.pb import (
@@ -45,10 +47,14 @@ from sami_control.api.servicers import (
     TokenServicer,
     add_deployment_service,
 )
+from sami_control.core.audit import Subject
 from sami_control.core.controlplane import ControlPlane
+from sami_control.core.errors import DomainError
+from sami_control.core.model import Principal
 from sami_control.core.settings import Settings
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
-from sami_control.storage.sqlite import SQLiteStore
+from sami_control.storage.sqlite import DataDirUnsafe, SQLiteStore
+from sami_manifests import STACK_POLICIES
 
 if TYPE_CHECKING:
     from sami_control.endpoints import HttpEndpoints
@@ -67,10 +73,11 @@ SERVICE_NAMES = [
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 ]
-# The largest request: a manifests sync carries a whole deployments repo (12 MiB of files
-# at most, see manifests.Limits) in one message. Only an authenticated caller's message is
-# ever read (see api/auth.py); SECURITY.md discusses what this costs.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The largest message, either way: a manifests sync carries a whole deployments repo in one
+# request. Only an authenticated caller's request is ever read, only a sync's may be this
+# large, and the bytes of requests in flight are bounded per token and in all
+# (api/budget.py); SECURITY.md discusses what this costs.
+MAX_MESSAGE_BYTES = MAX_LARGE_REQUEST
 # Request headers (metadata) of one call: a token is 256 characters at most; 16 KiB leaves
 # room for proxies' headers and refuses anything bigger before any handler runs.
 MAX_METADATA_BYTES = 16 * 1024
@@ -127,6 +134,8 @@ class ServeConfig:
     # (docs/observability.md, docs/webhook.md).
     metrics_listen: str = ""
     webhook_listen: str = ""
+    # "strict": syncs refuse stack files that give a stack the host (SECURITY.md).
+    stack_policy: str = "off"
 
     @property
     def tls(self) -> bool:
@@ -185,6 +194,11 @@ class ControlServer:
                 "(`sami-control tls init` makes them), or pass --insecure if a trusted "
                 "proxy terminates TLS in front of Sami"
             )
+        if cfg.stack_policy not in STACK_POLICIES:
+            raise ListenRefused(
+                f"unknown stack policy {cfg.stack_policy!r} (--stack-policy or "
+                f"SAMI_STACK_POLICY): use {' or '.join(STACK_POLICIES)}"
+            )
         self.cfg = cfg
         self._credentials = server_credentials(cfg) if cfg.tls else None
         try:
@@ -192,7 +206,11 @@ class ControlServer:
             self._data_lock = DataDirLock(Path(cfg.data_dir))
         except DataDirBusy as exc:
             raise ListenRefused(str(exc)) from None
-        self.store = SQLiteStore(cfg.data_dir)
+        try:
+            self.store = SQLiteStore(cfg.data_dir)
+        except DataDirUnsafe as exc:
+            self._data_lock.release()
+            raise ListenRefused(str(exc)) from None
         check = self.store.integrity_check()
         if check != "ok":
             self._data_lock.release()
@@ -200,7 +218,8 @@ class ControlServer:
                 f"database {self.store.path} failed its integrity check ({check}); restore "
                 f"it from a backup: sami-control restore BACKUP --data {cfg.data_dir}"
             )
-        self.core = ControlPlane(self.store, cfg.settings)
+        settings = dataclasses.replace(cfg.settings or Settings(), stack_policy=cfg.stack_policy)
+        self.core = ControlPlane(self.store, settings)
         # Metrics and the webhook (which counts its requests in them) only when served:
         # otherwise nothing could read them, and neither prometheus_client nor the
         # per-call interceptor costs the server anything.
@@ -230,7 +249,9 @@ class ControlServer:
                 raise ListenRefused(str(exc)) from None
             # Metrics first (outermost): it also counts the calls auth refuses.
             interceptors.append(MetricsInterceptor(self.metrics.rpc))
-        interceptors.append(AuthInterceptor(self.core.tokens.authenticate))
+        interceptors.append(
+            AuthInterceptor(self.core.tokens.authenticate, audit_refusal=self._audit_refusal)
+        )
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=SERVER_OPTIONS,
@@ -256,6 +277,9 @@ class ControlServer:
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.port = 0
+
+    def _audit_refusal(self, who: Principal, action: str, target: str, exc: DomainError) -> None:
+        self.core.audit.refused(Subject(who, target), action, exc)
 
     async def start(self) -> None:
         try:
@@ -286,6 +310,7 @@ class ControlServer:
             client_certificates=self.cfg.client_ca is not None,
             metrics_port=self.http.metrics_port or None,
             webhook_port=self.http.webhook_port or None,
+            stack_policy=self.core.settings.stack_policy,
         )
 
     def close(self) -> None:

@@ -149,7 +149,7 @@ def _body_fields(ctype: str, text: str) -> list[tuple[str, object]]:
         ctype in ("", "application/x-www-form-urlencoded") and text.lstrip().startswith("{")
     ):
         try:
-            obj = json.loads(text, parse_constant=_no_constant)
+            obj = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
         except (ValueError, RecursionError) as exc:
             raise errors.InvalidArgument("body", f"is not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
@@ -162,6 +162,18 @@ def _body_fields(ctype: str, text: str) -> list[tuple[str, object]]:
             raise errors.InvalidArgument("body", f"is not a valid form: {exc}") from None
         return [(key, v) for key, values in form.items() for v in values]
     raise HttpError(415, "send application/json or application/x-www-form-urlencoded")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose keys are all different. json.loads keeps the last of two equal
+    keys; a proxy or WAF in front of Sami may check the first: the two would then disagree
+    on what was asked (say, the environment)."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise errors.InvalidArgument(clean(key, 100), "given twice in the JSON body")
+        out[key] = value
+    return out
 
 
 def _no_constant(name: str) -> object:

@@ -52,11 +52,16 @@ from .problems import (
 )
 
 if TYPE_CHECKING:
+    from .stacks import POLICY_OFF, POLICY_STRICT, STACK_POLICIES, stack_policy_problems
     from .tree import ScanResult, check_revision, lint, repo_path_error, resolve, scan
     from .values import is_valid_name, is_valid_stack_name
 
 # Name → the module that defines it, imported on first use (see the docstring).
 _LAZY = {
+    "POLICY_OFF": "stacks",
+    "POLICY_STRICT": "stacks",
+    "STACK_POLICIES": "stacks",
+    "stack_policy_problems": "stacks",
     "ScanResult": "tree",
     "check_revision": "tree",
     "lint": "tree",
@@ -86,6 +91,9 @@ __all__ = [
     "ENVIRONMENT_ALIASES",
     "MANIFEST_NAMES",
     "MAX_KEEP_RELEASES",
+    "POLICY_OFF",
+    "POLICY_STRICT",
+    "STACK_POLICIES",
     "UNSUPPORTED_TYPES",
     "VERSION",
     "AmbiguousDeploymentType",
@@ -112,4 +120,5 @@ __all__ = [
     "repo_path_error",
     "resolve",
     "scan",
+    "stack_policy_problems",
 ]

@@ -197,7 +197,13 @@ class _Checker:
                 continue
             problem = values.relative_path_error(item)
             if problem:
-                code = "absolute-path" if "absolute" in problem else "path-escapes"
+                code = (
+                    "absolute-path"
+                    if "absolute" in problem
+                    else "unsafe-path"
+                    if "U+" in problem
+                    else "path-escapes"
+                )
                 self.err(
                     item_line,
                     code,

@@ -8,7 +8,7 @@ capabilities, a rollout monitor window too short to see a failing health check).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,10 @@ from .safeyaml import YList, YMap, load_yaml
 from .schema import Located, did_you_mean
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+# The stack policies (see stack_policy_problems).
+POLICY_OFF = "off"
+POLICY_STRICT = "strict"
+STACK_POLICIES = (POLICY_OFF, POLICY_STRICT)
 # Swarm's defaults when a compose file leaves them out.
 DEFAULT_MONITOR = 5.0
 DEFAULT_HC_INTERVAL = 30.0
@@ -40,9 +44,11 @@ def check_stack_files(
     files: Mapping[str, bytes],
     limits: Limits,
     cron: bool = False,
+    policy: str = POLICY_OFF,
 ) -> StackCheck:
     """Parse and check each stack file; `folder` is the repo-relative environment folder.
-    With `cron`, every service is checked as a cron job (a Swarm replicated job)."""
+    With `cron`, every service is checked as a cron job (a Swarm replicated job). With
+    `policy` strict, what gives a stack the host is an error (stack_policy_problems)."""
     result = StackCheck()
     for stack in stack_files:
         path = f"{folder}/{stack.value}"
@@ -52,7 +58,192 @@ def check_stack_files(
             result.parsed = False
             continue
         _StackFile(path, stack.value, files.keys(), result, cron).check(doc)
+        if policy == POLICY_STRICT:
+            result.problems.extend(stack_policy_problems(path, doc))
     return result
+
+
+# --- the strict stack policy (SECURITY.md, "Stack policy") -----------------------------------
+#
+# Whoever may sync manifests decides what the stacks run, and a stack that mounts the Docker
+# socket or the host's root, runs privileged, or joins the host's namespaces is root on every
+# node it lands on. `sami-control serve --stack-policy strict` (and `sami manifests lint
+# --stack-policy strict`) refuses those stack files; everything else is unchanged.
+
+# A bind mount of one of these, or of anything beneath one, hands the container the host:
+# its configuration (/etc: users, sudoers, cron), root's home, the kernel's interfaces and
+# devices, the system's binaries, the container runtimes' state and sockets.
+HOST_SYSTEM_PATHS = (
+    "/etc",
+    "/root",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/var/run/containerd",
+    *DOCKER_SOCKETS,
+)
+# Capabilities that are as good as root on the host (mounting filesystems, loading kernel
+# modules, raw devices, tracing host processes, reading any file by handle, eBPF). The ones
+# Docker grants by default, and the network ones, are not refused.
+HOST_CAPABILITIES = frozenset(
+    {"ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_PTRACE", "DAC_READ_SEARCH", "BPF"}
+)
+# Service keys whose value `host` shares a host namespace with the container.
+HOST_NAMESPACE_KEYS = ("pid", "ipc", "uts", "userns_mode", "cgroup", "network_mode")
+
+
+def host_path_problem(source: str) -> str | None:
+    """Why a bind mount of host path `source` gives the container the host, or None."""
+    if "$" in source:
+        return "is interpolated when the agent deploys, so it cannot be checked"
+    if source.startswith("~"):
+        return "is a home folder of the agent's host (root's, where the agent runs as root)"
+    if not source.startswith("/"):
+        if ".." in source.split("/"):
+            return "climbs out of the release folder with '..'"
+        return None
+    parts = [seg for seg in source.split("/") if seg not in ("", ".")]
+    if ".." in parts:
+        return "has a '..' segment"
+    normal = "/" + "/".join(parts)
+    if normal == "/":
+        return "is the host's root filesystem"
+    if normal in DOCKER_SOCKETS:
+        return "is the Docker socket: control of the whole node"
+    for socket in DOCKER_SOCKETS:
+        if socket.startswith(normal + "/"):
+            return f"contains the Docker socket {socket}"
+    for system in HOST_SYSTEM_PATHS:
+        if normal == system or normal.startswith(system + "/"):
+            return f"is {system}" if normal == system else f"is inside {system}"
+    return None
+
+
+def stack_policy_problems(path: str, doc: Any) -> list[Problem]:
+    """What the strict stack policy refuses in one parsed stack file (`path`: its
+    repo-relative path): an error per finding, naming the service and the line."""
+    if not isinstance(doc, YMap):
+        return []
+    problems: list[Problem] = []
+
+    def refuse(line: int, what: str, hint: str) -> None:
+        problems.append(
+            error(path, line, "stack-policy", f"{what} (refused by the strict stack policy)", hint)
+        )
+
+    services = doc.get("services")
+    if isinstance(services, YMap):
+        for name, spec in services.items():
+            if isinstance(spec, YMap):
+                _service_policy(str(name), spec, refuse)
+    volumes = doc.get("volumes")
+    if isinstance(volumes, YMap):
+        for name, volume in volumes.items():
+            opts = volume.get("driver_opts") if isinstance(volume, YMap) else None
+            device = opts.get("device") if isinstance(opts, YMap) else None
+            if not isinstance(opts, YMap) or not isinstance(device, str):
+                continue
+            problem = host_path_problem(device)
+            if problem and "bind" in str(opts.get("o", "")).split(","):
+                refuse(
+                    opts.value_line("device"),
+                    f"volume {name} binds host path {device!r}, which {problem}",
+                    "use a plain named volume, or bind a folder made for this service",
+                )
+    networks = doc.get("networks")
+    if isinstance(networks, YMap):
+        for name, network in networks.items():
+            if (
+                isinstance(network, YMap)
+                and network.get("external")
+                and network.get("name") == "host"
+            ):
+                refuse(
+                    networks.key_line(name),
+                    f"network {name} is the host's network stack",
+                    "use an overlay network and publish ports",
+                )
+    return problems
+
+
+def _service_policy(name: str, spec: YMap, refuse: Callable[[int, str, str], None]) -> None:
+    if spec.get("privileged") is True:
+        refuse(
+            spec.key_line("privileged"),
+            f"service {name} runs privileged: root on the host",
+            "remove privileged; grant only the capabilities it needs",
+        )
+    cap_add = spec.get("cap_add")
+    if isinstance(cap_add, YList):
+        for index, cap in enumerate(cap_add):
+            normal = str(cap).upper().removeprefix("CAP_")
+            if normal in HOST_CAPABILITIES:
+                refuse(
+                    cap_add.item_line(index),
+                    f"service {name} adds capability {cap}, as good as root on the host",
+                    "remove it; if the service truly needs it, it does not belong in a stack "
+                    "that anyone who can sync manifests may change",
+                )
+    for key in HOST_NAMESPACE_KEYS:
+        if spec.get(key) == "host":
+            refuse(
+                spec.value_line(key),
+                f"service {name} shares the host's {key.removesuffix('_mode')} namespace "
+                f"({key}: host)",
+                f"remove {key}",
+            )
+    devices = spec.get("devices")
+    if isinstance(devices, YList) and devices:
+        refuse(
+            spec.key_line("devices"),
+            f"service {name} maps host devices into the container",
+            "remove devices",
+        )
+    security_opt = spec.get("security_opt")
+    if isinstance(security_opt, YList):
+        for index, opt in enumerate(security_opt):
+            if isinstance(opt, str) and ("unconfined" in opt or opt == "label:disable"):
+                refuse(
+                    security_opt.item_line(index),
+                    f"service {name} turns off a confinement of the container ({opt})",
+                    "remove it",
+                )
+    volumes = spec.get("volumes")
+    if isinstance(volumes, YList):
+        for index, volume in enumerate(volumes):
+            source = _bind_source(volume)
+            problem = host_path_problem(source) if source is not None else None
+            if problem:
+                refuse(
+                    volumes.item_line(index),
+                    f"service {name} mounts host path {source!r}, which {problem}",
+                    "mount a named volume or a folder made for this service instead; "
+                    "read_only does not make the Docker socket or the host safe",
+                )
+
+
+def _bind_source(volume: Any) -> str | None:
+    """The host path of a service's bind mount, None for a named volume or tmpfs."""
+    if isinstance(volume, str):
+        if ":" not in volume:
+            return None  # an anonymous volume: a path inside the container
+        short = volume.split(":", 1)[0]
+        return short if short.startswith(("/", ".", "~", "$")) else None
+    if isinstance(volume, YMap):
+        source = volume.get("source")
+        if volume.get("type", "volume") == "bind" and isinstance(source, str):
+            return source
+    return None
 
 
 def _fmt(seconds: float) -> str:

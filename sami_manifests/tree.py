@@ -38,7 +38,7 @@ from .problems import (
 )
 from .safeyaml import load_yaml
 from .schema import STACK_TYPES, ManifestContext, ManifestSpec, check_manifest, did_you_mean
-from .stacks import check_stack_files
+from .stacks import POLICY_OFF, STACK_POLICIES, check_stack_files
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _IGNORED_FILES = ("README.md",)
@@ -83,6 +83,8 @@ def repo_path_error(path: object, limits: Limits = DEFAULT_LIMITS) -> str | None
         return f"path longer than {limits.max_path_length} characters"
     if _CONTROL_RE.search(path):
         return "path contains control characters"
+    if invisible := values.invisible_char_error(path):
+        return invisible
     if "\\" in path:
         return "path contains a backslash"
     if path.startswith("/"):
@@ -289,7 +291,9 @@ def _environment_folder_hint(path: str) -> str:
     return "/".join(parts + placeholders[len(parts) - 1 :]) + "/"
 
 
-def _check_env(env: _EnvFolder, limits: Limits) -> tuple[ResolvedManifest | None, list[Problem]]:
+def _check_env(
+    env: _EnvFolder, limits: Limits, stack_policy: str = POLICY_OFF
+) -> tuple[ResolvedManifest | None, list[Problem]]:
     """Validate one environment folder: its manifest and the stack files it names."""
     folder = env.folder
     problems: list[Problem] = []
@@ -361,7 +365,12 @@ def _check_env(env: _EnvFolder, limits: Limits) -> tuple[ResolvedManifest | None
     image_services: tuple[str, ...] = ()
     if spec.stack_files and (spec.deployment_type in STACK_TYPES or spec.deployment_type == "cron"):
         stacks = check_stack_files(
-            folder, spec.stack_files, env.files, limits, cron=spec.deployment_type == "cron"
+            folder,
+            spec.stack_files,
+            env.files,
+            limits,
+            cron=spec.deployment_type == "cron",
+            policy=stack_policy,
         )
         problems.extend(stacks.problems)
         if stacks.parsed:
@@ -440,8 +449,15 @@ def _resolve_image_services(
     return tuple(resolved)
 
 
-def scan(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> ScanResult:
-    """Validate a whole revision: layout, every manifest, the stack files they name."""
+def scan(
+    files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS, *, stack_policy: str = POLICY_OFF
+) -> ScanResult:
+    """Validate a whole revision: layout, every manifest, the stack files they name (with
+    `stack_policy` strict, also what stacks.stack_policy_problems refuses)."""
+    if stack_policy not in STACK_POLICIES:
+        raise ValueError(
+            f"unknown stack policy {stack_policy!r}: use {' or '.join(STACK_POLICIES)}"
+        )
     usable, problems = check_revision(files, limits)
     if not usable and problems:
         return ScanResult(tuple(sort_problems(problems)), ())
@@ -450,7 +466,7 @@ def scan(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> ScanRes
     manifests: list[ResolvedManifest] = []
     envs_by_service: dict[tuple[str, str], list[str]] = {}
     for env in sorted(envs, key=lambda e: e.folder):
-        manifest, env_problems = _check_env(env, limits)
+        manifest, env_problems = _check_env(env, limits, stack_policy)
         problems.extend(env_problems)
         if manifest is not None:
             manifests.append(manifest)
@@ -468,12 +484,54 @@ def scan(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> ScanRes
                     f"deployments of {service} to {environment} must name the type",
                 )
             )
+    problems.extend(_shared_stack_names(manifests))
     return ScanResult(tuple(sort_problems(problems)), tuple(manifests))
 
 
-def lint(files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
+def _shared_stack_names(manifests: list[ResolvedManifest]) -> list[Problem]:
+    """Two manifests that set the same `stack_name` (or set one that is another's default
+    name) would deploy over each other's stack: each deployment would replace the other's
+    services. Manifests pinned to two different clusters do not meet."""
+    problems: list[Problem] = []
+    seen: dict[str, list[ResolvedManifest]] = {}
+    for m in manifests:
+        if m.environment == "pull_request":
+            continue  # each preview gets a stack of its own; stack_name is refused there
+        name = m.stack_name_for()
+        for other in seen.get(name, []):
+            if not (m.stack_name or other.stack_name):
+                continue  # same service and environment under two types: warned above
+            if m.cluster and other.cluster and m.cluster != other.cluster:
+                continue
+            problems.append(
+                error(
+                    m.manifest_path,
+                    _line_of(m.files.get(m.manifest_file, b""), "stack_name"),
+                    "duplicate-stack-name",
+                    f"stack {name!r} is also the stack of {other.manifest_path}: the two "
+                    "would deploy over each other",
+                    "give each manifest a stack_name of its own (or remove stack_name to use "
+                    "the default, ENVIRONMENT_SERVICE)",
+                )
+            )
+            break
+        seen.setdefault(name, []).append(m)
+    return problems
+
+
+def _line_of(text: bytes, key: str) -> int:
+    """The line of a top-level `key:` in a YAML file, 0 if not found."""
+    for number, line in enumerate(text.decode("utf-8", "replace").splitlines(), 1):
+        if line.startswith(f"{key}:"):
+            return number
+    return 0
+
+
+def lint(
+    files: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS, *, stack_policy: str = POLICY_OFF
+) -> list[Problem]:
     """Every problem of the revision (errors and warnings), sorted by file and line."""
-    return list(scan(files, limits).problems)
+    return list(scan(files, limits, stack_policy=stack_policy).problems)
 
 
 def resolve(

@@ -108,6 +108,21 @@ def cron_error(expression: str) -> str | None:
 
 # --- paths ---------------------------------------------------------------------------------
 
+# Line and paragraph separators and bidirectional controls: a path holding one can display
+# as another path (or as two lines) in a terminal, a log or a code review.
+_INVISIBLE_RE = re.compile("[\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def invisible_char_error(path: str) -> str | None:
+    """Why `path` holds a character that changes how it displays, or None."""
+    found = _INVISIBLE_RE.search(path)
+    if found is None:
+        return None
+    return (
+        f"the path contains U+{ord(found.group()):04X} (a line separator or bidirectional "
+        "control, which can make a path display as another): rename the file"
+    )
+
 
 def relative_path_error(path: str) -> str | None:
     """Why `path` is not a plain relative path that stays inside its folder, or None."""
@@ -115,6 +130,8 @@ def relative_path_error(path: str) -> str | None:
         return "the path is empty"
     if "\x00" in path:
         return "the path contains a NUL character"
+    if invisible := invisible_char_error(path):
+        return invisible
     if "\\" in path:
         return f"{path!r} uses backslashes"
     if path.startswith("/"):

@@ -75,3 +75,16 @@ def require_deploy_scope(principal: Principal, service: str, environment: str) -
             f"token {principal.name!r} may deploy only to {', '.join(principal.environments)}, "
             f"not {environment!r}"
         )
+
+
+def require_sync_manifests(principal: Principal) -> None:
+    """Admins and unscoped deployers only. The API checks this before it reads a sync's
+    request (up to 16 MiB), so that a caller who may not sync cannot make the server hold it."""
+    require(principal, Action.SYNC_MANIFESTS)
+    if principal.role is Role.DEPLOYER and (principal.services or principal.environments):
+        # A revision holds every service's manifests: a token scoped to one service
+        # could otherwise rewrite another service's stack file.
+        raise PermissionDenied(
+            f"token {principal.name!r} is scoped to some services or environments; syncing "
+            "manifests needs an admin token or an unscoped deployer token"
+        )

@@ -16,8 +16,8 @@ from sami_control.core import authz, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
-from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from sami_control.core.model import ManifestRevision, Principal, Role
+from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from sami_control.core.model import ManifestRevision, Principal
 from sami_control.core.store import Tx
 
 CACHE_LIMIT = 4096
@@ -78,14 +78,7 @@ class ManifestCatalog:
     def sync(
         self, who: Principal, commit: str, files: list[tuple[str, bytes]]
     ) -> tuple[ManifestRevision, bool]:
-        authz.require(who, Action.SYNC_MANIFESTS)
-        if who.role is Role.DEPLOYER and (who.services or who.environments):
-            # A revision holds every service's manifests: a token scoped to one service
-            # could otherwise rewrite another service's stack file.
-            raise PermissionDenied(
-                f"token {who.name!r} is scoped to some services or environments; syncing "
-                "manifests needs an admin token or an unscoped deployer token"
-            )
+        authz.require_sync_manifests(who)
         validation.commit("commit", commit)
         by_path: dict[str, bytes] = {}
         for i, (path, data) in enumerate(files):
@@ -94,7 +87,7 @@ class ManifestCatalog:
             by_path[path] = data
         if not by_path:
             raise InvalidArgument("files", "no files: sync the root of your deployments repo")
-        result = manifests.scan(by_path)
+        result = manifests.scan(by_path, stack_policy=self.ctx.settings.stack_policy)
         errors = [p for p in result.problems if p.is_error]
         if errors:
             raise InvalidArgument.many(

@@ -8,6 +8,8 @@ from sami_control.core.errors import InvalidArgument
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+# The largest position a token may hold: SQLite's integers are 64-bit signed.
+MAX_POSITION = 2**63 - 1
 
 
 def page_token(seq: int) -> str:
@@ -22,12 +24,16 @@ def parse_page(token: str, size: int, first: int = 2**62) -> tuple[int, int]:
     limit = min(size or DEFAULT_PAGE, MAX_PAGE)
     if not token:
         return first, limit
-    if len(token) > 100:
-        raise InvalidArgument("page_token", "is not a token this server issued")
+    bad = InvalidArgument("page_token", "is not a token this server issued")
+    if len(token) > 100 or not token.isascii():
+        raise bad
     try:
         prefix, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if prefix != "v1":
-            raise ValueError(prefix)
-        return int(seq), limit
-    except ValueError:
-        raise InvalidArgument("page_token", "is not a token this server issued") from None
+    except ValueError:  # not base64, not UTF-8, not one colon
+        raise bad from None
+    # Only what page_token() makes: digits (no sign, space or underscore, which int()
+    # accepts) of a position storage can hold; a 70-digit number reached SQLite and came
+    # back as INTERNAL.
+    if prefix != "v1" or not (seq.isascii() and seq.isdigit()) or int(seq) > MAX_POSITION:
+        raise bad
+    return int(seq), limit

@@ -134,7 +134,9 @@ def url(field: str, value: str) -> str:
 
 def text(field: str, value: str, limit: int = MAX_TEXT) -> str:
     """Free text: bounded, and no control or invisible formatting characters (which can
-    hide what a log line or a CLI listing really says)."""
+    hide what a log line or a CLI listing really says): bidirectional controls are format
+    characters (Cf); line and paragraph separators (Zl, Zp) break a log line as a newline
+    would."""
     if len(value) > limit:
         raise InvalidArgument(field, f"longer than {limit} characters")
     if value.isprintable():  # the common case: no character of the categories below
@@ -143,7 +145,7 @@ def text(field: str, value: str, limit: int = MAX_TEXT) -> str:
         if ch in "\t":
             continue
         cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
+        if cat in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
             raise InvalidArgument(
                 field, f"contains the control or invisible character U+{ord(ch):04X}"
             )

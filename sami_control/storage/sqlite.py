@@ -91,12 +91,37 @@ class _Batch:
                 w.set_result(None)
 
 
+class DataDirUnsafe(PermissionError):
+    """The data folder can be read by other users, and this process cannot change that."""
+
+
+def _make_private(data_dir: Path) -> None:
+    """A data folder that exists with group or other permission bits (made by hand, or by a
+    volume mount) is tightened to 0700: it holds the database (token hashes, manifests, the
+    audit log). It is refused if this user may not change its mode (it is someone else's):
+    silently serving from a folder others can read would break SECURITY.md's promise."""
+    mode = data_dir.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(data_dir, 0o700)
+    except PermissionError:
+        raise DataDirUnsafe(
+            f"the data folder {data_dir} has mode {mode:04o}: other users may read it, and "
+            f"this user (uid {os.geteuid()}) may not change that (the folder belongs to uid "
+            f"{data_dir.stat().st_uid}). Run `chmod 700 {data_dir}` as its owner, or give it "
+            "to the user that runs sami-control"
+        ) from None
+    log.warning("data_folder_tightened", path=str(data_dir), was=f"{mode:04o}", now="0700")
+
+
 class SQLiteStore(Store):
     FILE_NAME = "sami.db"
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_private(self.data_dir)
         self.path = self.data_dir / self.FILE_NAME
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         self._conn = sqlite3.connect(

@@ -184,7 +184,7 @@ def test_sami_control_revalidates_what_the_client_sends(
         assert list(client.list_manifest_revisions()) == []
 
     # The CLI with its own lint out of the way: the server's refusal, one line per violation.
-    monkeypatch.setattr(manifests_cmd, "scan", lambda files: ScanResult((), ()))
+    monkeypatch.setattr(manifests_cmd, "scan", lambda files, policy="off": ScanResult((), ()))
     result = sami("manifests", "sync", str(bad))
     assert result.code == 2
     assert "INVALID_ARGUMENT" in result.err

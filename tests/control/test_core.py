@@ -591,3 +591,26 @@ def test_a_rollback_names_what_it_goes_back_to_and_the_server_checks_it(
     # Refused requests stored nothing: the rollback is still the newest deployment.
     newest, _ = cp.deployments.list(ADMIN, "web", "stage", None, 1, "")
     assert [d.id for d in newest] == [back.id]
+
+
+def test_a_strict_stack_policy_refuses_at_sync_what_would_give_a_stack_the_host(
+    tmp_path: Path,
+) -> None:
+    """`sami-control serve --stack-policy strict`: the control plane checks every synced
+    stack file again, whatever the client linted; a refused sync keeps the revision."""
+    host = samples.STACK + "    privileged: true\n    volumes:\n      - /var/run/docker.sock:/s\n"
+    store = SQLiteStore(tmp_path / "strict")
+    try:
+        strict = ControlPlane(store, Settings(stack_policy="strict"))
+        before, _ = strict.manifests.sync(ADMIN, "", list(samples.repo().items()))
+        with pytest.raises(InvalidArgument, match="privileged") as refused:
+            strict.manifests.sync(ADMIN, "", list(samples.repo(stack=host).items()))
+        assert "docker.sock" in str(refused.value.violations)
+        rev, current = strict.manifests.get(ADMIN, "current")
+        assert current and rev.id == before.id
+        # The same files under the default policy: Swarm allows them.
+        lax = ControlPlane(store, Settings())
+        rev, created = lax.manifests.sync(ADMIN, "", list(samples.repo(stack=host).items()))
+        assert created and rev.id != before.id
+    finally:
+        store.close()

@@ -5,10 +5,12 @@ after the control plane restarts."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from sami_control.core.model import (
     AgentRecord,
@@ -24,7 +26,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.core.store import Conflict, Store
-from sami_control.storage.sqlite import SQLiteStore
+from sami_control.storage.sqlite import DataDirUnsafe, SQLiteStore
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": SQLiteStore}
 
@@ -310,3 +312,76 @@ def test_sqlite_upgrade_carries_rollbacks_over_from_their_reason(tmp_path: Path)
         assert got[rollback] is not None and got[rollback].reason.endswith("broke login")
     finally:
         store.close()
+
+
+def test_a_loose_data_folder_is_tightened_to_0700_and_logged(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # whatever the umask said
+    with structlog.testing.capture_logs() as logs:
+        SQLiteStore(data).close()
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert [e for e in logs if e["event"] == "data_folder_tightened"] == [
+        {
+            "event": "data_folder_tightened",
+            "log_level": "warning",
+            "path": str(data),
+            "was": "0755",
+            "now": "0700",
+        }
+    ]
+
+
+def test_a_loose_data_folder_that_is_not_ours_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o750)
+    data.chmod(0o750)
+
+    def not_allowed(path: object, mode: int) -> None:  # what chmod says to a non-owner
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", not_allowed)
+    with pytest.raises(DataDirUnsafe, match=r"mode 0750: other users may read it.*chmod 700"):
+        SQLiteStore(data)
+    assert not (data / "sami.db").exists()
+
+
+def test_a_private_data_folder_is_left_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    with structlog.testing.capture_logs() as logs:
+        SQLiteStore(data).close()
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert not [e for e in logs if e["event"] == "data_folder_tightened"]
+
+
+def test_serve_refuses_a_loose_data_folder_it_cannot_tighten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from sami_control.server import ControlServer, ListenRefused, ServeConfig
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+
+    def not_allowed(path: object, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    async def build() -> None:
+        ControlServer(ServeConfig(data_dir=data))
+
+    monkeypatch.setattr(os, "chmod", not_allowed)
+    with pytest.raises(ListenRefused, match="other users may read it"):
+        asyncio.run(build())
+    monkeypatch.undo()
+    # The data folder's lock was released: a server can start once the folder is fixed.
+    data.chmod(0o700)
+
+    async def build_and_close() -> None:
+        ControlServer(ServeConfig(data_dir=data)).close()
+
+    asyncio.run(build_and_close())

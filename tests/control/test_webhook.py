@@ -236,6 +236,24 @@ def test_a_body_that_is_not_json_is_400(hook: Hook) -> None:
     assert d.status == 202, d.body
 
 
+def test_a_key_given_twice_in_the_json_body_is_400_naming_it(hook: Hook) -> None:
+    # json.loads would keep the last one; a proxy in front may have checked the first.
+    body = f'{{"service": "web", "environment": "stage", "artifact": "{REF}", '
+    a = hook.post(body + '"environment": "production"}')
+    assert a.status == 400, a.body
+    assert [v["field"] for v in a.body["field_violations"]] == ["environment"]
+    assert "twice" in a.body["field_violations"][0]["description"]
+    # Nested objects too (refused anyway, but as a duplicate first).
+    b = hook.post(body + '"reason": {"a": 1, "a": 2}}')
+    assert b.status == 400 and b.body["field_violations"][0]["field"] == "a", b.body
+    assert (
+        hook.stubs.dep.ListDeployments(
+            deployment_pb2.ListDeploymentsRequest(), metadata=md(hook.admin)
+        ).deployments
+        == []
+    )
+
+
 def test_no_token_or_a_wrong_one_is_401(hook: Hook) -> None:
     fields = {"service": "web", "environment": "stage", "artifact": REF}
     a = hook.post(fields, token=None)

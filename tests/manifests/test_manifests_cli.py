@@ -204,3 +204,20 @@ def test_read_tree_on_a_file_raises(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(RepoReadError, match="not a directory"):
         read_tree(tmp_path / "f")
+
+
+def test_lint_with_the_strict_stack_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    """What `sami-control serve --stack-policy strict` would refuse at sync, found in CI: the
+    example portainer agent mounts the Docker socket and Docker's own volumes."""
+    status, out, err = run(capsys, "manifests", "lint", "--stack-policy", "strict", str(EXAMPLES))
+    assert status == 1
+    stack = f"{EXAMPLES}/services/portainer/compose/prod/portainer-agent-stack.yml"
+    errors = [line for line in out.splitlines() if ": error: " in line]
+    assert [line.split(": error: ")[0] for line in errors] == [f"{stack}:7", f"{stack}:8"]
+    assert "service agent mounts host path '/var/run/docker.sock'" in errors[0]
+    assert "strict stack policy" in errors[0]
+    assert "2 errors" in err
+    status, _, _ = run(capsys, "manifests", "lint", "--stack-policy", "off", str(EXAMPLES))
+    assert status == 0
+    with pytest.raises(SystemExit):
+        run(capsys, "manifests", "lint", "--stack-policy", "lax", str(EXAMPLES))

@@ -189,6 +189,22 @@ CASES = [
         ("goes up with '..'",),
     ),
     Case(
+        "stack file path with a right-to-left override",
+        web_manifest(5, '  - "web\\u202e-stack.yml"'),
+        "unsafe-path",
+        f"{WEB}/sami.yaml",
+        5,
+        ("U+202E",),
+    ),
+    Case(
+        "stack file path with a line separator",
+        web_manifest(5, '  - "web\\u2028-stack.yml"'),
+        "unsafe-path",
+        f"{WEB}/sami.yaml",
+        5,
+        ("U+2028",),
+    ),
+    Case(
         "absolute stack file path",
         web_manifest(5, "  - /etc/web-stack.yml"),
         "absolute-path",
@@ -483,6 +499,17 @@ CASES = [
         0,
         ("no services/ folder",),
     ),
+    *(
+        Case(
+            f"U+{ord(ch):04X} in an uploaded path",
+            set_file(f"{WEB}/conf/web{ch}.conf", "x"),
+            "bad-path",
+            f"{WEB}/conf/web{ch}.conf",
+            0,
+            (f"U+{ord(ch):04X}",),
+        )
+        for ch in "\u2028\u2029\u202a\u202e\u2066\u2069\u200e\u200f"
+    ),
     Case(
         "bad path in an uploaded revision",
         set_file("services/web/../../etc/passwd", "x"),
@@ -655,3 +682,26 @@ def test_problems_are_sorted_and_formatted(files: Files) -> None:
     line = find(problems, "unknown-field")[0].format("repo")
     assert line.startswith(f"repo/{WEB}/sami.yaml:4: error: unknown field 'stack_file'")
     assert " — rename it to stack_files" in line
+
+
+def test_two_manifests_with_one_stack_name_are_refused(files: Files) -> None:
+    files[f"{WEB}/sami.yaml"] = (WEB_MANIFEST + "stack_name: shared\n").encode()
+    files[f"{JOBS}/sami.yaml"] = (JOBS_MANIFEST + "stack_name: shared\n").encode()
+    (problem,) = find(lint(files), "duplicate-stack-name")
+    assert problem.is_error
+    # The later manifest (by folder) is the one reported, on its stack_name line.
+    assert (problem.file, problem.line) == (f"{WEB}/sami.yaml", 10), problem.format()
+    assert f"also the stack of {JOBS}/sami.yaml" in problem.message
+
+
+def test_a_stack_name_that_is_another_manifests_default_is_refused(files: Files) -> None:
+    files[f"{WEB}/sami.yaml"] = (WEB_MANIFEST + "stack_name: production_jobs\n").encode()
+    (problem,) = find(lint(files), "duplicate-stack-name")
+    assert "'production_jobs'" in problem.message
+
+
+def test_one_stack_name_on_two_pinned_clusters_is_fine(files: Files) -> None:
+    files[f"{WEB}/sami.yaml"] = (WEB_MANIFEST + "stack_name: shared\n").encode()
+    files[f"{JOBS}/sami.yaml"] = (JOBS_MANIFEST + "stack_name: shared\ncluster: other\n").encode()
+    assert not find(lint(files), "duplicate-stack-name")
+    assert not [p for p in lint(files) if p.is_error]

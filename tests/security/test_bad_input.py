@@ -308,6 +308,10 @@ CASES = [
     Case("deploy-reason-nul", deploy(reason="ok\x00"), IA, "reason"),
     Case("deploy-reason-too-long", deploy(reason="r" * 1001), IA, "reason"),
     Case("deploy-reason-bidi", deploy(reason="\u202egnp.exe"), IA, "reason"),
+    *(
+        Case(f"deploy-reason-u{ord(ch):04x}", deploy(reason=f"ok{ch}fine"), IA, "reason")
+        for ch in "\u2028\u2029\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069\u200e\u200f"
+    ),
     Case("deploy-request-id-space", deploy(request_id="a b"), IA, "request_id"),
     Case("deploy-request-id-too-long", deploy(request_id="r" * 200), IA, "request_id"),
     Case("deploy-type-unknown", deploy(deployment_type="../swarm"), IA, "deployment_type"),
@@ -380,6 +384,9 @@ CASES = [
     Case("sync-path-absolute", sync(put("/etc/passwd", b"x")), IA, "files[/etc/passwd]"),
     Case("sync-path-nul", sync(put("services/web/swarm/stage/a\x00b", b"x")), IA, "files["),
     Case("sync-path-backslash", sync(put("services\\web\\x", b"x")), IA, "files["),
+    Case("sync-path-line-separator", sync(put("README\u2028.md", b"x")), IA, "files["),
+    Case("sync-path-bidi", sync(put("services/web/swarm/stage/\u202egnp.yml", b"x")), IA,
+         "files["),
     Case("sync-path-duplicate", sync_files([("README.md", b"a"), ("README.md", b"b")]), IA,
          "files[1].path"),
     Case("sync-no-files", sync_files([]), IA, "files"),

@@ -150,3 +150,20 @@ def test_oversized_metadata_is_refused_before_any_handler(serve: Callable[..., S
     assert healthy(srv)
     # The server goes on serving the same connection.
     assert stub.dep.ListDeployments(deployment_pb2.ListDeploymentsRequest(), metadata=md(admin))
+
+
+def test_the_stack_policy_flag_is_checked_and_kept(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sami_control import cli as control_cli
+    from sami_control.server import ControlServer, ListenRefused, ServeConfig
+
+    srv = serve(stack_policy="strict")
+    assert srv.server.core.settings.stack_policy == "strict"
+    with pytest.raises(ListenRefused, match=r"unknown stack policy 'lax'.*off or strict"):
+        ControlServer(ServeConfig(data_dir=srv.data.parent / "other", stack_policy="lax"))
+    args = control_cli._parser().parse_args(["serve", "--stack-policy", "strict"])
+    assert args.stack_policy == "strict"
+    assert control_cli._parser().parse_args(["serve"]).stack_policy == "off"
+    monkeypatch.setenv("SAMI_STACK_POLICY", "strict")
+    assert control_cli._parser().parse_args(["serve"]).stack_policy == "strict"
