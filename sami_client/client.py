@@ -27,6 +27,8 @@ from sami_client.pb import (
     deployment_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
 )
 from sami_common.backoff import Backoff
 from sami_common.dial import CHANNEL_OPTIONS, Endpoint
@@ -86,6 +88,7 @@ class SamiClient:
         self._artifacts = artifact_pb2_grpc.ArtifactServiceStub(self._channel)
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
         self._clusters = cluster_pb2_grpc.ClusterServiceStub(self._channel)
+        self._server = server_pb2_grpc.ServerServiceStub(self._channel)
         self._manifests = manifest_pb2_grpc.ManifestServiceStub(self._channel)
         self._cron = cron_pb2_grpc.CronServiceStub(self._channel)
 
@@ -446,6 +449,13 @@ class SamiClient:
             self._clusters.GetCluster, cluster_pb2.GetClusterRequest(name=name)
         )
         return cluster
+
+    def server_info(self) -> server_pb2.ServerInfo:
+        """What the control plane is: its version and its store."""
+        info: server_pb2.ServerInfo = self._call(
+            self._server.GetServerInfo, server_pb2.GetServerInfoRequest()
+        )
+        return info
 
     def list_clusters(self) -> list[cluster_pb2.Cluster]:
         response: cluster_pb2.ListClustersResponse = self._call(

@@ -19,6 +19,8 @@ from sami.v1 import (
     deployment_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
 )
 
 __all__ = [
@@ -34,4 +36,6 @@ __all__ = [
     "deployment_pb2_grpc",
     "manifest_pb2",
     "manifest_pb2_grpc",
+    "server_pb2",
+    "server_pb2_grpc",
 ]

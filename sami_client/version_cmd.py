@@ -2,9 +2,11 @@
 
     sami version [--output json]
 
-prints the client's version and what is known of sami-control's. The API has no call that
-returns the server's version yet, so that line says so and how to find it out; with
---output json: `{"client": "0.1.0", "server": null}`.
+prints the client's version and sami-control's (ServerService.GetServerInfo, any token
+that may read); with --output json: `{"client": "0.1.0", "server": "0.1.0", "store":
+"sqlite"}`. When the control plane cannot be asked (unreachable, no token), the client's
+version is still printed, with the reason the server's is missing, and the exit status
+says so (3).
 
 `register(subparsers)` adds the command to the `sami` CLI; `add_version_flag(parser)` gives
 the top-level parser `--version`.
@@ -15,13 +17,8 @@ from __future__ import annotations
 import argparse
 
 from sami_client.context import Context, Subparsers
-from sami_client.errors import ExitCode
+from sami_client.errors import ExitCode, SamiError
 from sami_common.version import VERSION
-
-SERVER_UNKNOWN = (
-    "sami-control: version not known: its API does not report it "
-    "(`sami-control --version` on its host shows it)"
-)
 
 
 def add_version_flag(parser: argparse.ArgumentParser) -> None:
@@ -38,5 +35,16 @@ def register(commands: Subparsers) -> None:
 
 
 def run_version(args: argparse.Namespace, ctx: Context) -> int:
-    ctx.show(f"sami {VERSION}\n{SERVER_UNKNOWN}", {"client": VERSION, "server": None})
+    try:
+        info = ctx.client().server_info()
+    except SamiError as err:
+        ctx.show(
+            f"sami {VERSION}\nsami-control: version not known ({err.message})",
+            {"client": VERSION, "server": None, "store": None, "error": err.message},
+        )
+        return int(err.exit_code)
+    ctx.show(
+        f"sami {VERSION}\nsami-control {info.version} ({info.store})",
+        {"client": VERSION, "server": info.version, "store": info.store},
+    )
     return int(ExitCode.SUCCEEDED)

@@ -36,6 +36,8 @@ from sami_control.api.pb import (
     deployment_pb2,
     manifest_pb2,
     manifest_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
 )
 from sami_control.api.servicers import (
     AgentServicer,
@@ -44,6 +46,7 @@ from sami_control.api.servicers import (
     ClusterServicer,
     DeploymentServicer,
     ManifestServicer,
+    ServerServicer,
     TokenServicer,
     add_deployment_service,
 )
@@ -72,6 +75,7 @@ SERVICE_NAMES = [
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,
 ]
 # The largest message, either way: a manifests sync carries a whole deployments repo in one
 # request. Only an authenticated caller's request is ever read, only a sync's may be this
@@ -271,6 +275,7 @@ class ControlServer:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.core), self.server)
         admin_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(self.core), self.server)
         admin_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.core), self.server)
+        server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(self.core), self.server)
         self.health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, self.server)
         reflection.enable_server_reflection(

@@ -20,6 +20,8 @@ from sami.v1 import (
     deployment_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
 )
 
 __all__ = [
@@ -37,4 +39,6 @@ __all__ = [
     "deployment_pb2_grpc",
     "manifest_pb2",
     "manifest_pb2_grpc",
+    "server_pb2",
+    "server_pb2_grpc",
 ]

@@ -26,6 +26,8 @@ from sami_control.api.pb import (
     deployment_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
 )
 from sami_control.api.rpc import Servicer
 from sami_control.core import paging
@@ -456,6 +458,14 @@ class AuditServicer(Servicer, admin_pb2_grpc.AuditServiceServicer):
         return admin_pb2.ListAuditResponse(
             entries=[convert.audit_entry(e) for e in rows], next_page_token=nxt
         )
+
+
+class ServerServicer(Servicer, server_pb2_grpc.ServerServiceServicer):
+    async def GetServerInfo(
+        self, request: server_pb2.GetServerInfoRequest, context: Any
+    ) -> server_pb2.ServerInfo:
+        info = self.core.info.get(principal())
+        return server_pb2.ServerInfo(version=info.version, store=info.store)
 
 
 class _Handlers:

@@ -17,6 +17,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `agents` | core/agents.py | agent sessions: connect, disconnect, list |
 | `reports` | core/agent_reports.py | what agents report on their stream |
 | `cron_runs` | core/cron_runs.py | the runs of cron jobs |
+| `info` | core/server_info.py | what this control plane is (version, store) |
 
 Nothing here imports grpc.
 """
@@ -42,6 +43,7 @@ from sami_control.core.dispatch import Leases
 from sami_control.core.effects import Publisher
 from sami_control.core.hub import Hub
 from sami_control.core.manifest_catalog import ManifestCatalog
+from sami_control.core.server_info import ServerInfo
 from sami_control.core.sessions import Sessions
 from sami_control.core.settings import Settings
 from sami_control.core.store import StorageFailed, Store
@@ -77,6 +79,7 @@ class ControlPlane:
         )
         self.cron_runs = CronRuns(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
+        self.info = ServerInfo(ctx)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -160,6 +160,9 @@ class Tx(abc.ABC):
 
 
 class Store(abc.ABC):
+    # Which backend this is (ServerInfo.store, the logs).
+    kind = ""
+
     @abc.abstractmethod
     def tx(self) -> AbstractContextManager[Tx]:
         """A read-write transaction: commits on normal exit, rolls back on an exception."""

@@ -116,6 +116,7 @@ def _make_private(data_dir: Path) -> None:
 
 
 class SQLiteStore(Store):
+    kind = "sqlite"
     FILE_NAME = "sami.db"
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:

@@ -12,12 +12,18 @@ from pathlib import Path
 import pytest
 
 from sami_common.version import VERSION
+from tests.control.conftest import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMI_", "GITHUB_"))}
+def _run(
+    *argv: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SAMI_", "GITHUB_"))},
+        **(env or {}),
+    }
     return subprocess.run(
         argv, capture_output=True, text=True, env=env, timeout=60, input=stdin, cwd=ROOT
     )
@@ -32,14 +38,24 @@ def test_version_flag(module: str, name: str) -> None:
     assert (done.returncode, done.stdout) == (0, f"{name} {VERSION}\n")
 
 
-def test_version_command_names_client_and_server() -> None:
-    done = _run(sys.executable, "-m", "sami_client", "version")
-    assert done.returncode == 0
+def test_version_command_names_client_and_server(live_server: LiveServer) -> None:
+    env = {"SAMI_ADDR": live_server.addr, "SAMI_TOKEN": live_server.token("reader")}
+    done = _run(sys.executable, "-m", "sami_client", "version", env=env)
+    assert (done.returncode, done.stdout.splitlines()) == (
+        0,
+        [f"sami {VERSION}", f"sami-control {VERSION} (sqlite)"],
+    )
+    done = _run(sys.executable, "-m", "sami_client", "version", "-o", "json", env=env)
+    assert json.loads(done.stdout) == {"client": VERSION, "server": VERSION, "store": "sqlite"}
+
+
+def test_version_without_a_server_still_names_the_client() -> None:
+    """Nothing listens there: the client's version, why the server's is missing, exit 3."""
+    env = {"SAMI_ADDR": "127.0.0.1:9", "SAMI_TOKEN": "sami_000000000000_" + "x" * 43}
+    done = _run(sys.executable, "-m", "sami_client", "version", env=env)
     lines = done.stdout.splitlines()
-    assert lines[0] == f"sami {VERSION}"
-    assert lines[1].startswith("sami-control: version not known")
-    done = _run(sys.executable, "-m", "sami_client", "version", "-o", "json")
-    assert json.loads(done.stdout) == {"client": VERSION, "server": None}
+    assert done.returncode == 3 and lines[0] == f"sami {VERSION}"
+    assert lines[1].startswith("sami-control: version not known (")
 
 
 def test_completion_scripts_are_fresh() -> None:
