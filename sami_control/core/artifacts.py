@@ -29,7 +29,9 @@ class Artifacts:
 
     @audited(
         "artifact.register",
-        lambda self, who, req: Subject(who, f"{req.artifact_name} {req.ref}"),
+        lambda self, who, req: Subject(
+            who, f"{req.artifact_name} {validation.without_credentials(req.ref)}"
+        ),
     )
     def register(self, who: Principal, req: ArtifactInput) -> tuple[Artifact, bool]:
         """(the artifact, whether it is new): registering the same name and digest again

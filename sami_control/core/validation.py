@@ -7,10 +7,10 @@ folder names, where homoglyphs, zero-width characters or `../` would be dangerou
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlparse
 
+from sami_common import limits
 from sami_control.core.errors import InvalidArgument
 from sami_manifests import ENVIRONMENTS
 
@@ -129,7 +129,28 @@ def url(field: str, value: str) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise InvalidArgument(field, f"{value!r} is not an http(s) URL")
+    if "@" in parsed.netloc:
+        # Never echo them: the refusal itself is logged and audited.
+        raise InvalidArgument(
+            field,
+            f"{without_credentials(value)} holds credentials (user:password@): a URL stored "
+            "by Sami is shown to every reader and kept in the audit log and backups. Serve "
+            "the file without them, e.g. from a short-lived signed URL or a server only the "
+            "agents reach",
+        )
     return value
+
+
+def without_credentials(value: str) -> str:
+    """`value` with the user:password@ of a URL replaced by `…@`, for messages and the audit
+    log (anything else is returned as is)."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return value
+    return f"{scheme}://…@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def text(field: str, value: str, limit: int = MAX_TEXT) -> str:
@@ -139,16 +160,10 @@ def text(field: str, value: str, limit: int = MAX_TEXT) -> str:
     would."""
     if len(value) > limit:
         raise InvalidArgument(field, f"longer than {limit} characters")
-    if value.isprintable():  # the common case: no character of the categories below
-        return value
-    for ch in value:
-        if ch in "\t":
-            continue
-        cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            raise InvalidArgument(
-                field, f"contains the control or invisible character U+{ord(ch):04X}"
-            )
+    # The one rule, shared with the agent, which cleans its reports to pass it.
+    ch = limits.first_refused(value)
+    if ch is not None:
+        raise InvalidArgument(field, f"contains the control or invisible character U+{ord(ch):04X}")
     return value
 
 

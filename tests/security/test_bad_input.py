@@ -376,6 +376,13 @@ CASES = [
     Case("artifact-static-no-digest",
          register(kind=artifact_pb2.ARTIFACT_KIND_STATIC_FILE, ref="https://x.example/a.tgz"),
          IA, "artifact.digest"),
+    Case("artifact-static-url-credentials",
+         register(kind=artifact_pb2.ARTIFACT_KIND_STATIC_FILE,
+                  ref="https://ci:hunter2@files.example/site.tgz", digest=DIGEST),
+         IA, "artifact.ref"),
+    Case("artifact-ci-url-credentials",
+         register(ci_run_url="https://bot:hunter2@ci.example/run/1"), IA,
+         "artifact.provenance.ci_run_url"),
     Case("artifact-immutable", register(artifact_name="web", ref=f"other.example/web@{DIGEST}"),
          "ALREADY_EXISTS"),
     Case("artifact-reader", register("reader"), "PERMISSION_DENIED"),
@@ -527,6 +534,8 @@ def test_refusals_by_an_authenticated_caller_are_audited(world: World) -> None:
         "deploy-request-id-reused",
         "deploy-artifact-unknown",
         "artifact-git-repo-escape",
+        "artifact-static-url-credentials",
+        "artifact-ci-url-credentials",
     ):
         by_id[name].run(world)
     entries = world.s.audit.ListAudit(
@@ -538,6 +547,8 @@ def test_refusals_by_an_authenticated_caller_are_audited(world: World) -> None:
     for e in entries:
         for text in (e.target, e.detail, e.token_name):
             assert not any(ch in text for ch in ("\x00", "\u202e", "\u200b", "\x1b")), e
+            # Credentials in a refused URL are neither stored nor shown.
+            assert "hunter2" not in text, e
 
 
 def test_nothing_from_the_yaml_ran(world: World) -> None:
