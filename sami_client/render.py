@@ -561,9 +561,16 @@ def _advice(err: SamiError, addr: str, token_set: bool) -> str:
                 "SAMI_TOKEN is not set: set it to a token "
                 "(create one with `sami-control token create ...`)"
             )
+        # The server says which it is (the token id is not secret): name it the same way.
+        if "has expired" in err.message:
+            why = "this one has expired"
+        elif "was revoked" in err.message:
+            why = "this one was revoked"
+        else:
+            why = "this one is unknown, malformed or not the secret of its id"
         return (
-            "set SAMI_TOKEN to a valid token: this one is unknown or revoked "
-            "(create one with `sami-control token create ...`)"
+            f"set SAMI_TOKEN to a valid token: {why} "
+            "(an admin creates one with `sami-control token create ...`)"
         )
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return (

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,17 @@ def test_bash_completes_commands_and_options() -> None:
     assert _complete("sami deploy --ti") == ["--timeout"]
     assert "completion" in _complete("sami c")
     assert set(_complete("sami completion ")) == {"bash", "zsh"}
+
+
+def test_an_expired_token_is_called_expired(live_server: LiveServer) -> None:
+    """What a CI job sees when its token ran out: the word the server uses, not a guess."""
+    from sami_control import offline
+
+    expired = offline.add_token(live_server.data, "reader", "short", expires_in="1s")
+    time.sleep(1.2)
+    env = {"SAMI_ADDR": live_server.addr, "SAMI_TOKEN": expired.plaintext}
+    done = _run(sys.executable, "-m", "sami_client", "list", env=env)
+    assert done.returncode == 3
+    assert f"token {expired.record.id} (short) has expired" in done.stderr
+    assert "set SAMI_TOKEN to a valid token: this one has expired" in done.stderr
+    assert "unknown" not in done.stderr
