@@ -10,16 +10,10 @@ as for a process killed by SIGPIPE.
 This module only builds the parser from the command groups (one `*_cmd.py` module each; what
 they share is in `sami_client.context`) and dispatches to them.
 
-More commands plug in through `EXTRA_COMMANDS`: each entry is called with the subparsers
-object and adds its parser(s). A leaf parser sets either `func(args) -> int` or, to reach
-sami-control, `run(args, ctx: Context) -> int`; the int is the exit status:
-
-    def register(subparsers):
-        p = subparsers.add_parser("manifests", help="...")
-        p.set_defaults(run=lambda args, ctx: ...)
-
-Parsers created that way accept --addr/--token/--ca/--output like every other command; one
-that defines an option of the same name itself keeps its own.
+A group's `register(subparsers)` adds its parsers; a leaf parser sets either
+`func(args) -> int` or, to reach sami-control, `run(args, ctx: Context) -> int`; the int is
+the exit status. Every parser accepts --addr/--token/--ca/--output; one that defines an
+option of the same name itself keeps its own.
 """
 
 from __future__ import annotations
@@ -41,10 +35,7 @@ from sami_client import (
 from sami_client.context import CommandParser, Context, Subparsers, execute
 from sami_client.errors import ExitCode
 
-__all__ = ["EXTRA_COMMANDS", "Context", "build_parser", "main", "run"]
-
-# Callables that add more subcommands, see the module docstring.
-EXTRA_COMMANDS: list[Callable[[Subparsers], None]] = []
+__all__ = ["Context", "build_parser", "main", "run"]
 
 # The command groups, in the order `sami --help` lists them.
 _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
@@ -71,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     version_cmd.add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in (*_GROUPS, *EXTRA_COMMANDS):
+    for register in _GROUPS:
         register(commands)
     return parser
 

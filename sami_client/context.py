@@ -81,7 +81,7 @@ class CommandParser(argparse.ArgumentParser):
     `sami --output json list` and `sami list --output json` both work."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # "resolve": an EXTRA_COMMANDS parser may define its own --output; it replaces ours.
+        # "resolve": a command's parser may define its own --output; it replaces ours.
         kwargs.setdefault("conflict_handler", "resolve")
         super().__init__(*args, **kwargs)
         # SUPPRESS: an option not given to a subcommand must not reset the value given before
