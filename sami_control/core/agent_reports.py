@@ -308,6 +308,7 @@ def _finished_by(session: AgentSession, d: Deployment | None, lease_id: str) -> 
         d is not None
         and d.state.terminal
         and d.lease_id == lease_id
+        and d.cluster == session.cluster
         and d.agent_id == session.agent_id
     )
 

@@ -15,7 +15,7 @@ from sami_control.core.commands import CloseCommand, HeldLease
 from sami_control.core.context import Context
 from sami_control.core.dispatch import LIVE, Leases
 from sami_control.core.effects import Effects
-from sami_control.core.errors import Unauthenticated
+from sami_control.core.errors import FailedPrecondition, Unauthenticated
 from sami_control.core.model import AgentRecord, Principal, Role
 from sami_control.core.sessions import AgentSession, Sessions
 from sami_control.core.streams import Streams
@@ -60,6 +60,15 @@ class Agents:
         caps = frozenset(capabilities)
         for c in caps:
             validation.text("hello.capabilities", c, limit=limits.MAX_CAPABILITY)
+        elsewhere = self.sessions.live_elsewhere(who.cluster, agent_id)
+        if elsewhere is not None:
+            # The same id in two clusters is either a host-name clash or an impostor: the
+            # live one keeps its stream, and this one must pick another id.
+            raise FailedPrecondition(
+                f"agent id {agent_id!r} is connected in another cluster "
+                f"({elsewhere.cluster!r}); an agent id must be unique while connected: "
+                "start this agent with another --agent-id"
+            )
         now = self.ctx.clock()
         session = AgentSession(
             agent_id=agent_id,
@@ -70,7 +79,7 @@ class Agents:
             connected_at=now,
             last_seen_at=now,
         )
-        previous = self.sessions.get(agent_id)
+        previous = self.sessions.get(who.cluster, agent_id)
         if previous is not None and previous.stream is not None:
             # It is being replaced: it does not count against the token's limit any more.
             self.streams.close(previous.stream)
@@ -176,11 +185,11 @@ class Agents:
     def list(self, who: Principal, cluster: str) -> list[AgentRecord]:
         authz.require(who, Action.READ)
         with self.ctx.store.tx() as tx:
-            known = {a.agent_id: a for a in tx.list_agents(cluster)}
+            known = {(a.cluster, a.agent_id): a for a in tx.list_agents(cluster)}
         for s in self.sessions.all():
             if cluster and s.cluster != cluster:
                 continue
-            known[s.agent_id] = AgentRecord(
+            known[(s.cluster, s.agent_id)] = AgentRecord(
                 agent_id=s.agent_id,
                 cluster=s.cluster,
                 version=s.version,
@@ -190,4 +199,4 @@ class Agents:
                 connected=True,
                 leases=sorted(s.leases),
             )
-        return sorted(known.values(), key=lambda a: a.agent_id)
+        return sorted(known.values(), key=lambda a: (a.agent_id, a.cluster))

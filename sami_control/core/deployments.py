@@ -334,7 +334,7 @@ class Deployments:
                 ev = record(
                     d, EventType.NOTICE, now, f"cancel requested by {who.name}", phase="cancel"
                 )
-                session = self.sessions.get(d.agent_id)
+                session = self.sessions.get(d.cluster, d.agent_id)
                 if session is not None:
                     fx.send(session, CancelCommand(d.id, d.lease_id, msg))
             tx.update_deployment(d)

@@ -97,38 +97,52 @@ class AgentSession:
 
 
 class Sessions:
-    """The open agent sessions of this process, by agent id."""
+    """The open agent sessions of this process, by (cluster, agent id): an agent id names
+    an agent within its cluster only, so another cluster's token can never reach (replace,
+    or receive the commands of) this cluster's session of the same id."""
 
     __slots__ = ("_by_id",)
 
     def __init__(self) -> None:
-        self._by_id: dict[str, AgentSession] = {}
+        # agent id -> cluster -> session: finding the clusters an id is live in is a lookup.
+        self._by_id: dict[str, dict[str, AgentSession]] = {}
 
-    def get(self, agent_id: str) -> AgentSession | None:
-        return self._by_id.get(agent_id)
+    def get(self, cluster: str, agent_id: str) -> AgentSession | None:
+        return self._by_id.get(agent_id, {}).get(cluster)
+
+    def live_elsewhere(self, cluster: str, agent_id: str) -> AgentSession | None:
+        """An open session of `agent_id` in another cluster than `cluster`, if any."""
+        for c, s in self._by_id.get(agent_id, {}).items():
+            if c != cluster and not s.closed:
+                return s
+        return None
 
     def put(self, session: AgentSession) -> None:
-        self._by_id[session.agent_id] = session
+        self._by_id.setdefault(session.agent_id, {})[session.cluster] = session
 
     def remove(self, session: AgentSession) -> bool:
-        """Forget `session` if it is still the one registered for its agent id."""
-        if self._by_id.get(session.agent_id) is session:
+        """Forget `session` if it is still the one registered for its cluster and id."""
+        mine = self._by_id.get(session.agent_id)
+        if mine is None or mine.get(session.cluster) is not session:
+            return False
+        del mine[session.cluster]
+        if not mine:
             del self._by_id[session.agent_id]
-            return True
-        return False
+        return True
 
     def all(self) -> list[AgentSession]:
-        return list(self._by_id.values())
+        return [s for mine in self._by_id.values() for s in mine.values()]
 
     def open_by_cluster(self) -> dict[str, list[AgentSession]]:
         out: dict[str, list[AgentSession]] = {}
-        for s in self._by_id.values():
-            if not s.closed:
-                out.setdefault(s.cluster, []).append(s)
+        for mine in self._by_id.values():
+            for s in mine.values():
+                if not s.closed:
+                    out.setdefault(s.cluster, []).append(s)
         return out
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return sum(len(mine) for mine in self._by_id.values())
 
     def __bool__(self) -> bool:
         return bool(self._by_id)

@@ -103,4 +103,18 @@ MIGRATIONS: list[str] = [
         AND (length(reason) = 32 OR substr(reason, 33, 1) = ':')
         AND substr(reason, 13, 20) IN (SELECT id FROM deployments);
     """,
+    # 6: an agent id names an agent within its cluster: agents are keyed by (cluster, id),
+    # so a token of one cluster cannot overwrite another cluster's record of the same id.
+    """
+    CREATE TABLE agents_by_cluster (
+        cluster TEXT NOT NULL, agent_id TEXT NOT NULL, version TEXT NOT NULL,
+        capabilities TEXT NOT NULL, connected_at REAL NOT NULL, last_seen_at REAL NOT NULL,
+        PRIMARY KEY (cluster, agent_id)
+    );
+    INSERT INTO agents_by_cluster (cluster, agent_id, version, capabilities, connected_at,
+        last_seen_at)
+        SELECT cluster, agent_id, version, capabilities, connected_at, last_seen_at FROM agents;
+    DROP TABLE agents;
+    ALTER TABLE agents_by_cluster RENAME TO agents;
+    """,
 ]

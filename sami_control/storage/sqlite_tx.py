@@ -351,8 +351,8 @@ class SQLiteTx(Tx):
         cols = list(row)
         self.c.execute(
             f"INSERT INTO agents ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-            f"ON CONFLICT(agent_id) DO UPDATE SET "
-            f"{', '.join(f'{c} = excluded.{c}' for c in cols if c != 'agent_id')}",
+            f"ON CONFLICT(cluster, agent_id) DO UPDATE SET "
+            f"{', '.join(f'{c} = excluded.{c}' for c in cols if c not in ('agent_id', 'cluster'))}",
             [_enc(c, row[c]) for c in cols],
         )
 
@@ -363,7 +363,8 @@ class SQLiteTx(Tx):
             sql += " WHERE cluster = ?"
             args.append(cluster)
         return [
-            AgentRecord(**_row_dict(r)) for r in self.c.execute(sql + " ORDER BY agent_id", args)
+            AgentRecord(**_row_dict(r))
+            for r in self.c.execute(sql + " ORDER BY agent_id, cluster", args)
         ]
 
     # manifests

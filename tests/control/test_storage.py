@@ -310,3 +310,30 @@ def test_sqlite_upgrade_carries_rollbacks_over_from_their_reason(tmp_path: Path)
         assert got[rollback] is not None and got[rollback].reason.endswith("broke login")
     finally:
         store.close()
+
+
+def test_sqlite_upgrade_keys_agents_by_cluster(tmp_path: Path) -> None:
+    """A data folder written when agents were keyed by id alone (schema 5): its records are
+    kept, and afterwards two clusters may each have an agent of the same id."""
+    import sqlite3
+
+    from sami_control.storage.sqlite_schema import MIGRATIONS
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    conn = sqlite3.connect(data / SQLiteStore.FILE_NAME)
+    for migration in MIGRATIONS[:5]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("INSERT INTO agents VALUES ('mgr-1', 'prod', '0.1', '[\"swarm\"]', 1, 2)")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(data)
+    try:
+        with store.tx() as tx:
+            tx.upsert_agent(AgentRecord("mgr-1", "stage", "0.2", ["swarm"], 3.0, 4.0))
+            tx.upsert_agent(AgentRecord("mgr-1", "stage", "0.3", ["swarm"], 3.0, 5.0))
+            got = [(a.cluster, a.agent_id, a.version) for a in tx.list_agents("")]
+        assert got == [("prod", "mgr-1", "0.1"), ("stage", "mgr-1", "0.3")]
+    finally:
+        store.close()
