@@ -1,9 +1,10 @@
 """The limits the control plane enforces on free text an agent sends, and how an agent
 cleans its text to fit them.
 
-Both sides import these: the control plane refuses a report that breaks them, and a refused
-report is lost (a refused Result once left its deployment IN_PROGRESS for good), so the agent
-cleans every text field it sends with `clean_text` to something the control plane accepts.
+Both sides import these: the control plane refuses a cron run that breaks them (and a
+refused report is lost: a refused Result once left its deployment IN_PROGRESS for good), so
+the agent cleans every text field it sends with `clean_text` to something the control plane
+accepts; the control plane cleans progress and results with it too, rather than refusing.
 Lengths count characters (code points), as the control plane's checks do.
 """
 

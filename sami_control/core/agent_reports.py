@@ -95,8 +95,9 @@ class AgentReports:
         message: str,
     ) -> None:
         now = self._seen(session)
-        phase = validation.text("progress.phase", phase, limit=limits.MAX_PHASE)
-        message = validation.text("progress.message", message, limit=limits.MAX_PROGRESS_MESSAGE)
+        # Cleaned, not refused: a refused report is lost, and the agent cannot know why.
+        phase = limits.clean_text(phase, limits.MAX_PHASE) if phase else ""
+        message = limits.clean_text(message, limits.MAX_PROGRESS_MESSAGE) if message else ""
         fx = Effects()
         with self.ctx.store.tx() as tx:
             d = self._held(
@@ -123,12 +124,27 @@ class AgentReports:
         outcome: int,
         reason: str,
     ) -> None:
+        """Store the lease's result and answer Done. A result is never refused for its text
+        (cleaned and cut to limits.MAX_REASON here, as the agent does), and one whose
+        outcome is not an outcome ends its deployment FAILED, saying so: a refused result
+        would be lost, and its deployment would stay IN_PROGRESS for good (the agent keeps
+        renewing the lease while it waits for Done)."""
         now = self._seen(session)
-        reason = validation.text("result.reason", reason, limit=limits.MAX_REASON)
-        try:
-            state = OUTCOME_STATE[Outcome(outcome)]
-        except ValueError:
-            raise InvalidArgument("result.outcome", "must be set") from None
+        reason = limits.clean_text(reason, limits.MAX_REASON) if reason else ""
+        state = _outcome_state(outcome)
+        if state is None:
+            log.warning(
+                "result_outcome_refused",
+                agent_id=session.agent_id,
+                deployment_id=deployment_id[:100],
+                outcome=outcome,
+            )
+            reason = limits.clean_text(
+                f"the agent reported no valid outcome ({outcome}); its result was refused"
+                + (f": {reason}" if reason else ""),
+                limits.MAX_REASON,
+            )
+            state = State.FAILED
         fx = Effects(wake=True)
         with self.ctx.store.tx() as tx:
             current = tx.get_deployment(deployment_id)
@@ -300,6 +316,13 @@ class AgentReports:
         if latest.action is DeploymentAction.TEARDOWN:
             return False  # torn down (or the teardown failed): the stack should not exist
         return now - latest.created_at < self.ctx.settings.preview_ttl
+
+
+def _outcome_state(outcome: int) -> State | None:
+    try:
+        return OUTCOME_STATE.get(Outcome(outcome))
+    except ValueError:
+        return None
 
 
 def _finished_by(session: AgentSession, d: Deployment | None, lease_id: str) -> bool:
