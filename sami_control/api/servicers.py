@@ -187,8 +187,9 @@ class ManifestServicer(Servicer, manifest_pb2_grpc.ManifestServiceServicer):
     async def GetManifestRevision(
         self, request: manifest_pb2.GetManifestRevisionRequest, context: Any
     ) -> manifest_pb2.ManifestRevision:
-        rev, current = self.core.manifests.get(principal(), request.name)
-        files = self.core.manifests.files(rev.id) if request.include_files else None
+        who = principal()
+        rev, current = self.core.manifests.get(who, request.name)
+        files = self.core.manifests.files(who, rev.id, request.include_files)
         return convert.manifest_revision(rev, current, files)
 
     async def ListManifestRevisions(
