@@ -86,7 +86,7 @@ class Deployments:
         now = self.ctx.clock()
         fx = Effects(wake=True)
         with self.ctx.store.tx() as tx:
-            prior = self._prior_request(tx, request_id, fingerprint)
+            prior = self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
             art = self.artifacts.resolve(tx, req.artifact, "artifact")
@@ -124,6 +124,7 @@ class Deployments:
                 request_id=request_id,
                 request_hash=fingerprint,
                 created_by=who.name,
+                created_by_token=who.token_id,
                 created_at=now,
                 converge_timeout=float(m.converge_timeout),
                 stack_files=list(m.stack_files),
@@ -181,11 +182,14 @@ class Deployments:
                 "than the one requested: a rollback deploys its target's artifact again",
             )
 
-    def _prior_request(self, tx: Tx, request_id: str, fingerprint: str) -> Deployment | None:
-        """The deployment an earlier request with this idempotency key created, if any."""
+    def _prior_request(
+        self, tx: Tx, who: Principal, request_id: str, fingerprint: str
+    ) -> Deployment | None:
+        """The deployment an earlier request of the same token with this idempotency key
+        created, if any: keys are the caller's own, so one token cannot claim another's."""
         if not request_id:
             return None
-        prior = tx.get_deployment_by_request_id(request_id)
+        prior = tx.get_deployment_by_request_id(who.token_id, request_id)
         if prior is not None and prior.request_hash != fingerprint:
             raise AlreadyExists(
                 f"request_id {request_id!r} was already used for deployment {prior.id} with "
@@ -223,7 +227,7 @@ class Deployments:
         ).fingerprint()
         fx = Effects(wake=True)
         with self.ctx.store.tx() as tx:
-            prior = self._prior_request(tx, request_id, fingerprint)
+            prior = self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
             latest = tx.latest_for_key(service, "pull_request", pr)
@@ -235,6 +239,7 @@ class Deployments:
                     f"(or being torn down) by {latest.id}"
                 )
             d = self.teardown_of(latest, who.name, reason, request_id, fingerprint)
+            d.created_by_token = who.token_id
             self.enqueue(tx, fx, d, f"teardown requested by {who.name}", reason)
             self.audit.ok(
                 tx,

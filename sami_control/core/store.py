@@ -75,7 +75,9 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def get_deployment(self, deployment_id: str) -> Deployment | None: ...
     @abc.abstractmethod
-    def get_deployment_by_request_id(self, request_id: str) -> Deployment | None: ...
+    def get_deployment_by_request_id(self, token_id: str, request_id: str) -> Deployment | None:
+        """The deployment the token `token_id` asked for with this idempotency key."""
+
     @abc.abstractmethod
     def list_deployments(
         self,

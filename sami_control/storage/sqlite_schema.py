@@ -117,4 +117,16 @@ MIGRATIONS: list[str] = [
     DROP TABLE agents;
     ALTER TABLE agents_by_cluster RENAME TO agents;
     """,
+    # 7: an idempotency key (request_id) is unique per token, not across all tokens: one
+    # caller's keys cannot block another's requests. Earlier deployments get the id of the
+    # token whose name they record, when exactly one token has that name.
+    """
+    ALTER TABLE deployments ADD COLUMN created_by_token TEXT NOT NULL DEFAULT '';
+    UPDATE deployments SET created_by_token =
+        (SELECT id FROM tokens WHERE tokens.name = deployments.created_by)
+        WHERE (SELECT count(*) FROM tokens WHERE tokens.name = deployments.created_by) = 1;
+    DROP INDEX deployments_request_id;
+    CREATE UNIQUE INDEX deployments_token_request_id
+        ON deployments(created_by_token, request_id) WHERE request_id IS NOT NULL;
+    """,
 ]

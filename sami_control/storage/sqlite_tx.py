@@ -277,8 +277,10 @@ class SQLiteTx(Tx):
         row = self.c.execute(_DEP_SELECT + " WHERE id = ?", (deployment_id,)).fetchone()
         return _deployment(row) if row else None
 
-    def get_deployment_by_request_id(self, request_id: str) -> Deployment | None:
-        row = self.c.execute(_DEP_SELECT + " WHERE request_id = ?", (request_id,)).fetchone()
+    def get_deployment_by_request_id(self, token_id: str, request_id: str) -> Deployment | None:
+        row = self.c.execute(
+            _DEP_SELECT + " WHERE created_by_token = ? AND request_id = ?", (token_id, request_id)
+        ).fetchone()
         return _deployment(row) if row else None
 
     def list_deployments(
