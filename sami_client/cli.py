@@ -305,6 +305,12 @@ def _add_cluster_commands(commands: Subparsers) -> None:
     p = commands.add_parser("agents", help="list agents and whether they are connected")
     p.add_argument("--cluster", default="", help="only agents of this cluster")
     p.set_defaults(run=_agents)
+    rm = p.add_subparsers(dest="agents_command").add_parser(
+        "rm", help="forget the record of an agent that is gone (admin)"
+    )
+    rm.add_argument("cluster")
+    rm.add_argument("agent_id")
+    rm.set_defaults(run=_agent_rm)
 
 
 # Handlers
@@ -423,6 +429,12 @@ def _cluster_list(args: argparse.Namespace, ctx: Context) -> int:
 def _agents(args: argparse.Namespace, ctx: Context) -> int:
     agents = ctx.client().list_agents(args.cluster)
     ctx.show(render.agents_table(agents), [render.to_dict(a) for a in agents])
+    return int(ExitCode.SUCCEEDED)
+
+
+def _agent_rm(args: argparse.Namespace, ctx: Context) -> int:
+    agent = ctx.client().remove_agent(args.cluster, args.agent_id)
+    ctx.show(f"removed agent {agent.agent_id} of cluster {agent.cluster}", agent)
     return int(ExitCode.SUCCEEDED)
 
 

@@ -7,6 +7,7 @@ holds no more than a list until it has commands.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, MutableSet
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ class Outbox:
     __slots__ = ("_items", "on_put")
 
     def __init__(self) -> None:
-        self._items: list[Command] = []
+        self._items: deque[Command] = deque()
         self.on_put: Callable[[], None] | None = None
 
     def put_nowait(self, cmd: Command) -> None:
@@ -32,7 +33,7 @@ class Outbox:
 
     def get_nowait(self) -> Command:
         """The oldest command (IndexError if there is none)."""
-        return self._items.pop(0)
+        return self._items.popleft()
 
     def empty(self) -> bool:
         return not self._items
@@ -90,6 +91,27 @@ class AgentSession:
     # This session among the token's open streams: ended when the token is revoked or
     # expires. Its principal carries the peer the stream came from, for the audit log.
     stream: Stream | None = None
+    # The progress rate limit (a token bucket): reports it may still send now, as of when.
+    progress_allowance: float = -1.0  # -1: full (set on the first report)
+    progress_checked_at: float = 0.0
+    # Progress reports dropped since the last one taken (logged once per run of drops).
+    progress_dropped: int = 0
+
+    def take_progress(self, now: float, rate: float, burst: float) -> bool:
+        """Whether a progress report may be taken now (`rate` per second, `burst` at once);
+        False: it is over the limit, and dropped."""
+        if rate <= 0:
+            return True
+        if self.progress_allowance < 0:
+            self.progress_allowance = burst
+        else:
+            elapsed = max(0.0, now - self.progress_checked_at)
+            self.progress_allowance = min(burst, self.progress_allowance + elapsed * rate)
+        self.progress_checked_at = now
+        if self.progress_allowance < 1:
+            return False
+        self.progress_allowance -= 1
+        return True
 
     def send(self, cmd: Command) -> None:
         if not self.closed:

@@ -25,3 +25,8 @@ class Settings:
     # How often the tokens of open streams are re-read, to end the streams of tokens
     # revoked by another process (the offline `sami-control token revoke`).
     token_recheck_interval: float = 2.0
+    # Progress reports one agent session may send: this many per second on average, this
+    # many at once; reports over it are dropped (logged), the lease stays renewed by
+    # heartbeats. 0: no limit.
+    max_progress_per_second: float = 20.0
+    progress_burst: int = 200

@@ -118,6 +118,9 @@ class Tx(abc.ABC):
     def upsert_agent(self, a: AgentRecord) -> None: ...
     @abc.abstractmethod
     def list_agents(self, cluster: str) -> list[AgentRecord]: ...
+    @abc.abstractmethod
+    def delete_agent(self, cluster: str, agent_id: str) -> bool:
+        """Forget an agent's record; False if there was none."""
 
     # manifest revisions (immutable once stored)
     @abc.abstractmethod

@@ -369,6 +369,12 @@ class SQLiteTx(Tx):
             for r in self.c.execute(sql + " ORDER BY agent_id, cluster", args)
         ]
 
+    def delete_agent(self, cluster: str, agent_id: str) -> bool:
+        cur = self.c.execute(
+            "DELETE FROM agents WHERE cluster = ? AND agent_id = ?", (cluster, agent_id)
+        )
+        return cur.rowcount == 1
+
     # manifests
     def insert_manifest_revision(self, rev: ManifestRevision, files: Mapping[str, bytes]) -> None:
         row = dataclasses.asdict(rev)

@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable
 
 import grpc
+import pytest
 
 from sami.v1 import admin_pb2, agent_pb2, artifact_pb2, cluster_pb2, deployment_pb2
 from sami_control import offline
+from sami_control.core.settings import Settings
 from tests.security.conftest import (
     REF,
     AgentStream,
@@ -110,3 +112,116 @@ def test_an_agent_id_of_another_cluster_cannot_take_over_its_session(
     kinds = [m.WhichOneof("msg") for m in second.received]
     assert kinds == ["welcome"], kinds
     second.close()
+
+
+def _stale(n: int) -> list[agent_pb2.HeldLease]:
+    return [
+        agent_pb2.HeldLease(deployment_id=f"dep_fake{i}", lease_id=f"lease_fake{i}", epoch=1)
+        for i in range(n)
+    ]
+
+
+def test_what_one_hello_or_heartbeat_may_carry_is_bounded(serve: Callable[..., Server]) -> None:
+    srv = serve()
+    admin = srv.token("admin")
+    s, _ = seed_two_clusters(srv, admin)
+    token = srv.token("agent", cluster="c1")
+
+    many_caps = AgentStream(s, token, "caps", capabilities=[f"cap{i}" for i in range(33)])
+    assert many_caps.done.wait(10)
+    assert many_caps.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert many_caps.fields == ["hello.capabilities"]
+    many_held = AgentStream(s, token, "held", held_leases=_stale(1001))
+    assert many_held.done.wait(10)
+    assert many_held.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert many_held.fields == ["hello.held_leases"]
+
+    agent = AgentStream(s, token, "mgr-1", capabilities=[f"cap{i}" for i in range(31)] + ["swarm"])
+    assert agent.welcomed.wait(10)
+    # Over the limit: refused whole (no ack, no revoke), audited; the stream goes on.
+    n = len(agent.received)
+    agent.send(heartbeat=agent_pb2.Heartbeat(leases=_stale(1001)))
+    time.sleep(0.5)
+    assert agent.received[n:] == [] and not agent.done.is_set()
+    refused = [e for e in _audit(s, admin, "agent.report") if e.outcome == "INVALID_ARGUMENT"]
+    assert len(refused) == 1 and "1001 leases" in refused[0].detail
+    # Within it: the stale leases are revoked, at most 100 per heartbeat.
+    agent.send(heartbeat=agent_pb2.Heartbeat(leases=_stale(300)))
+    agent.wait_for("heartbeat_ack", after=n)
+    time.sleep(0.3)
+    kinds = [m.WhichOneof("msg") for m in agent.received[n:]]
+    assert kinds.count("revoke") == 100 and kinds.count("heartbeat_ack") == 1
+    agent.close()
+
+
+def test_progress_over_the_rate_limit_is_dropped(serve: Callable[..., Server]) -> None:
+    srv = serve(Settings(max_progress_per_second=0.5, progress_burst=5))
+    admin = srv.token("admin")
+    s, art = seed_two_clusters(srv, admin)
+    agent = AgentStream(s, srv.token("agent", cluster="c1"))
+    assert agent.welcomed.wait(10)
+    dep = create(s, admin, art, "stage")
+    a = agent.wait_for("assignment").assignment
+    lease = {"deployment_id": dep, "lease_id": a.lease_id, "epoch": a.deployment.epoch}
+    for i in range(1, 21):
+        agent.send(progress=agent_pb2.Progress(sequence=i, message=f"line {i}", **lease))
+    n = len(agent.received)
+    agent.send(result=agent_pb2.Result(outcome=agent_pb2.OUTCOME_SUCCEEDED, **lease))
+    agent.wait_for("done", after=n)
+    req = deployment_pb2.WatchDeploymentRequest(name=dep)
+    events = [r.event for r in s.dep.WatchDeployment(req, metadata=md(admin), timeout=10)]
+    lines = [e.message for e in events if e.message.startswith("line ")]
+    assert lines == [f"line {i}" for i in range(1, 6)]
+    agent.close()
+
+
+def test_agents_are_listed_in_pages_and_an_admin_removes_a_gone_one(
+    serve: Callable[..., Server],
+) -> None:
+    srv = serve()
+    admin = srv.token("admin")
+    s, _ = seed_two_clusters(srv, admin)
+    token = srv.token("agent", cluster="c1")
+    for i in range(5):
+        st = AgentStream(s, token, f"host-{i}")
+        assert st.welcomed.wait(10)
+        st.close()
+    live = AgentStream(s, token, "host-live")
+    assert live.welcomed.wait(10)
+
+    seen: list[str] = []
+    page_token = ""
+    pages = 0
+    while True:
+        resp = s.clu.ListAgents(
+            cluster_pb2.ListAgentsRequest(page_size=2, page_token=page_token), metadata=md(admin)
+        )
+        seen += [a.agent_id for a in resp.agents]
+        pages += 1
+        page_token = resp.next_page_token
+        if not page_token:
+            break
+    assert seen == [f"host-{i}" for i in range(5)] + ["host-live"] and pages == 3
+    with pytest.raises(grpc.RpcError) as err:
+        s.clu.ListAgents(cluster_pb2.ListAgentsRequest(page_token="nope"), metadata=md(admin))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    def remove(token: str, agent_id: str, cluster: str = "c1") -> grpc.StatusCode:
+        try:
+            s.clu.RemoveAgent(
+                cluster_pb2.RemoveAgentRequest(cluster=cluster, agent_id=agent_id),
+                metadata=md(token),
+            )
+        except grpc.RpcError as e:
+            return e.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    assert remove(srv.token("deployer", "ci"), "host-0") is grpc.StatusCode.PERMISSION_DENIED
+    assert remove(admin, "host-live") is grpc.StatusCode.FAILED_PRECONDITION
+    assert remove(admin, "host-0", "c2") is grpc.StatusCode.NOT_FOUND
+    assert remove(admin, "host-0") is grpc.StatusCode.OK
+    assert remove(admin, "host-0") is grpc.StatusCode.NOT_FOUND
+    assert "host-0" not in [a[1] for a in _agents(s, admin)]
+    outcomes = [(e.target, e.outcome) for e in _audit(s, admin, "agent.remove")]
+    assert ("c1/host-0", "ok") in outcomes and ("c1/host-live", "FAILED_PRECONDITION") in outcomes
+    live.close()
