@@ -109,6 +109,8 @@ class Deployments:
                     f"{m.manifest_path} pins cluster {m.cluster!r}, but environment {env!r} "
                     f"is served by cluster {cluster!r}"
                 )
+            if pr:
+                self._check_preview_room(tx, service, pr, now)
             if req.rollback_of:
                 self._check_rollback(tx, req.rollback_of, service, env, pr, art.id)
             d = Deployment(
@@ -153,6 +155,27 @@ class Deployments:
             )
         self.ctx.publisher.apply(fx)
         return d
+
+    def _check_preview_room(self, tx: Tx, service: str, pr: int, now: float) -> None:
+        """A preview of a new pull request needs room under max_previews_per_service: each
+        is a stack on the cluster, and a CI that never tears down would pile them up."""
+        limit = self.ctx.settings.max_previews_per_service
+        if limit <= 0:
+            return
+        ttl = self.ctx.settings.preview_ttl
+        live = [
+            d
+            for d in tx.latest_previews(service)
+            if d.action is DeploymentAction.DEPLOY and now - d.created_at < ttl
+        ]
+        if len(live) < limit or any(d.pull_request == pr for d in live):
+            return
+        oldest = ", ".join(f"#{d.pull_request}" for d in live[:5])
+        raise FailedPrecondition(
+            f"service {service} has {len(live)} live previews, the most one service may have "
+            f"({limit}): tear down those no longer needed first, e.g. the oldest ({oldest}) "
+            f"with `sami teardown {service} --pr N`"
+        )
 
     @staticmethod
     def _check_rollback(

@@ -30,3 +30,6 @@ class Settings:
     # heartbeats. 0: no limit.
     max_progress_per_second: float = 20.0
     progress_burst: int = 200
+    # Live preview stacks one service may have (each a stack on the cluster): a preview of
+    # another pull request past it is refused until some are torn down. 0: no limit.
+    max_previews_per_service: int = 20

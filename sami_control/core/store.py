@@ -94,6 +94,11 @@ class Tx(abc.ABC):
         """The newest deployment of service+environment+PR (any state, any action)."""
 
     @abc.abstractmethod
+    def latest_previews(self, service: str) -> list[Deployment]:
+        """The newest deployment of each pull request of `service` (environment
+        pull_request), oldest first."""
+
+    @abc.abstractmethod
     def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
         """The QUEUED deployments of one service+environment+PR, oldest first."""
 

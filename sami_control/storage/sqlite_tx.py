@@ -310,6 +310,15 @@ class SQLiteTx(Tx):
         row = self.c.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         return _deployment(row) if row else None
 
+    def latest_previews(self, service: str) -> list[Deployment]:
+        rows = self.c.execute(
+            _DEP_SELECT + " WHERE seq IN (SELECT max(seq) FROM deployments"
+            " WHERE service = ? AND environment = 'pull_request' GROUP BY pull_request)"
+            " ORDER BY seq",
+            (service,),
+        )
+        return [_deployment(r) for r in rows]
+
     def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
         rows = self.c.execute(
             _DEP_SELECT + " WHERE service = ? AND environment = ? "
