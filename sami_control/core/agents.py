@@ -81,11 +81,11 @@ class Agents:
         elsewhere = self.sessions.live_elsewhere(who.cluster, agent_id)
         if elsewhere is not None:
             # The same id in two clusters is either a host-name clash or an impostor: the
-            # live one keeps its stream, and this one must pick another id.
+            # live one keeps its stream, and this one must pick another id. Which cluster
+            # is not said: an agent learns nothing of other clusters.
             raise FailedPrecondition(
-                f"agent id {agent_id!r} is connected in another cluster "
-                f"({elsewhere.cluster!r}); an agent id must be unique while connected: "
-                "start this agent with another --agent-id"
+                f"agent id {agent_id!r} is connected in another cluster; an agent id must be "
+                "unique while connected: start this agent with another --agent-id"
             )
         now = self.ctx.clock()
         session = AgentSession(
