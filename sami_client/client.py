@@ -464,7 +464,17 @@ class SamiClient:
         return list(response.clusters)
 
     def list_agents(self, cluster: str = "") -> list[cluster_pb2.Agent]:
-        response: cluster_pb2.ListAgentsResponse = self._call(
-            self._clusters.ListAgents, cluster_pb2.ListAgentsRequest(cluster=cluster)
+        """Every agent (of `cluster`, if given), following the pages."""
+        return list(
+            self._paged(
+                self._clusters.ListAgents, cluster_pb2.ListAgentsRequest(cluster=cluster), "agents"
+            )
         )
-        return list(response.agents)
+
+    def remove_agent(self, cluster: str, agent_id: str) -> cluster_pb2.Agent:
+        """Forget the record of an agent that is not connected (admin only)."""
+        agent: cluster_pb2.Agent = self._call(
+            self._clusters.RemoveAgent,
+            cluster_pb2.RemoveAgentRequest(cluster=cluster, agent_id=agent_id),
+        )
+        return agent

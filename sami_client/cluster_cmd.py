@@ -4,6 +4,7 @@ and the agents that run deployments on them.
     sami cluster create NAME --env ENV [--env ENV]...
     sami cluster list
     sami agents [--cluster NAME]
+    sami agents rm CLUSTER AGENT_ID
 
 `register(subparsers)` adds the commands to the `sami` CLI.
 """
@@ -34,6 +35,12 @@ def register(commands: Subparsers) -> None:
     p = commands.add_parser("agents", help="list agents and whether they are connected")
     p.add_argument("--cluster", default="", help="only agents of this cluster")
     p.set_defaults(run=run_agents)
+    rm = p.add_subparsers(dest="agents_command").add_parser(
+        "rm", help="forget the record of an agent that is gone (admin)"
+    )
+    rm.add_argument("cluster")
+    rm.add_argument("agent_id")
+    rm.set_defaults(run=run_agent_rm)
 
 
 def run_create(args: argparse.Namespace, ctx: Context) -> int:
@@ -52,4 +59,10 @@ def run_list(args: argparse.Namespace, ctx: Context) -> int:
 def run_agents(args: argparse.Namespace, ctx: Context) -> int:
     agents = ctx.client().list_agents(args.cluster)
     ctx.show(render.agents_table(agents), [render.to_dict(a) for a in agents])
+    return int(ExitCode.SUCCEEDED)
+
+
+def run_agent_rm(args: argparse.Namespace, ctx: Context) -> int:
+    agent = ctx.client().remove_agent(args.cluster, args.agent_id)
+    ctx.show(f"removed agent {agent.agent_id} of cluster {agent.cluster}", render.to_dict(agent))
     return int(ExitCode.SUCCEEDED)

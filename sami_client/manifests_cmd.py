@@ -137,7 +137,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="ID",
         help="a revision id (or its first 4+ characters), or `current` (default)",
     )
-    p.add_argument("--files", action="store_true", help="also list every file and its size")
+    p.add_argument("--files", action="store_true", help="also list every file, its size and hash")
     p.set_defaults(run=run_show)
     return parser
 
@@ -359,7 +359,8 @@ def run_list(args: argparse.Namespace, ctx: Context) -> int:
 def run_show(args: argparse.Namespace, ctx: Context) -> int:
     client = ctx.client()
     name = resolve_revision_name(client, args.name)
-    revision = client.get_manifest_revision(name, include_files=args.files)
+    # Files by name, size and hash: their content is not needed (nor readable by all).
+    revision = client.get_manifest_revision(name)
     ctx.show(render.manifest_revision_detail(revision, files=args.files), revision)
     return int(ExitCode.SUCCEEDED)
 

@@ -498,9 +498,9 @@ def _entry_extra(e: manifest_pb2.ManifestEntry) -> str:
 
 
 def manifest_files_table(files: Sequence[manifest_pb2.ManifestFile]) -> str:
-    rows = [(f.path, str(len(f.content))) for f in sorted(files, key=lambda f: f.path)]
-    total = sum(len(f.content) for f in files)
-    return table(("FILE", "BYTES"), rows) + f"\n{len(rows)} files, {total} bytes"
+    rows = [(f.path, str(f.size), f.sha256[:12]) for f in sorted(files, key=lambda f: f.path)]
+    total = sum(f.size for f in files)
+    return table(("FILE", "BYTES", "SHA256"), rows) + f"\n{len(rows)} files, {total} bytes"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

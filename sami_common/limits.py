@@ -1,9 +1,10 @@
 """The limits the control plane enforces on free text an agent sends, and how an agent
 cleans its text to fit them.
 
-Both sides import these: the control plane refuses a report that breaks them, and a refused
-report is lost (a refused Result once left its deployment IN_PROGRESS for good), so the agent
-cleans every text field it sends with `clean_text` to something the control plane accepts.
+Both sides import these: the control plane refuses a cron run that breaks them (and a
+refused report is lost: a refused Result once left its deployment IN_PROGRESS for good), so
+the agent cleans every text field it sends with `clean_text` to something the control plane
+accepts; the control plane cleans progress and results with it too, rather than refusing.
 Lengths count characters (code points), as the control plane's checks do.
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 import unicodedata
 
 __all__ = [
+    "MAX_CAPABILITIES",
     "MAX_CAPABILITY",
     "MAX_CRON_MESSAGE",
     "MAX_CRON_SCHEDULE",
+    "MAX_LEASES_PER_MESSAGE",
     "MAX_PHASE",
     "MAX_PROGRESS_MESSAGE",
     "MAX_REASON",
@@ -34,6 +37,10 @@ MAX_CRON_SCHEDULE = 200
 # Hello.version and each of Hello.capabilities.
 MAX_VERSION = 100
 MAX_CAPABILITY = 50
+# Capabilities in a Hello, and leases in a Hello or a Heartbeat: a message with more is
+# refused whole (never cut: the control plane would act on part of what the agent holds).
+MAX_CAPABILITIES = 32
+MAX_LEASES_PER_MESSAGE = 1000
 
 # Unicode categories refused in free text: control (Cc), format (Cf: zero-width and bidi
 # controls, which can make a log line or a listing say something else than it shows),

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     serve.add_argument(
+        "--max-previews-per-service",
+        type=int,
+        default=Settings.max_previews_per_service,
+        help="live preview stacks one service may have; 0: no limit (default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -198,6 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
         restart_grace=args.restart_grace,
         max_attempts=args.max_attempts,
         max_streams_per_token=args.max_streams_per_token,
+        max_previews_per_service=args.max_previews_per_service,
     )
     cfg = ServeConfig(
         listen=args.listen,

@@ -55,6 +55,11 @@ class ClusterServiceStub:
                 request_serializer=sami_dot_v1_dot_cluster__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=sami_dot_v1_dot_cluster__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.RemoveAgent = channel.unary_unary(
+                '/sami.v1.ClusterService/RemoveAgent',
+                request_serializer=sami_dot_v1_dot_cluster__pb2.RemoveAgentRequest.SerializeToString,
+                response_deserializer=sami_dot_v1_dot_cluster__pb2.Agent.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -85,6 +90,13 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveAgent(self, request, context):
+        """Forget the record of an agent that is not connected (admin only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +119,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=sami_dot_v1_dot_cluster__pb2.ListAgentsRequest.FromString,
                     response_serializer=sami_dot_v1_dot_cluster__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'RemoveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAgent,
+                    request_deserializer=sami_dot_v1_dot_cluster__pb2.RemoveAgentRequest.FromString,
+                    response_serializer=sami_dot_v1_dot_cluster__pb2.Agent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +235,33 @@ class ClusterService:
             '/sami.v1.ClusterService/ListAgents',
             sami_dot_v1_dot_cluster__pb2.ListAgentsRequest.SerializeToString,
             sami_dot_v1_dot_cluster__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sami.v1.ClusterService/RemoveAgent',
+            sami_dot_v1_dot_cluster__pb2.RemoveAgentRequest.SerializeToString,
+            sami_dot_v1_dot_cluster__pb2.Agent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,12 +10,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ManifestFile(_message.Message):
-    __slots__ = ("path", "content")
+    __slots__ = ("path", "content", "sha256", "size")
     PATH_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     path: str
     content: bytes
-    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
+    sha256: str
+    size: int
+    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ManifestEntry(_message.Message):
     __slots__ = ("service", "deployment_type", "environment", "folder", "pr_deploy", "stack_files", "image_services", "converge_timeout_seconds", "stack_name", "cluster", "static_target_dir", "keep_releases", "cron_schedule")

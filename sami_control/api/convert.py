@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from sami_control.api.pb import (
@@ -23,6 +25,7 @@ from sami_control.core.commands import (
     HeldLease,
     RevokeCommand,
 )
+from sami_control.core.manifest_catalog import ManifestFile
 from sami_control.core.model import (
     AgentRecord,
     Artifact,
@@ -237,7 +240,7 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
 
 
 def manifest_revision(
-    rev: ManifestRevision, current: bool, files: dict[str, bytes] | None = None
+    rev: ManifestRevision, current: bool, files: Sequence[ManifestFile] = ()
 ) -> manifest_pb2.ManifestRevision:
     return manifest_pb2.ManifestRevision(
         name=f"manifestRevisions/{rev.id}",
@@ -255,7 +258,12 @@ def manifest_revision(
             )
             for w in rev.warnings
         ],
-        files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in (files or {}).items()],
+        files=[
+            manifest_pb2.ManifestFile(
+                path=f.path, sha256=f.sha256, size=f.size, content=f.content or b""
+            )
+            for f in files
+        ],
         file_count=rev.file_count,
         create_time=ts(rev.created_at),
         created_by=rev.created_by,

@@ -189,8 +189,9 @@ class ManifestServicer(Servicer, manifest_pb2_grpc.ManifestServiceServicer):
     async def GetManifestRevision(
         self, request: manifest_pb2.GetManifestRevisionRequest, context: Any
     ) -> manifest_pb2.ManifestRevision:
-        rev, current = self.core.manifests.get(principal(), request.name)
-        files = self.core.manifests.files(rev.id) if request.include_files else None
+        who = principal()
+        rev, current = self.core.manifests.get(who, request.name)
+        files = self.core.manifests.files(who, rev.id, request.include_files)
         return convert.manifest_revision(rev, current, files)
 
     async def ListManifestRevisions(
@@ -227,8 +228,19 @@ class ClusterServicer(Servicer, cluster_pb2_grpc.ClusterServiceServicer):
     async def ListAgents(
         self, request: cluster_pb2.ListAgentsRequest, context: Any
     ) -> cluster_pb2.ListAgentsResponse:
-        agents = self.core.agents.list(principal(), request.cluster)
-        return cluster_pb2.ListAgentsResponse(agents=[convert.agent(a) for a in agents])
+        agents, nxt = self.core.agents.list(
+            principal(), request.cluster, request.page_size, request.page_token
+        )
+        return cluster_pb2.ListAgentsResponse(
+            agents=[convert.agent(a) for a in agents], next_page_token=nxt
+        )
+
+    async def RemoveAgent(
+        self, request: cluster_pb2.RemoveAgentRequest, context: Any
+    ) -> cluster_pb2.Agent:
+        return convert.agent(
+            self.core.agents.remove(principal(), request.cluster, request.agent_id)
+        )
 
 
 class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):

@@ -43,6 +43,12 @@ from sami_control.core.transitions import move, record
 log = structlog.get_logger("sami.control")
 
 STALE = "stale lease: not yours or no longer live"
+# Revokes one heartbeat may queue (and log): the stale leases past these are answered on
+# later heartbeats, which list them again until revoked.
+MAX_REVOKES_PER_HEARTBEAT = 100
+# Progress events stored per deployment: past these, progress still renews the lease but
+# is not stored (a runaway agent cannot fill the database through one deployment).
+MAX_PROGRESS_EVENTS = 10_000
 
 
 def _about(self: AgentReports, session: AgentSession, target: Any = "", *_: Any) -> Subject:
@@ -95,8 +101,25 @@ class AgentReports:
         message: str,
     ) -> None:
         now = self._seen(session)
-        phase = validation.text("progress.phase", phase, limit=limits.MAX_PHASE)
-        message = validation.text("progress.message", message, limit=limits.MAX_PROGRESS_MESSAGE)
+        settings = self.ctx.settings
+        if not session.take_progress(
+            now, settings.max_progress_per_second, settings.progress_burst
+        ):
+            _drop_progress(
+                session, f"over {settings.max_progress_per_second:g} progress reports a second"
+            )
+            return
+        if session.progress_dropped:
+            log.warning(
+                "progress_dropped",
+                agent_id=session.agent_id,
+                cluster=session.cluster,
+                dropped=session.progress_dropped,
+            )
+            session.progress_dropped = 0
+        # Cleaned, not refused: a refused report is lost, and the agent cannot know why.
+        phase = limits.clean_text(phase, limits.MAX_PHASE) if phase else ""
+        message = limits.clean_text(message, limits.MAX_PROGRESS_MESSAGE) if message else ""
         fx = Effects()
         with self.ctx.store.tx() as tx:
             d = self._held(
@@ -105,8 +128,12 @@ class AgentReports:
             if d is None:
                 return self._reject(session, deployment_id, lease_id, STALE)
             self.leases.renew(tx, fx, d, session, now)  # progress implies a lost ack, too
-            if sequence > d.agent_sequence:
+            new = sequence > d.agent_sequence  # else stored already (sent again)
+            if new:
                 d.agent_sequence = sequence
+            if new and d.last_sequence >= MAX_PROGRESS_EVENTS:
+                _drop_progress(session, f"deployment {d.id} has {MAX_PROGRESS_EVENTS} events")
+            elif new:
                 ev = record(d, EventType.PROGRESS, now, message=message, phase=phase)
                 tx.append_event(ev)
                 fx.add(d, ev)
@@ -123,12 +150,27 @@ class AgentReports:
         outcome: int,
         reason: str,
     ) -> None:
+        """Store the lease's result and answer Done. A result is never refused for its text
+        (cleaned and cut to limits.MAX_REASON here, as the agent does), and one whose
+        outcome is not an outcome ends its deployment FAILED, saying so: a refused result
+        would be lost, and its deployment would stay IN_PROGRESS for good (the agent keeps
+        renewing the lease while it waits for Done)."""
         now = self._seen(session)
-        reason = validation.text("result.reason", reason, limit=limits.MAX_REASON)
-        try:
-            state = OUTCOME_STATE[Outcome(outcome)]
-        except ValueError:
-            raise InvalidArgument("result.outcome", "must be set") from None
+        reason = limits.clean_text(reason, limits.MAX_REASON) if reason else ""
+        state = _outcome_state(outcome)
+        if state is None:
+            log.warning(
+                "result_outcome_refused",
+                agent_id=session.agent_id,
+                deployment_id=deployment_id[:100],
+                outcome=outcome,
+            )
+            reason = limits.clean_text(
+                f"the agent reported no valid outcome ({outcome}); its result was refused"
+                + (f": {reason}" if reason else ""),
+                limits.MAX_REASON,
+            )
+            state = State.FAILED
         fx = Effects(wake=True)
         with self.ctx.store.tx() as tx:
             current = tx.get_deployment(deployment_id)
@@ -148,22 +190,40 @@ class AgentReports:
     @audited("agent.report", _about)
     def heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:
         now = self._seen(session)
+        if len(held) > limits.MAX_LEASES_PER_MESSAGE:
+            # Refused whole, not cut: renewing some of the leases would let the others run
+            # out while the agent believes it holds them.
+            raise InvalidArgument(
+                "heartbeat.leases",
+                f"{len(held)} leases, more than {limits.MAX_LEASES_PER_MESSAGE}",
+            )
         session.send(HeartbeatAckCommand())
         if not held:
             return
         settings = self.ctx.settings
+        revokes = 0
         with self.ctx.store.tx() as tx:
             for h in held:
                 current = tx.get_deployment(h.deployment_id)
                 d = self._held(session, current, h.deployment_id, h.lease_id, h.epoch)
                 if d is None:
                     if not _finished_by(session, current, h.lease_id):
-                        self._reject(session, h.deployment_id, h.lease_id, STALE)
+                        revokes += 1
+                        if revokes <= MAX_REVOKES_PER_HEARTBEAT:
+                            self._reject(session, h.deployment_id, h.lease_id, STALE)
                     # else: its result crossed this heartbeat: Done is on its way.
                     continue
                 ttl = settings.lease_ttl if d.state is State.IN_PROGRESS else settings.ack_timeout
                 self.leases.lease_until(d, now + ttl)
                 tx.update_deployment(d)
+        if revokes > MAX_REVOKES_PER_HEARTBEAT:
+            log.warning(
+                "revokes_deferred",
+                agent_id=session.agent_id,
+                cluster=session.cluster,
+                stale=revokes,
+                revoked=MAX_REVOKES_PER_HEARTBEAT,
+            )
 
     @audited("agent.report", _about)
     def inventory(self, session: AgentSession, stacks: list[PreviewStack]) -> list[str]:
@@ -302,12 +362,33 @@ class AgentReports:
         return now - latest.created_at < self.ctx.settings.preview_ttl
 
 
+def _drop_progress(session: AgentSession, why: str) -> None:
+    """A progress report is not stored: said in the log once per run of drops (counted,
+    and the count logged when a report is taken again)."""
+    session.progress_dropped += 1
+    if session.progress_dropped == 1:
+        log.warning(
+            "progress_not_stored",
+            agent_id=session.agent_id,
+            cluster=session.cluster,
+            reason=why,
+        )
+
+
+def _outcome_state(outcome: int) -> State | None:
+    try:
+        return OUTCOME_STATE.get(Outcome(outcome))
+    except ValueError:
+        return None
+
+
 def _finished_by(session: AgentSession, d: Deployment | None, lease_id: str) -> bool:
     """Whether this agent's own lease on `d` ended with a result already stored."""
     return (
         d is not None
         and d.state.terminal
         and d.lease_id == lease_id
+        and d.cluster == session.cluster
         and d.agent_id == session.agent_id
     )
 

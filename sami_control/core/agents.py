@@ -3,19 +3,26 @@ agent says it still holds, listed with what the store remembers of agents not co
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterable
 
 import structlog
 
 from sami_common import limits
-from sami_control.core import authz, validation
+from sami_control.core import authz, paging, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.commands import CloseCommand, HeldLease
 from sami_control.core.context import Context
 from sami_control.core.dispatch import LIVE, Leases
 from sami_control.core.effects import Effects
-from sami_control.core.errors import Unauthenticated
+from sami_control.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from sami_control.core.model import AgentRecord, Principal, Role
 from sami_control.core.sessions import AgentSession, Sessions
 from sami_control.core.streams import Streams
@@ -57,9 +64,29 @@ class Agents:
         authz.require(who, Action.AGENT_CONNECT)
         validation.agent_id("hello.agent_id", agent_id)
         validation.text("hello.version", version, limit=limits.MAX_VERSION)
-        caps = frozenset(capabilities)
+        caps_sent = list(capabilities)
+        if len(caps_sent) > limits.MAX_CAPABILITIES:
+            raise InvalidArgument(
+                "hello.capabilities",
+                f"{len(caps_sent)} capabilities, more than {limits.MAX_CAPABILITIES}",
+            )
+        if len(held) > limits.MAX_LEASES_PER_MESSAGE:
+            raise InvalidArgument(
+                "hello.held_leases",
+                f"{len(held)} leases, more than {limits.MAX_LEASES_PER_MESSAGE}",
+            )
+        caps = frozenset(caps_sent)
         for c in caps:
             validation.text("hello.capabilities", c, limit=limits.MAX_CAPABILITY)
+        elsewhere = self.sessions.live_elsewhere(who.cluster, agent_id)
+        if elsewhere is not None:
+            # The same id in two clusters is either a host-name clash or an impostor: the
+            # live one keeps its stream, and this one must pick another id. Which cluster
+            # is not said: an agent learns nothing of other clusters.
+            raise FailedPrecondition(
+                f"agent id {agent_id!r} is connected in another cluster; an agent id must be "
+                "unique while connected: start this agent with another --agent-id"
+            )
         now = self.ctx.clock()
         session = AgentSession(
             agent_id=agent_id,
@@ -70,7 +97,7 @@ class Agents:
             connected_at=now,
             last_seen_at=now,
         )
-        previous = self.sessions.get(agent_id)
+        previous = self.sessions.get(who.cluster, agent_id)
         if previous is not None and previous.stream is not None:
             # It is being replaced: it does not count against the token's limit any more.
             self.streams.close(previous.stream)
@@ -173,14 +200,20 @@ class Agents:
         for s in self.sessions.all():
             s.send(CloseCommand(reason))
 
-    def list(self, who: Principal, cluster: str) -> list[AgentRecord]:
+    def list(
+        self, who: Principal, cluster: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[AgentRecord], str]:
+        """Agents by id then cluster, connected or remembered, a page at a time."""
         authz.require(who, Action.READ)
+        if cluster:
+            validation.name("cluster", cluster, "cluster name")
+        after, limit = _agent_page(page_token, page_size)
         with self.ctx.store.tx() as tx:
-            known = {a.agent_id: a for a in tx.list_agents(cluster)}
+            known = {(a.agent_id, a.cluster): a for a in tx.list_agents(cluster)}
         for s in self.sessions.all():
             if cluster and s.cluster != cluster:
                 continue
-            known[s.agent_id] = AgentRecord(
+            known[(s.agent_id, s.cluster)] = AgentRecord(
                 agent_id=s.agent_id,
                 cluster=s.cluster,
                 version=s.version,
@@ -190,4 +223,53 @@ class Agents:
                 connected=True,
                 leases=sorted(s.leases),
             )
-        return sorted(known.values(), key=lambda a: a.agent_id)
+        keys = sorted(k for k in known if after is None or k > after)
+        page = [known[k] for k in keys[:limit]]
+        nxt = _agent_page_token(keys[limit - 1]) if len(keys) > limit else ""
+        return page, nxt
+
+    @audited(
+        "agent.remove",
+        lambda self, who, cluster, agent_id: Subject(who, f"{cluster[:63]}/{agent_id[:128]}"),
+    )
+    def remove(self, who: Principal, cluster: str, agent_id: str) -> AgentRecord:
+        """Forget the record of an agent that is not connected (a host gone for good)."""
+        authz.require(who, Action.MANAGE_CLUSTERS)
+        validation.name("cluster", cluster, "cluster name")
+        validation.agent_id("agent_id", agent_id)
+        live = self.sessions.get(cluster, agent_id)
+        if live is not None and not live.closed:
+            raise FailedPrecondition(
+                f"agent {agent_id} of cluster {cluster} is connected: stop it (or revoke its "
+                "token) first; only the record of an agent that is gone can be removed"
+            )
+        with self.ctx.store.tx() as tx:
+            record = next((a for a in tx.list_agents(cluster) if a.agent_id == agent_id), None)
+            if record is None or not tx.delete_agent(cluster, agent_id):
+                raise NotFound(
+                    f"cluster {cluster!r} has no agent {agent_id!r}; `sami agents` lists them"
+                )
+            self.audit.ok(tx, who, "agent.remove", f"{cluster}/{agent_id}")
+        return record
+
+
+def _agent_page_token(key: tuple[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(["a1", *key]).encode()).decode()
+
+
+def _agent_page(token: str, size: int) -> tuple[tuple[str, str] | None, int]:
+    """(the last (agent id, cluster) of the previous page, or None; the page size)."""
+    if size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    limit = min(size or paging.DEFAULT_PAGE, paging.MAX_PAGE)
+    if not token:
+        return None, limit
+    try:
+        if len(token) > 400:
+            raise ValueError("too long")
+        version, agent_id, cluster = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if version != "a1" or not isinstance(agent_id, str) or not isinstance(cluster, str):
+            raise ValueError(version)
+    except (ValueError, TypeError):
+        raise InvalidArgument("page_token", "is not a token this server issued") from None
+    return (agent_id, cluster), limit

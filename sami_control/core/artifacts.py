@@ -38,6 +38,7 @@ class Artifacts:
         returns the one stored."""
         authz.require(who, Action.REGISTER_ARTIFACT)
         name = validation.artifact_name("artifact.artifact_name", req.artifact_name)
+        authz.require_artifact_scope(who, name)
         try:
             kind = ArtifactKind(req.kind)
         except ValueError:

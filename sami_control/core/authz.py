@@ -88,3 +88,19 @@ def require_sync_manifests(principal: Principal) -> None:
             f"token {principal.name!r} is scoped to some services or environments; syncing "
             "manifests needs an admin token or an unscoped deployer token"
         )
+
+
+def require_artifact_scope(principal: Principal, artifact_name: str) -> None:
+    """A token scoped to services registers artifacts under their names only (`web`, or
+    `web/…`): artifact names are first come, first served, and a scoped CI token must not
+    claim another service's."""
+    require(principal, Action.REGISTER_ARTIFACT)
+    if principal.role is Role.ADMIN or not principal.services:
+        return
+    if any(artifact_name == s or artifact_name.startswith(f"{s}/") for s in principal.services):
+        return
+    raise PermissionDenied(
+        f"token {principal.name!r} may register artifacts only under the names of its "
+        f"services ({', '.join(f'{s} or {s}/…' for s in principal.services)}), "
+        f"not {artifact_name!r}"
+    )

@@ -86,7 +86,7 @@ class Deployments:
         now = self.ctx.clock()
         fx = Effects(wake=True)
         with self.ctx.store.tx() as tx:
-            prior = self._prior_request(tx, request_id, fingerprint)
+            prior = self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
             art = self.artifacts.resolve(tx, req.artifact, "artifact")
@@ -109,6 +109,8 @@ class Deployments:
                     f"{m.manifest_path} pins cluster {m.cluster!r}, but environment {env!r} "
                     f"is served by cluster {cluster!r}"
                 )
+            if pr:
+                self._check_preview_room(tx, service, pr, now)
             if req.rollback_of:
                 self._check_rollback(tx, req.rollback_of, service, env, pr, art.id)
             d = Deployment(
@@ -124,6 +126,7 @@ class Deployments:
                 request_id=request_id,
                 request_hash=fingerprint,
                 created_by=who.name,
+                created_by_token=who.token_id,
                 created_at=now,
                 converge_timeout=float(m.converge_timeout),
                 stack_files=list(m.stack_files),
@@ -153,6 +156,27 @@ class Deployments:
         self.ctx.publisher.apply(fx)
         return d
 
+    def _check_preview_room(self, tx: Tx, service: str, pr: int, now: float) -> None:
+        """A preview of a new pull request needs room under max_previews_per_service: each
+        is a stack on the cluster, and a CI that never tears down would pile them up."""
+        limit = self.ctx.settings.max_previews_per_service
+        if limit <= 0:
+            return
+        ttl = self.ctx.settings.preview_ttl
+        live = [
+            d
+            for d in tx.latest_previews(service)
+            if d.action is DeploymentAction.DEPLOY and now - d.created_at < ttl
+        ]
+        if len(live) < limit or any(d.pull_request == pr for d in live):
+            return
+        oldest = ", ".join(f"#{d.pull_request}" for d in live[:5])
+        raise FailedPrecondition(
+            f"service {service} has {len(live)} live previews, the most one service may have "
+            f"({limit}): tear down those no longer needed first, e.g. the oldest ({oldest}) "
+            f"with `sami teardown {service} --pr N`"
+        )
+
     @staticmethod
     def _check_rollback(
         tx: Tx, target_id: str, service: str, env: str, pr: int, artifact_id: str
@@ -181,11 +205,14 @@ class Deployments:
                 "than the one requested: a rollback deploys its target's artifact again",
             )
 
-    def _prior_request(self, tx: Tx, request_id: str, fingerprint: str) -> Deployment | None:
-        """The deployment an earlier request with this idempotency key created, if any."""
+    def _prior_request(
+        self, tx: Tx, who: Principal, request_id: str, fingerprint: str
+    ) -> Deployment | None:
+        """The deployment an earlier request of the same token with this idempotency key
+        created, if any: keys are the caller's own, so one token cannot claim another's."""
         if not request_id:
             return None
-        prior = tx.get_deployment_by_request_id(request_id)
+        prior = tx.get_deployment_by_request_id(who.token_id, request_id)
         if prior is not None and prior.request_hash != fingerprint:
             raise AlreadyExists(
                 f"request_id {request_id!r} was already used for deployment {prior.id} with "
@@ -223,7 +250,7 @@ class Deployments:
         ).fingerprint()
         fx = Effects(wake=True)
         with self.ctx.store.tx() as tx:
-            prior = self._prior_request(tx, request_id, fingerprint)
+            prior = self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
             latest = tx.latest_for_key(service, "pull_request", pr)
@@ -235,6 +262,7 @@ class Deployments:
                     f"(or being torn down) by {latest.id}"
                 )
             d = self.teardown_of(latest, who.name, reason, request_id, fingerprint)
+            d.created_by_token = who.token_id
             self.enqueue(tx, fx, d, f"teardown requested by {who.name}", reason)
             self.audit.ok(
                 tx,
@@ -334,7 +362,7 @@ class Deployments:
                 ev = record(
                     d, EventType.NOTICE, now, f"cancel requested by {who.name}", phase="cancel"
                 )
-                session = self.sessions.get(d.agent_id)
+                session = self.sessions.get(d.cluster, d.agent_id)
                 if session is not None:
                     fx.send(session, CancelCommand(d.id, d.lease_id, msg))
             tx.update_deployment(d)

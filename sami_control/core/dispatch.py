@@ -64,7 +64,7 @@ class Leases:
     def requeue(self, tx: Tx, fx: Effects, d: Deployment, now: float, why: str) -> None:
         """The lease holder lost the work: offer it again (attempt + 1), or end it when it
         was being cancelled or its attempts ran out."""
-        old_session = self.sessions.get(d.agent_id)
+        old_session = self.sessions.get(d.cluster, d.agent_id)
         if old_session is not None:
             old_session.leases.discard(d.id)
             # Sent once the requeue is stored, like every command: if its commit fails the

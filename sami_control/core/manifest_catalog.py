@@ -16,13 +16,15 @@ from sami_control.core import authz, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
-from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from sami_control.core.model import ManifestRevision, Principal
+from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from sami_control.core.model import ManifestRevision, Principal, Role
 from sami_control.core.store import Tx
 
 CACHE_LIMIT = 4096
 # Folders' files kept for assignments (a few KB each).
 FOLDER_CACHE_LIMIT = 256
+# Revisions whose file listing (paths, hashes, sizes) is kept.
+LISTING_CACHE_LIMIT = 16
 
 
 def revision_id(files: Mapping[str, bytes]) -> str:
@@ -52,6 +54,38 @@ def entry_of(m: manifests.ResolvedManifest) -> dict[str, object]:
 
 
 @dataclass(frozen=True)
+class ManifestFile:
+    """A file of a revision as answers show it: the content only for who may read it."""
+
+    path: str
+    sha256: str
+    size: int
+    content: bytes | None = None
+
+
+def _file(path: str, content: bytes) -> ManifestFile:
+    return ManifestFile(path, hashlib.sha256(content).hexdigest(), len(content), content)
+
+
+def _readable_prefixes(who: Principal) -> list[str] | None:
+    """The path prefixes of the files `who` may read (None: every file), or
+    PermissionDenied naming what it may do instead."""
+    if who.role is Role.ADMIN or (
+        who.role is Role.DEPLOYER and not who.services and not who.environments
+    ):
+        return None
+    if who.role is Role.DEPLOYER and who.services:
+        return [f"services/{service}/" for service in who.services]
+    raise PermissionDenied(
+        f"token {who.name!r} ({who.role.value}"
+        + (", scoped to environments" if who.role is Role.DEPLOYER else "")
+        + ") may list a revision's files by name and hash (without include_files; "
+        "`sami manifests show --files`), not read them: files are readable by admins, "
+        "unscoped deployers, and deployers scoped to the file's service"
+    )
+
+
+@dataclass(frozen=True)
 class Resolved:
     revision: ManifestRevision
     manifest: manifests.ResolvedManifest
@@ -69,6 +103,7 @@ class ManifestCatalog:
         self._cache: dict[tuple[str, str, str, str], manifests.ResolvedManifest] = {}
         self._revisions: dict[str, ManifestRevision] = {}
         self._folders: dict[tuple[str, str], dict[str, bytes]] = {}
+        self._listings: dict[str, list[ManifestFile]] = {}
 
     @property
     def audit(self) -> Audit:
@@ -145,9 +180,44 @@ class ManifestCatalog:
             )
         return rev, current is not None and current.id == rev.id
 
-    def files(self, revision: str, prefix: str = "") -> dict[str, bytes]:
+    def files(self, who: Principal, revision: str, with_content: bool) -> list[ManifestFile]:
+        """Every file of a revision by path, hash and size; with `with_content`, the files
+        `who` may read, with their content (files can hold what stacks use as secrets):
+        an admin or an unscoped deployer (who may sync, i.e. write, them all) reads every
+        file, a deployer scoped to services the files of those services' folders."""
+        authz.require(who, Action.READ)
+        if not with_content:
+            return self._listing(revision)
+        prefixes = _readable_prefixes(who)
         with self.ctx.store.tx() as tx:
-            return tx.manifest_files(revision, prefix)
+            if prefixes is None:
+                found = tx.manifest_files(revision)
+            else:
+                found = {}
+                for prefix in prefixes:
+                    found.update(tx.manifest_files(revision, prefix))
+        if not found and prefixes:
+            raise PermissionDenied(
+                f"token {who.name!r} may read only the files of "
+                f"{', '.join(who.services)}, and this revision has none: list the files "
+                "by name and hash without include_files (`sami manifests show --files`)"
+            )
+        return [_file(path, found[path]) for path in sorted(found)]
+
+    def _listing(self, revision: str) -> list[ManifestFile]:
+        """Path, hash and size of every file (kept: a revision never changes)."""
+        listing = self._listings.get(revision)
+        if listing is None:
+            with self.ctx.store.tx() as tx:
+                files = tx.manifest_files(revision)
+            listing = [
+                ManifestFile(p, hashlib.sha256(files[p]).hexdigest(), len(files[p]))
+                for p in sorted(files)
+            ]
+            if len(self._listings) >= LISTING_CACHE_LIMIT:
+                self._listings.clear()
+            self._listings[revision] = listing
+        return listing
 
     def folder_files(self, tx: Tx, revision: str, folder: str) -> dict[str, bytes]:
         """The files of one manifest folder of a revision, by path relative to the folder:

@@ -154,6 +154,8 @@ class Deployment:
     manifest_settings: ManifestSettings = field(default_factory=ManifestSettings)
     # A rollback: the SUCCEEDED deployment whose artifact this one deploys again.
     rollback_of: str = ""
+    # The id of the token that asked for it: its request_id is unique per token only.
+    created_by_token: str = ""
     seq: int = 0  # storage order, newest highest
 
     @property

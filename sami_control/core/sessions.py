@@ -7,6 +7,7 @@ holds no more than a list until it has commands.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, MutableSet
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ class Outbox:
     __slots__ = ("_items", "on_put")
 
     def __init__(self) -> None:
-        self._items: list[Command] = []
+        self._items: deque[Command] = deque()
         self.on_put: Callable[[], None] | None = None
 
     def put_nowait(self, cmd: Command) -> None:
@@ -32,7 +33,7 @@ class Outbox:
 
     def get_nowait(self) -> Command:
         """The oldest command (IndexError if there is none)."""
-        return self._items.pop(0)
+        return self._items.popleft()
 
     def empty(self) -> bool:
         return not self._items
@@ -90,6 +91,27 @@ class AgentSession:
     # This session among the token's open streams: ended when the token is revoked or
     # expires. Its principal carries the peer the stream came from, for the audit log.
     stream: Stream | None = None
+    # The progress rate limit (a token bucket): reports it may still send now, as of when.
+    progress_allowance: float = -1.0  # -1: full (set on the first report)
+    progress_checked_at: float = 0.0
+    # Progress reports dropped since the last one taken (logged once per run of drops).
+    progress_dropped: int = 0
+
+    def take_progress(self, now: float, rate: float, burst: float) -> bool:
+        """Whether a progress report may be taken now (`rate` per second, `burst` at once);
+        False: it is over the limit, and dropped."""
+        if rate <= 0:
+            return True
+        if self.progress_allowance < 0:
+            self.progress_allowance = burst
+        else:
+            elapsed = max(0.0, now - self.progress_checked_at)
+            self.progress_allowance = min(burst, self.progress_allowance + elapsed * rate)
+        self.progress_checked_at = now
+        if self.progress_allowance < 1:
+            return False
+        self.progress_allowance -= 1
+        return True
 
     def send(self, cmd: Command) -> None:
         if not self.closed:
@@ -97,38 +119,52 @@ class AgentSession:
 
 
 class Sessions:
-    """The open agent sessions of this process, by agent id."""
+    """The open agent sessions of this process, by (cluster, agent id): an agent id names
+    an agent within its cluster only, so another cluster's token can never reach (replace,
+    or receive the commands of) this cluster's session of the same id."""
 
     __slots__ = ("_by_id",)
 
     def __init__(self) -> None:
-        self._by_id: dict[str, AgentSession] = {}
+        # agent id -> cluster -> session: finding the clusters an id is live in is a lookup.
+        self._by_id: dict[str, dict[str, AgentSession]] = {}
 
-    def get(self, agent_id: str) -> AgentSession | None:
-        return self._by_id.get(agent_id)
+    def get(self, cluster: str, agent_id: str) -> AgentSession | None:
+        return self._by_id.get(agent_id, {}).get(cluster)
+
+    def live_elsewhere(self, cluster: str, agent_id: str) -> AgentSession | None:
+        """An open session of `agent_id` in another cluster than `cluster`, if any."""
+        for c, s in self._by_id.get(agent_id, {}).items():
+            if c != cluster and not s.closed:
+                return s
+        return None
 
     def put(self, session: AgentSession) -> None:
-        self._by_id[session.agent_id] = session
+        self._by_id.setdefault(session.agent_id, {})[session.cluster] = session
 
     def remove(self, session: AgentSession) -> bool:
-        """Forget `session` if it is still the one registered for its agent id."""
-        if self._by_id.get(session.agent_id) is session:
+        """Forget `session` if it is still the one registered for its cluster and id."""
+        mine = self._by_id.get(session.agent_id)
+        if mine is None or mine.get(session.cluster) is not session:
+            return False
+        del mine[session.cluster]
+        if not mine:
             del self._by_id[session.agent_id]
-            return True
-        return False
+        return True
 
     def all(self) -> list[AgentSession]:
-        return list(self._by_id.values())
+        return [s for mine in self._by_id.values() for s in mine.values()]
 
     def open_by_cluster(self) -> dict[str, list[AgentSession]]:
         out: dict[str, list[AgentSession]] = {}
-        for s in self._by_id.values():
-            if not s.closed:
-                out.setdefault(s.cluster, []).append(s)
+        for mine in self._by_id.values():
+            for s in mine.values():
+                if not s.closed:
+                    out.setdefault(s.cluster, []).append(s)
         return out
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return sum(len(mine) for mine in self._by_id.values())
 
     def __bool__(self) -> bool:
         return bool(self._by_id)

@@ -28,3 +28,11 @@ class Settings:
     # What a synced stack file may ask of the hosts: "off" (anything Swarm allows) or
     # "strict" (no host root, Docker socket, privileged mode…: SECURITY.md).
     stack_policy: str = "off"
+    # Progress reports one agent session may send: this many per second on average, this
+    # many at once; reports over it are dropped (logged), the lease stays renewed by
+    # heartbeats. 0: no limit.
+    max_progress_per_second: float = 20.0
+    progress_burst: int = 200
+    # Live preview stacks one service may have (each a stack on the cluster): a preview of
+    # another pull request past it is refused until some are torn down. 0: no limit.
+    max_previews_per_service: int = 20

@@ -75,7 +75,9 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def get_deployment(self, deployment_id: str) -> Deployment | None: ...
     @abc.abstractmethod
-    def get_deployment_by_request_id(self, request_id: str) -> Deployment | None: ...
+    def get_deployment_by_request_id(self, token_id: str, request_id: str) -> Deployment | None:
+        """The deployment the token `token_id` asked for with this idempotency key."""
+
     @abc.abstractmethod
     def list_deployments(
         self,
@@ -90,6 +92,11 @@ class Tx(abc.ABC):
         self, service: str, environment: str, pull_request: int, cluster: str | None = None
     ) -> Deployment | None:
         """The newest deployment of service+environment+PR (any state, any action)."""
+
+    @abc.abstractmethod
+    def latest_previews(self, service: str) -> list[Deployment]:
+        """The newest deployment of each pull request of `service` (environment
+        pull_request), oldest first."""
 
     @abc.abstractmethod
     def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
@@ -116,6 +123,9 @@ class Tx(abc.ABC):
     def upsert_agent(self, a: AgentRecord) -> None: ...
     @abc.abstractmethod
     def list_agents(self, cluster: str) -> list[AgentRecord]: ...
+    @abc.abstractmethod
+    def delete_agent(self, cluster: str, agent_id: str) -> bool:
+        """Forget an agent's record; False if there was none."""
 
     # manifest revisions (immutable once stored)
     @abc.abstractmethod

@@ -103,4 +103,30 @@ MIGRATIONS: list[str] = [
         AND (length(reason) = 32 OR substr(reason, 33, 1) = ':')
         AND substr(reason, 13, 20) IN (SELECT id FROM deployments);
     """,
+    # 6: an agent id names an agent within its cluster: agents are keyed by (cluster, id),
+    # so a token of one cluster cannot overwrite another cluster's record of the same id.
+    """
+    CREATE TABLE agents_by_cluster (
+        cluster TEXT NOT NULL, agent_id TEXT NOT NULL, version TEXT NOT NULL,
+        capabilities TEXT NOT NULL, connected_at REAL NOT NULL, last_seen_at REAL NOT NULL,
+        PRIMARY KEY (cluster, agent_id)
+    );
+    INSERT INTO agents_by_cluster (cluster, agent_id, version, capabilities, connected_at,
+        last_seen_at)
+        SELECT cluster, agent_id, version, capabilities, connected_at, last_seen_at FROM agents;
+    DROP TABLE agents;
+    ALTER TABLE agents_by_cluster RENAME TO agents;
+    """,
+    # 7: an idempotency key (request_id) is unique per token, not across all tokens: one
+    # caller's keys cannot block another's requests. Earlier deployments get the id of the
+    # token whose name they record, when exactly one token has that name.
+    """
+    ALTER TABLE deployments ADD COLUMN created_by_token TEXT NOT NULL DEFAULT '';
+    UPDATE deployments SET created_by_token =
+        (SELECT id FROM tokens WHERE tokens.name = deployments.created_by)
+        WHERE (SELECT count(*) FROM tokens WHERE tokens.name = deployments.created_by) = 1;
+    DROP INDEX deployments_request_id;
+    CREATE UNIQUE INDEX deployments_token_request_id
+        ON deployments(created_by_token, request_id) WHERE request_id IS NOT NULL;
+    """,
 ]

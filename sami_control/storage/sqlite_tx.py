@@ -277,8 +277,10 @@ class SQLiteTx(Tx):
         row = self.c.execute(_DEP_SELECT + " WHERE id = ?", (deployment_id,)).fetchone()
         return _deployment(row) if row else None
 
-    def get_deployment_by_request_id(self, request_id: str) -> Deployment | None:
-        row = self.c.execute(_DEP_SELECT + " WHERE request_id = ?", (request_id,)).fetchone()
+    def get_deployment_by_request_id(self, token_id: str, request_id: str) -> Deployment | None:
+        row = self.c.execute(
+            _DEP_SELECT + " WHERE created_by_token = ? AND request_id = ?", (token_id, request_id)
+        ).fetchone()
         return _deployment(row) if row else None
 
     def list_deployments(
@@ -307,6 +309,15 @@ class SQLiteTx(Tx):
             args.append(cluster)
         row = self.c.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         return _deployment(row) if row else None
+
+    def latest_previews(self, service: str) -> list[Deployment]:
+        rows = self.c.execute(
+            _DEP_SELECT + " WHERE seq IN (SELECT max(seq) FROM deployments"
+            " WHERE service = ? AND environment = 'pull_request' GROUP BY pull_request)"
+            " ORDER BY seq",
+            (service,),
+        )
+        return [_deployment(r) for r in rows]
 
     def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
         rows = self.c.execute(
@@ -351,8 +362,8 @@ class SQLiteTx(Tx):
         cols = list(row)
         self.c.execute(
             f"INSERT INTO agents ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-            f"ON CONFLICT(agent_id) DO UPDATE SET "
-            f"{', '.join(f'{c} = excluded.{c}' for c in cols if c != 'agent_id')}",
+            f"ON CONFLICT(cluster, agent_id) DO UPDATE SET "
+            f"{', '.join(f'{c} = excluded.{c}' for c in cols if c not in ('agent_id', 'cluster'))}",
             [_enc(c, row[c]) for c in cols],
         )
 
@@ -363,8 +374,15 @@ class SQLiteTx(Tx):
             sql += " WHERE cluster = ?"
             args.append(cluster)
         return [
-            AgentRecord(**_row_dict(r)) for r in self.c.execute(sql + " ORDER BY agent_id", args)
+            AgentRecord(**_row_dict(r))
+            for r in self.c.execute(sql + " ORDER BY agent_id, cluster", args)
         ]
+
+    def delete_agent(self, cluster: str, agent_id: str) -> bool:
+        cur = self.c.execute(
+            "DELETE FROM agents WHERE cluster = ? AND agent_id = ?", (cluster, agent_id)
+        )
+        return cur.rowcount == 1
 
     # manifests
     def insert_manifest_revision(self, rev: ManifestRevision, files: Mapping[str, bytes]) -> None:

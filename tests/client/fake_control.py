@@ -401,7 +401,19 @@ class _Clusters(cluster_pb2_grpc.ClusterServiceServicer):
     def ListAgents(self, request, context):
         _authorize(self.c, context, mutation=False)
         agents = [a for a in self.c.agents if not request.cluster or a.cluster == request.cluster]
-        return cluster_pb2.ListAgentsResponse(agents=agents)
+        # Pages of at most 1, as a server with many agents answers: the client follows them.
+        page, nxt = _page(agents, request.page_token, request.page_size, 1)
+        return cluster_pb2.ListAgentsResponse(agents=page, next_page_token=nxt)
+
+    def RemoveAgent(self, request, context):
+        _authorize(self.c, context, mutation=True)
+        for a in self.c.agents:
+            if (a.cluster, a.agent_id) == (request.cluster, request.agent_id):
+                if a.connected:
+                    _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "agent is connected")
+                self.c.agents.remove(a)
+                return a
+        _abort(context, grpc.StatusCode.NOT_FOUND, f"no agent {request.agent_id}")
 
 
 class FakeServer:

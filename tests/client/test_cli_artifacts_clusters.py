@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sami.v1 import cluster_pb2
+
 from .fake_control import DIGEST, REF, FakeControl
 
 
@@ -64,3 +66,22 @@ def test_clusters_and_agents(sami, server) -> None:
     assert agents.lines[0].split()[:3] == ["AGENT", "CLUSTER", "CONNECTED"]
     assert agents.lines[1].split()[:3] == ["manager-1", "vps1", "yes"]
     assert sami("agents", "--cluster", "none").out == "(none)\n"
+
+
+def test_agents_follow_pages_and_rm_forgets_a_gone_agent(
+    sami, server, control: FakeControl
+) -> None:
+    control.agents.append(cluster_pb2.Agent(agent_id="manager-2", cluster="vps1"))
+    control.agents.append(cluster_pb2.Agent(agent_id="manager-3", cluster="vps1"))
+    listed = sami("agents")  # the fake answers one agent per page
+    assert [line.split()[0] for line in listed.lines[1:]] == [
+        "manager-1",
+        "manager-2",
+        "manager-3",
+    ]
+    removed = sami("agents", "rm", "vps1", "manager-2")
+    assert removed.code == 0, removed.err
+    assert removed.out == "removed agent manager-2 of cluster vps1\n"
+    assert "manager-2" not in sami("agents").out
+    connected = sami("agents", "rm", "vps1", "manager-1")
+    assert connected.code != 0 and "FAILED_PRECONDITION" in connected.err

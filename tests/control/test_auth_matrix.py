@@ -3,6 +3,7 @@ keeps a CI token for one service away from production."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from sami.v1 import (
     manifest_pb2_grpc,
 )
 from sami_control import offline
+from sami_control.core.model import AgentRecord
 from tests import samples
 from tests.control.conftest import LiveServer
 
@@ -56,6 +58,17 @@ class Ctx:
     @staticmethod
     def md(token: str | None) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {token}"),) if token else ()
+
+    def gone_agent(self) -> str:
+        """The id of an agent of c1 the store remembers, not connected."""
+        agent_id = f"gone-{next(_n)}"
+
+        async def put() -> None:
+            with self.srv.server.core.store.tx() as tx:
+                tx.upsert_agent(AgentRecord(agent_id, "c1"))
+
+        asyncio.run_coroutine_threadsafe(put(), self.srv.loop).result(10)
+        return agent_id
 
     def queued(self, service: str = "web", env: str = "stage") -> str:
         return self.dep.CreateDeployment(
@@ -153,6 +166,9 @@ RPCS: dict[str, Call] = {
         cluster_pb2.ListClustersRequest(), metadata=md
     ),
     "ListAgents": lambda c, md: c.clu.ListAgents(cluster_pb2.ListAgentsRequest(), metadata=md),
+    "RemoveAgent": lambda c, md: c.clu.RemoveAgent(
+        cluster_pb2.RemoveAgentRequest(cluster="c1", agent_id=c.gone_agent()), metadata=md
+    ),
     "SyncManifests": lambda c, md: c.man.SyncManifests(sync_request(f"{next(_n)}"), metadata=md),
     "GetManifestRevision": lambda c, md: c.man.GetManifestRevision(
         manifest_pb2.GetManifestRevisionRequest(name="current"), metadata=md

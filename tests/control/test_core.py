@@ -499,6 +499,25 @@ def test_scoped_deployer_cannot_sync(env: tuple[ControlPlane, Clock]) -> None:
         cp.manifests.sync(scoped, "", list(samples.repo().items()))
 
 
+def test_live_previews_per_service_are_capped(env: tuple[ControlPlane, Clock]) -> None:
+    cp, clock = env
+    cp.settings.max_previews_per_service = 3
+    for pr in (4, 2, 9):
+        deploy(cp, environment="pull_request", pull_request=pr)
+    with pytest.raises(FailedPrecondition) as err:
+        deploy(cp, environment="pull_request", pull_request=10)
+    assert "web has 3 live previews" in err.value.message
+    assert "the oldest (#4, #2, #9)" in err.value.message
+    assert "sami teardown web --pr N" in err.value.message
+    # A new deployment of a live preview is no new stack; another service has its own room.
+    deploy(cp, environment="pull_request", pull_request=2)
+    cp.deployments.teardown_preview(ADMIN, "web", 4, "merged", "")
+    deploy(cp, environment="pull_request", pull_request=10)
+    # A preview not deployed within preview_ttl counts as closed.
+    clock.t += cp.settings.preview_ttl + 1
+    deploy(cp, environment="pull_request", pull_request=11)
+
+
 def test_teardown_preview_is_queued_like_a_deployment(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
     with pytest.raises(NotFound, match="no preview of web for pull request 5"):

@@ -65,9 +65,11 @@ def dep(
     env: str = "stage",
     state: State = State.QUEUED,
     request_id: str = "",
+    created_by_token: str = "",
 ) -> Deployment:
     return Deployment(
         id=f"dep_{i}",
+        created_by_token=created_by_token,
         service=service,
         environment=env,
         pull_request=0,
@@ -93,8 +95,10 @@ def test_data_survives_reopen(open_store: Callable[[], Store]) -> None:
     s = open_store()
     seed(s)
     with s.tx() as tx:
-        d = dep(1, request_id="ci-1")
+        d = dep(1, request_id="ci-1", created_by_token="tok_ci")
         tx.insert_deployment(d)
+        # Another token's request with the same key is another request.
+        tx.insert_deployment(dep(2, request_id="ci-1", created_by_token="tok_other"))
         tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED, time=1.0))
     s.close()
     s2 = open_store()
@@ -103,7 +107,10 @@ def test_data_survives_reopen(open_store: Callable[[], Store]) -> None:
         assert got is not None
         assert got.stack_files == ["a.yml"] and got.image_services == ["web"]
         assert got.state is State.QUEUED and got.request_id == "ci-1"
-        assert tx.get_deployment_by_request_id("ci-1") == got
+        assert tx.get_deployment_by_request_id("tok_ci", "ci-1") == got
+        other = tx.get_deployment_by_request_id("tok_other", "ci-1")
+        assert other is not None and other.id == "dep_2"
+        assert tx.get_deployment_by_request_id("tok_third", "ci-1") is None
         assert tx.get_artifact("art_1") == art()
         assert tx.get_cluster("c1") == Cluster("c1", ["production", "stage"], 1.0)
         assert [e.sequence for e in tx.events_after("dep_1", 0, 10)] == [1]
@@ -385,3 +392,73 @@ def test_serve_refuses_a_loose_data_folder_it_cannot_tighten(
         ControlServer(ServeConfig(data_dir=data)).close()
 
     asyncio.run(build_and_close())
+
+
+def test_sqlite_upgrade_keys_agents_by_cluster(tmp_path: Path) -> None:
+    """A data folder written when agents were keyed by id alone (schema 5): its records are
+    kept, and afterwards two clusters may each have an agent of the same id."""
+    import sqlite3
+
+    from sami_control.storage.sqlite_schema import MIGRATIONS
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    conn = sqlite3.connect(data / SQLiteStore.FILE_NAME)
+    for migration in MIGRATIONS[:5]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("INSERT INTO agents VALUES ('mgr-1', 'prod', '0.1', '[\"swarm\"]', 1, 2)")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(data)
+    try:
+        with store.tx() as tx:
+            tx.upsert_agent(AgentRecord("mgr-1", "stage", "0.2", ["swarm"], 3.0, 4.0))
+            tx.upsert_agent(AgentRecord("mgr-1", "stage", "0.3", ["swarm"], 3.0, 5.0))
+            got = [(a.cluster, a.agent_id, a.version) for a in tx.list_agents("")]
+        assert got == [("prod", "mgr-1", "0.1"), ("stage", "mgr-1", "0.3")]
+    finally:
+        store.close()
+
+
+def test_sqlite_upgrade_scopes_request_ids_to_the_token(tmp_path: Path) -> None:
+    """A data folder from when request ids were unique across tokens (schema 6): a
+    deployment gets the id of the one token with the name it records, so that token's
+    retries still find it, and another token may use the same key."""
+    import sqlite3
+
+    from sami_control.storage.sqlite_schema import MIGRATIONS
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    conn = sqlite3.connect(data / SQLiteStore.FILE_NAME)
+    for migration in MIGRATIONS[:6]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 6")
+    conn.execute(
+        "INSERT INTO tokens (id, name, role, secret_hash, cluster, services, environments,"
+        " created_at, expires_at, revoked_at) VALUES"
+        " ('tok_ci', 'ci', 'deployer', 'h', '', '[]', '[]', 1, 0, 0)"
+    )
+    conn.execute(
+        "INSERT INTO deployments (id, service, environment, pull_request, cluster, action,"
+        " deployment_type, stack_name, state, reason, request_id, request_hash,"
+        " status_message, agent_id, attempt, epoch, lease_id, lease_expires, agent_sequence,"
+        " last_sequence, cancel_requested, created_by, created_at, updated_at, finished_at,"
+        " manifest_revision, converge_timeout, stack_files, image_services, manifest_folder,"
+        " manifest_settings) VALUES ('dep_1', 'web', 'stage', 0, 'c1', 1, 'swarm',"
+        " 'stage_web', 4, '', 'ci-7', 'h', '', '', 1, 1, '', 0, 0, 1, 0, 'ci', 1, 1, 1,"
+        " 'rev', 300, '[]', '[]', 'f', '{}')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(data)
+    try:
+        with store.tx() as tx:
+            found = tx.get_deployment_by_request_id("tok_ci", "ci-7")
+            assert found is not None and found.id == "dep_1"
+            tx.insert_artifact(art())
+            tx.insert_deployment(dep(2, request_id="ci-7", created_by_token="tok_admin"))
+            assert tx.get_deployment_by_request_id("tok_admin", "ci-7").id == "dep_2"  # type: ignore[union-attr]
+    finally:
+        store.close()

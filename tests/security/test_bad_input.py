@@ -484,14 +484,6 @@ CASES = [
     Case("agent-result-after-terminal", report(result=lambda w: agent_pb2.Result(
         deployment_id=w.done, lease_id=w.done_lease.lease_id, epoch=w.done_lease.deployment.epoch,
         outcome=agent_pb2.OUTCOME_FAILED, reason="changed my mind")), "DONE"),
-    Case("agent-progress-too-long", report(progress=lambda w: agent_pb2.Progress(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch, sequence=100,
-        message="m" * 4001)), "IGNORED"),
-    Case("agent-progress-phase-nul", report(progress=lambda w: agent_pb2.Progress(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch, sequence=101,
-        phase="a\x00")), "IGNORED"),
-    Case("agent-result-no-outcome", report(result=lambda w: agent_pb2.Result(
-        deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch)), "IGNORED"),
     # Last: it ends b1's stream.
     Case("agent-other-clusters-deployment", report("b1", ack=lambda w: agent_pb2.Ack(
         deployment_id=w.dep, lease_id=w.lease.lease_id, epoch=w.epoch)),
