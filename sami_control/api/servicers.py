@@ -30,7 +30,6 @@ from sami_control.api.pb import (
     server_pb2_grpc,
 )
 from sami_control.api.rpc import Servicer
-from sami_control.core import paging
 from sami_control.core.commands import CloseCommand, HeldLease
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import (
@@ -197,11 +196,11 @@ class ManifestServicer(Servicer, manifest_pb2_grpc.ManifestServiceServicer):
     async def ListManifestRevisions(
         self, request: manifest_pb2.ListManifestRevisionsRequest, context: Any
     ) -> manifest_pb2.ListManifestRevisionsResponse:
-        before, limit = paging.parse_page(request.page_token, request.page_size)
-        revs, current = self.core.manifests.list(principal(), before, limit + 1)
-        nxt = paging.page_token(revs[limit - 1].synced_seq) if len(revs) > limit else ""
+        revs, current, nxt = self.core.manifests.list(
+            principal(), request.page_size, request.page_token
+        )
         return manifest_pb2.ListManifestRevisionsResponse(
-            revisions=[convert.manifest_revision(r, r.id == current) for r in revs[:limit]],
+            revisions=[convert.manifest_revision(r, r.id == current) for r in revs],
             next_page_token=nxt,
         )
 

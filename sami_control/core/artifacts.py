@@ -99,8 +99,8 @@ class Artifacts:
         before, limit = paging.parse_page(page_token, page_size)
         with self.ctx.store.tx() as tx:
             rows = tx.list_artifacts(artifact_name, before, limit + 1)
-        nxt = paging.page_token(rows[limit - 1][0]) if len(rows) > limit else ""
-        return [a for _, a in rows[:limit]], nxt
+        page, nxt = paging.cut(rows, limit, lambda row: row[0])
+        return [a for _, a in page], nxt
 
     def resolve(self, tx: Tx, ref: str, field_: str) -> Artifact:
         """An artifact by id, `artifacts/{id}`, digest-pinned ref, or `name@sha256:…`."""

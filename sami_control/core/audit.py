@@ -138,8 +138,7 @@ class Audit:
         after, limit = paging.parse_page(page_token, page_size, first=0)
         with self._store.tx() as tx:
             rows = tx.list_audit(since, limit + 1, after, service)
-        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
-        return rows[:limit], nxt
+        return paging.cut(rows, limit, lambda e: e.seq)
 
 
 @dataclass(frozen=True, slots=True)

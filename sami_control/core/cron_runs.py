@@ -165,5 +165,4 @@ class CronRuns:
         before, limit = paging.parse_page(page_token, page_size)
         with self.ctx.store.tx() as tx:
             rows = tx.list_cron_runs(service, environment, before, limit + 1)
-        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
-        return rows[:limit], nxt
+        return paging.cut(rows, limit, lambda r: r.seq)

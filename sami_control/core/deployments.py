@@ -335,8 +335,7 @@ class Deployments:
         before, limit = paging.parse_page(page_token, page_size)
         with self.ctx.store.tx() as tx:
             rows = tx.list_deployments(service, environment, state, before, limit + 1)
-        nxt = paging.page_token(rows[limit - 1].seq) if len(rows) > limit else ""
-        return rows[:limit], nxt
+        return paging.cut(rows, limit, lambda d: d.seq)
 
     @audited("deployment.cancel", lambda self, who, name, reason: Subject(who, name))
     def cancel(self, who: Principal, name: str, reason: str) -> Deployment:

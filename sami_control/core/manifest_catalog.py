@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sami_manifests as manifests
-from sami_control.core import authz, validation
+from sami_control.core import authz, paging, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
@@ -236,12 +236,18 @@ class ManifestCatalog:
             self._folders[key] = files
         return files
 
-    def list(self, who: Principal, before: int, limit: int) -> tuple[list[ManifestRevision], str]:
+    def list(
+        self, who: Principal, page_size: int, page_token: str
+    ) -> tuple[list[ManifestRevision], str, str]:
+        """(revisions, most recently synced first; the id of the current one; the next
+        page's token)."""
         authz.require(who, Action.READ)
+        before, limit = paging.parse_page(page_token, page_size)
         with self.ctx.store.tx() as tx:
-            current = tx.current_manifest_revision()
-            revs = tx.list_manifest_revisions(before, limit)
-        return revs, current.id if current else ""
+            current = tx.current_manifest_revision_id()
+            rows = tx.list_manifest_revisions(before, limit + 1)
+        page, nxt = paging.cut(rows, limit, lambda r: r.synced_seq)
+        return page, current or "", nxt
 
     def resolve(self, tx: Tx, service: str, deployment_type: str, environment: str) -> Resolved:
         # Only the id is read per deployment; the revision row (every service's entries)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sami_control.core.errors import InvalidArgument
 
@@ -11,9 +13,18 @@ DEFAULT_PAGE = 50
 # The largest position a token may hold: SQLite's integers are 64-bit signed.
 MAX_POSITION = 2**63 - 1
 
+T = TypeVar("T")
+
 
 def page_token(seq: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode()
+
+
+def cut(rows: Sequence[T], limit: int, position: Callable[[T], int]) -> tuple[list[T], str]:
+    """A page of `rows` (read with one more than `limit`, to know whether there is more):
+    its first `limit` rows, and the token of the next page ("" when this is the last)."""
+    nxt = page_token(position(rows[limit - 1])) if len(rows) > limit else ""
+    return list(rows[:limit]), nxt
 
 
 def parse_page(token: str, size: int, first: int = 2**62) -> tuple[int, int]:

@@ -451,7 +451,7 @@ def test_sync_validates_again_and_stores_nothing_when_invalid(
     assert field.startswith("files[services/web/swarm/stage/sami.yaml]:")
     assert "colour" in description
     assert cp.manifests.get(ADMIN, "current")[0].id == before.id
-    revs, _ = cp.manifests.list(ADMIN, 2**62, 10)
+    revs, _, _ = cp.manifests.list(ADMIN, 10, "")
     assert len(revs) == 1
 
 
