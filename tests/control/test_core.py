@@ -591,3 +591,30 @@ def test_a_rollback_names_what_it_goes_back_to_and_the_server_checks_it(
     # Refused requests stored nothing: the rollback is still the newest deployment.
     newest, _ = cp.deployments.list(ADMIN, "web", "stage", None, 1, "")
     assert [d.id for d in newest] == [back.id]
+
+
+def test_the_original_manifest_syncs_and_deploys_its_one_stack_file(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    """services/camerdevs/compose/stage/ as the original repo has it: a sami.yaml with no
+    stack_files, next to camerdevs-stack.yml."""
+    cp, _ = env
+    folder = "services/camerdevs/compose/stage"
+    stack = b"version: '3.8'\nservices:\n  web:\n    image: ghcr.io/osscameroon/camerdevs\n"
+    files = {
+        f"{folder}/sami.yaml": (
+            b"version: v1beta\nservice_name: camerdevs\ntype: compose\npr_deploy: false\n"
+        ),
+        f"{folder}/camerdevs-stack.yml": stack,
+    }
+    cp.manifests.sync(ADMIN, "", list(files.items()))
+    ref = "127.0.0.1:5000/camerdevs@sha256:" + "c" * 64
+    cp.artifacts.register(ADMIN, ArtifactInput("camerdevs", ArtifactKind.IMAGE, ref, ""))
+    d = deploy(cp, ref, service="camerdevs")
+    assert (d.deployment_type, d.stack_name) == ("compose", "stage_camerdevs")
+    assert (d.stack_files, d.image_services) == (["camerdevs-stack.yml"], ["web"])
+    a, _ = cp.agents.connect(AGENT_C1, "a1", "test", ["swarm", "compose"], [])
+    tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    assert cmd.files["camerdevs-stack.yml"] == stack
