@@ -30,6 +30,7 @@ from sami_client.pb import (
 )
 from sami_common.backoff import Backoff
 from sami_common.dial import CHANNEL_OPTIONS, Endpoint
+from sami_common.imageref import normalize_artifact_ref
 
 WatchItem = deployment_pb2.Deployment | deployment_pb2.DeploymentEvent
 
@@ -140,7 +141,8 @@ class SamiClient:
 
     def get_artifact(self, name: str) -> artifact_pb2.Artifact:
         artifact: artifact_pb2.Artifact = self._call(
-            self._artifacts.GetArtifact, artifact_pb2.GetArtifactRequest(name=name)
+            self._artifacts.GetArtifact,
+            artifact_pb2.GetArtifactRequest(name=normalize_artifact_ref(name)),
         )
         return artifact
 
@@ -176,7 +178,8 @@ class SamiClient:
             deployment_pb2.CreateDeploymentRequest(
                 service=service,
                 environment=environment,
-                artifact=artifact,
+                # `repo:tag@sha256:…` as `docker build` prints it: the tag is dropped.
+                artifact=normalize_artifact_ref(artifact),
                 pull_request=pull_request,
                 reason=reason,
                 request_id=request_id,

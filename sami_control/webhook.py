@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 import structlog
 
 from sami_common.httpserve import HttpError, HttpServer, Limits, Request, Response
+from sami_common.imageref import normalize_artifact_ref
 from sami_control.api.auth import REQUEST_ID_HEADER, bearer, log_unauthenticated, request_id
 from sami_control.core import errors
 from sami_control.core.audit import clean
@@ -193,6 +194,8 @@ def webhook_request(fields: dict[str, tuple[str, object]]) -> WebhookRequest:
             artifact = f"{artifact}@{digest}"
         elif artifact.rpartition("@")[2] != digest:
             raise errors.InvalidArgument(names["digest"], f"does not match {names['artifact']}")
+    # `repo:tag@sha256:…` as CI prints it finds the artifact however it was registered.
+    artifact = normalize_artifact_ref(artifact)
     pull_request = 0
     if "pull_request" in fields:
         name, value = fields["pull_request"]

@@ -618,3 +618,32 @@ def test_the_original_manifest_syncs_and_deploys_its_one_stack_file(
     (cmd,) = drain(a)
     assert isinstance(cmd, AssignCommand)
     assert cmd.files["camerdevs-stack.yml"] == stack
+
+
+def test_a_reference_is_stored_pinned_and_found_with_any_tag(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    digest = "sha256:" + "d" * 64
+    art, created = cp.artifacts.register(
+        ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api:1.2@{digest}", "")
+    )
+    assert created and art.ref == f"ghcr.io/x/api@{digest}" and art.tags == ["1.2"]
+    again, created = cp.artifacts.register(
+        ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api@{digest}", "")
+    )
+    assert (again.id, created) == (art.id, False)
+    with cp.store.tx() as tx:
+        for ref in (f"ghcr.io/x/api:main@{digest}", f"ghcr.io/x/api@{digest}", f"api:9@{digest}"):
+            assert cp.artifacts.resolve(tx, ref, "artifact").id == art.id, ref
+    # Docker Hub's familiar names are the same image as their full names.
+    hub, _ = cp.artifacts.register(
+        ADMIN, ArtifactInput("proxy", ArtifactKind.IMAGE, f"nginx:1.27@{digest}", "")
+    )
+    with cp.store.tx() as tx:
+        found = cp.artifacts.resolve(tx, f"docker.io/library/nginx:1.27@{digest}", "artifact")
+    assert found.id == hub.id
+    with pytest.raises(InvalidArgument, match="tag"):
+        cp.artifacts.register(
+            ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api:@{digest}", "")
+        )

@@ -363,6 +363,29 @@ def test_the_grpc_path_still_refuses_what_the_webhook_refuses(hook: Hook) -> Non
     assert a.status == 400 and a.body["message"] == ei.value.details()
 
 
+def test_a_reference_with_a_tag_as_docker_prints_it(hook: Hook) -> None:
+    """`repo:tag@sha256:…` (docker build, buildx metadata) names the artifact registered as
+    `repo@sha256:…`, in the webhook and in CreateDeployment alike."""
+    repo, _, digest = REF.rpartition("@")
+    tagged = f"{repo}:1.4.2@{digest}"
+    a = hook.post({"service": "web", "environment": "stage", "artifact": tagged})
+    assert a.status == 202, a.body
+    assert a.body["artifact_id"] == hook.artifact
+    b = hook.post(
+        f"service=web&environment=production&image={repo}:1.4.2&digest={digest}",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert b.status == 202, b.body
+    assert b.body["artifact_id"] == hook.artifact
+    d = hook.stubs.dep.CreateDeployment(
+        deployment_pb2.CreateDeploymentRequest(
+            service="web", environment="pull_request", pull_request=3, artifact=tagged
+        ),
+        metadata=md(hook.admin),
+    )
+    assert d.artifact.id == hook.artifact
+
+
 def test_with_tls_the_webhook_serves_https(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     tlsinit.init(pki, clients=["ci"])
