@@ -307,7 +307,10 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
     if prior is not None:
         return ctx.follower().started(prior, wait=args.wait, timeout=args.timeout)
     succeeded = client.history(service, source_env, state=deployment_pb2.SUCCEEDED)
-    source = next((d for d in succeeded if history.redeployable(d)), None)
+    source = next(
+        (d for d in succeeded if history.redeployable(d) and history.fits(d, args.deployment_type)),
+        None,
+    )
     if source is None:
         raise UsageError(
             f"nothing to promote: {service} has no SUCCEEDED deployment in {source_env}; "

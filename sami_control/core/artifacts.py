@@ -7,11 +7,12 @@ from sami_control.core import authz, paging, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
-from sami_control.core.errors import AlreadyExists, InvalidArgument, NotFound
+from sami_control.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from sami_control.core.ids import new_id
 from sami_control.core.model import Artifact, ArtifactKind, Deployment, Principal
 from sami_control.core.requests import ArtifactInput
 from sami_control.core.store import Tx
+from sami_manifests import ARTIFACT_KIND_OF_TYPE, artifact_fits
 
 # Artifacts kept in memory (immutable, so never stale).
 ARTIFACT_CACHE = 4096
@@ -135,6 +136,20 @@ class Artifacts:
         self._remember(ref, art)
         return art
 
+    @staticmethod
+    def check_fits(art: Artifact, deployment_type: str, where: str) -> None:
+        """Refuse to put `art` on a deployment of a type that cannot run it (an archive URL
+        on a Swarm service, an image unpacked as a site): it would be accepted, and even
+        succeed in a dry run, then become a rollback target."""
+        kind = art.kind.name.lower()
+        if not artifact_fits(deployment_type, kind):
+            expected = ARTIFACT_KIND_OF_TYPE[deployment_type]
+            raise FailedPrecondition(
+                f"artifact {art.artifact_name}@{art.digest} is {_a(kind)} artifact, but {where} "
+                f"is a {deployment_type} deployment, which deploys {expected} artifacts: "
+                f"deploy an artifact registered with --kind {expected}"
+            )
+
     def by_id(self, tx: Tx, artifact_id: str) -> Artifact | None:
         art = self._cache.get(artifact_id)
         if art is None:
@@ -191,3 +206,7 @@ def _same_ref(stored: str, ref: str) -> bool:
         return parse_image_ref(stored).same_image(parse_image_ref(ref))
     except InvalidImageRef:
         return False
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"

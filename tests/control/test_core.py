@@ -647,3 +647,19 @@ def test_a_reference_is_stored_pinned_and_found_with_any_tag(
         cp.artifacts.register(
             ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api:@{digest}", "")
         )
+
+
+def test_an_artifact_of_another_kind_than_the_type_deploys_is_refused(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    archive = "sha256:" + "e" * 64
+    cp.artifacts.register(
+        ADMIN,
+        ArtifactInput("web", ArtifactKind.STATIC_FILE, "https://example.com/site.tgz", archive),
+    )
+    with pytest.raises(
+        FailedPrecondition, match="static_file artifact, but web in stage is a swarm"
+    ):
+        deploy(cp, f"web@{archive}")
+    assert cp.deployments.list(ADMIN, "web", "", None, 0, "")[0] == []
