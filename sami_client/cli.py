@@ -250,6 +250,13 @@ def _add_deployment_commands(commands: Subparsers) -> None:
         help="with --wait: give up after S seconds, exit 3 "
         f"(default {DEFAULT_WAIT_TIMEOUT:g}; 0: never)",
     )
+    p.add_argument(
+        "--queue-timeout",
+        type=argtypes.seconds,
+        metavar="DURATION",
+        help="with --wait: exit 3 if no agent has picked the deployment up after DURATION "
+        "seconds (it stays queued)",
+    )
     p.set_defaults(run=_deploy)
 
     p = commands.add_parser("watch", help="follow a deployment to its end")
@@ -361,8 +368,8 @@ def _artifact_list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _deploy(args: argparse.Namespace, ctx: Context) -> int:
-    if args.timeout is not None and not args.wait:
-        raise UsageError("--timeout limits --wait: add --wait, or drop --timeout")
+    if (args.timeout is not None or args.queue_timeout is not None) and not args.wait:
+        raise UsageError("--timeout and --queue-timeout limit --wait: add --wait, or drop them")
     deployment = ctx.client().create_deployment(
         args.service,
         args.env,
@@ -372,7 +379,9 @@ def _deploy(args: argparse.Namespace, ctx: Context) -> int:
         request_id=args.request_id,
         deployment_type=args.deployment_type,
     )
-    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
+    return ctx.follower().started(
+        deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+    )
 
 
 def _watch(args: argparse.Namespace, ctx: Context) -> int:
