@@ -306,6 +306,19 @@ def _add_cluster_commands(commands: Subparsers) -> None:
     )
     p.set_defaults(run=_cluster_create)
 
+    p = sub.add_parser(
+        "update",
+        help="set the environments a cluster serves",
+        description="Sets every environment the cluster serves: name them all (one left out "
+        "is no longer served by it), e.g. `sami cluster update main --env stage --env "
+        "production --env pull_request` to add previews.",
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--env", action="append", required=True, help="an environment it serves (repeatable)"
+    )
+    p.set_defaults(run=_cluster_update)
+
     p = sub.add_parser("list", help="list clusters")
     p.set_defaults(run=_cluster_list)
 
@@ -418,6 +431,13 @@ def _cancel(args: argparse.Namespace, ctx: Context) -> int:
 
 def _cluster_create(args: argparse.Namespace, ctx: Context) -> int:
     cluster = ctx.client().create_cluster(args.name, args.env)
+    text = f"cluster {cluster.cluster_id} serves {', '.join(cluster.environments)}"
+    ctx.show(text, cluster)
+    return int(ExitCode.SUCCEEDED)
+
+
+def _cluster_update(args: argparse.Namespace, ctx: Context) -> int:
+    cluster = ctx.client().update_cluster(args.name, args.env)
     text = f"cluster {cluster.cluster_id} serves {', '.join(cluster.environments)}"
     ctx.show(text, cluster)
     return int(ExitCode.SUCCEEDED)

@@ -435,6 +435,14 @@ class SamiClient:
 
     # Clusters and agents
 
+    def update_cluster(self, name: str, environments: Iterable[str]) -> cluster_pb2.Cluster:
+        """Set every environment the cluster serves (one left out is no longer served)."""
+        cluster: cluster_pb2.Cluster = self._call(
+            self._clusters.UpdateCluster,
+            cluster_pb2.UpdateClusterRequest(name=name, environments=list(environments)),
+        )
+        return cluster
+
     def create_cluster(self, cluster_id: str, environments: Iterable[str]) -> cluster_pb2.Cluster:
         cluster: cluster_pb2.Cluster = self._call(
             self._clusters.CreateCluster,

@@ -663,3 +663,31 @@ def test_an_artifact_of_another_kind_than_the_type_deploys_is_refused(
     ):
         deploy(cp, f"web@{archive}")
     assert cp.deployments.list(ADMIN, "web", "", None, 0, "")[0] == []
+
+
+def test_a_cluster_gains_and_drops_environments(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    c = cp.clusters.update(ADMIN, "clusters/c1", ["stage", "production", "production"])
+    assert c.environments == ["production", "stage"]
+    with pytest.raises(
+        FailedPrecondition, match="'pull_request' is already served by cluster 'c2'"
+    ):
+        cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
+    # Move pull_request from c2 to c1 (c2 takes production).
+    assert cp.clusters.update(ADMIN, "c1", ["stage"]).environments == ["stage"]
+    preview = deploy(cp, environment="pull_request", pull_request=4)
+    with pytest.raises(
+        FailedPrecondition, match=f"unfinished deployments in pull_request .{preview.id}"
+    ):
+        cp.clusters.update(ADMIN, "c2", ["production"])
+    cp.deployments.cancel(ADMIN, preview.id, "")
+    cp.clusters.update(ADMIN, "c2", ["production"])
+    cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
+    assert cp.clusters.get(ADMIN, "c1").environments == ["pull_request", "stage"]
+    assert deploy(cp, environment="pull_request", pull_request=5).cluster == "c1"
+    with pytest.raises(NotFound, match="cluster 'c9' does not exist"):
+        cp.clusters.update(ADMIN, "c9", ["stage"])
+    with pytest.raises(InvalidArgument, match="at least one environment"):
+        cp.clusters.update(ADMIN, "c1", [])
+    with pytest.raises(PermissionDenied):
+        cp.clusters.update(AGENT_C1, "c1", ["stage"])
