@@ -249,10 +249,14 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
             size = maintenance.backup(data, Path(args.dest))
             print(f"backed up {data} to {args.dest} ({size} bytes, integrity checked)")
         else:
-            maintenance.restore(data, Path(args.source))
+            kept = maintenance.restore(data, Path(args.source))
             print(
-                f"restored {data} from {args.source}; the previous database is kept as "
-                f"{data / (maintenance.DB_NAME + '.before-restore')}"
+                f"restored {data} from {args.source}; "
+                + (
+                    f"the previous database is kept as {kept}"
+                    if kept
+                    else "there was no database before it"
+                )
             )
     except (OSError, ValueError, maintenance.DataDirBusy) as exc:
         print(f"sami-control: {exc}", file=sys.stderr)

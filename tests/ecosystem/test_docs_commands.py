@@ -110,30 +110,62 @@ def test_documented_command_lines_parse() -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_the_documented_backup_copies_a_live_database(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    """docs/sami-on-swarm.md's backup command (its `python -c` part, on the live server's
-    data folder instead of /data) while the control plane runs and writes."""
-    doc = (REPO / "docs" / "sami-on-swarm.md").read_text()
-    (line,) = [
-        line for line in doc.splitlines() if line.startswith("docker run") and "backup(" in line
+def documented(program: str, subcommand: str) -> list[str]:
+    """The argv of the one `program subcommand ...` line of docs/sami-on-swarm.md."""
+    doc = REPO / "docs" / "sami-on-swarm.md"
+    (argv,) = [
+        argv
+        for line in code_lines(doc)
+        for prog, argv in commands(line)
+        if prog == program and argv[:1] == [subcommand]
     ]
-    words = shlex.split(line.split(" > ")[0])
-    code = words[words.index("-c") + 1].replace("/data/", f"{live_server.data}/")
+    return argv
+
+
+def control(argv: list[str], data: Path, backups: Path) -> subprocess.CompletedProcess[str]:
+    """Run a documented sami-control line with the container's /data and /backups mapped
+    to folders of this test."""
+    mapped = [str(data) if a == "/data" else a.replace("/backups/", f"{backups}/") for a in argv]
+    return subprocess.run(
+        [sys.executable, "-m", "sami_control", *mapped],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def test_the_documented_backup_and_restore_run(live_server: LiveServer, tmp_path: Path) -> None:
+    """docs/sami-on-swarm.md's `sami-control backup` while the control plane runs and
+    writes, then its `sami-control restore` into a stopped control plane's folder."""
+    backups = tmp_path / "backups"
+    backups.mkdir()
     live_server.token("deployer")  # something in the database
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    backup = tmp_path / "backup.db"
-    backup.write_bytes(proc.stdout)
-    db = sqlite3.connect(backup)
+    backup = documented("sami-control", "backup")
+    done = control(backup, live_server.data, backups)
+    assert done.returncode == 0, done.stderr
+    (copy,) = backups.glob("sami-*.db")
+    db = sqlite3.connect(copy)
     try:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert "tokens" in tables
         assert db.execute("SELECT count(*) FROM tokens").fetchone()[0] >= 1
     finally:
         db.close()
+
+    restore = documented("sami-control", "restore")
+    copy.rename(backups / "sami-2025-01-31-0300.db")
+    target = tmp_path / "restored"
+    first = control(restore, target, backups)
+    assert first.returncode == 0, first.stderr
+    # Nothing was there before: the command does not claim it kept a previous database.
+    assert first.stdout.endswith("there was no database before it\n"), first.stdout
+    assert not (target / "sami.db.before-restore").exists()
+    again = control(restore, target, backups)
+    assert again.returncode == 0, again.stderr
+    kept = target / "sami.db.before-restore"
+    assert again.stdout.endswith(f"the previous database is kept as {kept}\n")
+    assert kept.exists()
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
