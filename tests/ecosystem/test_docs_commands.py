@@ -9,9 +9,11 @@ import contextlib
 import io
 import re
 import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,10 +23,12 @@ from sami_agent import cli as agent_cli
 from sami_client.cli import build_parser
 from sami_control import cli as control_cli
 from tests.control.conftest import LiveServer
+from tests.harness import PY, Proc, base_env, free_port
 
 from .gha import REPO
 
 DOCS = [
+    REPO / "README.md",
     REPO / "docs" / "github-actions.md",
     REPO / "docs" / "sami-on-swarm.md",
     REPO / "examples" / "github" / "README.md",
@@ -96,7 +100,7 @@ def all_commands() -> list[tuple[str, str, list[str]]]:
 def test_documented_command_lines_parse() -> None:
     found = all_commands()
     programs = {program for _, program, _ in found}
-    assert programs == {"sami", "sami-control"}, programs
+    assert programs == {"sami", "sami-control", "sami-agent"}, programs
     assert len(found) >= 15
     failures = []
     for where, program, argv in found:
@@ -173,3 +177,99 @@ def test_relative_links_resolve(path: Path) -> None:
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
         if not re.match(r"\w+://", target):
             assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
+
+
+def readme_section(title: str) -> list[tuple[str, list[str]]]:
+    """(program, argv) of every Sami command in the fenced sh blocks of one README section."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    found = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            found += commands(line.strip())
+    return found
+
+
+def test_the_readme_use_it_deploys_an_example_on_loopback(tmp_path: Path) -> None:
+    """README.md "Use it", line by line on loopback: the offline set-up, the server, the CI
+    commands against the example deployments repo (a dry-run agent stands in for the TLS
+    agent line, the one that needs a swarm manager and certificates)."""
+    data = str(tmp_path / "data")
+    port = str(free_port())
+    digest = "ab" * 32
+    tokens: dict[str, str] = {}
+    server: Proc | None = None
+    agent: Proc | None = None
+    ci: list[list[str]] = []
+    try:
+        for program, argv in readme_section("Use it"):
+            argv = [
+                a.replace("/var/lib/sami", data)
+                .replace("127.0.0.1:7443", f"127.0.0.1:{port}")
+                .replace("PLACEHOLDER-digest", digest)
+                for a in argv
+            ]
+            if program == "sami-control" and argv[0] in ("cluster", "token"):
+                done = subprocess.run(
+                    [PY, "-m", "sami_control", *argv],
+                    capture_output=True,
+                    text=True,
+                    env=base_env(),
+                    timeout=60,
+                    check=False,
+                )
+                assert done.returncode == 0, (argv, done.stderr)
+                if argv[0] == "token":
+                    tokens[argv[argv.index("--role") + 1]] = done.stdout.splitlines()[-1]
+            elif program == "sami-control" and argv[0] == "serve" and "--tls-cert" not in argv:
+                server = Proc(
+                    [PY, "-m", "sami_control", *argv], tmp_path / "control.log", env=base_env()
+                ).start()
+            elif program == "sami":
+                ci.append(argv)
+        assert server is not None and set(tokens) == {"agent", "deployer"}, tokens
+        dry_run = ["--dry-run", "--dry-run-step-seconds", "0.02"]
+        agent = Proc(
+            [
+                PY,
+                "-m",
+                "sami_agent",
+                "--control",
+                f"127.0.0.1:{port}",
+                "--agent-id",
+                "a1",
+                *dry_run,
+            ],
+            tmp_path / "agent.log",
+            env=base_env(SAMI_TOKEN=tokens["agent"]),
+        ).start()
+        assert [argv[0] for argv in ci] == ["manifests", "artifact", "deploy"], ci
+        env = base_env(SAMI_ADDR=f"127.0.0.1:{port}", SAMI_TOKEN=tokens["deployer"])
+        for argv in ci:
+            done = _sami_with_retry(argv, env)
+            assert done.returncode == 0, (argv, done.stdout, done.stderr, server.log())
+        # The example pins cluster osscameroon: the README created that one.
+        assert "SUCCEEDED: deployment" in done.stdout and "camerdevs -> stage" in done.stdout
+    finally:
+        for proc in (agent, server):
+            if proc is not None:
+                proc.kill(signal.SIGTERM)
+
+
+def _sami_with_retry(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`sami ARGV` from the repo root; retried while the server is still starting (exit 3)."""
+    deadline = time.monotonic() + 30
+    while True:
+        done = subprocess.run(
+            [PY, "-m", "sami_client", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 3 or time.monotonic() > deadline:
+            return done
+        time.sleep(0.3)
