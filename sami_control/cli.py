@@ -208,7 +208,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except ListenRefused as exc:
-        print(f"sami-control: {exc}", file=sys.stderr)
+        # A log line like any other: under a supervisor, the shipper reads it.
+        logs.get("sami_control").error("listen_refused", message=str(exc))
         return 2
     return 0
 
@@ -266,7 +267,11 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure()
+    try:
+        logs.configure()
+    except logs.InvalidLogLevel as exc:
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
     if args.command in (None, "serve"):
         if args.command is None:
             args = _parser().parse_args(["serve"])

@@ -118,12 +118,19 @@ def test_usage_errors_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SAMI_TOKEN", TOKEN)
-    # main() configures structlog globally, onto a stream capsys closes after this test.
+    # main() configures structlog globally, onto a stream capsys closes after this test;
+    # unconfigured, its error line goes to stdout.
     monkeypatch.setattr(cli.logs, "configure", lambda: None)
     assert cli.main(["--ledger", str(tmp_path / "l"), "--control", "127.0.0.1:1"]) == 2
-    assert "--ledger records dry-run applies only" in capsys.readouterr().err
+    assert "--ledger records dry-run applies only" in _said(capsys)
     assert cli.main(["--dry-run", "--token-file", str(tmp_path / "nope")]) == 2
-    assert "cannot read the token file" in capsys.readouterr().err
+    assert "cannot read the token file" in _said(capsys)
     (tmp_path / "empty").write_text("\n")
     assert cli.main(["--dry-run", "--token-file", str(tmp_path / "empty")]) == 2
-    assert "is empty" in capsys.readouterr().err
+    assert "is empty" in _said(capsys)
+
+
+def _said(capsys: pytest.CaptureFixture[str]) -> str:
+    """What main() logged or printed (its error is a log line: stderr once configured)."""
+    captured = capsys.readouterr()
+    return captured.out + captured.err

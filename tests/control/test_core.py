@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from sami_control.core.commands import (
     AssignCommand,
@@ -691,3 +692,28 @@ def test_a_cluster_gains_and_drops_environments(env: tuple[ControlPlane, Clock])
         cp.clusters.update(ADMIN, "c1", [])
     with pytest.raises(PermissionDenied):
         cp.clusters.update(AGENT_C1, "c1", ["stage"])
+
+
+@pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.ROLLED_BACK])
+def test_a_failed_rollout_is_logged_at_warning(
+    env: tuple[ControlPlane, Clock], outcome: Outcome
+) -> None:
+    cp, _ = env
+    with structlog.testing.capture_logs() as logs:
+        d = deploy(cp)
+        a = connect(cp, "a1")
+        tick(cp)
+        (cmd,) = drain(a)
+        assert isinstance(cmd, AssignCommand)
+        lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
+        cp.reports.ack(a, d.id, lease, epoch)
+        cp.reports.result(a, d.id, lease, epoch, outcome, "health check failed")
+    levels = {
+        line["state"]: line["log_level"] for line in logs if line["event"] == "deployment_state"
+    }
+    assert levels == {
+        "QUEUED": "info",
+        "ASSIGNED": "info",
+        "IN_PROGRESS": "info",
+        outcome.name: "warning",
+    }
