@@ -157,3 +157,14 @@ def test_a_rollback_never_picks_an_artifact_of_another_kind() -> None:
     assert target_id(h) is None
     # Deployments that do not say their kind or type are not second-guessed.
     assert target_id(newest_first(dep("a", "a"), dep("b", "b"))) == "a"
+
+
+def test_fits_names_the_kind_a_deployment_type_deploys() -> None:
+    """What `sami promote --type T` checks before it picks its source deployment."""
+    image = of_kind(dep("a", "a"), artifact_pb2.ARTIFACT_KIND_IMAGE)
+    assert history.fits(image) and history.fits(image, "compose") and history.fits(image, "cron")
+    assert not history.fits(image, "static_file")
+    site = of_kind(dep("b", "b"), artifact_pb2.ARTIFACT_KIND_STATIC_FILE, "static_file")
+    assert history.fits(site) and not history.fits(site, "swarm")
+    module = of_kind(dep("c", "c"), artifact_pb2.ARTIFACT_KIND_MODULE)
+    assert not history.redeployable(module)
