@@ -95,3 +95,11 @@ def test_queue_timeout_needs_wait(sami, server) -> None:
     result = sami("deploy", "web", "--env", "stage", "--artifact", REF, "--queue-timeout", "5")
     assert result.code == 2
     assert "--queue-timeout limit --wait" in result.err
+
+
+def test_rollback_and_promote_take_queue_timeout_with_wait(sami, server) -> None:
+    promote = ("promote", "web", "--from", "stage", "--to", "production")
+    result = sami(*promote, "--queue-timeout", "5")
+    assert result.code == 2 and "--queue-timeout limits --wait" in result.err
+    rollback = sami("rollback", "web", "--env", "stage", "--queue-timeout", "5")
+    assert rollback.code == 2 and "--queue-timeout limits --wait" in rollback.err
