@@ -95,6 +95,7 @@ class Follower:
                     ):
                         if isinstance(item, deployment_pb2.Deployment):
                             queue.seen(item.state)
+                            queue.unreachable = ""
                             if snapshot is None:
                                 if write_outputs:
                                     self.write_outputs(item)
@@ -115,9 +116,16 @@ class Follower:
                     now = time.monotonic()
                     if deadline is not None and now >= deadline:
                         raise WatchTimeout(deployment_id, timeout, last, err.last_error) from None
+                    if err.last_error is not None:
+                        # Reconnecting, not waiting for an agent: say that instead.
+                        queue.unreachable = (
+                            "sami-control could not be reached to follow it "
+                            f"({err.last_error.code.name}: {err.last_error.message})"
+                        )
                     if queue.timed_out(now):
                         assert queue_timeout is not None
-                        raise QueueTimeout(deployment_id, queue_timeout, queue.why) from None
+                        why = queue.unreachable or queue.why
+                        raise QueueTimeout(deployment_id, queue_timeout, why) from None
                     if snapshot is not None and queue.check_due(now):
                         self._say_why_queued(snapshot, queue, now - started)
         assert snapshot is not None, "a watch yields the deployment before anything else"
@@ -243,6 +251,8 @@ class _QueueWait:
         self.every = every
         self.deadline = None if not queue_timeout else started + queue_timeout
         self.why = "no agent has picked it up"
+        # Set while the watch cannot reach sami-control: then that is why.
+        self.unreachable = ""
 
     def seen(self, state: deployment_pb2.DeploymentState) -> None:
         # Once an agent has it, a requeue (lost agent) is the lease machinery's business.

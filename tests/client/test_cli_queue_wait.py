@@ -103,3 +103,20 @@ def test_rollback_and_promote_take_queue_timeout_with_wait(sami, server) -> None
     assert result.code == 2 and "--queue-timeout limits --wait" in result.err
     rollback = sami("rollback", "web", "--env", "stage", "--queue-timeout", "5")
     assert rollback.code == 2 and "--queue-timeout limits --wait" in rollback.err
+
+
+def test_a_queue_timeout_while_sami_control_is_gone_says_so(
+    sami, server, control: FakeControl, background
+) -> None:
+    control.release_on_create = 1
+
+    def control_plane_goes_away() -> None:
+        control.wait_sent("d1", 1)
+        server.stop()
+
+    background(control_plane_goes_away)
+    result = sami(*DEPLOY, "--queue-timeout", "1.5")
+    assert result.code == 3
+    assert "was still QUEUED after 1.5s (--queue-timeout): sami-control could not be reached" in (
+        result.err
+    )
