@@ -7,7 +7,12 @@ executors (Swarm, dry run) and `cli` the `sami-agent` command.
 
 from __future__ import annotations
 
+from sami_common.logs import quiet_grpc_core
 from sami_common.version import VERSION
+
+# Before anything imports grpc, whose C core reads its settings when it starts: its own
+# lines on stderr would break the one-JSON-object-per-line logs (sami_common/logs.py).
+quiet_grpc_core()
 
 
 def package_version() -> str:

@@ -235,7 +235,7 @@ async def serve(agent: Agent, metrics_listen: str = "") -> None:
         except ListenError as exc:
             raise UsageError(str(exc)) from None
         logs.get("sami_agent").info(
-            "serving metrics",
+            "metrics_serving",
             listen=metrics_listen,
             port=metrics.port,
             loopback=is_loopback(metrics_listen),
@@ -253,15 +253,20 @@ async def serve(agent: Agent, metrics_listen: str = "") -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logs.configure()
+    try:
+        logs.configure()
+    except logs.InvalidLogLevel as exc:
+        print(f"sami-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # What ends the agent is logged like everything else (one JSON object per line).
     log = logs.get("sami_agent")
     try:
         agent = build_agent(args)
     except UsageError as exc:
-        print(f"sami-agent: {exc}", file=sys.stderr)
+        log.error("agent_refused_to_start", message=str(exc))
         return EXIT_USAGE
     log.info(
-        "sami-agent starting",
+        "agent_starting",
         agent_id=args.agent_id,
         control=args.control,
         dry_run=args.dry_run,
@@ -271,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(serve(agent, args.metrics_listen))
     except AgentAuthError as exc:
-        print(f"sami-agent: {exc}", file=sys.stderr)
+        log.error("agent_token_rejected", message=str(exc))
         return EXIT_AUTH
     except UsageError as exc:
-        print(f"sami-agent: {exc}", file=sys.stderr)
+        log.error("agent_refused_to_start", message=str(exc))
         return EXIT_USAGE
     return EXIT_OK

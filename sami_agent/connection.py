@@ -176,15 +176,16 @@ class Agent:
             running = [lease.lease_id for lease in self._leases.values() if lease.running]
             if running:
                 self._log.warning(
-                    "stopping with jobs still running; their leases will expire on the control"
-                    " plane and the deployments will be offered again",
+                    "stopping_with_jobs_running",
                     leases=running,
+                    message="their leases will expire on the control plane and the "
+                    "deployments will be offered again",
                 )
             for task in list(self._job_tasks):
                 task.cancel()
             if self._job_tasks:
                 await asyncio.wait(set(self._job_tasks))
-            self._log.info("agent stopped")
+            self._log.info("agent_stopped")
 
     def _explain_session_end(self, session: asyncio.Task[None], delay: float) -> None:
         """Log why the stream ended and when the agent retries; raise AgentAuthError if the
@@ -200,25 +201,32 @@ class Agent:
             )
             if self._exit_on_auth_error:
                 raise AgentAuthError(message) from error
-            log.error(message + " Retrying, in case the token is fixed or re-created.")
+            log.error(
+                "token_rejected",
+                message=message + " Retrying, in case the token is fixed or re-created.",
+            )
         elif isinstance(error, grpc.aio.AioRpcError) and (
             error.code() == grpc.StatusCode.UNAVAILABLE
         ):
-            log.warning("cannot reach the control plane", details=error.details())
+            log.warning("control_plane_unreachable", details=error.details())
         elif isinstance(error, grpc.aio.AioRpcError):
             log.warning(
-                "the stream to the control plane ended",
+                "stream_ended",
                 code=error.code().name,
                 details=error.details(),
             )
         elif isinstance(error, TimeoutError):
-            log.warning(f"no Welcome from the control plane within {self._welcome_timeout} s")
+            log.warning(
+                "welcome_timeout",
+                message=f"no Welcome from the control plane within {self._welcome_timeout} s",
+            )
         elif isinstance(error, StreamClosed | ProtocolError):
-            log.warning(str(error))
+            event = "protocol_error" if isinstance(error, ProtocolError) else "stream_ended"
+            log.warning(event, message=str(error))
         elif error is not None:
-            log.error("unexpected error in the connection loop", exc_info=error)
+            log.error("connection_loop_error", exc_info=error)
         else:
-            log.warning("the stream to the control plane ended")
+            log.warning("stream_ended")
 
     # -- one stream ------------------------------------------------------------------
 
@@ -348,7 +356,7 @@ class Agent:
             try:
                 stacks = await run_in_daemon_thread(lister.list_previews, "sami-inventory")
             except Exception as exc:
-                self._log.warning("could not list preview stacks", error=str(exc))
+                self._log.warning("preview_inventory_failed", error=str(exc))
             else:
                 self._send(
                     agent_pb2.AgentMessage(
@@ -404,7 +412,7 @@ class Agent:
         self._outbox = outbox
         self.metrics.welcomed()
         self._log.info(
-            "connected to the control plane",
+            "control_plane_connected",
             cluster=welcome.cluster,
             heartbeat_interval=self._heartbeat_interval,
             resumed_leases=sorted(self._leases),
@@ -439,7 +447,9 @@ class Agent:
             self._cron.acknowledged(message.cron_run_ack)
         else:
             # A newer control plane may send messages this agent does not know yet.
-            self._log.warning("ignoring an unexpected message from the control plane", kind=kind)
+            self._log.warning(
+                "message_ignored", reason="unexpected from the control plane", kind=kind
+            )
 
     def _find(self, lease_id: str, deployment_id: str) -> Lease | None:
         if not lease_id:
@@ -457,7 +467,8 @@ class Agent:
         deployment = assignment.deployment
         if not assignment.lease_id or not deployment.id:
             self._log.error(
-                "ignoring an assignment without a lease id or deployment id",
+                "assignment_ignored",
+                reason="no lease id or deployment id",
                 lease_id=assignment.lease_id,
                 deployment_id=deployment.id,
             )
@@ -498,7 +509,7 @@ class Agent:
         self._leases[lease.lease_id] = lease
         self._send(ack)
         log.info(
-            "assignment received",
+            "assignment_received",
             deployment_type=job.deployment_type,
             stack_name=job.stack_name,
             artifact=job.artifact_ref,
@@ -511,20 +522,22 @@ class Agent:
         lease = self._find(cancel.lease_id, cancel.deployment_id)
         if lease is None:
             self._log.info(
-                "ignoring Cancel for a lease this agent does not hold",
+                "cancel_ignored",
+                reason="a lease this agent does not hold",
                 deployment_id=cancel.deployment_id,
                 lease_id=cancel.lease_id,
             )
             return
         lease.cancel_reason = cancel.reason
         lease.cancelled.set()
-        lease.log.info("cancel requested", reason=cancel.reason)
+        lease.log.info("cancel_requested", reason=cancel.reason)
 
     def _on_revoke(self, revoke: agent_pb2.Revoke) -> None:
         lease = self._find(revoke.lease_id, revoke.deployment_id)
         if lease is None:
             self._log.info(
-                "ignoring Revoke for a lease this agent does not hold",
+                "revoke_ignored",
+                reason="a lease this agent does not hold",
                 deployment_id=revoke.deployment_id,
                 lease_id=revoke.lease_id,
             )
@@ -540,14 +553,14 @@ class Agent:
             return
         lease.dropped = True
         del self._leases[lease.lease_id]
-        lease.log.info("result stored by the control plane")
+        lease.log.info("result_stored")
 
     def _drop(self, lease: Lease, why: str) -> None:
         """Stop reporting on a lease. No rollback: another agent may own it now."""
         lease.dropped = True
         self._leases.pop(lease.lease_id, None)
         lease.log.warning(
-            "stopped reporting on lease",
+            "lease_reporting_stopped",
             why=why,
             still_running=lease.running,
         )
@@ -590,7 +603,7 @@ class Agent:
                     lambda: self._execute(lease, report), name=f"job-{job.deployment_id}"
                 )
             except Exception as exc:
-                lease.log.exception("the executor raised instead of returning a result")
+                lease.log.exception("executor_raised")
                 result = ExecutionResult(Outcome.FAILED, f"the agent's executor crashed: {exc!r}")
             self._finish(lease, result)
         finally:
@@ -635,12 +648,13 @@ class Agent:
         if lease.dropped:
             self.metrics.job_ended("dropped", lease.received_at)
             lease.log.info(
-                "job ended after its lease was dropped; not reporting it",
+                "job_ended_unreported",
+                why="its lease was dropped",
                 outcome=result.outcome.value,
                 reason=result.reason,
             )
             return
         message = lease.set_result(result)
         self.metrics.job_ended(result.outcome.value, lease.received_at)
-        lease.log.info("job ended", outcome=result.outcome.value, reason=message.reason)
+        lease.log.info("job_ended", outcome=result.outcome.value, reason=message.reason)
         self._send(agent_pb2.AgentMessage(result=message))

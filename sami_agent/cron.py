@@ -183,7 +183,7 @@ class CronScheduler:
             try:
                 state = self.backend.run_state(key, mark, current.iteration if current else None)
             except Exception as exc:
-                self._log.warning("could not read a cron run", job=seen.name, error=str(exc))
+                self._log.warning("cron_run_read_failed", job=seen.name, error=str(exc))
                 continue
             if not state.finished:  # a backend that cannot tell: it was not seen to end
                 state = RunState(True, False, None, "the run was not seen to end", now)
@@ -192,7 +192,7 @@ class CronScheduler:
             try:
                 report = self._pass(job, now, busy)
             except Exception as exc:  # one broken job must not stop the others
-                self._log.warning("cron job pass failed", job=job.name, error=str(exc))
+                self._log.warning("cron_job_pass_failed", job=job.name, error=str(exc))
                 continue
             if report is not None:
                 reports.append(report)
@@ -224,11 +224,11 @@ class CronScheduler:
             completions=job.replicas,
         )
         if not self.backend.start_run(job, new):
-            self._log.info("cron run started elsewhere (the job changed)", job=job.name)
+            self._log.info("cron_run_started_elsewhere", reason="the job changed", job=job.name)
             return None
         self._active[job.key] = (job, new)
         self._log.info(
-            "cron run started",
+            "cron_run_started",
             job=job.name,
             run_id=new.run_id,
             deployment_id=job.deployment_id,
@@ -244,7 +244,8 @@ class CronScheduler:
             except ValueError as exc:
                 self._schedules[job.schedule] = None
                 self._log.error(
-                    "cron job has an invalid schedule; not running it",
+                    "cron_schedule_invalid",
+                    reason="not running the job",
                     job=job.name,
                     schedule=job.schedule,
                     error=str(exc),
@@ -277,7 +278,7 @@ class CronScheduler:
         if state.exit_code is not None:
             run.exit_code = state.exit_code
         self._log.info(
-            "cron run ended",
+            "cron_run_ended",
             job=job.name,
             run_id=mark.run_id,
             deployment_id=job.deployment_id,
@@ -303,7 +304,7 @@ class CronScheduler:
                 runs = await run_in_daemon_thread(functools.partial(self.tick, busy), "sami-cron")
             except Exception as exc:
                 if str(exc) != self._last_error:
-                    self._log.warning("cron pass failed; trying again", error=str(exc))
+                    self._log.warning("cron_pass_failed", reason="trying again", error=str(exc))
                     self._last_error = str(exc)
             else:
                 self._last_error = ""
@@ -317,7 +318,8 @@ class CronScheduler:
         while len(self._unconfirmed) > self._max_unconfirmed:
             dropped, _ = self._unconfirmed.popitem(last=False)
             self._log.warning(
-                "too many cron runs not acknowledged by the control plane; dropping the oldest",
+                "cron_runs_dropped",
+                reason="too many not acknowledged by the control plane",
                 run_id=dropped,
             )
         return message
@@ -329,9 +331,7 @@ class CronScheduler:
     def acknowledged(self, ack: agent_pb2.CronRunAck) -> None:
         self._unconfirmed.pop(ack.run_id, None)
         if ack.error:
-            self._log.error(
-                "the control plane refused a cron run report", run_id=ack.run_id, error=ack.error
-            )
+            self._log.error("cron_run_report_refused", run_id=ack.run_id, error=ack.error)
 
 
 def _iso(t: float) -> str:

@@ -32,6 +32,7 @@ from sami_client.pb import (
 )
 from sami_common.backoff import Backoff
 from sami_common.dial import CHANNEL_OPTIONS, Endpoint
+from sami_common.imageref import normalize_artifact_ref
 
 WatchItem = deployment_pb2.Deployment | deployment_pb2.DeploymentEvent
 
@@ -143,7 +144,8 @@ class SamiClient:
 
     def get_artifact(self, name: str) -> artifact_pb2.Artifact:
         artifact: artifact_pb2.Artifact = self._call(
-            self._artifacts.GetArtifact, artifact_pb2.GetArtifactRequest(name=name)
+            self._artifacts.GetArtifact,
+            artifact_pb2.GetArtifactRequest(name=normalize_artifact_ref(name)),
         )
         return artifact
 
@@ -179,7 +181,8 @@ class SamiClient:
             deployment_pb2.CreateDeploymentRequest(
                 service=service,
                 environment=environment,
-                artifact=artifact,
+                # `repo:tag@sha256:…` as `docker build` prints it: the tag is dropped.
+                artifact=normalize_artifact_ref(artifact),
                 pull_request=pull_request,
                 reason=reason,
                 request_id=request_id,
@@ -434,6 +437,14 @@ class SamiClient:
         )
 
     # Clusters and agents
+
+    def update_cluster(self, name: str, environments: Iterable[str]) -> cluster_pb2.Cluster:
+        """Set every environment the cluster serves (one left out is no longer served)."""
+        cluster: cluster_pb2.Cluster = self._call(
+            self._clusters.UpdateCluster,
+            cluster_pb2.UpdateClusterRequest(name=name, environments=list(environments)),
+        )
+        return cluster
 
     def create_cluster(self, cluster_id: str, environments: Iterable[str]) -> cluster_pb2.Cluster:
         cluster: cluster_pb2.Cluster = self._call(

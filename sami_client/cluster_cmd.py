@@ -1,7 +1,8 @@
-"""`sami cluster create|list` and `sami agents`: the clusters, the environments each serves,
+"""`sami cluster create|update|list` and `sami agents`: the clusters, the environments each serves,
 and the agents that run deployments on them.
 
     sami cluster create NAME --env ENV [--env ENV]...
+    sami cluster update NAME --env ENV [--env ENV]...
     sami cluster list
     sami agents [--cluster NAME]
     sami agents rm CLUSTER AGENT_ID
@@ -29,6 +30,19 @@ def register(commands: Subparsers) -> None:
     )
     p.set_defaults(run=run_create)
 
+    p = sub.add_parser(
+        "update",
+        help="set the environments a cluster serves",
+        description="Sets every environment the cluster serves: name them all (one left out "
+        "is no longer served by it), e.g. `sami cluster update main --env stage --env "
+        "production --env pull_request` to add previews.",
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--env", action="append", required=True, help="an environment it serves (repeatable)"
+    )
+    p.set_defaults(run=run_update)
+
     p = sub.add_parser("list", help="list clusters")
     p.set_defaults(run=run_list)
 
@@ -53,6 +67,13 @@ def run_create(args: argparse.Namespace, ctx: Context) -> int:
 def run_list(args: argparse.Namespace, ctx: Context) -> int:
     clusters = ctx.client().list_clusters()
     ctx.show(render.clusters_table(clusters), [render.to_dict(c) for c in clusters])
+    return int(ExitCode.SUCCEEDED)
+
+
+def run_update(args: argparse.Namespace, ctx: Context) -> int:
+    cluster = ctx.client().update_cluster(args.name, args.env)
+    text = f"cluster {cluster.cluster_id} serves {', '.join(cluster.environments)}"
+    ctx.show(text, render.to_dict(cluster))
     return int(ExitCode.SUCCEEDED)
 
 

@@ -1,7 +1,7 @@
 """`sami deploy|watch|get|list|cancel`: request deployments and follow them.
 
     sami deploy SERVICE --env ENV --artifact REF [--pr N] [--type T] [--request-id X]
-                [--reason R] [--wait [--timeout DURATION]]
+                [--reason R] [--wait [--timeout DURATION] [--queue-timeout DURATION]]
     sami watch ID [--timeout DURATION]
     sami get ID
     sami list [--service S] [--env E] [--state STATE] [--limit N]
@@ -61,6 +61,13 @@ def register(commands: Subparsers) -> None:
         help="with --wait: give up after this long, exit 3: 90, 90s, 15m, 1h30m "
         f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
     )
+    p.add_argument(
+        "--queue-timeout",
+        type=argtypes.duration,
+        metavar="DURATION",
+        help="with --wait: exit 3 if no agent has picked the deployment up after DURATION "
+        "(it stays queued)",
+    )
     p.set_defaults(run=run_deploy)
 
     p = commands.add_parser("watch", help="follow a deployment to its end")
@@ -102,8 +109,8 @@ def register(commands: Subparsers) -> None:
 
 
 def run_deploy(args: argparse.Namespace, ctx: Context) -> int:
-    if args.timeout is not None and not args.wait:
-        raise UsageError("--timeout limits --wait: add --wait, or drop --timeout")
+    if (args.timeout is not None or args.queue_timeout is not None) and not args.wait:
+        raise UsageError("--timeout and --queue-timeout limit --wait: add --wait, or drop them")
     deployment = ctx.client().create_deployment(
         args.service,
         args.env,
@@ -113,7 +120,9 @@ def run_deploy(args: argparse.Namespace, ctx: Context) -> int:
         request_id=args.request_id,
         deployment_type=args.deployment_type,
     )
-    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
+    return ctx.follower().started(
+        deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+    )
 
 
 def run_watch(args: argparse.Namespace, ctx: Context) -> int:

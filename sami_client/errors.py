@@ -101,6 +101,20 @@ class WatchTimeout(SamiError):
         self.last_error = last_error
 
 
+class QueueTimeout(SamiError):
+    """No agent picked the deployment up within `--queue-timeout`: it stays QUEUED on the
+    control plane (and may still run later), so the outcome is unknown: exit 3."""
+
+    def __init__(self, deployment: str, queue_timeout: float, why: str) -> None:
+        super().__init__(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"deployment {deployment} was still QUEUED after {queue_timeout:g}s (--queue-timeout)"
+            f": {why}; it stays queued and runs when an agent picks it up, or cancel it with "
+            f"`sami cancel {deployment}`",
+        )
+        self.deployment = deployment
+
+
 class WatchGapError(SamiError):
     """The control plane skipped an event: a server bug, never papered over by the client."""
 

@@ -10,13 +10,19 @@ from typing import TextIO
 
 from sami_client import github_actions, render
 from sami_client.client import TERMINAL_STATES, ReconnectCallback, SamiClient
-from sami_client.errors import ExitCode, SamiError, WatchTimeout
-from sami_client.pb import deployment_pb2
+from sami_client.errors import ExitCode, QueueTimeout, SamiError, WatchTimeout
+from sami_client.pb import cluster_pb2, deployment_pb2
 
 DEFAULT_WAIT_TIMEOUT = 30 * 60.0
 
 # How long to keep trying to read the outcome after the terminal event arrived.
 _OUTCOME_READ_TIMEOUT = 30.0
+
+
+# A deployment is normally assigned within a second of being queued: after this long,
+# the wait says why it is not (no agent connected, when one last was).
+QUEUE_FIRST_CHECK = 5.0
+QUEUE_CHECK_EVERY = 60.0
 
 
 def wait_timeout(seconds: float | None) -> float | None:
@@ -36,6 +42,11 @@ def outcome_exit_code(state: deployment_pb2.DeploymentState) -> int:
 
 
 class Follower:
+    # How soon a wait looks at the agents of a QUEUED deployment's cluster, and how often it
+    # says again that the deployment is still queued (seconds).
+    queue_first_check = QUEUE_FIRST_CHECK
+    queue_check_every = QUEUE_CHECK_EVERY
+
     def __init__(
         self,
         client: SamiClient,
@@ -51,16 +62,26 @@ class Follower:
         self._github = github_actions.enabled(env)
 
     def follow(
-        self, deployment_id: str, timeout: float | None, *, write_outputs: bool = True
+        self,
+        deployment_id: str,
+        timeout: float | None,
+        *,
+        write_outputs: bool = True,
+        queue_timeout: float | None = None,
     ) -> int:
         """Print every event of the deployment until it ends; return the exit status.
         Raises SamiError when the wait cannot finish (rejected, unreachable, timed out).
-        `write_outputs`: record the deployment in $GITHUB_OUTPUT as soon as it is known."""
+        `write_outputs`: record the deployment in $GITHUB_OUTPUT as soon as it is known.
+        While the deployment is QUEUED, says on stderr whether an agent of its cluster is
+        connected (within seconds, then at intervals); `queue_timeout`: give up (exit 3,
+        QueueTimeout) when no agent picked it up in that many seconds."""
         started = time.monotonic()
         seen: list[deployment_pb2.Deployment] = []
         try:
-            snapshot, terminal = self._stream(deployment_id, timeout, write_outputs, seen)
-        except WatchTimeout as err:
+            snapshot, terminal = self._stream(
+                deployment_id, timeout, write_outputs, seen, started, queue_timeout
+            )
+        except (WatchTimeout, QueueTimeout) as err:
             if seen:
                 self._summary(seen[-1], f"⏱️ not known: {err.message}; `sami watch {deployment_id}`")
             raise
@@ -80,33 +101,89 @@ class Follower:
         timeout: float | None,
         write_outputs: bool,
         seen: list[deployment_pb2.Deployment],
+        started: float,
+        queue_timeout: float | None,
     ) -> tuple[deployment_pb2.Deployment, deployment_pb2.DeploymentEvent | None]:
         """Print the deployment's events until it ends; returns the deployment as the watch
         began and the terminal event, if the watch saw it. Appends each snapshot to `seen`,
         which the caller still has when the wait fails."""
+        deadline = None if timeout is None else started + timeout
+        queue = _QueueWait(started, queue_timeout, self.queue_first_check, self.queue_check_every)
         terminal: deployment_pb2.DeploymentEvent | None = None
+        last = 0
         with self._group(f"sami: deployment {deployment_id}"):
-            for item in self._client.watch(
-                deployment_id, timeout=timeout, on_reconnect=self._on_reconnect(deployment_id)
-            ):
-                if isinstance(item, deployment_pb2.Deployment):
-                    seen.append(item)
-                    if write_outputs:
-                        self.write_outputs(item)
-                    if not self._json:
-                        self._console.print(render.watch_header(item))
-                    continue
-                if item.state in TERMINAL_STATES:
-                    terminal = item
-                if self._json:
-                    self._console.print(render.to_json({"event": render.to_dict(item)}))
-                else:
-                    self._console.print(render.event_line(item))
+            while True:
+                # While queued, the watch is cut at the next check: each turn resumes it
+                # after the last event shown, so nothing is shown twice or missed.
+                until = _earliest(deadline, queue.wake_at())
+                try:
+                    for item in self._client.watch(
+                        deployment_id,
+                        after_sequence=last,
+                        timeout=None if until is None else max(0.0, until - time.monotonic()),
+                        on_reconnect=self._on_reconnect(deployment_id),
+                    ):
+                        if isinstance(item, deployment_pb2.Deployment):
+                            queue.seen(item.state)
+                            queue.unreachable = ""
+                            if not seen:
+                                if write_outputs:
+                                    self.write_outputs(item)
+                                if not self._json:
+                                    self._console.print(render.watch_header(item))
+                            seen.append(item)
+                            continue
+                        last = item.sequence
+                        queue.seen(item.state)
+                        if item.state in TERMINAL_STATES:
+                            terminal = item
+                        if self._json:
+                            self._console.print(render.to_json({"event": render.to_dict(item)}))
+                        else:
+                            self._console.print(render.event_line(item))
+                    break
+                except WatchTimeout as err:
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        raise WatchTimeout(deployment_id, timeout, last, err.last_error) from None
+                    if err.last_error is not None:
+                        # Reconnecting, not waiting for an agent: say that instead.
+                        queue.unreachable = (
+                            "sami-control could not be reached to follow it "
+                            f"({err.last_error.code.name}: {err.last_error.message})"
+                        )
+                    if queue.timed_out(now):
+                        assert queue_timeout is not None
+                        why = queue.unreachable or queue.why
+                        raise QueueTimeout(deployment_id, queue_timeout, why) from None
+                    if seen and queue.check_due(now):
+                        self._say_why_queued(seen[-1], queue, now - started)
         assert seen, "a watch yields the deployment before anything else"
         return seen[-1], terminal
 
+    def _say_why_queued(
+        self, deployment: deployment_pb2.Deployment, queue: _QueueWait, waited: float
+    ) -> None:
+        """One line on stderr: the deployment is still QUEUED, and what the agents of its
+        cluster say about why."""
+        cluster = deployment.cluster
+        try:
+            agents = self._client.list_agents(cluster)
+        except SamiError as err:
+            queue.why = f"the agents of cluster {cluster} could not be listed ({err.message})"
+        else:
+            queue.why = queued_reason(deployment, agents, time.time())
+        self._console.note(
+            f"deployment {deployment.id} still QUEUED after {waited:.0f}s: {queue.why}"
+        )
+
     def started(
-        self, deployment: deployment_pb2.Deployment, *, wait: bool, timeout: float | None
+        self,
+        deployment: deployment_pb2.Deployment,
+        *,
+        wait: bool,
+        timeout: float | None,
+        queue_timeout: float | None = None,
     ) -> int:
         """What `sami deploy` (and rollback, promote, teardown) do with the deployment they
         just requested: with `wait`, follow it to its end (`timeout`: a `--timeout` value, see
@@ -115,7 +192,12 @@ class Follower:
         # Recorded before waiting, so a later step can find the deployment even if the wait fails.
         self.write_outputs(deployment)
         if wait:
-            return self.follow(deployment.id, wait_timeout(timeout), write_outputs=False)
+            return self.follow(
+                deployment.id,
+                wait_timeout(timeout),
+                write_outputs=False,
+                queue_timeout=queue_timeout or None,
+            )
         self._summary(
             deployment,
             f"⏳ {render.state_name(deployment.state)}, not waited for: "
@@ -190,3 +272,88 @@ class Follower:
         if not self._github:
             return nullcontext()
         return github_actions.group(self._annotation_stream(), title)
+
+
+class _QueueWait:
+    """What a wait knows about its deployment while it is QUEUED: when to look at the
+    agents next, when to give up (--queue-timeout), and why it is still queued."""
+
+    def __init__(self, started: float, queue_timeout: float | None, first: float, every: float):
+        self.queued = True
+        self.next_check = started + first
+        self.every = every
+        self.deadline = None if not queue_timeout else started + queue_timeout
+        self.why = "no agent has picked it up"
+        # Set while the watch cannot reach sami-control: then that is why.
+        self.unreachable = ""
+
+    def seen(self, state: deployment_pb2.DeploymentState) -> None:
+        # Once an agent has it, a requeue (lost agent) is the lease machinery's business.
+        if state != deployment_pb2.QUEUED:
+            self.queued = False
+
+    def wake_at(self) -> float | None:
+        return _earliest(self.next_check, self.deadline) if self.queued else None
+
+    def timed_out(self, now: float) -> bool:
+        return self.queued and self.deadline is not None and now >= self.deadline
+
+    def check_due(self, now: float) -> bool:
+        if not self.queued or now < self.next_check:
+            return False
+        self.next_check = now + self.every
+        return True
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def queued_reason(
+    deployment: deployment_pb2.Deployment, agents: list[cluster_pb2.Agent], now: float
+) -> str:
+    """Why `deployment` may still be QUEUED, from the agents of its cluster."""
+    cluster = deployment.cluster
+    connected = [a for a in agents if a.connected]
+    if connected:
+        names = ", ".join(a.agent_id for a in connected)
+        return (
+            f"agents of cluster {cluster} are connected ({names}) but none has taken it: an "
+            f"earlier deployment of {render.what(deployment)} may still be running "
+            f"(`sami list --service {deployment.service} --env {deployment.environment}`), "
+            f"or no connected agent deploys type {deployment.deployment_type or '?'}"
+        )
+    if not agents:
+        return (
+            f"no agent of cluster {cluster} has ever connected: start sami-agent with a token "
+            f"of cluster {cluster} (`sami agents --cluster {cluster}` lists them)"
+        )
+    seen = max(agents, key=_last_seen)
+    at = _last_seen(seen)
+    when = (
+        f"agent {seen.agent_id} was last seen {_ago(now - at)} ago"
+        if at
+        else f"agent {seen.agent_id} left no trace of when"
+    )
+    return (
+        f"no agent of cluster {cluster} is connected ({when}): start or check sami-agent "
+        f"(`sami agents --cluster {cluster}`)"
+    )
+
+
+def _last_seen(agent: cluster_pb2.Agent) -> float:
+    """When the control plane last heard from `agent` (epoch seconds, 0: never recorded)."""
+    times = (agent.last_heartbeat_time, agent.connect_time)
+    return max(t.seconds + t.nanos / 1e9 for t in times)
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60}m"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"

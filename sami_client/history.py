@@ -10,7 +10,8 @@ back to, what a promotion takes. Pure functions over deployments listed newest f
   says so to people (`rollback to <id>[: reason]`). `rollback_of` is how the next rollback
   goes back further: when the live deployment is a rollback to X, the search starts below X,
   not below the rollback, so repeating `sami rollback` walks back one artifact at a time,
-  any depth.
+  any depth. It never picks an artifact of another kind than the live deployment's type
+  deploys (an archive for a Swarm service, an image for a site).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sami_client.pb import deployment_pb2
+from sami_client.pb import artifact_pb2, deployment_pb2
+from sami_manifests import artifact_fits
 
 Deployment = deployment_pb2.Deployment
 
@@ -85,10 +87,24 @@ def live_ids(history: Iterable[Deployment]) -> set[str]:
     return ids
 
 
+def artifact_kind(d: Deployment) -> str:
+    """`image`, `static_file`, `module`; "" when the server did not say."""
+    if d.artifact.kind == artifact_pb2.ARTIFACT_KIND_UNSPECIFIED:
+        return ""
+    return artifact_pb2.ArtifactKind.Name(d.artifact.kind).removeprefix("ARTIFACT_KIND_").lower()
+
+
+def fits(d: Deployment, deployment_type: str = "") -> bool:
+    """Whether `d`'s artifact is of the kind `deployment_type` (default: `d`'s own) deploys:
+    a static-files archive is never rolled back to on a Swarm service, nor an image on a
+    site (the server refuses both; a history from before it did may hold one)."""
+    return artifact_fits(deployment_type or d.deployment_type, artifact_kind(d))
+
+
 def redeployable(d: Deployment) -> bool:
     """A deployment whose artifact can be deployed again: a SUCCEEDED deploy of a known
-    artifact."""
-    return d.state == deployment_pb2.SUCCEEDED and is_deploy(d) and bool(d.artifact.id)
+    artifact that fits its deployment type."""
+    return d.state == deployment_pb2.SUCCEEDED and is_deploy(d) and bool(d.artifact.id) and fits(d)
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,11 @@ def rollback_target(history: Sequence[Deployment]) -> RollbackPlan:
         start = back
         back = position.get(rolled_back_to(history[back]), -1)
     target = next(
-        (d for d in history[start + 1 :] if redeployable(d) and d.artifact.digest != digest),
+        (
+            d
+            for d in history[start + 1 :]
+            if redeployable(d) and d.artifact.digest != digest and fits(d, current.deployment_type)
+        ),
         None,
     )
     return RollbackPlan(current, target)

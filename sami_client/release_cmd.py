@@ -11,12 +11,12 @@ lists the deployments of SERVICE in ENV, newest first, and marks the live one wi
     sami teardown SERVICE --pr N
 
 request a deployment like `sami deploy` does, and take its options: --reason, --request-id,
---wait and --timeout, with the same output and exit statuses. A rollback deploys again the
-artifact of an earlier SUCCEEDED deployment (without --to: the newest one that carries
-another artifact than the live deployment; repeat it to go further back); a promotion
-deploys the exact artifact (same id, same digest) of the newest SUCCEEDED deployment of
-the source environment, nothing rebuilt or retagged; a teardown removes a pull-request
-preview's stack. When there is nothing to roll back to or to promote, or --to names a
+--wait, --timeout and --queue-timeout, with the same output and exit statuses. A rollback
+deploys again the artifact of an earlier SUCCEEDED deployment (without --to: the newest one
+that carries another artifact than the live deployment; repeat it to go further back); a
+promotion deploys the exact artifact (same id, same digest) of the newest SUCCEEDED
+deployment of the source environment, nothing rebuilt or retagged; a teardown removes a
+pull-request preview's stack. When there is nothing to roll back to or to promote, or --to names a
 deployment that cannot be rolled back to, they exit 2 and say why.
 """
 
@@ -117,6 +117,13 @@ def _add_request_options(p: argparse.ArgumentParser) -> None:
         help="with --wait: give up after this long, exit 3: 90, 90s, 15m, 1h30m "
         f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
     )
+    p.add_argument(
+        "--queue-timeout",
+        type=argtypes.duration,
+        metavar="DURATION",
+        help="with --wait: exit 3 if no agent has picked the deployment up after DURATION "
+        "(it stays queued)",
+    )
 
 
 def _pull_request(text: str) -> int:
@@ -132,6 +139,8 @@ def _pull_request(text: str) -> int:
 def _check_wait(args: argparse.Namespace) -> None:
     if args.timeout is not None and not args.wait:
         raise UsageError("--timeout limits --wait: add --wait, or drop --timeout")
+    if args.queue_timeout is not None and not args.wait:
+        raise UsageError("--queue-timeout limits --wait: add --wait, or drop --queue-timeout")
 
 
 def _where(service: str, env: str, pr: int | None) -> str:
@@ -208,7 +217,9 @@ def run_rollback(args: argparse.Namespace, ctx: Context) -> int:
         client, args.request_id, service, env, lambda d: history.is_rollback(d, args.reason)
     )
     if prior is not None:
-        return ctx.follower().started(prior, wait=args.wait, timeout=args.timeout)
+        return ctx.follower().started(
+            prior, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+        )
     if args.to:
         target = _chosen_target(client, args.to, service, env, pr)
     else:
@@ -232,7 +243,9 @@ def run_rollback(args: argparse.Namespace, ctx: Context) -> int:
         deployment_type=target.deployment_type,
         rollback_of=target.id,
     )
-    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
+    return ctx.follower().started(
+        deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+    )
 
 
 def _chosen_target(
@@ -305,9 +318,14 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
         lambda d: history.is_promotion(d, source_env, args.reason),
     )
     if prior is not None:
-        return ctx.follower().started(prior, wait=args.wait, timeout=args.timeout)
+        return ctx.follower().started(
+            prior, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+        )
     succeeded = client.history(service, source_env, state=deployment_pb2.SUCCEEDED)
-    source = next((d for d in succeeded if history.redeployable(d)), None)
+    source = next(
+        (d for d in succeeded if history.redeployable(d) and history.fits(d, args.deployment_type)),
+        None,
+    )
     if source is None:
         raise UsageError(
             f"nothing to promote: {service} has no SUCCEEDED deployment in {source_env}; "
@@ -327,7 +345,9 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
         request_id=args.request_id,
         deployment_type=args.deployment_type,
     )
-    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
+    return ctx.follower().started(
+        deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+    )
 
 
 # teardown
@@ -338,4 +358,6 @@ def run_teardown(args: argparse.Namespace, ctx: Context) -> int:
     deployment = ctx.client().teardown_preview(
         args.service, args.pr, reason=args.reason, request_id=args.request_id
     )
-    return ctx.follower().started(deployment, wait=args.wait, timeout=args.timeout)
+    return ctx.follower().started(
+        deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+    )

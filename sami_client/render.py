@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import descriptor, json_format, message, timestamp_pb2
 
-from sami_client.errors import SamiError, WatchTimeout
+from sami_client.errors import QueueTimeout, SamiError, WatchTimeout
 from sami_client.pb import artifact_pb2, cluster_pb2, deployment_pb2, manifest_pb2
 from sami_common.durations import format_seconds
 
@@ -539,6 +539,8 @@ def error_lines(err: SamiError, addr: str, token_set: bool) -> list[str]:
 
 def _advice(err: SamiError, addr: str, token_set: bool) -> str:
     code = err.code
+    if isinstance(err, QueueTimeout):
+        return ""  # Its message says why it waited and what to do.
     if isinstance(err, WatchTimeout):
         unreachable = (
             f"is sami-control running at {addr}? set SAMI_ADDR if it moved. "

@@ -226,7 +226,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except ListenRefused as exc:
-        print(f"sami-control: {exc}", file=sys.stderr)
+        # A log line like any other: under a supervisor, the shipper reads it.
+        logs.get("sami_control").error("listen_refused", message=str(exc))
         return 2
     return 0
 
@@ -267,10 +268,14 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
             size = maintenance.backup(data, Path(args.dest))
             print(f"backed up {data} to {args.dest} ({size} bytes, integrity checked)")
         else:
-            maintenance.restore(data, Path(args.source))
+            kept = maintenance.restore(data, Path(args.source))
             print(
-                f"restored {data} from {args.source}; the previous database is kept as "
-                f"{data / (maintenance.DB_NAME + '.before-restore')}"
+                f"restored {data} from {args.source}; "
+                + (
+                    f"the previous database is kept as {kept}"
+                    if kept
+                    else "there was no database before it"
+                )
             )
     except (OSError, ValueError, maintenance.DataDirBusy) as exc:
         print(f"sami-control: {exc}", file=sys.stderr)
@@ -280,7 +285,11 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure()
+    try:
+        logs.configure()
+    except logs.InvalidLogLevel as exc:
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
     if args.command in (None, "serve"):
         if args.command is None:
             args = _parser().parse_args(["serve"])

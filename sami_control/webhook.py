@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 import structlog
 
 from sami_common.httpserve import HttpError, HttpServer, Limits, Request, Response
+from sami_common.imageref import normalize_artifact_ref
 from sami_control.api.auth import REQUEST_ID_HEADER, bearer, log_unauthenticated, request_id
 from sami_control.core import errors
 from sami_control.core.audit import clean
@@ -35,6 +36,12 @@ from sami_manifests import canonical_environment
 log = structlog.get_logger("sami.webhook")
 
 PATH = "/deployment_request"
+# The original webhook's path (behind its `hooks/` prefix): existing CI jobs call it.
+ORIGINAL_PATH = "/hooks/deployment_request"
+PATHS = (PATH, ORIGINAL_PATH)
+# Query parameters that carry a token in the original webhook's calls: refused, with how
+# to send it instead, never logged.
+TOKEN_PARAMETERS = ("token", "access_token")
 DEFAULT_WAIT_TIMEOUT = 600.0
 MAX_WAIT_TIMEOUT = 3600.0
 
@@ -205,6 +212,8 @@ def webhook_request(fields: dict[str, tuple[str, object]]) -> WebhookRequest:
             artifact = f"{artifact}@{digest}"
         elif artifact.rpartition("@")[2] != digest:
             raise errors.InvalidArgument(names["digest"], f"does not match {names['artifact']}")
+    # `repo:tag@sha256:…` as CI prints it finds the artifact however it was registered.
+    artifact = normalize_artifact_ref(artifact)
     pull_request = 0
     if "pull_request" in fields:
         name, value = fields["pull_request"]
@@ -290,12 +299,13 @@ class Webhook:
         return dataclasses.replace(who, peer=f"webhook:{req.peer}", request_id=rid)
 
     async def _handle(self, req: Request) -> Response:
-        if req.path != PATH:
+        if req.path not in PATHS:
             raise HttpError(404, f"not found: the webhook is POST {PATH}")
         if req.method != "POST":
             # A GET must not deploy: a link, a prefetch or a crawler could trigger it, and a
             # token in a URL ends up in proxy logs.
-            raise HttpError(405, f"use POST {PATH}", {"Allow": "POST"})
+            raise HttpError(405, f"use POST {req.path}", {"Allow": "POST"})
+        _refuse_token_in_url(req)
         names: dict[str, str] = {}
         try:
             # The token is checked from the headers before the body is read, as in gRPC.
@@ -348,6 +358,23 @@ class Webhook:
             body["deployment_id"] = d.id
             return Response.json(response.status, body, response.headers)
         return Response.json(OUTCOME_STATUS.get(final.state, 500), deployment_json(final))
+
+
+def _refuse_token_in_url(req: Request) -> None:
+    """The original webhook took `?token=`; a URL ends up in proxy and access logs, so the
+    token goes in a header: say how, before anything else is read."""
+    try:
+        sent = [name for name in TOKEN_PARAMETERS if name in req.query()]
+    except HttpError:
+        return  # a malformed query string is refused with the fields
+    if sent:
+        raise HttpError(
+            400,
+            f"a token in the URL (?{sent[0]}=) is refused: URLs end up in proxy and server "
+            "logs. Send it as a header, `Authorization: Bearer <token>` (curl -H "
+            '"Authorization: Bearer $SAMI_TOKEN"), and revoke this one if the URL was logged '
+            "(`sami token revoke ID`)",
+        )
 
 
 def ssl_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:

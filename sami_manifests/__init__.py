@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .fs import read_tree
 from .model import (
+    ARTIFACT_KIND_OF_TYPE,
     DEFAULT_CONVERGE_TIMEOUT,
     DEFAULT_KEEP_RELEASES,
     DEPLOYMENT_TYPES,
@@ -34,6 +35,7 @@ from .model import (
     CronSettings,
     ResolvedManifest,
     StaticFileSettings,
+    artifact_fits,
     canonical_environment,
     default_stack_name,
 )
@@ -83,6 +85,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ARTIFACT_KIND_OF_TYPE",
     "DEFAULT_CONVERGE_TIMEOUT",
     "DEFAULT_KEEP_RELEASES",
     "DEFAULT_LIMITS",
@@ -109,6 +112,7 @@ __all__ = [
     "ScanResult",
     "Severity",
     "StaticFileSettings",
+    "artifact_fits",
     "canonical_environment",
     "check_revision",
     "default_stack_name",

@@ -11,6 +11,16 @@ VERSION = "v1beta"
 DEPLOYMENT_TYPES: tuple[str, ...] = ("swarm", "compose", "k8s", "cron", "static_file")
 # Types whose manifests Sami accepts but cannot deploy yet.
 UNSUPPORTED_TYPES: tuple[str, ...] = ("k8s",)
+# The kind of artifact each deployment type puts in place: `sami deploy` of another kind is
+# refused, and `sami rollback`/`promote` never pick one (a static-files archive cannot run
+# as a Swarm service, nor an image be unpacked into a site).
+ARTIFACT_KIND_OF_TYPE: Mapping[str, str] = {
+    "swarm": "image",
+    "compose": "image",
+    "cron": "image",
+    "k8s": "image",
+    "static_file": "static_file",
+}
 ENVIRONMENTS: tuple[str, ...] = ("stage", "production", "pull_request")
 # Folder names accepted for an environment, with a warning: existing repos use them.
 ENVIRONMENT_ALIASES: Mapping[str, str] = {"prod": "production"}
@@ -29,6 +39,13 @@ def canonical_environment(name: str) -> str | None:
     if name in ENVIRONMENTS:
         return name
     return ENVIRONMENT_ALIASES.get(name)
+
+
+def artifact_fits(deployment_type: str, artifact_kind: str) -> bool:
+    """Whether an artifact of `artifact_kind` (image, static_file, module) can be deployed
+    as `deployment_type`; an unknown type or kind is left to whoever knows it."""
+    expected = ARTIFACT_KIND_OF_TYPE.get(deployment_type)
+    return expected is None or not artifact_kind or artifact_kind == expected
 
 
 def default_stack_name(service: str, environment: str, pull_request: int = 0) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,28 @@ TOP_FIELDS: dict[str, frozenset[str]] = {
 }
 STATIC_FILE_FIELDS = ("target_dir", "keep_releases")
 CRON_FIELDS = ("schedule", "stack_files", "image_services")
+# The stack files a manifest without `stack_files` may mean, by name (top of the
+# environment folder only): Sami applies the one that is there.
+DEFAULT_STACK_FILE_PATTERNS = (
+    "*-stack.yml",
+    "*-stack.yaml",
+    "stack.yml",
+    "stack.yaml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+    "compose.yml",
+    "compose.yaml",
+)
+
+
+def stack_file_candidates(files: Collection[str]) -> list[str]:
+    """The files at the top of an environment folder named like a stack file, sorted."""
+    return sorted(
+        name
+        for name in files
+        if "/" not in name
+        and any(fnmatch.fnmatchcase(name, pattern) for pattern in DEFAULT_STACK_FILE_PATTERNS)
+    )
 
 
 def closest(word: str, choices: Collection[str]) -> str | None:
@@ -515,12 +538,8 @@ class _Checker:
 
     def check_stack_fields(self, mapping: YMap, spec: ManifestSpec, where: str) -> None:
         if "stack_files" not in mapping:
-            self.err(
-                mapping.line,
-                "missing-field",
-                f"missing field '{where}stack_files' (required for type {spec.deployment_type})",
-                f"add {where}stack_files: [<compose file in {self._folder()}>]",
-            )
+            spec.stack_files = self.default_stack_file(mapping, where)
+            spec.stack_files_line = mapping.line
         else:
             spec.stack_files = self.path_list(mapping, "stack_files", where)
             spec.stack_files_line = mapping.value_line("stack_files")
@@ -529,6 +548,32 @@ class _Checker:
             spec.image_services_line = mapping.value_line("image_services")
         else:
             spec.image_services_line = mapping.key_line("stack_files")
+
+    def default_stack_file(self, mapping: YMap, where: str) -> list[Located]:
+        """The folder's one stack file, for a manifest without stack_files (the original
+        v1beta manifests name none); an error listing what was found when it is not one."""
+        found = stack_file_candidates(self.ctx.files)
+        if len(found) == 1:
+            return [Located(found[0], mapping.line)]
+        patterns = ", ".join(DEFAULT_STACK_FILE_PATTERNS)
+        if not found:
+            self.err(
+                mapping.line,
+                "missing-field",
+                f"no '{where}stack_files' and no stack file in {self._folder()} "
+                f"(looked for {patterns})",
+                f"add {where}stack_files: [<compose file in {self._folder()}>], or name the "
+                "stack file <service>-stack.yml",
+            )
+        else:
+            self.err(
+                mapping.line,
+                "ambiguous-stack-files",
+                f"no '{where}stack_files' and {self._folder()} holds {len(found)} stack files "
+                f"({', '.join(found)}): which to apply is not guessed",
+                f"choose with {where}stack_files: [{found[0]}] (several are applied in order)",
+            )
+        return []
 
     def check_static_file(self, doc: YMap, spec: ManifestSpec) -> None:
         if "static_file" not in doc:

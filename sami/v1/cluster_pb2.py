@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sami/v1/cluster.proto\x12\x07sami.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdf\x01\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12\x30\n\x0c\x63onnect_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06leases\x18\x08 \x03(\t\"@\n\x14\x43reateClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x02 \x03(\t\"!\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListClustersRequest\":\n\x14ListClustersResponse\x12\"\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x10.sami.v1.Cluster\"K\n\x11ListAgentsRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x12ListAgentsResponse\x12\x1e\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x0e.sami.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x12RemoveAgentRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t2\xde\x02\n\x0e\x43lusterService\x12@\n\rCreateCluster\x12\x1d.sami.v1.CreateClusterRequest\x1a\x10.sami.v1.Cluster\x12:\n\nGetCluster\x12\x1a.sami.v1.GetClusterRequest\x1a\x10.sami.v1.Cluster\x12K\n\x0cListClusters\x12\x1c.sami.v1.ListClustersRequest\x1a\x1d.sami.v1.ListClustersResponse\x12\x45\n\nListAgents\x12\x1a.sami.v1.ListAgentsRequest\x1a\x1b.sami.v1.ListAgentsResponse\x12:\n\x0bRemoveAgent\x12\x1b.sami.v1.RemoveAgentRequest\x1a\x0e.sami.v1.Agentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sami/v1/cluster.proto\x12\x07sami.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdf\x01\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12\x30\n\x0c\x63onnect_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06leases\x18\x08 \x03(\t\"@\n\x14\x43reateClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x02 \x03(\t\":\n\x14UpdateClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x02 \x03(\t\"!\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListClustersRequest\":\n\x14ListClustersResponse\x12\"\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x10.sami.v1.Cluster\"K\n\x11ListAgentsRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x12ListAgentsResponse\x12\x1e\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x0e.sami.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x12RemoveAgentRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t2\xa0\x03\n\x0e\x43lusterService\x12@\n\rCreateCluster\x12\x1d.sami.v1.CreateClusterRequest\x1a\x10.sami.v1.Cluster\x12@\n\rUpdateCluster\x12\x1d.sami.v1.UpdateClusterRequest\x1a\x10.sami.v1.Cluster\x12:\n\nGetCluster\x12\x1a.sami.v1.GetClusterRequest\x1a\x10.sami.v1.Cluster\x12K\n\x0cListClusters\x12\x1c.sami.v1.ListClustersRequest\x1a\x1d.sami.v1.ListClustersResponse\x12\x45\n\nListAgents\x12\x1a.sami.v1.ListAgentsRequest\x1a\x1b.sami.v1.ListAgentsResponse\x12:\n\x0bRemoveAgent\x12\x1b.sami.v1.RemoveAgentRequest\x1a\x0e.sami.v1.Agentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,18 +38,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENT']._serialized_end=407
   _globals['_CREATECLUSTERREQUEST']._serialized_start=409
   _globals['_CREATECLUSTERREQUEST']._serialized_end=473
-  _globals['_GETCLUSTERREQUEST']._serialized_start=475
-  _globals['_GETCLUSTERREQUEST']._serialized_end=508
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=510
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=531
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=533
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=591
-  _globals['_LISTAGENTSREQUEST']._serialized_start=593
-  _globals['_LISTAGENTSREQUEST']._serialized_end=668
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=670
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=747
-  _globals['_REMOVEAGENTREQUEST']._serialized_start=749
-  _globals['_REMOVEAGENTREQUEST']._serialized_end=804
-  _globals['_CLUSTERSERVICE']._serialized_start=807
-  _globals['_CLUSTERSERVICE']._serialized_end=1157
+  _globals['_UPDATECLUSTERREQUEST']._serialized_start=475
+  _globals['_UPDATECLUSTERREQUEST']._serialized_end=533
+  _globals['_GETCLUSTERREQUEST']._serialized_start=535
+  _globals['_GETCLUSTERREQUEST']._serialized_end=568
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=570
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=591
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=593
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=651
+  _globals['_LISTAGENTSREQUEST']._serialized_start=653
+  _globals['_LISTAGENTSREQUEST']._serialized_end=728
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=730
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=807
+  _globals['_REMOVEAGENTREQUEST']._serialized_start=809
+  _globals['_REMOVEAGENTREQUEST']._serialized_end=864
+  _globals['_CLUSTERSERVICE']._serialized_start=867
+  _globals['_CLUSTERSERVICE']._serialized_end=1283
 # @@protoc_insertion_point(module_scope)

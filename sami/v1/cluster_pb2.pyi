@@ -49,6 +49,14 @@ class CreateClusterRequest(_message.Message):
     environments: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, cluster_id: _Optional[str] = ..., environments: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class UpdateClusterRequest(_message.Message):
+    __slots__ = ("name", "environments")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    environments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., environments: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class GetClusterRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class ClusterServiceStub:
                 request_serializer=sami_dot_v1_dot_cluster__pb2.CreateClusterRequest.SerializeToString,
                 response_deserializer=sami_dot_v1_dot_cluster__pb2.Cluster.FromString,
                 _registered_method=True)
+        self.UpdateCluster = channel.unary_unary(
+                '/sami.v1.ClusterService/UpdateCluster',
+                request_serializer=sami_dot_v1_dot_cluster__pb2.UpdateClusterRequest.SerializeToString,
+                response_deserializer=sami_dot_v1_dot_cluster__pb2.Cluster.FromString,
+                _registered_method=True)
         self.GetCluster = channel.unary_unary(
                 '/sami.v1.ClusterService/GetCluster',
                 request_serializer=sami_dot_v1_dot_cluster__pb2.GetClusterRequest.SerializeToString,
@@ -68,6 +73,14 @@ class ClusterServiceServicer:
 
     def CreateCluster(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCluster(self, request, context):
+        """Sets the environments an existing cluster serves (all of them: one left out is no longer
+        served by it); an environment another cluster serves is refused (FAILED_PRECONDITION).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -103,6 +116,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
             'CreateCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCluster,
                     request_deserializer=sami_dot_v1_dot_cluster__pb2.CreateClusterRequest.FromString,
+                    response_serializer=sami_dot_v1_dot_cluster__pb2.Cluster.SerializeToString,
+            ),
+            'UpdateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCluster,
+                    request_deserializer=sami_dot_v1_dot_cluster__pb2.UpdateClusterRequest.FromString,
                     response_serializer=sami_dot_v1_dot_cluster__pb2.Cluster.SerializeToString,
             ),
             'GetCluster': grpc.unary_unary_rpc_method_handler(
@@ -153,6 +171,33 @@ class ClusterService:
             target,
             '/sami.v1.ClusterService/CreateCluster',
             sami_dot_v1_dot_cluster__pb2.CreateClusterRequest.SerializeToString,
+            sami_dot_v1_dot_cluster__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sami.v1.ClusterService/UpdateCluster',
+            sami_dot_v1_dot_cluster__pb2.UpdateClusterRequest.SerializeToString,
             sami_dot_v1_dot_cluster__pb2.Cluster.FromString,
             options,
             channel_credentials,

@@ -82,7 +82,8 @@ def build_executors(
         swarm, cron = _swarm_executors(cron_clock)
     except ExecutorUnavailable as exc:
         logs.get("sami_agent.executors").warning(
-            "swarm and compose deployments are disabled on this agent",
+            "swarm_executor_unavailable",
+            message="swarm and compose deployments are disabled on this agent",
             reason=str(exc),
             still_deploys="static_file",
         )

@@ -212,6 +212,12 @@ class ClusterServicer(Servicer, cluster_pb2_grpc.ClusterServiceServicer):
         c = self.core.clusters.create(principal(), request.cluster_id, list(request.environments))
         return convert.cluster(c)
 
+    async def UpdateCluster(
+        self, request: cluster_pb2.UpdateClusterRequest, context: Any
+    ) -> cluster_pb2.Cluster:
+        c = self.core.clusters.update(principal(), request.name, list(request.environments))
+        return convert.cluster(c)
+
     async def GetCluster(
         self, request: cluster_pb2.GetClusterRequest, context: Any
     ) -> cluster_pb2.Cluster:

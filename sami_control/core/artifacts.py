@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from sami_common.imageref import ImageRef, InvalidImageRef, parse_image_ref
 from sami_control.core import authz, paging, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
-from sami_control.core.errors import AlreadyExists, InvalidArgument, NotFound
+from sami_control.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from sami_control.core.ids import new_id
 from sami_control.core.model import Artifact, ArtifactKind, Deployment, Principal
 from sami_control.core.requests import ArtifactInput
 from sami_control.core.store import Tx
+from sami_manifests import ARTIFACT_KIND_OF_TYPE, artifact_fits
 
 # Artifacts kept in memory (immutable, so never stale).
 ARTIFACT_CACHE = 4096
@@ -45,24 +47,26 @@ class Artifacts:
             raise InvalidArgument(
                 "artifact.kind", "must be one of image, static_file, module"
             ) from None
+        ref, tags = req.ref, list(req.tags)
         if kind is ArtifactKind.IMAGE:
-            _, ref_digest = validation.image_ref("artifact.ref", req.ref)
-            digest = validation.digest("artifact.digest", req.digest or ref_digest)
-            if digest != ref_digest:
+            image = validation.image_ref("artifact.ref", req.ref)
+            digest = validation.digest("artifact.digest", req.digest or image.digest)
+            if digest != image.digest:
                 raise InvalidArgument("artifact.digest", "does not match the digest in ref")
+            ref, tags = _pinned(image, tags)
         else:
             digest = validation.digest("artifact.digest", req.digest)
             if req.ref.startswith(("http://", "https://")):
                 validation.url("artifact.ref", req.ref)
             else:
-                validation.image_ref("artifact.ref", req.ref)
+                ref, tags = _pinned(validation.image_ref("artifact.ref", req.ref), tags)
         art = Artifact(
             id=new_id("art"),
             artifact_name=name,
             kind=kind,
-            ref=req.ref,
+            ref=ref,
             digest=digest,
-            tags=validation.tags("artifact.tags", req.tags),
+            tags=validation.tags("artifact.tags", tags),
             git_repo=validation.text("artifact.provenance.git_repo", req.git_repo, 500),
             git_commit=validation.commit("artifact.provenance.git_commit", req.git_commit),
             ci_run_url=validation.url("artifact.provenance.ci_run_url", req.ci_run_url)
@@ -75,7 +79,7 @@ class Artifacts:
         with self.ctx.store.tx() as tx:
             existing = tx.find_artifact(name, digest)
             if existing is not None:
-                if existing.ref != art.ref or existing.kind != art.kind:
+                if not _same_ref(existing.ref, art.ref) or existing.kind != art.kind:
                     raise AlreadyExists(
                         f"artifact {name}@{digest} is already registered with ref "
                         f"{existing.ref}; an artifact is immutable"
@@ -114,11 +118,14 @@ class Artifacts:
         if ident.startswith("art_"):
             art = tx.get_artifact(ident)
         elif "@" in ref:
-            name, _, digest = ref.rpartition("@")
-            validation.digest(field_, digest)
-            art = tx.find_artifact(name, digest)
+            # NAME@digest or the image's own reference, with or without a tag
+            # (`repo:tag@sha256:…` as `docker build` prints it).
+            image = validation.image_ref(field_, ref)
+            art = tx.find_artifact(image.repository, image.digest)
             if art is None:
-                matches = [a for a in tx.find_artifacts_by_digest(digest) if a.ref == ref]
+                matches = [
+                    a for a in tx.find_artifacts_by_digest(image.digest) if _names_image(a, image)
+                ]
                 art = matches[0] if matches else None
         else:
             raise InvalidArgument(
@@ -131,6 +138,20 @@ class Artifacts:
             )
         self._remember(ref, art)
         return art
+
+    @staticmethod
+    def check_fits(art: Artifact, deployment_type: str, where: str) -> None:
+        """Refuse to put `art` on a deployment of a type that cannot run it (an archive URL
+        on a Swarm service, an image unpacked as a site): it would be accepted, and even
+        succeed in a dry run, then become a rollback target."""
+        kind = art.kind.name.lower()
+        if not artifact_fits(deployment_type, kind):
+            expected = ARTIFACT_KIND_OF_TYPE[deployment_type]
+            raise FailedPrecondition(
+                f"artifact {art.artifact_name}@{art.digest} is {_a(kind)} artifact, but {where} "
+                f"is a {deployment_type} deployment, which deploys {expected} artifacts: "
+                f"deploy an artifact registered with --kind {expected}"
+            )
 
     def by_id(self, tx: Tx, artifact_id: str) -> Artifact | None:
         art = self._cache.get(artifact_id)
@@ -161,3 +182,34 @@ class Artifacts:
             self._cache[key] = art
 
         self.ctx.store.after_commit(keep)
+
+
+def _pinned(image: ImageRef, tags: list[str]) -> tuple[str, list[str]]:
+    """The reference Sami stores (`repository@digest`, see sami_common.imageref) and the
+    tags, with the reference's own tag among them: it says which build this was."""
+    if image.tag and image.tag not in tags:
+        tags = [*tags, image.tag]
+    return image.pinned(), tags
+
+
+def _names_image(art: Artifact, image: ImageRef) -> bool:
+    """Whether `art`'s reference is `image` (tags aside; `nginx` is docker.io/library/nginx)."""
+    try:
+        return parse_image_ref(art.ref).same_image(image)
+    except InvalidImageRef:
+        return False  # a URL: static files are named by NAME@digest
+
+
+def _same_ref(stored: str, ref: str) -> bool:
+    """Whether a stored reference (one registered before references were normalised may
+    keep its tag) and a new one name the same thing."""
+    if stored == ref:
+        return True
+    try:
+        return parse_image_ref(stored).same_image(parse_image_ref(ref))
+    except InvalidImageRef:
+        return False
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"

@@ -99,6 +99,7 @@ class Deployments:
                 )
             resolved = self.manifests.resolve(tx, service, req.deployment_type, env)
             m = resolved.manifest
+            self.artifacts.check_fits(art, m.deployment_type, f"{service} in {env}")
             if pr and not m.pr_deploy:
                 raise FailedPrecondition(
                     f"service {service} does not deploy previews: set `pr_deploy: true` in "

@@ -16,11 +16,13 @@ import structlog
 
 from sami_control.core.commands import Command
 from sami_control.core.hub import Hub
-from sami_control.core.model import Deployment, Event, EventType
+from sami_control.core.model import Deployment, Event, EventType, State
 from sami_control.core.sessions import AgentSession
 from sami_control.core.store import Store
 
 log = structlog.get_logger("sami.control")
+# The deployment_state lines logged at warning: the rollout failed.
+_WARN_STATES = frozenset({State.FAILED, State.ROLLED_BACK})
 
 # Called with the events of each committed transaction and their deployments (metrics).
 Observer = Callable[[list[Event], dict[str, Deployment]], None]
@@ -67,7 +69,9 @@ class Publisher:
             if e.type is EventType.STATE_CHANGED:
                 # The one canonical line per state change (docs/observability.md).
                 d = fx.deployments.get(e.deployment_id)
-                log.info(
+                # An outcome someone must look at is a warning: alerting on level finds it.
+                emit = log.warning if e.state in _WARN_STATES else log.info
+                emit(
                     "deployment_state",
                     deployment_id=e.deployment_id,
                     service=d.service if d else None,

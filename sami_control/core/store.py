@@ -52,6 +52,9 @@ class Tx(abc.ABC):
     def list_clusters(self) -> list[Cluster]: ...
     @abc.abstractmethod
     def cluster_for_environment(self, environment: str) -> str | None: ...
+    @abc.abstractmethod
+    def set_cluster_environments(self, cluster_id: str, environments: Sequence[str]) -> None:
+        """The environments the cluster serves, all of them (the others are dropped)."""
 
     # artifacts
     @abc.abstractmethod

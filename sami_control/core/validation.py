@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlparse
 
 from sami_common import limits
+from sami_common.imageref import ImageRef, InvalidImageRef, parse_image_ref
 from sami_control.core.errors import InvalidArgument
 from sami_manifests import ENVIRONMENTS
 
@@ -24,16 +25,6 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _LABEL_KEY = re.compile(r"[a-z0-9](?:[a-z0-9._/-]{0,62}[a-z0-9])?")
-# Docker reference grammar (distribution/reference), restricted to what Sami deploys:
-# optional registry host[:port], lower-case path components, then @sha256:<64 hex>.
-_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?/)"
-_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-_IMAGE_REF = re.compile(
-    rf"(?P<repo>{_HOST}?{_PATH})(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?"
-    r"@(?P<digest>sha256:[0-9a-f]{64})"
-)
-
 MAX_REF = 512
 MAX_TEXT = 1000
 
@@ -108,20 +99,23 @@ def digest(field: str, value: str) -> str:
     return value
 
 
-def image_ref(field: str, value: str) -> tuple[str, str]:
-    """An image reference pinned by digest; returns (repository, digest)."""
+def image_ref(field: str, value: str) -> ImageRef:
+    """An image reference pinned by digest, parsed by Docker's grammar (a tag may come
+    before the digest, as `docker build` prints it: `repo:tag@sha256:…`)."""
     if not value:
         raise InvalidArgument(field, "ref is required (registry/repo@sha256:<64 hex>)")
     if len(value) > MAX_REF:
         raise InvalidArgument(field, f"ref is longer than {MAX_REF} characters")
-    m = _IMAGE_REF.fullmatch(value)
-    if not m:
-        if "@" not in value:
-            raise InvalidArgument(
-                field, f"ref {value!r} is not pinned by digest: use repo@sha256:<64 hex>"
-            )
-        raise InvalidArgument(field, f"ref {value!r} is not a valid image reference")
-    return m.group("repo"), m.group("digest")
+    try:
+        ref = parse_image_ref(value)
+    except InvalidImageRef as exc:
+        raise InvalidArgument(field, f"not a valid image reference: {exc}") from None
+    if not ref.digest:
+        raise InvalidArgument(
+            field, f"ref {value!r} is not pinned by digest: use repo[:tag]@sha256:<64 hex>"
+        )
+    digest(field, ref.digest)
+    return ref
 
 
 def url(field: str, value: str) -> str:

@@ -93,9 +93,10 @@ def backup(data_dir: Path, dest: Path) -> int:
     return dest.stat().st_size
 
 
-def restore(data_dir: Path, source: Path) -> None:
+def restore(data_dir: Path, source: Path) -> Path | None:
     """Replace the database of `data_dir` with the backup `source`. Refused while a server
-    holds the folder; the current database is kept beside as sami.db.before-restore."""
+    holds the folder. The current database, when there is one, is kept beside as
+    sami.db.before-restore: returns its path, or None when there was none to keep."""
     _check(source)
     lock = DataDirLock(data_dir)
     try:
@@ -114,12 +115,14 @@ def restore(data_dir: Path, source: Path) -> None:
             os.chmod(tmp, 0o600)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            kept: Path | None = None
             if target.exists():
                 # Fold the old WAL into the old file before keeping it aside.
                 old = sqlite3.connect(target)
                 old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 old.close()
-                os.replace(target, data_dir / f"{DB_NAME}.before-restore")
+                kept = data_dir / f"{DB_NAME}.before-restore"
+                os.replace(target, kept)
             for suffix in ("-wal", "-shm"):
                 (data_dir / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
             os.replace(tmp, target)
@@ -127,3 +130,4 @@ def restore(data_dir: Path, source: Path) -> None:
             tmp.unlink(missing_ok=True)
     finally:
         lock.release()
+    return kept

@@ -224,6 +224,13 @@ class SQLiteTx(Tx):
         ids = [r[0] for r in self.c.execute("SELECT id FROM clusters ORDER BY id")]
         return [c for i in ids if (c := self.get_cluster(i))]
 
+    def set_cluster_environments(self, cluster_id: str, environments: Sequence[str]) -> None:
+        self.c.execute("DELETE FROM cluster_environments WHERE cluster = ?", (cluster_id,))
+        self.c.executemany(
+            "INSERT INTO cluster_environments (environment, cluster) VALUES (?, ?)",
+            [(e, cluster_id) for e in environments],
+        )
+
     def cluster_for_environment(self, environment: str) -> str | None:
         row = self.c.execute(
             "SELECT cluster FROM cluster_environments WHERE environment = ?", (environment,)

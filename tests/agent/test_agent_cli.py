@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 from agent_fakes import TOKEN, WAIT, FakeControl, assignment, connect, start_server
 
 from sami.v1 import agent_pb2
@@ -118,12 +119,21 @@ def test_usage_errors_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SAMI_TOKEN", TOKEN)
-    # main() configures structlog globally, onto a stream capsys closes after this test.
+    # main() configures structlog globally, onto a stream capsys closes after this test;
+    # unconfigured, its error line goes to stdout. An earlier test of this process may have
+    # configured it onto a stream of its own: start from the defaults.
     monkeypatch.setattr(cli.logs, "configure", lambda: None)
+    structlog.reset_defaults()
     assert cli.main(["--ledger", str(tmp_path / "l"), "--control", "127.0.0.1:1"]) == 2
-    assert "--ledger records dry-run applies only" in capsys.readouterr().err
+    assert "--ledger records dry-run applies only" in _said(capsys)
     assert cli.main(["--dry-run", "--token-file", str(tmp_path / "nope")]) == 2
-    assert "cannot read the token file" in capsys.readouterr().err
+    assert "cannot read the token file" in _said(capsys)
     (tmp_path / "empty").write_text("\n")
     assert cli.main(["--dry-run", "--token-file", str(tmp_path / "empty")]) == 2
-    assert "is empty" in capsys.readouterr().err
+    assert "is empty" in _said(capsys)
+
+
+def _said(capsys: pytest.CaptureFixture[str]) -> str:
+    """What main() logged or printed (its error is a log line: stderr once configured)."""
+    captured = capsys.readouterr()
+    return captured.out + captured.err

@@ -108,7 +108,8 @@ def test_without_a_swarm_executor_the_agent_still_deploys_static_files(
     assert built.cron is None
     warnings = [line for line in logs if line["log_level"] == "warning"]
     assert len(warnings) == 1
-    assert "swarm and compose deployments are disabled" in warnings[0]["event"]
+    assert warnings[0]["event"] == "swarm_executor_unavailable"
+    assert "swarm and compose deployments are disabled" in warnings[0]["message"]
     assert said in warnings[0]["reason"] and "--dry-run" in warnings[0]["reason"]
     result = executor.execute(a_job("swarm"), lambda p, m: None, threading.Event())
     assert result.outcome is Outcome.FAILED and "no executor for swarm" in result.reason

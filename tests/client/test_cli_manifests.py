@@ -62,9 +62,11 @@ def copy_examples(dest: Path) -> Path:
 
 
 def with_error(root: Path) -> Path:
-    """`root` with a misspelt field in the camerdevs stage manifest."""
+    """`root` with two errors in the camerdevs stage manifest: a misspelt field, and so no
+    stack_files in a folder that holds two stack files."""
     manifest = root / STAGE / "sami.yaml"
     manifest.write_text(manifest.read_text().replace("stack_files:", "stack_file:"))
+    shutil.copy(root / STAGE / "camerdevs-stack.yml", root / STAGE / "docker-compose.yml")
     return root
 
 
@@ -159,7 +161,7 @@ def test_lint_errors_as_json_and_github_annotations(
     result = sami("manifests", "sync", str(bad), "-o", "json")
     assert result.code == 1
     report = json.loads(result.out)
-    assert report["ok"] is False and report["errors"] == 2  # Missing and misspelt field.
+    assert report["ok"] is False and report["errors"] == 2  # Misspelt field, ambiguous stack files.
     assert "::error" in result.err  # Annotations move to stderr, stdout stays JSON.
 
 
@@ -190,7 +192,7 @@ def test_sami_control_revalidates_what_the_client_sends(
     assert "INVALID_ARGUMENT" in result.err
     violation = f"  files[{STAGE}/sami.yaml]:"
     lines = [line for line in result.err.splitlines() if line.startswith(f"sami: {violation}")]
-    assert len(lines) == 2, result.err  # stack_files missing, stack_file unknown.
+    assert len(lines) == 2, result.err  # stack_file unknown, which stack file unclear.
     assert any("unknown field 'stack_file'" in line for line in lines)
 
 

@@ -126,3 +126,45 @@ def test_reasons_round_trip() -> None:
     assert history.is_promotion(p, "stage", "go")
     assert not history.is_promotion(p, "production", "go")
     assert not history.is_promotion(p, "stage", "")
+
+
+def of_kind(
+    d: deployment_pb2.Deployment, kind: artifact_pb2.ArtifactKind, deployment_type: str = "swarm"
+) -> deployment_pb2.Deployment:
+    d.artifact.kind = kind
+    d.deployment_type = deployment_type
+    return d
+
+
+def test_a_rollback_never_picks_an_artifact_of_another_kind() -> None:
+    image, archive = artifact_pb2.ARTIFACT_KIND_IMAGE, artifact_pb2.ARTIFACT_KIND_STATIC_FILE
+    # b: an archive deployed to the swarm service before the server refused it.
+    h = newest_first(
+        of_kind(dep("a", "a"), image),
+        of_kind(dep("b", "b"), archive),
+        of_kind(dep("c", "c"), image),
+    )
+    assert target_id(h) == "a"
+    assert not history.redeployable(h[1])
+    # The service became a site: the older image deployments are no target for it.
+    h = newest_first(
+        of_kind(dep("a", "a"), image),
+        of_kind(dep("b", "b"), archive, "static_file"),
+        of_kind(dep("c", "c"), archive, "static_file"),
+    )
+    assert target_id(h) == "b"
+    h = newest_first(of_kind(dep("a", "a"), image), of_kind(dep("b", "b"), archive, "static_file"))
+    assert target_id(h) is None
+    # Deployments that do not say their kind or type are not second-guessed.
+    assert target_id(newest_first(dep("a", "a"), dep("b", "b"))) == "a"
+
+
+def test_fits_names_the_kind_a_deployment_type_deploys() -> None:
+    """What `sami promote --type T` checks before it picks its source deployment."""
+    image = of_kind(dep("a", "a"), artifact_pb2.ARTIFACT_KIND_IMAGE)
+    assert history.fits(image) and history.fits(image, "compose") and history.fits(image, "cron")
+    assert not history.fits(image, "static_file")
+    site = of_kind(dep("b", "b"), artifact_pb2.ARTIFACT_KIND_STATIC_FILE, "static_file")
+    assert history.fits(site) and not history.fits(site, "swarm")
+    module = of_kind(dep("c", "c"), artifact_pb2.ARTIFACT_KIND_MODULE)
+    assert not history.redeployable(module)

@@ -159,6 +159,10 @@ RPCS: dict[str, Call] = {
         cluster_pb2.CreateClusterRequest(cluster_id=f"k{next(_n)}", environments=["pull_request"]),
         metadata=md,
     ),
+    "UpdateCluster": lambda c, md: c.clu.UpdateCluster(
+        cluster_pb2.UpdateClusterRequest(name="c1", environments=["stage", "production"]),
+        metadata=md,
+    ),
     "GetCluster": lambda c, md: c.clu.GetCluster(
         cluster_pb2.GetClusterRequest(name="c1"), metadata=md
     ),

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from sami_control.core.commands import (
     AssignCommand,
@@ -633,3 +634,128 @@ def test_a_strict_stack_policy_refuses_at_sync_what_would_give_a_stack_the_host(
         assert created and rev.id != before.id
     finally:
         store.close()
+
+
+def test_the_original_manifest_syncs_and_deploys_its_one_stack_file(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    """services/camerdevs/compose/stage/ as the original repo has it: a sami.yaml with no
+    stack_files, next to camerdevs-stack.yml."""
+    cp, _ = env
+    folder = "services/camerdevs/compose/stage"
+    stack = b"version: '3.8'\nservices:\n  web:\n    image: ghcr.io/osscameroon/camerdevs\n"
+    files = {
+        f"{folder}/sami.yaml": (
+            b"version: v1beta\nservice_name: camerdevs\ntype: compose\npr_deploy: false\n"
+        ),
+        f"{folder}/camerdevs-stack.yml": stack,
+    }
+    cp.manifests.sync(ADMIN, "", list(files.items()))
+    ref = "127.0.0.1:5000/camerdevs@sha256:" + "c" * 64
+    cp.artifacts.register(ADMIN, ArtifactInput("camerdevs", ArtifactKind.IMAGE, ref, ""))
+    d = deploy(cp, ref, service="camerdevs")
+    assert (d.deployment_type, d.stack_name) == ("compose", "stage_camerdevs")
+    assert (d.stack_files, d.image_services) == (["camerdevs-stack.yml"], ["web"])
+    a, _ = cp.agents.connect(AGENT_C1, "a1", "test", ["swarm", "compose"], [])
+    tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    assert cmd.files["camerdevs-stack.yml"] == stack
+
+
+def test_a_reference_is_stored_pinned_and_found_with_any_tag(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    digest = "sha256:" + "d" * 64
+    art, created = cp.artifacts.register(
+        ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api:1.2@{digest}", "")
+    )
+    assert created and art.ref == f"ghcr.io/x/api@{digest}" and art.tags == ["1.2"]
+    again, created = cp.artifacts.register(
+        ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api@{digest}", "")
+    )
+    assert (again.id, created) == (art.id, False)
+    with cp.store.tx() as tx:
+        for ref in (f"ghcr.io/x/api:main@{digest}", f"ghcr.io/x/api@{digest}", f"api:9@{digest}"):
+            assert cp.artifacts.resolve(tx, ref, "artifact").id == art.id, ref
+    # Docker Hub's familiar names are the same image as their full names.
+    hub, _ = cp.artifacts.register(
+        ADMIN, ArtifactInput("proxy", ArtifactKind.IMAGE, f"nginx:1.27@{digest}", "")
+    )
+    with cp.store.tx() as tx:
+        found = cp.artifacts.resolve(tx, f"docker.io/library/nginx:1.27@{digest}", "artifact")
+    assert found.id == hub.id
+    with pytest.raises(InvalidArgument, match="tag"):
+        cp.artifacts.register(
+            ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api:@{digest}", "")
+        )
+
+
+def test_an_artifact_of_another_kind_than_the_type_deploys_is_refused(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    archive = "sha256:" + "e" * 64
+    cp.artifacts.register(
+        ADMIN,
+        ArtifactInput("web", ArtifactKind.STATIC_FILE, "https://example.com/site.tgz", archive),
+    )
+    with pytest.raises(
+        FailedPrecondition, match="static_file artifact, but web in stage is a swarm"
+    ):
+        deploy(cp, f"web@{archive}")
+    assert cp.deployments.list(ADMIN, "web", "", None, 0, "")[0] == []
+
+
+def test_a_cluster_gains_and_drops_environments(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    c = cp.clusters.update(ADMIN, "clusters/c1", ["stage", "production", "production"])
+    assert c.environments == ["production", "stage"]
+    with pytest.raises(
+        FailedPrecondition, match="'pull_request' is already served by cluster 'c2'"
+    ):
+        cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
+    # Move pull_request from c2 to c1 (c2 takes production).
+    assert cp.clusters.update(ADMIN, "c1", ["stage"]).environments == ["stage"]
+    preview = deploy(cp, environment="pull_request", pull_request=4)
+    with pytest.raises(
+        FailedPrecondition, match=f"unfinished deployments in pull_request .{preview.id}"
+    ):
+        cp.clusters.update(ADMIN, "c2", ["production"])
+    cp.deployments.cancel(ADMIN, preview.id, "")
+    cp.clusters.update(ADMIN, "c2", ["production"])
+    cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
+    assert cp.clusters.get(ADMIN, "c1").environments == ["pull_request", "stage"]
+    assert deploy(cp, environment="pull_request", pull_request=5).cluster == "c1"
+    with pytest.raises(NotFound, match="cluster 'c9' does not exist"):
+        cp.clusters.update(ADMIN, "c9", ["stage"])
+    with pytest.raises(InvalidArgument, match="at least one environment"):
+        cp.clusters.update(ADMIN, "c1", [])
+    with pytest.raises(PermissionDenied):
+        cp.clusters.update(AGENT_C1, "c1", ["stage"])
+
+
+@pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.ROLLED_BACK])
+def test_a_failed_rollout_is_logged_at_warning(
+    env: tuple[ControlPlane, Clock], outcome: Outcome
+) -> None:
+    cp, _ = env
+    with structlog.testing.capture_logs() as logs:
+        d = deploy(cp)
+        a = connect(cp, "a1")
+        tick(cp)
+        (cmd,) = drain(a)
+        assert isinstance(cmd, AssignCommand)
+        lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
+        cp.reports.ack(a, d.id, lease, epoch)
+        cp.reports.result(a, d.id, lease, epoch, outcome, "health check failed")
+    levels = {
+        line["state"]: line["log_level"] for line in logs if line["event"] == "deployment_state"
+    }
+    assert levels == {
+        "QUEUED": "info",
+        "ASSIGNED": "info",
+        "IN_PROGRESS": "info",
+        outcome.name: "warning",
+    }

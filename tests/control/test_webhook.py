@@ -306,6 +306,42 @@ def test_only_post_on_the_one_path(hook: Hook) -> None:
     assert ei.value.code == 404
 
 
+def test_the_original_path_is_served_too(hook: Hook) -> None:
+    """Existing CI jobs call the original webhook's /hooks/deployment_request."""
+    url = hook.url.replace(PATH, "/hooks/deployment_request")
+    req = urllib.request.Request(
+        url,
+        data=json.dumps({"service": "web", "environment": "stage", "artifact": REF}).encode(),
+        headers={"Authorization": f"Bearer {hook.admin}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 202
+        assert json.loads(r.read())["deployment_id"].startswith("dep_")
+
+
+@pytest.mark.parametrize("path", [PATH, "/hooks/deployment_request"])
+def test_a_token_in_the_url_is_refused_saying_how_to_send_it(hook: Hook, path: str) -> None:
+    secret = hook.srv.token("deployer", "ci")
+    url = hook.url.replace(PATH, path) + f"?token={secret}"
+    body = json.dumps({"service": "web", "environment": "stage", "artifact": REF}).encode()
+    req = urllib.request.Request(url, data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(req, timeout=10)
+    assert ei.value.code == 400
+    answer = json.loads(ei.value.read())
+    assert answer["message"].startswith(
+        "a token in the URL (?token=) is refused: URLs end up in proxy and server logs. Send it "
+        "as a header, `Authorization: Bearer <token>`"
+    )
+    assert secret not in answer["message"]
+    # Refused before anything is read or stored.
+    listed = hook.stubs.dep.ListDeployments(
+        deployment_pb2.ListDeploymentsRequest(), metadata=md(hook.admin)
+    )
+    assert list(listed.deployments) == []
+
+
 def test_the_same_request_id_is_the_same_deployment(hook: Hook) -> None:
     fields = {"service": "web", "environment": "stage", "artifact": REF, "request_id": "ci-77"}
     a = hook.post(fields)
@@ -379,6 +415,29 @@ def test_the_grpc_path_still_refuses_what_the_webhook_refuses(hook: Hook) -> Non
         )
     assert ei.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert a.status == 400 and a.body["message"] == ei.value.details()
+
+
+def test_a_reference_with_a_tag_as_docker_prints_it(hook: Hook) -> None:
+    """`repo:tag@sha256:…` (docker build, buildx metadata) names the artifact registered as
+    `repo@sha256:…`, in the webhook and in CreateDeployment alike."""
+    repo, _, digest = REF.rpartition("@")
+    tagged = f"{repo}:1.4.2@{digest}"
+    a = hook.post({"service": "web", "environment": "stage", "artifact": tagged})
+    assert a.status == 202, a.body
+    assert a.body["artifact_id"] == hook.artifact
+    b = hook.post(
+        f"service=web&environment=production&image={repo}:1.4.2&digest={digest}",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert b.status == 202, b.body
+    assert b.body["artifact_id"] == hook.artifact
+    d = hook.stubs.dep.CreateDeployment(
+        deployment_pb2.CreateDeploymentRequest(
+            service="web", environment="pull_request", pull_request=3, artifact=tagged
+        ),
+        metadata=md(hook.admin),
+    )
+    assert d.artifact.id == hook.artifact
 
 
 def test_with_tls_the_webhook_serves_https(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_connection_cuts_mid_deployment(stack_behind_proxy) -> None:  # type: ig
         assert w.rc == 0, w.out + w.err
     assert sorted(applies(s).values()) == [1, 1, 1], applies(s)
     log = s.agents[0].log()
-    assert log.count("connected to the control plane") >= 2
+    assert log.count("control_plane_connected") >= 2
 
 
 def test_slow_network_still_delivers(stack_behind_proxy) -> None:  # type: ignore[no-untyped-def]
@@ -103,10 +103,10 @@ def test_blackholed_link_is_noticed_by_silence(stack_behind_proxy) -> None:  # t
     # Shorter than the lease: the agent must notice on its own, reconnect, and keep its
     # lease (resumed, not redelivered), so the work is applied once.
     s, proxy = stack_behind_proxy
-    wait_for(lambda: "connected to the control plane" in s.agents[0].log(), what="a1 up")
+    wait_for(lambda: "control_plane_connected" in s.agents[0].log(), what="a1 up")
     dep = s.sami("deploy", "web", "--env", "stage", "--artifact", s.artifact).last
     wait_for(lambda: s.ledger.exists(), what="a1 applying")
-    before = s.agents[0].log().count("connected to the control plane")
+    before = s.agents[0].log().count("control_plane_connected")
     proxy.blackholed = True  # no error, no data: only the silence tells
     wait_for(
         lambda: "no answer from the control plane" in s.agents[0].log(),
@@ -117,7 +117,7 @@ def test_blackholed_link_is_noticed_by_silence(stack_behind_proxy) -> None:  # t
     proxy.blackholed = False
     w = s.sami("watch", dep, "--timeout", "60")
     assert w.rc == 0, w.out + w.err
-    assert s.agents[0].log().count("connected to the control plane") > before
+    assert s.agents[0].log().count("control_plane_connected") > before
     assert list(applies(s).values()) == [1]
 
 
@@ -127,11 +127,11 @@ def test_blackholed_link_of_an_idle_agent_is_noticed_by_keepalive(stack_behind_p
     # (docs/agent-protocol.md); meanwhile gRPC keepalive pings, unanswered on a dead link,
     # end the connection before any heartbeat could go unanswered.
     s, proxy = stack_behind_proxy
-    wait_for(lambda: "connected to the control plane" in s.agents[0].log(), what="a1 up")
-    before = s.agents[0].log().count("connected to the control plane")
+    wait_for(lambda: "control_plane_connected" in s.agents[0].log(), what="a1 up")
+    before = s.agents[0].log().count("control_plane_connected")
     proxy.blackholed = True
     wait_for(
-        lambda: "cannot reach the control plane" in s.agents[0].log(),
+        lambda: "control_plane_unreachable" in s.agents[0].log(),
         timeout=12,
         interval=0.2,
         what="the agent to notice the dead link",
@@ -139,7 +139,7 @@ def test_blackholed_link_of_an_idle_agent_is_noticed_by_keepalive(stack_behind_p
     assert "no answer from the control plane" not in s.agents[0].log()
     proxy.blackholed = False
     wait_for(
-        lambda: s.agents[0].log().count("connected to the control plane") > before,
+        lambda: s.agents[0].log().count("control_plane_connected") > before,
         timeout=30,
         what="a1 to reconnect",
     )

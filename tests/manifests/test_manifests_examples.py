@@ -59,7 +59,10 @@ def docs_examples() -> dict[str, bytes]:
 def test_docs_examples_lint_clean() -> None:
     files = docs_examples()
     assert {path.rsplit("/", 1)[-1] for path in files} >= {"sami.yaml", "web-stack.yml"}
-    assert {path.split("/")[2] for path in files} == {"swarm", "static_file", "cron"}
+    assert {path.split("/")[2] for path in files} == {"swarm", "compose", "static_file", "cron"}
     result = scan(files)
     assert [p.format() for p in result.problems] == []
-    assert len(result.manifests) == 4
+    assert len(result.manifests) == 5
+    # The original manifest (no stack_files) applies the one stack file next to it.
+    (camerdevs,) = [m for m in result.manifests if m.service == "camerdevs"]
+    assert camerdevs.stack_files == ("camerdevs-stack.yml",)

@@ -430,6 +430,17 @@ CASES = [
     Case("cluster-exists", rpc(lambda s, m, w: s.clu.CreateCluster(
         cluster_pb2.CreateClusterRequest(cluster_id="c1", environments=["stage"]), metadata=m)),
          "ALREADY_EXISTS"),
+    Case("cluster-update-name-nul", rpc(lambda s, m, w: s.clu.UpdateCluster(
+        cluster_pb2.UpdateClusterRequest(name="c\x00", environments=["stage"]), metadata=m)),
+         IA, "name"),
+    Case("cluster-update-no-environments", rpc(lambda s, m, w: s.clu.UpdateCluster(
+        cluster_pb2.UpdateClusterRequest(name="c1"), metadata=m)), IA, "environments"),
+    Case("cluster-update-environment-unknown", rpc(lambda s, m, w: s.clu.UpdateCluster(
+        cluster_pb2.UpdateClusterRequest(name="c1", environments=["qa"]), metadata=m)),
+         IA, "environments"),
+    Case("cluster-update-unknown", rpc(lambda s, m, w: s.clu.UpdateCluster(
+        cluster_pb2.UpdateClusterRequest(name="c9", environments=["stage"]), metadata=m)),
+         "NOT_FOUND"),
     # Cancel, teardown, lists, watch
     Case("cancel-name-nul", rpc(lambda s, m, w: s.dep.CancelDeployment(
         deployment_pb2.CancelDeploymentRequest(name="dep_\x00"), metadata=m)), IA, "name"),

@@ -107,7 +107,7 @@ def test_one_line_per_state_change_with_its_context_and_no_token(tmp_path: Path)
             assert s["level"] == "info" and s["timestamp"]
         about = [line for line in agent_lines if line.get("deployment_id") == dep]
         events = {line["event"] for line in about}
-        assert {"assignment received", "progress", "job ended"} <= events, events
+        assert {"assignment_received", "progress", "job_ended"} <= events, events
         for line in about:
             assert all(line.get(k) for k in CONTEXT), line
             assert (line["service"], line["environment"], line["cluster"]) == (
