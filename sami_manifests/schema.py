@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from .model import (
 )
 from .problems import Problem, error, warning
 from .safeyaml import YList, YMap
+from .words import closest, did_you_mean, type_name
 
 ALL_TYPES = frozenset(DEPLOYMENT_TYPES)
 STACK_TYPES = frozenset({"swarm", "compose"})
@@ -66,36 +66,6 @@ def stack_file_candidates(files: Collection[str]) -> list[str]:
         if "/" not in name
         and any(fnmatch.fnmatchcase(name, pattern) for pattern in DEFAULT_STACK_FILE_PATTERNS)
     )
-
-
-def closest(word: str, choices: Collection[str]) -> str | None:
-    """The choice `word` was most likely meant to be (difflib), or None."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def did_you_mean(word: str, choices: Collection[str]) -> str:
-    """ ": did you mean 'x'?" when a choice is close to `word`, else ""."""
-    close = closest(word, choices)
-    return f": did you mean {close!r}?" if close else ""
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "a number"
-    if isinstance(value, float):
-        return "a decimal number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
 
 
 @dataclass
@@ -180,7 +150,7 @@ class _Checker:
             self.err(
                 mapping.value_line(key),
                 "wrong-type",
-                f"{what} must be a non-empty string, got {_type_name(value)}",
+                f"{what} must be a non-empty string, got {type_name(value)}",
                 f"write {key}: <text>",
             )
             return None
@@ -201,7 +171,7 @@ class _Checker:
             self.err(
                 line,
                 "wrong-type",
-                f"{where}{key} must be a non-empty list of paths, got {_type_name(value)}",
+                f"{where}{key} must be a non-empty list of paths, got {type_name(value)}",
                 f"list the compose files relative to {self.ctx.env_folder}/, e.g. "
                 f"{key}: [stack.yml]",
             )
@@ -214,7 +184,7 @@ class _Checker:
                 self.err(
                     item_line,
                     "wrong-type",
-                    f"{where}{key} entries are paths, got {_type_name(item)}",
+                    f"{where}{key} entries are paths, got {type_name(item)}",
                     "write the path as a string",
                 )
                 continue
@@ -284,7 +254,7 @@ class _Checker:
                 line,
                 "wrong-type",
                 f"{where}{key} must be a non-empty list of compose service names, "
-                f"got {_type_name(value)}",
+                f"got {type_name(value)}",
                 f"write {key}: [<service in the stack file>]",
             )
             return None
@@ -294,7 +264,7 @@ class _Checker:
                 self.err(
                     value.item_line(index),
                     "wrong-type",
-                    f"{where}{key} entries are compose service names, got {_type_name(item)}",
+                    f"{where}{key} entries are compose service names, got {type_name(item)}",
                     "write the service name as a string",
                 )
             elif any(item == seen.value for seen in out):
@@ -319,7 +289,7 @@ class _Checker:
             self.err(
                 1,
                 "not-a-mapping",
-                f"a manifest is a mapping of fields, got {_type_name(doc)}",
+                f"a manifest is a mapping of fields, got {type_name(doc)}",
                 f"start from `version: {VERSION}`, `service_name: {ctx.service}`, "
                 f"`type: {ctx.type_folder}`, one field per line",
             )
@@ -465,7 +435,7 @@ class _Checker:
                 self.err(
                     doc.value_line("pr_deploy"),
                     "wrong-type",
-                    f"pr_deploy must be true or false, got {_type_name(value)}",
+                    f"pr_deploy must be true or false, got {type_name(value)}",
                     "write pr_deploy: true or pr_deploy: false",
                 )
                 return
@@ -589,7 +559,7 @@ class _Checker:
             self.err(
                 doc.value_line("static_file"),
                 "wrong-type",
-                f"static_file must be a mapping, got {_type_name(block)}",
+                f"static_file must be a mapping, got {type_name(block)}",
                 "write `static_file: {target_dir: /srv/www/<site>}`",
             )
             return
@@ -661,7 +631,7 @@ class _Checker:
             self.err(
                 doc.value_line("cron"),
                 "wrong-type",
-                f"cron must be a mapping, got {_type_name(block)}",
+                f"cron must be a mapping, got {type_name(block)}",
                 "write `cron: {schedule: '0 3 * * *', stack_files: [job.yml]}`",
             )
             return

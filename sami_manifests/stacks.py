@@ -15,7 +15,8 @@ from typing import Any
 from . import values
 from .problems import Limits, Problem, error, warning
 from .safeyaml import YList, YMap, load_yaml
-from .schema import Located, did_you_mean
+from .schema import Located
+from .words import did_you_mean
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 # The stack policies (see stack_policy_problems).

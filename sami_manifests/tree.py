@@ -37,8 +37,9 @@ from .problems import (
     warning,
 )
 from .safeyaml import load_yaml
-from .schema import STACK_TYPES, ManifestContext, ManifestSpec, check_manifest, did_you_mean
+from .schema import STACK_TYPES, ManifestContext, ManifestSpec, check_manifest
 from .stacks import POLICY_OFF, STACK_POLICIES, check_stack_files
+from .words import did_you_mean
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _IGNORED_FILES = ("README.md",)

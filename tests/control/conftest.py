@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from sami_control import offline
+from sami_control.core.controlplane import ControlPlane
 from sami_control.core.settings import Settings
 from sami_control.server import ControlServer, ServeConfig
+from tests.control.core_env import Clock, make_env
 from tests.harness import free_port
 
 
@@ -53,3 +55,9 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     loop.call_soon_threadsafe(stop.set)
     t.join(10)
     loop.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
+    """The core in-process over a real SQLite file, with a fake clock (core_env.py)."""
+    yield from make_env(tmp_path)
