@@ -103,6 +103,17 @@ class CommandParser(argparse.ArgumentParser):
             help="PEM file of the CA of sami-control's TLS certificate (default: $SAMI_CA)",
         )
         group.add_argument(
+            "--client-cert",
+            default=argparse.SUPPRESS,
+            help="PEM file of this client's certificate, when sami-control asks for one "
+            "(serve --client-ca) (default: $SAMI_CLIENT_CERT)",
+        )
+        group.add_argument(
+            "--client-key",
+            default=argparse.SUPPRESS,
+            help="PEM file of that certificate's key (default: $SAMI_CLIENT_KEY)",
+        )
+        group.add_argument(
             "-o",
             "--output",
             choices=("text", "json"),
@@ -126,6 +137,8 @@ def execute(args: argparse.Namespace) -> int:
         addr=getattr(args, "addr", None),
         token=getattr(args, "token", None),
         ca_file=getattr(args, "ca", None),
+        client_cert_file=getattr(args, "client_cert", None),
+        client_key_file=getattr(args, "client_key", None),
     )
     ctx = Context(
         endpoint=endpoint,

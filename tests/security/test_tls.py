@@ -159,6 +159,16 @@ def test_mtls_requires_a_client_certificate(
     assert cli.main(["cluster", "list"]) == 0
     assert "c1" in capsys.readouterr().out
     assert cli.main(["token", "list"]) == 0
+    # The same with flags, as `sami --help` lists them.
+    monkeypatch.delenv("SAMI_CLIENT_CERT")
+    monkeypatch.delenv("SAMI_CLIENT_KEY")
+    assert cli.main(["cluster", "list"]) == 3  # no certificate now: the handshake fails
+    capsys.readouterr()
+    flags = ["--client-cert", str(pki / "client-ci.pem"), "--client-key"]
+    assert cli.main(["cluster", "list", *flags, str(pki / "client-ci-key.pem")]) == 0
+    assert "c1" in capsys.readouterr().out
+    monkeypatch.setenv("SAMI_CLIENT_CERT", str(pki / "client-ci.pem"))
+    monkeypatch.setenv("SAMI_CLIENT_KEY", str(pki / "client-ci-key.pem"))
     # The certificate is in addition to the token, not instead of it.
     monkeypatch.setenv("SAMI_TOKEN", "sami_000000000000_" + "x" * 43)
     assert cli.main(["cluster", "list"]) == 3
