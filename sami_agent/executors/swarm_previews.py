@@ -7,6 +7,7 @@ services and networks are really gone: `stack rm` returns before Swarm has finis
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
@@ -76,7 +77,11 @@ def teardown(
         return ExecutionResult(Outcome.FAILED, f"docker stack rm {stack} failed: {exc}")
     if proc.returncode != 0:
         detail = " ".join((proc.stderr or proc.stdout).split())
-        return ExecutionResult(Outcome.FAILED, f"docker stack rm {stack} failed: {detail}")
+        if not _only_networks_in_use(detail):
+            return ExecutionResult(Outcome.FAILED, f"docker stack rm {stack} failed: {detail}")
+        # `stack rm` removes the services, then their networks at once, while the tasks are
+        # still shutting down (moby/moby#32620): the networks are removed below, once free.
+        report("teardown", f"{stack}: networks still in use by stopping tasks; waiting")
     deadline = time.monotonic() + min(REMOVE_TIMEOUT, max(job.converge_timeout, 30.0))
     left = len(services)
     while time.monotonic() < deadline:
@@ -88,12 +93,33 @@ def teardown(
         if not services and not networks:
             report("teardown", f"{stack} removed")
             return ExecutionResult(Outcome.SUCCEEDED, f"removed preview stack {stack}")
+        if not services:
+            _remove_networks(client, networks)
         time.sleep(0.5)
     return ExecutionResult(
         Outcome.FAILED,
         f"{stack} was not fully removed in time ({len(_stack_services(client, stack))} "
         "services left); `docker stack ps` on the manager shows why",
     )
+
+
+# What `docker stack rm` prints for a network a stopping task still holds.
+_NETWORK_IN_USE = re.compile(r"Failed to remove network \S+: .*? is in use by task")
+
+
+def _only_networks_in_use(detail: str) -> bool:
+    """Whether the only failures `docker stack rm` reported are networks still in use."""
+    failures = [f for f in detail.split("Failed to remove") if f.strip()]
+    rest = _NETWORK_IN_USE.sub("", detail)
+    return bool(failures) and "Failed to remove" not in rest and "Error" not in rest
+
+
+def _remove_networks(client: docker.DockerClient, names: list[str]) -> None:
+    """Remove the stack's networks the tasks have let go of (the others: next time)."""
+    for name in names:
+        # Still in use, or gone meanwhile: the loop looks again.
+        with contextlib.suppress(docker.errors.APIError):
+            client.networks.get(name).remove()
 
 
 def _stack_services(client: docker.DockerClient, stack: str) -> list[str]:
