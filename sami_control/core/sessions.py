@@ -42,7 +42,7 @@ class Outbox:
         return len(self._items)
 
 
-class Leases(MutableSet[str]):
+class LeaseIds(MutableSet[str]):
     """The deployment ids a session holds leases on: a set, allocated only while it holds
     some (most agents hold none most of the time)."""
 
@@ -72,7 +72,7 @@ class Leases(MutableSet[str]):
         return len(self._ids) if self._ids is not None else 0
 
     def __repr__(self) -> str:
-        return f"Leases({sorted(self)!r})"
+        return f"LeaseIds({sorted(self)!r})"
 
 
 @dataclass(slots=True, eq=False)
@@ -86,7 +86,7 @@ class AgentSession:
     last_seen_at: float
     outbox: Outbox = field(default_factory=Outbox)
     # Deployment ids this session holds a lease on.
-    leases: Leases = field(default_factory=Leases)
+    leases: LeaseIds = field(default_factory=LeaseIds)
     closed: bool = False
     # This session among the token's open streams: ended when the token is revoked or
     # expires. Its principal carries the peer the stream came from, for the audit log.

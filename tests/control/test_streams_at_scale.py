@@ -29,7 +29,7 @@ from sami_control.api.servicers import EventBytes
 from sami_control.core.commands import RevokeCommand
 from sami_control.core.hub import QUEUE_LIMIT, Hub
 from sami_control.core.model import Event, EventType, State
-from sami_control.core.sessions import Leases, Outbox
+from sami_control.core.sessions import LeaseIds, Outbox
 from sami_control.server import ControlServer, ServeConfig
 from tests import samples
 from tests.control.conftest import LiveServer
@@ -70,7 +70,7 @@ def test_hub_offers_in_subscription_order_and_a_full_queue_turns_into_lagged() -
 
 
 def test_leases_hold_a_set_only_while_there_are_leases() -> None:
-    leases = Leases()
+    leases = LeaseIds()
     assert len(leases) == 0 and list(leases) == [] and leases == set() and leases._ids is None
     leases.add("d1")
     leases.add("d2")
