@@ -119,7 +119,7 @@ def fig_swarm(ctx: Ctx) -> list[Row]:
                 env={**env, "SAMI_TOKEN": agent_token, "SAMI_LOG_FORMAT": "json"},
                 start_new_session=True,
             )
-        wait_for_text(agent_log, "connected to the control plane", 60)
+        wait_for_text(agent_log, "control_plane_connected", 60)
 
         cli_env = {**env, "SAMI_ADDR": cp.addr, "SAMI_TOKEN": admin}
 

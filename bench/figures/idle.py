@@ -234,7 +234,7 @@ def fig_footprint(ctx: Ctx) -> list[Row]:
                 env=env,
                 start_new_session=True,
             )
-        wait_for_text(root / "agent.log", "connected to the control plane", 30)
+        wait_for_text(root / "agent.log", "control_plane_connected", 30)
         time.sleep(p.footprint_settle)
         cp_rss, agent_rss = rss_bytes(cp.pid), rss_bytes(agent.pid)
         c0, a0, t0 = cpu_seconds(cp.pid), cpu_seconds(agent.pid), time.monotonic()
