@@ -16,8 +16,13 @@ import argparse
 
 from sami_client import argtypes, render
 from sami_client.context import DEFAULT_LIST_LIMIT, Context, Subparsers
-from sami_client.errors import ExitCode, UsageError
-from sami_client.follow import DEFAULT_WAIT_TIMEOUT, wait_timeout
+from sami_client.errors import ExitCode
+from sami_client.follow import (
+    DEFAULT_WAIT_TIMEOUT,
+    add_wait_options,
+    check_wait_options,
+    wait_timeout,
+)
 from sami_client.pb import deployment_pb2
 from sami_common.durations import format_seconds
 
@@ -53,21 +58,7 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--request-id", default="", help="idempotency key: a retry with it deploys once")
     p.add_argument("--reason", default="", help="why (shown in the history)")
-    p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
-    p.add_argument(
-        "--timeout",
-        type=argtypes.duration,
-        metavar="DURATION",
-        help="with --wait: give up after this long, exit 3: 90, 90s, 15m, 1h30m "
-        f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
-    )
-    p.add_argument(
-        "--queue-timeout",
-        type=argtypes.duration,
-        metavar="DURATION",
-        help="with --wait: exit 3 if no agent has picked the deployment up after DURATION "
-        "(it stays queued)",
-    )
+    add_wait_options(p)
     p.set_defaults(run=run_deploy)
 
     p = commands.add_parser("watch", help="follow a deployment to its end")
@@ -109,8 +100,7 @@ def register(commands: Subparsers) -> None:
 
 
 def run_deploy(args: argparse.Namespace, ctx: Context) -> int:
-    if (args.timeout is not None or args.queue_timeout is not None) and not args.wait:
-        raise UsageError("--timeout and --queue-timeout limit --wait: add --wait, or drop them")
+    check_wait_options(args)
     deployment = ctx.client().create_deployment(
         args.service,
         args.env,

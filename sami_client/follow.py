@@ -3,15 +3,17 @@ lines live, resume across control-plane restarts, and turn the outcome into an e
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TextIO
 
-from sami_client import github_actions, render
+from sami_client import argtypes, github_actions, render
 from sami_client.client import TERMINAL_STATES, ReconnectCallback, SamiClient
-from sami_client.errors import ExitCode, QueueTimeout, SamiError, WatchTimeout
+from sami_client.errors import ExitCode, QueueTimeout, SamiError, UsageError, WatchTimeout
 from sami_client.pb import cluster_pb2, deployment_pb2
+from sami_common.durations import format_seconds
 
 DEFAULT_WAIT_TIMEOUT = 30 * 60.0
 
@@ -23,6 +25,33 @@ _OUTCOME_READ_TIMEOUT = 30.0
 # the wait says why it is not (no agent connected, when one last was).
 QUEUE_FIRST_CHECK = 5.0
 QUEUE_CHECK_EVERY = 60.0
+
+
+def add_wait_options(p: argparse.ArgumentParser) -> None:
+    """`--wait`, `--timeout` and `--queue-timeout`, as every command that requests a
+    deployment takes them (deploy, rollback, promote, teardown)."""
+    p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
+    p.add_argument(
+        "--timeout",
+        type=argtypes.duration,
+        metavar="DURATION",
+        help="with --wait: give up after this long, exit 3: 90, 90s, 15m, 1h30m "
+        f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
+    )
+    p.add_argument(
+        "--queue-timeout",
+        type=argtypes.duration,
+        metavar="DURATION",
+        help="with --wait: exit 3 if no agent has picked the deployment up after DURATION "
+        "(it stays queued)",
+    )
+
+
+def check_wait_options(args: argparse.Namespace) -> None:
+    """The limits of a wait make no sense without --wait: say so (exit 2)."""
+    for option, value in (("--timeout", args.timeout), ("--queue-timeout", args.queue_timeout)):
+        if value is not None and not args.wait:
+            raise UsageError(f"{option} limits --wait: add --wait, or drop {option}")
 
 
 def wait_timeout(seconds: float | None) -> float | None:

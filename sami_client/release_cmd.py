@@ -31,9 +31,8 @@ from sami_client import argtypes, history, render
 from sami_client.client import DEFAULT_PAGE_SIZE, SamiClient
 from sami_client.context import Context
 from sami_client.errors import ExitCode, UsageError
-from sami_client.follow import DEFAULT_WAIT_TIMEOUT
+from sami_client.follow import add_wait_options, check_wait_options
 from sami_client.pb import deployment_pb2
-from sami_common.durations import format_seconds
 
 PREVIEWS = "pull_request"
 _DEFAULT_LIMIT = 50
@@ -109,21 +108,7 @@ def register(subparsers: Any) -> None:
 def _add_request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-id", default="", help="idempotency key: a retry with it acts once")
     p.add_argument("--reason", default="", help="why (shown in the history)")
-    p.add_argument("--wait", action="store_true", help="follow the deployment to its end")
-    p.add_argument(
-        "--timeout",
-        type=argtypes.duration,
-        metavar="DURATION",
-        help="with --wait: give up after this long, exit 3: 90, 90s, 15m, 1h30m "
-        f"(default {format_seconds(DEFAULT_WAIT_TIMEOUT)}; 0: never)",
-    )
-    p.add_argument(
-        "--queue-timeout",
-        type=argtypes.duration,
-        metavar="DURATION",
-        help="with --wait: exit 3 if no agent has picked the deployment up after DURATION "
-        "(it stays queued)",
-    )
+    add_wait_options(p)
 
 
 def _pull_request(text: str) -> int:
@@ -134,13 +119,6 @@ def _pull_request(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
-
-
-def _check_wait(args: argparse.Namespace) -> None:
-    if args.timeout is not None and not args.wait:
-        raise UsageError("--timeout limits --wait: add --wait, or drop --timeout")
-    if args.queue_timeout is not None and not args.wait:
-        raise UsageError("--queue-timeout limits --wait: add --wait, or drop --queue-timeout")
 
 
 def _where(service: str, env: str, pr: int | None) -> str:
@@ -209,7 +187,7 @@ def run_history(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_rollback(args: argparse.Namespace, ctx: Context) -> int:
-    _check_wait(args)
+    check_wait_options(args)
     _check_pr(args.env, args.pr)
     service, env, pr = args.service, args.env, args.pr
     client = ctx.client()
@@ -300,7 +278,7 @@ def _default_target(
 
 
 def run_promote(args: argparse.Namespace, ctx: Context) -> int:
-    _check_wait(args)
+    check_wait_options(args)
     service, source_env, dest_env = args.service, args.source, args.dest
     if source_env == dest_env:
         raise UsageError(f"--from and --to are both {source_env}: name two environments")
@@ -354,7 +332,7 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_teardown(args: argparse.Namespace, ctx: Context) -> int:
-    _check_wait(args)
+    check_wait_options(args)
     deployment = ctx.client().teardown_preview(
         args.service, args.pr, reason=args.reason, request_id=args.request_id
     )

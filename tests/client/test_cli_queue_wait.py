@@ -94,7 +94,7 @@ def test_a_deployment_picked_up_later_is_followed_to_its_end(
 def test_queue_timeout_needs_wait(sami, server) -> None:
     result = sami("deploy", "web", "--env", "stage", "--artifact", REF, "--queue-timeout", "5")
     assert result.code == 2
-    assert "--queue-timeout limit --wait" in result.err
+    assert "--queue-timeout limits --wait" in result.err
 
 
 def test_rollback_and_promote_take_queue_timeout_with_wait(sami, server) -> None:
