@@ -80,13 +80,9 @@ class AgentReports:
         now = self._seen(session)
         fx = Effects()
         with self.ctx.store.tx() as tx:
-            d = self._held(
-                session, tx.get_deployment(deployment_id), deployment_id, lease_id, epoch
-            )
-            if d is None:
-                return self._reject(session, deployment_id, lease_id, STALE)
-            self.leases.renew(tx, fx, d, session, now)
-            tx.update_deployment(d)
+            d = self._renewed(tx, fx, session, deployment_id, lease_id, epoch, now)
+            if d is not None:
+                tx.update_deployment(d)
         self.ctx.publisher.apply(fx)
 
     @audited("agent.report", _about)
@@ -122,12 +118,10 @@ class AgentReports:
         message = limits.clean_text(message, limits.MAX_PROGRESS_MESSAGE) if message else ""
         fx = Effects()
         with self.ctx.store.tx() as tx:
-            d = self._held(
-                session, tx.get_deployment(deployment_id), deployment_id, lease_id, epoch
-            )
+            # Progress implies a lost ack, too: it renews the lease as an ack does.
+            d = self._renewed(tx, fx, session, deployment_id, lease_id, epoch, now)
             if d is None:
-                return self._reject(session, deployment_id, lease_id, STALE)
-            self.leases.renew(tx, fx, d, session, now)  # progress implies a lost ack, too
+                return None
             new = sequence > d.agent_sequence  # else stored already (sent again)
             if new:
                 d.agent_sequence = sequence
@@ -320,6 +314,25 @@ class AgentReports:
         now = self.ctx.clock()
         session.last_seen_at = now
         return now
+
+    def _renewed(
+        self,
+        tx: Tx,
+        fx: Effects,
+        session: AgentSession,
+        deployment_id: str,
+        lease_id: str,
+        epoch: int,
+        now: float,
+    ) -> Deployment | None:
+        """The deployment, its lease renewed, if `session` holds this lease on it; else None,
+        after telling the agent to let go."""
+        d = self._held(session, tx.get_deployment(deployment_id), deployment_id, lease_id, epoch)
+        if d is None:
+            self._reject(session, deployment_id, lease_id, STALE)
+            return None
+        self.leases.renew(tx, fx, d, session, now)
+        return d
 
     @staticmethod
     def _held(

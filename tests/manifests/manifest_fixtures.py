@@ -88,3 +88,17 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+
+
+# A YAML entity-expansion bomb: nine aliases of nine make 9**9 nodes from a few hundred bytes.
+BILLION_LAUGHS = "\n".join(
+    [
+        "version: v1beta",
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *(
+            f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]"
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+        "",
+    ]
+)

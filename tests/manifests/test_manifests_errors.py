@@ -6,7 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from manifest_fixtures import JOBS, JOBS_MANIFEST, SITE, WEB, WEB_MANIFEST, WEB_STACK, base_files
+from manifest_fixtures import (
+    BILLION_LAUGHS,
+    JOBS,
+    JOBS_MANIFEST,
+    SITE,
+    WEB,
+    WEB_MANIFEST,
+    WEB_STACK,
+    base_files,
+)
 
 from sami_manifests import Limits, Problem, Severity, lint
 
@@ -57,18 +66,6 @@ def delete(path: str) -> Callable[[Files], None]:
 
 
 SITE_LINES = base_files()[f"{SITE}/sami.yaml"].decode().splitlines(keepends=True)
-
-BILLION_LAUGHS = "\n".join(
-    [
-        "version: v1beta",
-        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
-        *(
-            f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]"
-            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
-        ),
-        "",
-    ]
-)
 
 
 @dataclass

@@ -6,23 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from manifest_fixtures import WEB, WEB_MANIFEST, WEB_STACK
+from manifest_fixtures import BILLION_LAUGHS, WEB, WEB_MANIFEST, WEB_STACK
 
 from sami_manifests import Problem, lint
 
 Files = dict[str, bytes]
-
-BILLION_LAUGHS = "\n".join(
-    [
-        "version: v1beta",
-        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
-        *(
-            f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]"
-            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
-        ),
-        "",
-    ]
-)
 
 
 def find(problems: list[Problem], code: str) -> list[Problem]:
