@@ -5,8 +5,8 @@ rejected request writes nothing and an event is durable before it is published."
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from sami_control.core.model import (
     AgentRecord,
@@ -33,56 +33,73 @@ class Conflict(Exception):
 
 
 class Tx(abc.ABC):
+    """One transaction's reads and writes. Every method is a coroutine: a backend on a
+    server (PostgreSQL) waits for the database without blocking the event loop. SQLite's
+    never suspends (the file is local), which is what lets its group commit share one
+    transaction among all the blocks of one loop turn."""
+
+    @abc.abstractmethod
+    async def lock(self, name: str) -> None:
+        """Hold an exclusive lock named `name` until this transaction ends. Several
+        control-plane replicas write one database: the core takes a name's lock before it
+        reads what it is about to change (a service+environment+PR before queueing or
+        dispatching on it, a deployment before moving it), so that two replicas doing the
+        same thing at once do it one after the other. Order: a key's lock before any of its
+        deployments' locks, never the other way (no deadlocks). A backend with one writer
+        at a time (SQLite) has nothing to do."""
+
     # tokens
     @abc.abstractmethod
-    def insert_token(self, t: TokenRecord) -> None: ...
+    async def insert_token(self, t: TokenRecord) -> None: ...
     @abc.abstractmethod
-    def get_token(self, token_id: str) -> TokenRecord | None: ...
+    async def get_token(self, token_id: str) -> TokenRecord | None: ...
     @abc.abstractmethod
-    def list_tokens(self) -> list[TokenRecord]: ...
+    async def list_tokens(self) -> list[TokenRecord]: ...
     @abc.abstractmethod
-    def revoke_token(self, token_id: str, at: float) -> bool: ...
+    async def revoke_token(self, token_id: str, at: float) -> bool: ...
 
     # clusters
     @abc.abstractmethod
-    def insert_cluster(self, c: Cluster) -> None: ...
+    async def insert_cluster(self, c: Cluster) -> None: ...
     @abc.abstractmethod
-    def get_cluster(self, cluster_id: str) -> Cluster | None: ...
+    async def get_cluster(self, cluster_id: str) -> Cluster | None: ...
     @abc.abstractmethod
-    def list_clusters(self) -> list[Cluster]: ...
+    async def list_clusters(self) -> list[Cluster]: ...
     @abc.abstractmethod
-    def cluster_for_environment(self, environment: str) -> str | None: ...
+    async def cluster_for_environment(self, environment: str) -> str | None: ...
     @abc.abstractmethod
-    def set_cluster_environments(self, cluster_id: str, environments: Sequence[str]) -> None:
+    async def set_cluster_environments(self, cluster_id: str, environments: Sequence[str]) -> None:
         """The environments the cluster serves, all of them (the others are dropped)."""
 
     # artifacts
     @abc.abstractmethod
-    def insert_artifact(self, a: Artifact) -> None: ...
+    async def insert_artifact(self, a: Artifact) -> None: ...
     @abc.abstractmethod
-    def get_artifact(self, artifact_id: str) -> Artifact | None: ...
+    async def get_artifact(self, artifact_id: str) -> Artifact | None: ...
     @abc.abstractmethod
-    def find_artifact(self, artifact_name: str, digest: str) -> Artifact | None: ...
+    async def find_artifact(self, artifact_name: str, digest: str) -> Artifact | None: ...
     @abc.abstractmethod
-    def find_artifacts_by_digest(self, digest: str) -> list[Artifact]: ...
+    async def find_artifacts_by_digest(self, digest: str) -> list[Artifact]: ...
     @abc.abstractmethod
-    def list_artifacts(
+    async def list_artifacts(
         self, artifact_name: str, before_seq: int, limit: int
     ) -> list[tuple[int, Artifact]]: ...
 
     # deployments
     @abc.abstractmethod
-    def insert_deployment(self, d: Deployment) -> None: ...
+    async def insert_deployment(self, d: Deployment) -> None: ...
     @abc.abstractmethod
-    def update_deployment(self, d: Deployment) -> None: ...
+    async def update_deployment(self, d: Deployment) -> None: ...
     @abc.abstractmethod
-    def get_deployment(self, deployment_id: str) -> Deployment | None: ...
+    async def get_deployment(self, deployment_id: str) -> Deployment | None: ...
     @abc.abstractmethod
-    def get_deployment_by_request_id(self, token_id: str, request_id: str) -> Deployment | None:
+    async def get_deployment_by_request_id(
+        self, token_id: str, request_id: str
+    ) -> Deployment | None:
         """The deployment the token `token_id` asked for with this idempotency key."""
 
     @abc.abstractmethod
-    def list_deployments(
+    async def list_deployments(
         self,
         service: str,
         environment: str,
@@ -91,82 +108,86 @@ class Tx(abc.ABC):
         limit: int,
     ) -> list[Deployment]: ...
     @abc.abstractmethod
-    def latest_for_key(
+    async def latest_for_key(
         self, service: str, environment: str, pull_request: int, cluster: str | None = None
     ) -> Deployment | None:
         """The newest deployment of service+environment+PR (any state, any action)."""
 
     @abc.abstractmethod
-    def latest_previews(self, service: str) -> list[Deployment]:
+    async def latest_previews(self, service: str) -> list[Deployment]:
         """The newest deployment of each pull request of `service` (environment
         pull_request), oldest first."""
 
     @abc.abstractmethod
-    def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
+    async def queued_of_key(
+        self, service: str, environment: str, pull_request: int
+    ) -> list[Deployment]:
         """The QUEUED deployments of one service+environment+PR, oldest first."""
 
     @abc.abstractmethod
-    def deployments_in_states(
+    async def deployments_in_states(
         self, states: Sequence[State], cluster: str | None = None
     ) -> list[Deployment]:
         """Oldest first."""
 
     @abc.abstractmethod
-    def active_keys(self) -> set[tuple[str, str, int]]:
+    async def active_keys(self) -> set[tuple[str, str, int]]:
         """(service, environment, pull_request) of every ASSIGNED or IN_PROGRESS one."""
 
     # events
     @abc.abstractmethod
-    def append_event(self, e: Event) -> None: ...
+    async def append_event(self, e: Event) -> None: ...
     @abc.abstractmethod
-    def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]: ...
+    async def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]: ...
 
     # agents
     @abc.abstractmethod
-    def upsert_agent(self, a: AgentRecord) -> None: ...
+    async def upsert_agent(self, a: AgentRecord) -> None: ...
     @abc.abstractmethod
-    def list_agents(self, cluster: str) -> list[AgentRecord]: ...
+    async def list_agents(self, cluster: str) -> list[AgentRecord]: ...
     @abc.abstractmethod
-    def delete_agent(self, cluster: str, agent_id: str) -> bool:
+    async def delete_agent(self, cluster: str, agent_id: str) -> bool:
         """Forget an agent's record; False if there was none."""
 
     # manifest revisions (immutable once stored)
     @abc.abstractmethod
-    def insert_manifest_revision(
+    async def insert_manifest_revision(
         self, rev: ManifestRevision, files: Mapping[str, bytes]
     ) -> None: ...
     @abc.abstractmethod
-    def next_synced_seq(self) -> int: ...
+    async def next_synced_seq(self) -> int: ...
     @abc.abstractmethod
-    def mark_revision_synced(self, revision_id: str, synced_seq: int) -> None: ...
+    async def mark_revision_synced(self, revision_id: str, synced_seq: int) -> None: ...
     @abc.abstractmethod
-    def get_manifest_revision(self, revision_id: str) -> ManifestRevision | None: ...
+    async def get_manifest_revision(self, revision_id: str) -> ManifestRevision | None: ...
     @abc.abstractmethod
-    def current_manifest_revision_id(self) -> str | None: ...
+    async def current_manifest_revision_id(self) -> str | None: ...
     @abc.abstractmethod
-    def current_manifest_revision(self) -> ManifestRevision | None: ...
+    async def current_manifest_revision(self) -> ManifestRevision | None: ...
     @abc.abstractmethod
-    def list_manifest_revisions(self, before_seq: int, limit: int) -> list[ManifestRevision]: ...
+    async def list_manifest_revisions(
+        self, before_seq: int, limit: int
+    ) -> list[ManifestRevision]: ...
     @abc.abstractmethod
-    def manifest_files(self, revision_id: str, prefix: str = "") -> dict[str, bytes]:
+    async def manifest_files(self, revision_id: str, prefix: str = "") -> dict[str, bytes]:
         """Files of a revision whose path starts with prefix, by full path."""
 
     # audit
     @abc.abstractmethod
-    def append_audit(self, entry: AuditEntry) -> None: ...
+    async def append_audit(self, entry: AuditEntry) -> None: ...
     @abc.abstractmethod
-    def list_audit(
+    async def list_audit(
         self, since: float, limit: int, after_seq: int = 0, service: str = ""
     ) -> list[AuditEntry]:
         """Entries at or after `since` and after position `after_seq`, oldest first."""
 
     # cron runs (written once, never changed)
     @abc.abstractmethod
-    def insert_cron_run(self, run: CronRun) -> None: ...
+    async def insert_cron_run(self, run: CronRun) -> None: ...
     @abc.abstractmethod
-    def get_cron_run(self, run_id: str) -> CronRun | None: ...
+    async def get_cron_run(self, run_id: str) -> CronRun | None: ...
     @abc.abstractmethod
-    def list_cron_runs(
+    async def list_cron_runs(
         self, service: str, environment: str, before_seq: int, limit: int
     ) -> list[CronRun]:
         """Newest (highest seq) first."""
@@ -177,11 +198,17 @@ class Store(abc.ABC):
     kind = ""
 
     @abc.abstractmethod
-    def tx(self) -> AbstractContextManager[Tx]:
-        """A read-write transaction: commits on normal exit, rolls back on an exception."""
+    def tx(self) -> AbstractAsyncContextManager[Tx]:
+        """A read-write transaction (`async with store.tx() as tx:`): commits on normal
+        exit, rolls back on an exception."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (migrations). Called once before the
+        first tx()."""
+        return None
 
     @abc.abstractmethod
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
     # Group commit (see SQLiteStore): a store may let a transaction's block end before its
     # commit is durable, and commit several together. These two say when it is. A store
@@ -208,11 +235,14 @@ class Store(abc.ABC):
         commit carrying it failed. A reply must not promise what a crash could undo."""
         return None
 
-    def iter_events(self, deployment_id: str, after: int, page: int = 500) -> Iterator[Event]:
+    async def iter_events(
+        self, deployment_id: str, after: int, page: int = 500
+    ) -> AsyncIterator[Event]:
         while True:
-            with self.tx() as tx:
-                batch = tx.events_after(deployment_id, after, page)
-            yield from batch
+            async with self.tx() as tx:
+                batch = await tx.events_after(deployment_id, after, page)
+            for e in batch:
+                yield e
             if len(batch) < page:
                 return
             after = batch[-1].sequence

@@ -32,8 +32,8 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,7 @@ class SQLiteStore(Store):
         # The batch whose COMMIT the committer thread runs now, and that job.
         self._committing: tuple[_Batch, concurrent.futures.Future[Any]] | None = None
         self._batch: _Batch | None = None
+        self._in_tx = False
         # Commits made and transactions they carried (group commit): how well it groups.
         self.commits = 0
         self.batched = 0
@@ -185,38 +186,47 @@ class SQLiteStore(Store):
         self._loop_thread = threading.get_ident()
         self._committer = concurrent.futures.ThreadPoolExecutor(1, "sami-commit")
 
-    @contextmanager
-    def tx(self) -> Iterator[Tx]:
-        if self._loop is None:
-            with self._lock:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield SQLiteTx(self._conn)
-                except sqlite3.IntegrityError as exc:
-                    self._conn.execute("ROLLBACK")
-                    raise Conflict(str(exc)) from exc
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            return
-        if threading.get_ident() != self._loop_thread:
-            raise RuntimeError("with group commits on, the store is used from its loop only")
-        if self._committing is not None:
-            # The connection is the committer thread's until its COMMIT returns. Callers
-            # that can wait await writable() first; one that did not waits here.
-            self._finish_commit(*self._committing)
-        batch = self._batch or self._open_batch()
-        batch.joined += 1
-        self._conn.execute("SAVEPOINT tx")
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[Tx]:
+        if self._in_tx:
+            # The connection has one transaction (or, grouped, one savepoint) open at a time.
+            # SQLiteTx's coroutines never suspend, so a block can only overlap another if it
+            # awaited something else while open: a bug in the caller, caught here.
+            raise RuntimeError("a SQLite transaction block awaited something that suspended")
+        self._in_tx = True
         try:
-            yield SQLiteTx(self._conn)
-        except BaseException as exc:
-            self._undo(batch)
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise Conflict(str(exc)) from exc
-            raise
-        self._conn.execute("RELEASE tx")
+            if self._loop is None:
+                with self._lock:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield SQLiteTx(self._conn)
+                    except sqlite3.IntegrityError as exc:
+                        self._conn.execute("ROLLBACK")
+                        raise Conflict(str(exc)) from exc
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
+                    self._conn.execute("COMMIT")
+                return
+            if threading.get_ident() != self._loop_thread:
+                raise RuntimeError("with group commits on, the store is used from its loop only")
+            if self._committing is not None:
+                # The connection is the committer thread's until its COMMIT returns. Callers
+                # that can wait await writable() first; one that did not waits here.
+                self._finish_commit(*self._committing)
+            batch = self._batch or self._open_batch()
+            batch.joined += 1
+            self._conn.execute("SAVEPOINT tx")
+            try:
+                yield SQLiteTx(self._conn)
+            except BaseException as exc:
+                self._undo(batch)
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise Conflict(str(exc)) from exc
+                raise
+            self._conn.execute("RELEASE tx")
+        finally:
+            self._in_tx = False
 
     async def writable(self) -> None:
         """Wait (without blocking the loop) while a commit is in flight: a tx() started
@@ -331,7 +341,11 @@ class SQLiteStore(Store):
             return
         await pending.wait(pending.durable_waiters)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
+        """close(), for callers without an event loop (the offline commands' tail)."""
         with self._lock:
             if self._committing is not None:
                 self._finish_commit(*self._committing)

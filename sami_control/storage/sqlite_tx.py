@@ -181,32 +181,36 @@ class SQLiteTx(Tx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
 
+    async def lock(self, name: str) -> None:
+        """Nothing to do: every write transaction is BEGIN IMMEDIATE, so one writer at a
+        time holds the whole file."""
+
     # tokens
-    def insert_token(self, t: TokenRecord) -> None:
+    async def insert_token(self, t: TokenRecord) -> None:
         self._insert("tokens", dataclasses.asdict(t))
 
-    def get_token(self, token_id: str) -> TokenRecord | None:
+    async def get_token(self, token_id: str) -> TokenRecord | None:
         row = self.c.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
         return _token(row) if row else None
 
-    def list_tokens(self) -> list[TokenRecord]:
+    async def list_tokens(self) -> list[TokenRecord]:
         return [_token(r) for r in self.c.execute("SELECT * FROM tokens ORDER BY created_at")]
 
-    def revoke_token(self, token_id: str, at: float) -> bool:
+    async def revoke_token(self, token_id: str, at: float) -> bool:
         cur = self.c.execute(
             "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at = 0", (at, token_id)
         )
         return cur.rowcount == 1
 
     # clusters
-    def insert_cluster(self, c: Cluster) -> None:
+    async def insert_cluster(self, c: Cluster) -> None:
         self.c.execute("INSERT INTO clusters (id, created_at) VALUES (?, ?)", (c.id, c.created_at))
         self.c.executemany(
             "INSERT INTO cluster_environments (environment, cluster) VALUES (?, ?)",
             [(e, c.id) for e in c.environments],
         )
 
-    def get_cluster(self, cluster_id: str) -> Cluster | None:
+    async def get_cluster(self, cluster_id: str) -> Cluster | None:
         row = self.c.execute("SELECT * FROM clusters WHERE id = ?", (cluster_id,)).fetchone()
         if not row:
             return None
@@ -220,43 +224,43 @@ class SQLiteTx(Tx):
         ]
         return Cluster(id=row["id"], environments=envs, created_at=row["created_at"])
 
-    def list_clusters(self) -> list[Cluster]:
+    async def list_clusters(self) -> list[Cluster]:
         ids = [r[0] for r in self.c.execute("SELECT id FROM clusters ORDER BY id")]
-        return [c for i in ids if (c := self.get_cluster(i))]
+        return [c for i in ids if (c := await self.get_cluster(i))]
 
-    def set_cluster_environments(self, cluster_id: str, environments: Sequence[str]) -> None:
+    async def set_cluster_environments(self, cluster_id: str, environments: Sequence[str]) -> None:
         self.c.execute("DELETE FROM cluster_environments WHERE cluster = ?", (cluster_id,))
         self.c.executemany(
             "INSERT INTO cluster_environments (environment, cluster) VALUES (?, ?)",
             [(e, cluster_id) for e in environments],
         )
 
-    def cluster_for_environment(self, environment: str) -> str | None:
+    async def cluster_for_environment(self, environment: str) -> str | None:
         row = self.c.execute(
             "SELECT cluster FROM cluster_environments WHERE environment = ?", (environment,)
         ).fetchone()
         return row[0] if row else None
 
     # artifacts
-    def insert_artifact(self, a: Artifact) -> None:
+    async def insert_artifact(self, a: Artifact) -> None:
         self._insert("artifacts", dataclasses.asdict(a))
 
-    def get_artifact(self, artifact_id: str) -> Artifact | None:
+    async def get_artifact(self, artifact_id: str) -> Artifact | None:
         row = self.c.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
         return _artifact(row) if row else None
 
-    def find_artifact(self, artifact_name: str, digest: str) -> Artifact | None:
+    async def find_artifact(self, artifact_name: str, digest: str) -> Artifact | None:
         row = self.c.execute(
             "SELECT * FROM artifacts WHERE artifact_name = ? AND digest = ?",
             (artifact_name, digest),
         ).fetchone()
         return _artifact(row) if row else None
 
-    def find_artifacts_by_digest(self, digest: str) -> list[Artifact]:
+    async def find_artifacts_by_digest(self, digest: str) -> list[Artifact]:
         rows = self.c.execute("SELECT * FROM artifacts WHERE digest = ? ORDER BY seq", (digest,))
         return [_artifact(r) for r in rows]
 
-    def list_artifacts(
+    async def list_artifacts(
         self, artifact_name: str, before_seq: int, limit: int
     ) -> list[tuple[int, Artifact]]:
         sql = "SELECT * FROM artifacts WHERE seq < ?"
@@ -269,28 +273,30 @@ class SQLiteTx(Tx):
         return [(r["seq"], _artifact(r)) for r in self.c.execute(sql, args)]
 
     # deployments
-    def insert_deployment(self, d: Deployment) -> None:
+    async def insert_deployment(self, d: Deployment) -> None:
         values = [
             f(v) if f else v
             for f, v in zip(_DEP_INSERT_ENCODERS, _dep_insert_values(d), strict=True)
         ]
         d.seq = self.c.execute(_DEP_INSERT, values).lastrowid or 0
 
-    def update_deployment(self, d: Deployment) -> None:
+    async def update_deployment(self, d: Deployment) -> None:
         # cancel_requested goes in as is: sqlite3 stores a bool as the integer 0 or 1.
         self.c.execute(_DEP_UPDATE, (*_dep_mutable_values(d), d.id))
 
-    def get_deployment(self, deployment_id: str) -> Deployment | None:
+    async def get_deployment(self, deployment_id: str) -> Deployment | None:
         row = self.c.execute(_DEP_SELECT + " WHERE id = ?", (deployment_id,)).fetchone()
         return _deployment(row) if row else None
 
-    def get_deployment_by_request_id(self, token_id: str, request_id: str) -> Deployment | None:
+    async def get_deployment_by_request_id(
+        self, token_id: str, request_id: str
+    ) -> Deployment | None:
         row = self.c.execute(
             _DEP_SELECT + " WHERE created_by_token = ? AND request_id = ?", (token_id, request_id)
         ).fetchone()
         return _deployment(row) if row else None
 
-    def list_deployments(
+    async def list_deployments(
         self, service: str, environment: str, state: State | None, before_seq: int, limit: int
     ) -> list[Deployment]:
         sql = _DEP_SELECT + " WHERE seq < ?"
@@ -306,7 +312,7 @@ class SQLiteTx(Tx):
         args.append(limit)
         return [_deployment(r) for r in self.c.execute(sql, args)]
 
-    def latest_for_key(
+    async def latest_for_key(
         self, service: str, environment: str, pull_request: int, cluster: str | None = None
     ) -> Deployment | None:
         sql = _DEP_SELECT + " WHERE service = ? AND environment = ? AND pull_request = ?"
@@ -317,7 +323,7 @@ class SQLiteTx(Tx):
         row = self.c.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         return _deployment(row) if row else None
 
-    def latest_previews(self, service: str) -> list[Deployment]:
+    async def latest_previews(self, service: str) -> list[Deployment]:
         rows = self.c.execute(
             _DEP_SELECT + " WHERE seq IN (SELECT max(seq) FROM deployments"
             " WHERE service = ? AND environment = 'pull_request' GROUP BY pull_request)"
@@ -326,7 +332,9 @@ class SQLiteTx(Tx):
         )
         return [_deployment(r) for r in rows]
 
-    def queued_of_key(self, service: str, environment: str, pull_request: int) -> list[Deployment]:
+    async def queued_of_key(
+        self, service: str, environment: str, pull_request: int
+    ) -> list[Deployment]:
         rows = self.c.execute(
             _DEP_SELECT + " WHERE service = ? AND environment = ? "
             "AND pull_request = ? AND state = ? ORDER BY seq",
@@ -334,7 +342,7 @@ class SQLiteTx(Tx):
         )
         return [_deployment(r) for r in rows]
 
-    def deployments_in_states(
+    async def deployments_in_states(
         self, states: Sequence[State], cluster: str | None = None
     ) -> list[Deployment]:
         sql = _DEP_SELECT + f" WHERE state IN ({','.join('?' * len(states))})"
@@ -345,7 +353,7 @@ class SQLiteTx(Tx):
         sql += " ORDER BY seq"
         return [_deployment(r) for r in self.c.execute(sql, args)]
 
-    def active_keys(self) -> set[tuple[str, str, int]]:
+    async def active_keys(self) -> set[tuple[str, str, int]]:
         rows = self.c.execute(
             "SELECT service, environment, pull_request FROM deployments WHERE state IN (?, ?)",
             (int(State.ASSIGNED), int(State.IN_PROGRESS)),
@@ -353,10 +361,10 @@ class SQLiteTx(Tx):
         return {(r[0], r[1], r[2]) for r in rows}
 
     # events
-    def append_event(self, e: Event) -> None:
+    async def append_event(self, e: Event) -> None:
         self.c.execute(_EVENT_INSERT, _event_values(e))
 
-    def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]:
+    async def events_after(self, deployment_id: str, after: int, limit: int) -> list[Event]:
         rows = self.c.execute(
             _EVENT_SELECT + " WHERE deployment_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (deployment_id, after, limit),
@@ -364,7 +372,7 @@ class SQLiteTx(Tx):
         return [_event(r) for r in rows]
 
     # agents
-    def upsert_agent(self, a: AgentRecord) -> None:
+    async def upsert_agent(self, a: AgentRecord) -> None:
         row = {k: v for k, v in dataclasses.asdict(a).items() if k not in ("connected", "leases")}
         cols = list(row)
         self.c.execute(
@@ -374,7 +382,7 @@ class SQLiteTx(Tx):
             [_enc(c, row[c]) for c in cols],
         )
 
-    def list_agents(self, cluster: str) -> list[AgentRecord]:
+    async def list_agents(self, cluster: str) -> list[AgentRecord]:
         sql = "SELECT * FROM agents"
         args: list[Any] = []
         if cluster:
@@ -385,14 +393,16 @@ class SQLiteTx(Tx):
             for r in self.c.execute(sql + " ORDER BY agent_id, cluster", args)
         ]
 
-    def delete_agent(self, cluster: str, agent_id: str) -> bool:
+    async def delete_agent(self, cluster: str, agent_id: str) -> bool:
         cur = self.c.execute(
             "DELETE FROM agents WHERE cluster = ? AND agent_id = ?", (cluster, agent_id)
         )
         return cur.rowcount == 1
 
     # manifests
-    def insert_manifest_revision(self, rev: ManifestRevision, files: Mapping[str, bytes]) -> None:
+    async def insert_manifest_revision(
+        self, rev: ManifestRevision, files: Mapping[str, bytes]
+    ) -> None:
         row = dataclasses.asdict(rev)
         cols = list(row)
         quoted = ", ".join(f'"{c}"' for c in cols)  # "commit" is an SQL keyword
@@ -405,34 +415,34 @@ class SQLiteTx(Tx):
             [(rev.id, p, bytes(data)) for p, data in sorted(files.items())],
         )
 
-    def next_synced_seq(self) -> int:
+    async def next_synced_seq(self) -> int:
         row = self.c.execute("SELECT COALESCE(MAX(synced_seq), 0) + 1 FROM manifest_revisions")
         return int(row.fetchone()[0])
 
-    def mark_revision_synced(self, revision_id: str, synced_seq: int) -> None:
+    async def mark_revision_synced(self, revision_id: str, synced_seq: int) -> None:
         self.c.execute(
             "UPDATE manifest_revisions SET synced_seq = ? WHERE id = ?", (synced_seq, revision_id)
         )
 
-    def get_manifest_revision(self, revision_id: str) -> ManifestRevision | None:
+    async def get_manifest_revision(self, revision_id: str) -> ManifestRevision | None:
         row = self.c.execute(
             "SELECT * FROM manifest_revisions WHERE id = ?", (revision_id,)
         ).fetchone()
         return ManifestRevision(**_row_dict(row)) if row else None
 
-    def current_manifest_revision_id(self) -> str | None:
+    async def current_manifest_revision_id(self) -> str | None:
         row = self.c.execute(
             "SELECT id FROM manifest_revisions ORDER BY synced_seq DESC LIMIT 1"
         ).fetchone()
         return str(row[0]) if row else None
 
-    def current_manifest_revision(self) -> ManifestRevision | None:
+    async def current_manifest_revision(self) -> ManifestRevision | None:
         row = self.c.execute(
             "SELECT * FROM manifest_revisions ORDER BY synced_seq DESC LIMIT 1"
         ).fetchone()
         return ManifestRevision(**_row_dict(row)) if row else None
 
-    def list_manifest_revisions(self, before_seq: int, limit: int) -> list[ManifestRevision]:
+    async def list_manifest_revisions(self, before_seq: int, limit: int) -> list[ManifestRevision]:
         rows = self.c.execute(
             "SELECT * FROM manifest_revisions WHERE synced_seq < ? "
             "ORDER BY synced_seq DESC LIMIT ?",
@@ -440,7 +450,7 @@ class SQLiteTx(Tx):
         )
         return [ManifestRevision(**_row_dict(r)) for r in rows]
 
-    def manifest_files(self, revision_id: str, prefix: str = "") -> dict[str, bytes]:
+    async def manifest_files(self, revision_id: str, prefix: str = "") -> dict[str, bytes]:
         rows = self.c.execute(
             "SELECT path, content FROM manifest_files WHERE revision_id = ? "
             "AND substr(path, 1, ?) = ? ORDER BY path",
@@ -449,10 +459,10 @@ class SQLiteTx(Tx):
         return {r[0]: bytes(r[1]) for r in rows}
 
     # audit
-    def append_audit(self, entry: AuditEntry) -> None:
+    async def append_audit(self, entry: AuditEntry) -> None:
         entry.seq = self.c.execute(_AUDIT_INSERT, _audit_values(entry)).lastrowid or 0
 
-    def list_audit(
+    async def list_audit(
         self, since: float, limit: int, after_seq: int = 0, service: str = ""
     ) -> list[AuditEntry]:
         sql = "SELECT * FROM audit WHERE time >= ? AND seq > ?"
@@ -465,17 +475,17 @@ class SQLiteTx(Tx):
         return [AuditEntry(**dict(r)) for r in self.c.execute(sql, args)]
 
     # cron runs
-    def insert_cron_run(self, run: CronRun) -> None:
+    async def insert_cron_run(self, run: CronRun) -> None:
         row = dataclasses.asdict(run)
         row.pop("seq")  # assigned here
         row["outcome"] = int(run.outcome)
         run.seq = self._insert("cron_runs", row)
 
-    def get_cron_run(self, run_id: str) -> CronRun | None:
+    async def get_cron_run(self, run_id: str) -> CronRun | None:
         row = self.c.execute("SELECT * FROM cron_runs WHERE run_id = ?", (run_id,)).fetchone()
         return _cron_run(row) if row else None
 
-    def list_cron_runs(
+    async def list_cron_runs(
         self, service: str, environment: str, before_seq: int, limit: int
     ) -> list[CronRun]:
         sql = "SELECT * FROM cron_runs WHERE seq < ?"
