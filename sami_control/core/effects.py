@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from sami_control.core.bus import Notice
 from sami_control.core.commands import Command
 from sami_control.core.hub import Hub
 from sami_control.core.model import Deployment, Event, EventType, State
+from sami_control.core.peers import Peers
 from sami_control.core.sessions import AgentSession
 from sami_control.core.store import Store
 
@@ -42,8 +44,29 @@ class Effects:
         self.events.extend(events)
         self.deployments[d.id] = d
 
+    # Commands for agents whose stream may be on another replica: (cluster, agent id,
+    # command), delivered by the replica that holds it (core/peers.py).
+    elsewhere: list[tuple[str, str, Command]] = field(default_factory=list)
+
     def send(self, session: AgentSession, cmd: Command) -> None:
         self.commands.append((session, cmd))
+
+    def tell_agent(self, cluster: str, agent_id: str, cmd: Command) -> None:
+        """A command for an agent that may be connected to another replica."""
+        self.elsewhere.append((cluster, agent_id, cmd))
+
+    def notice(self) -> Notice:
+        """What the other replicas must hear of this (core/bus.py)."""
+        n = Notice()
+        for e in self.events:
+            span = n.events.get(e.deployment_id)
+            n.events[e.deployment_id] = (
+                (min(span[0], e.sequence), max(span[1], e.sequence)) if span else (e.sequence,) * 2
+            )
+        if self.wake:
+            n.work = {d.cluster for d in self.deployments.values() if d.cluster}
+        n.commands = [Peers.command(c, a, cmd) for c, a, cmd in self.elsewhere]
+        return n
 
 
 class Publisher:
@@ -52,6 +75,8 @@ class Publisher:
         self.hub = hub
         self._wake = wake
         self.observers: list[Observer] = []
+        # Set once the replicas' bus is up (core/controlplane.py).
+        self.peers: Peers | None = None
 
     def apply(self, fx: Effects) -> None:
         """Publish what a transaction produced, once it is durable."""
@@ -90,3 +115,10 @@ class Publisher:
                 log.exception("observer_failed")
         if fx.wake:
             self._wake()
+        if self.peers is not None:
+            self.peers.tell(fx.notice())
+
+    def tell(self, notice: Notice) -> None:
+        """Tell the other replicas, once what was written so far is durable."""
+        if self.peers is not None:
+            self._store.after_commit(functools.partial(self.peers.tell, notice))

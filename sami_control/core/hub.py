@@ -86,6 +86,9 @@ class Hub:
         # By deployment: its subscriptions in the order they came (a dict used as an
         # ordered set).
         self._subs: dict[str, dict[Subscription, None]] = {}
+        # By watched deployment: the highest sequence published to its watchers (what other
+        # replicas' events are read after: core/peers.py).
+        self._last: dict[str, int] = {}
 
     def subscribe(self, deployment_id: str) -> Subscription:
         sub = Subscription(self, deployment_id)
@@ -98,13 +101,26 @@ class Hub:
             subs.pop(sub, None)
             if not subs:
                 del self._subs[sub.deployment_id]
+                self._last.pop(sub.deployment_id, None)
 
     def publish(self, events: Iterable[Event]) -> None:
         for e in events:
             subs = self._subs.get(e.deployment_id)
             if subs:
+                if e.sequence > self._last.get(e.deployment_id, 0):
+                    self._last[e.deployment_id] = e.sequence
                 for sub in subs:
                     sub.offer(e)
+
+    def watched(self, deployment_id: str) -> bool:
+        return deployment_id in self._subs
+
+    def watched_ids(self) -> list[str]:
+        return list(self._subs)
+
+    def last_sequence(self, deployment_id: str) -> int:
+        """The highest sequence published here to the deployment's watchers (0: none yet)."""
+        return self._last.get(deployment_id, 0)
 
     def watcher_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
