@@ -167,3 +167,14 @@ def test_clean_escapes_and_bounds() -> None:
     assert audit.clean("a\x00b\u202ec\u200bd\x1b", 100) == "a\\x00b\\u202ec\\u200bd\\x1b"
     assert audit.clean("é ok", 100) == "é ok"
     assert len(audit.clean("x" * 1000, 10)) == 10
+
+
+def test_only_coroutine_functions_can_be_declared_audited() -> None:
+    """A plain method's refusals would escape the (async) wrapper unrecorded: refused when
+    the class is defined, not found missing from the log later."""
+
+    def plain(self: object, who: Principal) -> None:
+        raise NotImplementedError
+
+    with pytest.raises(TypeError, match="coroutine function"):
+        audit.audited("x.y", lambda self, who: audit.Subject(who, ""))(plain)  # type: ignore[arg-type]
