@@ -10,6 +10,8 @@ names are not for everyone.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -49,7 +51,13 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
-def metrics_handler(registry: CollectorRegistry) -> Handler:
+def metrics_handler(
+    registry: CollectorRegistry, before_scrape: Callable[[], Awaitable[None]] | None = None
+) -> Handler:
+    """`before_scrape`, if given, is awaited before each scrape: a collector that reads
+    something asynchronously (the control plane's store) reads it there, since a
+    collector's collect() cannot await."""
+
     async def handle(req: Request) -> Response:
         if req.path not in (METRICS_PATH, "/"):
             raise HttpError(404, f"not found: metrics are at {METRICS_PATH}")
@@ -57,6 +65,8 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
             raise HttpError(405, "use GET", {"Allow": "GET, HEAD"})
         if req.path == "/":
             return Response(200, b"Sami metrics: GET /metrics\n")
+        if before_scrape is not None:
+            await before_scrape()
         # Collectors run here, on the server's event loop: those that read the control
         # plane's state need no locks.
         return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
@@ -64,10 +74,14 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
     return handle
 
 
-def metrics_server(listen: str, registry: CollectorRegistry) -> HttpServer:
+def metrics_server(
+    listen: str,
+    registry: CollectorRegistry,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
+) -> HttpServer:
     return HttpServer(
         listen,
-        metrics_handler(registry),
+        metrics_handler(registry, before_scrape),
         name="metrics",
         limits=Limits(body=0, connections=16),
     )

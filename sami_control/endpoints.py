@@ -35,7 +35,7 @@ class HttpEndpoints:
         self.metrics: HttpServer | None = None
         self.webhook: HttpServer | None = None
         if metrics_listen:
-            self.metrics = metrics_server(metrics_listen, metrics.registry)
+            self.metrics = metrics_server(metrics_listen, metrics.registry, metrics.before_scrape)
             if not is_loopback(metrics_listen):
                 log.warning(
                     "metrics_not_on_loopback",

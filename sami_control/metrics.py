@@ -85,6 +85,7 @@ class ControlMetrics:
         # First assignment time of the deployments being rolled out (for the rollout
         # duration). A deployment in flight across a restart is not timed.
         self._assigned_at: dict[str, float] = {}
+        self._live: _LiveState | None = None
 
     def observe(self, events: list[Event], deployments: dict[str, Deployment]) -> None:
         """A ControlPlane observer: called after each commit with what it changed."""
@@ -109,7 +110,13 @@ class ControlMetrics:
 
     def attach(self, core: ControlPlane) -> None:
         core.publisher.observers.append(self.observe)
-        self.registry.register(_LiveState(core))
+        self._live = _LiveState(core)
+        self.registry.register(self._live)
+
+    async def before_scrape(self) -> None:
+        """Read what is true now from the store (the endpoint awaits it before each scrape)."""
+        if self._live is not None:
+            await self._live.refresh()
 
     def rpc(self, service: str, method: str, code: str, seconds: float | None) -> None:
         self.rpc_handled.labels(service, method, code).inc()
@@ -118,15 +125,35 @@ class ControlMetrics:
 
 
 class _LiveState(Collector):
-    """Read at scrape time, on the server's event loop (see sami_common.metrics)."""
+    """Read at scrape time, on the server's event loop (see sami_common.metrics): the store
+    is read by `refresh()`, awaited by the endpoint before each scrape (a store's reads are
+    coroutines, a collector's collect() is not), and collect() reports what it read."""
 
     def __init__(self, core: ControlPlane) -> None:
         self.core = core
+        # What the last refresh() read from the store; None if it failed (nothing reported).
+        self._live: list[Deployment] | None = None
+        self._clusters: list[str] = []
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh each scrape; nothing to check at registration
 
+    async def refresh(self) -> None:
+        self._live = None
+        try:
+            await self.core.store.writable()
+            async with self.core.store.tx() as tx:
+                live = await tx.deployments_in_states(list(LIVE_STATES))
+                clusters = [c.id for c in await tx.list_clusters()]
+        except Exception:  # a busy database must not fail the whole scrape
+            log.exception("metrics_store_read_failed")
+            return
+        self._live, self._clusters = live, clusters
+
     def collect(self) -> Iterator[Metric]:
+        live, clusters = self._live, self._clusters
+        if live is None:
+            return
         deployments = GaugeMetricFamily(
             "sami_deployments",
             "Live (not yet ended) deployments, by state and environment, read from the store.",
@@ -142,13 +169,6 @@ class _LiveState(Collector):
             "Agents with an open stream, by cluster.",
             labels=["cluster"],
         )
-        try:
-            with self.core.store.tx() as tx:
-                live = tx.deployments_in_states(list(LIVE_STATES))
-                clusters = [c.id for c in tx.list_clusters()]
-        except Exception:  # a busy database must not fail the whole scrape
-            log.exception("metrics_store_read_failed")
-            return
         by_state = Counter((d.state, d.environment) for d in live)
         for state in LIVE_STATES:
             for env in sorted({*ENVIRONMENTS, *(e for _, e in by_state)}):

@@ -5,9 +5,10 @@ loses its streams there too."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sami_common.durations import DurationError, parse_seconds
 from sami_control.core.controlplane import ControlPlane
@@ -16,6 +17,8 @@ from sami_control.core.model import Cluster, Principal, Role, TokenRecord
 from sami_control.core.token_secrets import IssuedToken
 from sami_control.core.tokens import TokenInput
 from sami_control.storage.sqlite import SQLiteStore
+
+T = TypeVar("T")
 
 OFFLINE = Principal(token_id="-", name="offline-admin", role=Role.ADMIN, peer="local")
 
@@ -29,14 +32,20 @@ def parse_duration(text: str, field: str = "--expires-in") -> float:
         raise InvalidArgument(field, str(err)) from None
 
 
-@contextlib.contextmanager
-def _core(data: Path) -> Iterator[ControlPlane]:
-    """The core over the data folder, not serving: its services commit each change at once."""
-    store = SQLiteStore(data)
-    try:
-        yield ControlPlane(store)
-    finally:
-        store.close()
+def _run(data: Path, action: Callable[[ControlPlane], Awaitable[T]]) -> T:
+    """Run `action` on the core over the data folder, not serving (its services commit
+    each change at once), on an event loop of its own: the commands stay plain functions
+    for the CLI."""
+
+    async def main() -> T:
+        store = SQLiteStore(data)
+        try:
+            await store.open()
+            return await action(ControlPlane(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
 
 
 def add_token(
@@ -49,22 +58,17 @@ def add_token(
     expires_in: str = "",
 ) -> IssuedToken:
     seconds = parse_duration(expires_in) if expires_in else 0.0
-    with _core(data) as core:
-        return core.tokens.create(
-            OFFLINE, TokenInput(role, name, cluster, services, environments, seconds)
-        )
+    request = TokenInput(role, name, cluster, services, environments, seconds)
+    return _run(data, lambda core: core.tokens.create(OFFLINE, request))
 
 
 def list_tokens(data: Path) -> list[TokenRecord]:
-    with _core(data) as core:
-        return core.tokens.list(OFFLINE)
+    return _run(data, lambda core: core.tokens.list(OFFLINE))
 
 
 def revoke_token(data: Path, token_id: str) -> None:
-    with _core(data) as core:
-        core.tokens.revoke(OFFLINE, token_id)
+    _run(data, lambda core: core.tokens.revoke(OFFLINE, token_id))
 
 
 def add_cluster(data: Path, name: str, environments: Sequence[str]) -> Cluster:
-    with _core(data) as core:
-        return core.clusters.create(OFFLINE, name, list(environments))
+    return _run(data, lambda core: core.clusters.create(OFFLINE, name, list(environments)))

@@ -283,8 +283,10 @@ class ControlServer:
         )
         self.port = 0
 
-    def _audit_refusal(self, who: Principal, action: str, target: str, exc: DomainError) -> None:
-        self.core.audit.refused(Subject(who, target), action, exc)
+    async def _audit_refusal(
+        self, who: Principal, action: str, target: str, exc: DomainError
+    ) -> None:
+        await self.core.audit.refused(Subject(who, target), action, exc)
 
     async def start(self) -> None:
         try:
@@ -300,6 +302,7 @@ class ControlServer:
             await self.http.start()
         except ListenError as exc:
             raise ListenRefused(str(exc)) from None
+        await self.store.open()
         # One fsync per turn of the event loop, not per change (storage/sqlite.py).
         self.store.group_commits()
         await self.core.start()
@@ -321,7 +324,7 @@ class ControlServer:
     def close(self) -> None:
         """Release what the constructor took (the database, the data-folder lock) for a
         server that was built but never started."""
-        self.store.close()
+        self.store.close_now()
         self._data_lock.release()
 
     async def stop(self) -> None:
@@ -330,7 +333,8 @@ class ControlServer:
         await self.http.stop()
         await self.core.stop()
         await self.server.stop(self.cfg.grace)
-        self.close()
+        await self.store.close()
+        self._data_lock.release()
 
     async def run_until_signalled(self) -> None:
         await self.start()

@@ -285,10 +285,10 @@ class Webhook:
         self.metrics.webhook_requests.labels(str(response.status)).inc()
         return response
 
-    def _authenticate(self, req: Request) -> Principal:
+    async def _authenticate(self, req: Request) -> Principal:
         header = req.headers.get("authorization")
         try:
-            who = self.core.tokens.authenticate(
+            who = await self.core.tokens.authenticate(
                 bearer([("authorization", header)] if header else [])
             )
         except errors.DomainError as exc:
@@ -309,7 +309,7 @@ class Webhook:
         names: dict[str, str] = {}
         try:
             # The token is checked from the headers before the body is read, as in gRPC.
-            who = self._authenticate(req)
+            who = await self._authenticate(req)
             body = await req.body()
             try:
                 fields = parse_fields(req, body)
@@ -317,7 +317,7 @@ class Webhook:
                 raise errors.InvalidArgument("body", "is not UTF-8") from None
             wr = webhook_request(fields)
             names = wr.names
-            d = self.core.deployments.create(who, wr.deployment)
+            d = await self.core.deployments.create(who, wr.deployment)
         except errors.DomainError as exc:
             return http_error(exc, names)
         log.info(
@@ -343,7 +343,7 @@ class Webhook:
                     async for _ in self.core.deployments.watch(who, d.id, 0):
                         pass
             except TimeoutError:
-                now = self.core.deployments.get(who, d.id)
+                now = await self.core.deployments.get(who, d.id)
                 body = deployment_json(now)
                 body["timed_out"] = True
                 body["message"] = (
@@ -351,7 +351,7 @@ class Webhook:
                     f"follow it with `sami watch {d.id}`"
                 )
                 return Response.json(504, body)
-            final = self.core.deployments.get(who, d.id)
+            final = await self.core.deployments.get(who, d.id)
         except errors.DomainError as exc:
             response = http_error(exc)
             body = json.loads(response.body)

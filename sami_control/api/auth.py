@@ -91,13 +91,13 @@ LARGE_REQUESTS: dict[str, tuple[str, Callable[[Principal], None]]] = {
 }
 
 # (who, audit action, target, the refusal) -> records the refusal in the audit log.
-AuditRefusal = Callable[[Principal, str, str, DomainError], None]
+AuditRefusal = Callable[[Principal, str, str, DomainError], Awaitable[None]]
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
-        authenticate: Callable[[str], Principal],
+        authenticate: Callable[[str], Awaitable[Principal]],
         budget: RequestBudget | None = None,
         audit_refusal: AuditRefusal | None = None,
     ) -> None:
@@ -114,7 +114,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if method.startswith(PUBLIC_PREFIXES):
             return await continuation(details)
         try:
-            who = self._authenticate(bearer(details.invocation_metadata))
+            who = await self._authenticate(bearer(details.invocation_metadata))
         except DomainError as exc:
             return _refuse(exc, details)
         who = dataclasses.replace(who, request_id=request_id(details.invocation_metadata))
@@ -192,7 +192,7 @@ def _deny_unread(
     async def deny(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         _bind(who, context)
         if audit_refusal is not None:
-            audit_refusal(principal(), action, "request not read", exc)
+            await audit_refusal(principal(), action, "request not read", exc)
         # grpc may have buffered a few MiB of the request before the refusal: a burst of
         # them leaves memory to give back.
         budget.trim_soon()

@@ -62,12 +62,12 @@ def cron_run_input(m: cron_pb2.CronRun) -> CronRunInput:
     )
 
 
-def handle_report(core: ControlPlane, session: AgentSession, m: cron_pb2.CronRun) -> None:
+async def handle_report(core: ControlPlane, session: AgentSession, m: cron_pb2.CronRun) -> None:
     """An agent's AgentMessage.cron_run. A refused run is acknowledged with the reason, so
     the agent drops it instead of sending it again after every reconnect; the stream stays
     open (only a revoked or expired token ends it)."""
     try:
-        core.reports.cron_run(session, cron_run_input(m))
+        await core.reports.cron_run(session, cron_run_input(m))
     except Unauthenticated:
         raise
     except DomainError as exc:
@@ -86,7 +86,7 @@ class CronServicer(Servicer, cron_pb2_grpc.CronServiceServicer):
     async def ListCronRuns(
         self, request: cron_pb2.ListCronRunsRequest, context: Any
     ) -> cron_pb2.ListCronRunsResponse:
-        runs, nxt = self.core.cron_runs.list(
+        runs, nxt = await self.core.cron_runs.list(
             principal(), request.service, request.environment, request.page_size, request.page_token
         )
         return cron_pb2.ListCronRunsResponse(runs=[cron_run(r) for r in runs], next_page_token=nxt)

@@ -50,7 +50,7 @@ class ArtifactServicer(Servicer, artifact_pb2_grpc.ArtifactServiceServicer):
     async def RegisterArtifact(
         self, request: artifact_pb2.RegisterArtifactRequest, context: Any
     ) -> artifact_pb2.RegisterArtifactResponse:
-        art, created = self.core.artifacts.register(
+        art, created = await self.core.artifacts.register(
             principal(), convert.artifact_input(request.artifact)
         )
         return artifact_pb2.RegisterArtifactResponse(
@@ -60,12 +60,12 @@ class ArtifactServicer(Servicer, artifact_pb2_grpc.ArtifactServiceServicer):
     async def GetArtifact(
         self, request: artifact_pb2.GetArtifactRequest, context: Any
     ) -> artifact_pb2.Artifact:
-        return convert.artifact(self.core.artifacts.get(principal(), request.name))
+        return convert.artifact(await self.core.artifacts.get(principal(), request.name))
 
     async def ListArtifacts(
         self, request: artifact_pb2.ListArtifactsRequest, context: Any
     ) -> artifact_pb2.ListArtifactsResponse:
-        arts, nxt = self.core.artifacts.list(
+        arts, nxt = await self.core.artifacts.list(
             principal(), request.artifact_name, request.page_size, request.page_token
         )
         return artifact_pb2.ListArtifactsResponse(
@@ -100,14 +100,14 @@ class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer
         super().__init__(core)
         self._events = EventBytes()
 
-    def _out(self, d: Deployment) -> deployment_pb2.Deployment:
-        return convert.deployment(d, self.core.artifacts.of(d))
+    async def _out(self, d: Deployment) -> deployment_pb2.Deployment:
+        return convert.deployment(d, await self.core.artifacts.of(d))
 
     async def TeardownPreview(
         self, request: deployment_pb2.TeardownPreviewRequest, context: Any
     ) -> deployment_pb2.Deployment:
-        return self._out(
-            self.core.deployments.teardown_preview(
+        return await self._out(
+            await self.core.deployments.teardown_preview(
                 principal(),
                 request.service,
                 request.pull_request,
@@ -119,14 +119,14 @@ class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer
     async def CreateDeployment(
         self, request: deployment_pb2.CreateDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
-        return self._out(
-            self.core.deployments.create(principal(), convert.deployment_input(request))
+        return await self._out(
+            await self.core.deployments.create(principal(), convert.deployment_input(request))
         )
 
     async def GetDeployment(
         self, request: deployment_pb2.GetDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
-        return self._out(self.core.deployments.get(principal(), request.name))
+        return await self._out(await self.core.deployments.get(principal(), request.name))
 
     async def ListDeployments(
         self, request: deployment_pb2.ListDeploymentsRequest, context: Any
@@ -137,7 +137,7 @@ class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer
                 state = State(request.state)
             except ValueError:
                 raise InvalidArgument("state", "is not a deployment state") from None
-        rows, nxt = self.core.deployments.list(
+        rows, nxt = await self.core.deployments.list(
             principal(),
             request.service,
             request.environment,
@@ -146,7 +146,7 @@ class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer
             request.page_token,
         )
         return deployment_pb2.ListDeploymentsResponse(
-            deployments=[self._out(d) for d in rows], next_page_token=nxt
+            deployments=[await self._out(d) for d in rows], next_page_token=nxt
         )
 
     async def WatchDeployment(
@@ -162,7 +162,7 @@ class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer
             async for item in items:
                 if isinstance(item, Deployment):
                     data = deployment_pb2.WatchDeploymentResponse(
-                        deployment=self._out(item)
+                        deployment=await self._out(item)
                     ).SerializeToString()
                 else:
                     data = self._events.serialized(item)
@@ -171,14 +171,16 @@ class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer
     async def CancelDeployment(
         self, request: deployment_pb2.CancelDeploymentRequest, context: Any
     ) -> deployment_pb2.Deployment:
-        return self._out(self.core.deployments.cancel(principal(), request.name, request.reason))
+        return await self._out(
+            await self.core.deployments.cancel(principal(), request.name, request.reason)
+        )
 
 
 class ManifestServicer(Servicer, manifest_pb2_grpc.ManifestServiceServicer):
     async def SyncManifests(
         self, request: manifest_pb2.SyncManifestsRequest, context: Any
     ) -> manifest_pb2.SyncManifestsResponse:
-        rev, created = self.core.manifests.sync(
+        rev, created = await self.core.manifests.sync(
             principal(), request.commit, [(f.path, f.content) for f in request.files]
         )
         return manifest_pb2.SyncManifestsResponse(
@@ -189,14 +191,14 @@ class ManifestServicer(Servicer, manifest_pb2_grpc.ManifestServiceServicer):
         self, request: manifest_pb2.GetManifestRevisionRequest, context: Any
     ) -> manifest_pb2.ManifestRevision:
         who = principal()
-        rev, current = self.core.manifests.get(who, request.name)
-        files = self.core.manifests.files(who, rev.id, request.include_files)
+        rev, current = await self.core.manifests.get(who, request.name)
+        files = await self.core.manifests.files(who, rev.id, request.include_files)
         return convert.manifest_revision(rev, current, files)
 
     async def ListManifestRevisions(
         self, request: manifest_pb2.ListManifestRevisionsRequest, context: Any
     ) -> manifest_pb2.ListManifestRevisionsResponse:
-        revs, current, nxt = self.core.manifests.list(
+        revs, current, nxt = await self.core.manifests.list(
             principal(), request.page_size, request.page_token
         )
         return manifest_pb2.ListManifestRevisionsResponse(
@@ -209,31 +211,33 @@ class ClusterServicer(Servicer, cluster_pb2_grpc.ClusterServiceServicer):
     async def CreateCluster(
         self, request: cluster_pb2.CreateClusterRequest, context: Any
     ) -> cluster_pb2.Cluster:
-        c = self.core.clusters.create(principal(), request.cluster_id, list(request.environments))
+        c = await self.core.clusters.create(
+            principal(), request.cluster_id, list(request.environments)
+        )
         return convert.cluster(c)
 
     async def UpdateCluster(
         self, request: cluster_pb2.UpdateClusterRequest, context: Any
     ) -> cluster_pb2.Cluster:
-        c = self.core.clusters.update(principal(), request.name, list(request.environments))
+        c = await self.core.clusters.update(principal(), request.name, list(request.environments))
         return convert.cluster(c)
 
     async def GetCluster(
         self, request: cluster_pb2.GetClusterRequest, context: Any
     ) -> cluster_pb2.Cluster:
-        return convert.cluster(self.core.clusters.get(principal(), request.name))
+        return convert.cluster(await self.core.clusters.get(principal(), request.name))
 
     async def ListClusters(
         self, request: cluster_pb2.ListClustersRequest, context: Any
     ) -> cluster_pb2.ListClustersResponse:
         return cluster_pb2.ListClustersResponse(
-            clusters=[convert.cluster(c) for c in self.core.clusters.list(principal())]
+            clusters=[convert.cluster(c) for c in await self.core.clusters.list(principal())]
         )
 
     async def ListAgents(
         self, request: cluster_pb2.ListAgentsRequest, context: Any
     ) -> cluster_pb2.ListAgentsResponse:
-        agents, nxt = self.core.agents.list(
+        agents, nxt = await self.core.agents.list(
             principal(), request.cluster, request.page_size, request.page_token
         )
         return cluster_pb2.ListAgentsResponse(
@@ -244,7 +248,7 @@ class ClusterServicer(Servicer, cluster_pb2_grpc.ClusterServiceServicer):
         self, request: cluster_pb2.RemoveAgentRequest, context: Any
     ) -> cluster_pb2.Agent:
         return convert.agent(
-            self.core.agents.remove(principal(), request.cluster, request.agent_id)
+            await self.core.agents.remove(principal(), request.cluster, request.agent_id)
         )
 
 
@@ -261,7 +265,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         try:
             # The Welcome names the leases resumed: it is written once that is on disk.
             async with self.core.durable_call():
-                session, resumed = self.core.agents.connect(
+                session, resumed = await self.core.agents.connect(
                     who, agent_id, version, capabilities, held
                 )
             del who, capabilities, held  # not kept for the life of the stream
@@ -289,28 +293,28 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             if session is not None:
                 self.core.agents.disconnect(session)
 
-    def _handle(self, s: AgentSession, msg: agent_pb2.AgentMessage) -> None:
+    async def _handle(self, s: AgentSession, msg: agent_pb2.AgentMessage) -> None:
         kind = msg.WhichOneof("msg")
         try:
             if kind == "ack":
                 a = msg.ack
-                self.core.reports.ack(s, a.deployment_id, a.lease_id, a.epoch)
+                await self.core.reports.ack(s, a.deployment_id, a.lease_id, a.epoch)
             elif kind == "progress":
                 p = msg.progress
-                self.core.reports.progress(
+                await self.core.reports.progress(
                     s, p.deployment_id, p.lease_id, p.epoch, p.sequence, p.phase, p.message
                 )
             elif kind == "result":
                 r = msg.result
-                self.core.reports.result(
+                await self.core.reports.result(
                     s, r.deployment_id, r.lease_id, r.epoch, r.outcome, r.reason
                 )
             elif kind == "heartbeat":
-                self.core.reports.heartbeat(s, convert.held(msg.heartbeat.leases))
+                await self.core.reports.heartbeat(s, convert.held(msg.heartbeat.leases))
             elif kind == "inventory":
-                self.core.reports.inventory(s, convert.preview_stacks(msg.inventory.stacks))
+                await self.core.reports.inventory(s, convert.preview_stacks(msg.inventory.stacks))
             elif kind == "cron_run":
-                cron.handle_report(self.core, s, msg.cron_run)
+                await cron.handle_report(self.core, s, msg.cron_run)
         except (PermissionDenied, Unauthenticated):
             raise
         except DomainError as exc:
@@ -382,7 +386,7 @@ class _AgentStream:
 
     async def serve(
         self,
-        handle: Callable[[AgentSession, agent_pb2.AgentMessage], None],
+        handle: Callable[[AgentSession, agent_pb2.AgentMessage], Awaitable[None]],
         requests: Any,
         writable: Callable[[], Awaitable[None]],
     ) -> None:
@@ -402,7 +406,7 @@ class _AgentStream:
                     # While a commit is in flight the store is the committer's: wait for
                     # it here, not blocking the loop in the core (storage/sqlite.py).
                     await writable()
-                    handle(session, msg)
+                    await handle(session, msg)
                     del msg
             except asyncio.CancelledError:
                 if self._ended is None:
@@ -447,7 +451,7 @@ class TokenServicer(Servicer, admin_pb2_grpc.TokenServiceServicer):
     async def CreateToken(
         self, request: admin_pb2.CreateTokenRequest, context: Any
     ) -> admin_pb2.CreateTokenResponse:
-        issued = self.core.tokens.create(principal(), convert.token_input(request))
+        issued = await self.core.tokens.create(principal(), convert.token_input(request))
         return admin_pb2.CreateTokenResponse(
             token=convert.token(issued.record), secret=issued.plaintext
         )
@@ -455,13 +459,13 @@ class TokenServicer(Servicer, admin_pb2_grpc.TokenServiceServicer):
     async def ListTokens(
         self, request: admin_pb2.ListTokensRequest, context: Any
     ) -> admin_pb2.ListTokensResponse:
-        rows = self.core.tokens.list(principal(), request.include_revoked)
+        rows = await self.core.tokens.list(principal(), request.include_revoked)
         return admin_pb2.ListTokensResponse(tokens=[convert.token(t) for t in rows])
 
     async def RevokeToken(
         self, request: admin_pb2.RevokeTokenRequest, context: Any
     ) -> admin_pb2.Token:
-        return convert.token(self.core.tokens.revoke(principal(), request.name))
+        return convert.token(await self.core.tokens.revoke(principal(), request.name))
 
 
 class AuditServicer(Servicer, admin_pb2_grpc.AuditServiceServicer):
@@ -469,7 +473,7 @@ class AuditServicer(Servicer, admin_pb2_grpc.AuditServiceServicer):
         self, request: admin_pb2.ListAuditRequest, context: Any
     ) -> admin_pb2.ListAuditResponse:
         since = convert.seconds(request.since) if request.HasField("since") else 0.0
-        rows, nxt = self.core.audit.list(
+        rows, nxt = await self.core.audit.list(
             principal(), since, request.service, request.page_size, request.page_token
         )
         return admin_pb2.ListAuditResponse(

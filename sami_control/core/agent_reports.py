@@ -76,17 +76,19 @@ class AgentReports:
         return self.ctx.audit
 
     @audited("agent.report", _about)
-    def ack(self, session: AgentSession, deployment_id: str, lease_id: str, epoch: int) -> None:
+    async def ack(
+        self, session: AgentSession, deployment_id: str, lease_id: str, epoch: int
+    ) -> None:
         now = self._seen(session)
         fx = Effects()
-        with self.ctx.store.tx() as tx:
-            d = self._renewed(tx, fx, session, deployment_id, lease_id, epoch, now)
+        async with self.ctx.store.tx() as tx:
+            d = await self._renewed(tx, fx, session, deployment_id, lease_id, epoch, now)
             if d is not None:
-                tx.update_deployment(d)
+                await tx.update_deployment(d)
         self.ctx.publisher.apply(fx)
 
     @audited("agent.report", _about)
-    def progress(
+    async def progress(
         self,
         session: AgentSession,
         deployment_id: str,
@@ -117,9 +119,9 @@ class AgentReports:
         phase = limits.clean_text(phase, limits.MAX_PHASE) if phase else ""
         message = limits.clean_text(message, limits.MAX_PROGRESS_MESSAGE) if message else ""
         fx = Effects()
-        with self.ctx.store.tx() as tx:
+        async with self.ctx.store.tx() as tx:
             # Progress implies a lost ack, too: it renews the lease as an ack does.
-            d = self._renewed(tx, fx, session, deployment_id, lease_id, epoch, now)
+            d = await self._renewed(tx, fx, session, deployment_id, lease_id, epoch, now)
             if d is None:
                 return None
             new = sequence > d.agent_sequence  # else stored already (sent again)
@@ -129,13 +131,13 @@ class AgentReports:
                 _drop_progress(session, f"deployment {d.id} has {MAX_PROGRESS_EVENTS} events")
             elif new:
                 ev = record(d, EventType.PROGRESS, now, message=message, phase=phase)
-                tx.append_event(ev)
+                await tx.append_event(ev)
                 fx.add(d, ev)
-            tx.update_deployment(d)
+            await tx.update_deployment(d)
         self.ctx.publisher.apply(fx)
 
     @audited("agent.report", _about)
-    def result(
+    async def result(
         self,
         session: AgentSession,
         deployment_id: str,
@@ -166,15 +168,15 @@ class AgentReports:
             )
             state = State.FAILED
         fx = Effects(wake=True)
-        with self.ctx.store.tx() as tx:
-            current = tx.get_deployment(deployment_id)
+        async with self.ctx.store.tx() as tx:
+            current = await tx.get_deployment(deployment_id)
             if not _finished_by(session, current, lease_id):
                 d = self._held(session, current, deployment_id, lease_id, epoch)
                 if d is None:
                     return self._reject(session, deployment_id, lease_id, STALE)
                 ev = move(d, state, now, reason or state.name.lower().replace("_", " "))
-                tx.update_deployment(d)
-                tx.append_event(ev)
+                await tx.update_deployment(d)
+                await tx.append_event(ev)
                 fx.add(d, ev)
             # else: a result we already stored, sent again after a reconnect.
         session.leases.discard(deployment_id)
@@ -182,7 +184,7 @@ class AgentReports:
         self.ctx.publisher.apply(fx)
 
     @audited("agent.report", _about)
-    def heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:
+    async def heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:
         now = self._seen(session)
         if len(held) > limits.MAX_LEASES_PER_MESSAGE:
             # Refused whole, not cut: renewing some of the leases would let the others run
@@ -196,9 +198,9 @@ class AgentReports:
             return
         settings = self.ctx.settings
         revokes = 0
-        with self.ctx.store.tx() as tx:
+        async with self.ctx.store.tx() as tx:
             for h in held:
-                current = tx.get_deployment(h.deployment_id)
+                current = await tx.get_deployment(h.deployment_id)
                 d = self._held(session, current, h.deployment_id, h.lease_id, h.epoch)
                 if d is None:
                     if not _finished_by(session, current, h.lease_id):
@@ -209,7 +211,7 @@ class AgentReports:
                     continue
                 ttl = settings.lease_ttl if d.state is State.IN_PROGRESS else settings.ack_timeout
                 self.leases.lease_until(d, now + ttl)
-                tx.update_deployment(d)
+                await tx.update_deployment(d)
         if revokes > MAX_REVOKES_PER_HEARTBEAT:
             log.warning(
                 "revokes_deferred",
@@ -220,14 +222,14 @@ class AgentReports:
             )
 
     @audited("agent.report", _about)
-    def inventory(self, session: AgentSession, stacks: list[PreviewStack]) -> list[str]:
+    async def inventory(self, session: AgentSession, stacks: list[PreviewStack]) -> list[str]:
         """Tear down the reported preview stacks whose pull request is not open any more.
         Returns the ids of the teardown deployments created."""
         now = self._seen(session)
         who = principal_of(session)
         fx = Effects(wake=True)
         created: list[str] = []
-        with self.ctx.store.tx() as tx:
+        async with self.ctx.store.tx() as tx:
             for st in stacks:
                 if not _valid_preview(st):
                     log.warning(
@@ -236,14 +238,14 @@ class AgentReports:
                         stack=st.stack_name[:100],
                     )
                     continue
-                latest = tx.latest_for_key(
+                latest = await tx.latest_for_key(
                     st.service, "pull_request", st.pull_request, session.cluster
                 )
                 if latest is not None and self._preview_open(latest, now):
                     continue
-                d = self._teardown_orphan(tx, fx, session, st, latest)
+                d = await self._teardown_orphan(tx, fx, session, st, latest)
                 created.append(d.id)
-                self.audit.ok(
+                await self.audit.ok(
                     tx,
                     who,
                     "preview.teardown",
@@ -254,7 +256,7 @@ class AgentReports:
         self.ctx.publisher.apply(fx)
         return created
 
-    def _teardown_orphan(
+    async def _teardown_orphan(
         self,
         tx: Tx,
         fx: Effects,
@@ -277,7 +279,7 @@ class AgentReports:
             stack_name=st.stack_name,
         )
         d = self.deployments.teardown_of(template, "sami (orphan reconciliation)", why)
-        self.deployments.enqueue(
+        await self.deployments.enqueue(
             tx, fx, d, f"orphan preview found by agent {session.agent_id}", why
         )
         return d
@@ -286,11 +288,11 @@ class AgentReports:
         "agent.report",
         lambda self, session, report: _about(self, session, report.deployment_id[:100]),
     )
-    def cron_run(self, session: AgentSession, report: CronRunInput) -> CronRun:
+    async def cron_run(self, session: AgentSession, report: CronRunInput) -> CronRun:
         """Store a cron job's run (once per run_id) and acknowledge it to the agent. A run of
         another cluster's deployment is PERMISSION_DENIED (docs/cron.md)."""
         self._seen(session)
-        run, created = self.cron_runs.record(session.cluster, session.agent_id, report)
+        run, created = await self.cron_runs.record(session.cluster, session.agent_id, report)
         if created:
             log.info(
                 "cron_run",
@@ -315,7 +317,7 @@ class AgentReports:
         session.last_seen_at = now
         return now
 
-    def _renewed(
+    async def _renewed(
         self,
         tx: Tx,
         fx: Effects,
@@ -327,11 +329,13 @@ class AgentReports:
     ) -> Deployment | None:
         """The deployment, its lease renewed, if `session` holds this lease on it; else None,
         after telling the agent to let go."""
-        d = self._held(session, tx.get_deployment(deployment_id), deployment_id, lease_id, epoch)
+        d = self._held(
+            session, await tx.get_deployment(deployment_id), deployment_id, lease_id, epoch
+        )
         if d is None:
             self._reject(session, deployment_id, lease_id, STALE)
             return None
-        self.leases.renew(tx, fx, d, session, now)
+        await self.leases.renew(tx, fx, d, session, now)
         return d
 
     @staticmethod

@@ -51,7 +51,7 @@ class Agents:
         return self.ctx.audit
 
     @audited("agent.connect", lambda self, who, agent_id, *_: Subject(who, agent_id))
-    def connect(
+    async def connect(
         self,
         who: Principal,
         agent_id: str,
@@ -108,7 +108,7 @@ class Agents:
             previous.send(CloseCommand("this agent id connected again on another stream"))
             previous.closed = True
         try:
-            resumed, fx = self._resume_leases(who, session, held, now)
+            resumed, fx = await self._resume_leases(who, session, held, now)
         except BaseException:
             self.streams.close(session.stream)
             raise
@@ -124,29 +124,29 @@ class Agents:
         self.ctx.publisher.apply(fx)
         return session, resumed
 
-    def _resume_leases(
+    async def _resume_leases(
         self, who: Principal, session: AgentSession, held: list[HeldLease], now: float
     ) -> tuple[list[HeldLease], Effects]:
         agent_id = session.agent_id
         held_by_id = {h.deployment_id: h for h in held}
         resumed: list[HeldLease] = []
         fx = Effects(wake=True)
-        with self.ctx.store.tx() as tx:
-            for d in tx.deployments_in_states(list(LIVE), who.cluster):
+        async with self.ctx.store.tx() as tx:
+            for d in await tx.deployments_in_states(list(LIVE), who.cluster):
                 if d.agent_id != agent_id:
                     continue
                 h = held_by_id.get(d.id)
                 if h is not None and h.lease_id == d.lease_id and h.epoch == d.epoch:
                     # It holds the lease (an ASSIGNED one: the ack was lost).
-                    self.leases.renew(tx, fx, d, session, now)
-                    tx.update_deployment(d)
+                    await self.leases.renew(tx, fx, d, session, now)
+                    await tx.update_deployment(d)
                     session.leases.add(d.id)
                     resumed.append(h)
                 else:
                     # The agent restarted and forgot this work: offer it again now rather
                     # than waiting for the lease to run out.
-                    self.leases.requeue(tx, fx, d, now, "the agent restarted without it")
-            tx.upsert_agent(
+                    await self.leases.requeue(tx, fx, d, now, "the agent restarted without it")
+            await tx.upsert_agent(
                 AgentRecord(
                     agent_id=agent_id,
                     cluster=who.cluster,
@@ -156,7 +156,7 @@ class Agents:
                     last_seen_at=now,
                 )
             )
-            self.audit.ok(
+            await self.audit.ok(
                 tx,
                 who,
                 "agent.connect",
@@ -200,7 +200,7 @@ class Agents:
         for s in self.sessions.all():
             s.send(CloseCommand(reason))
 
-    def list(
+    async def list(
         self, who: Principal, cluster: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[AgentRecord], str]:
         """Agents by id then cluster, connected or remembered, a page at a time."""
@@ -208,8 +208,8 @@ class Agents:
         if cluster:
             validation.name("cluster", cluster, "cluster name")
         after, limit = _agent_page(page_token, page_size)
-        with self.ctx.store.tx() as tx:
-            known = {(a.agent_id, a.cluster): a for a in tx.list_agents(cluster)}
+        async with self.ctx.store.tx() as tx:
+            known = {(a.agent_id, a.cluster): a for a in await tx.list_agents(cluster)}
         for s in self.sessions.all():
             if cluster and s.cluster != cluster:
                 continue
@@ -232,7 +232,7 @@ class Agents:
         "agent.remove",
         lambda self, who, cluster, agent_id: Subject(who, f"{cluster[:63]}/{agent_id[:128]}"),
     )
-    def remove(self, who: Principal, cluster: str, agent_id: str) -> AgentRecord:
+    async def remove(self, who: Principal, cluster: str, agent_id: str) -> AgentRecord:
         """Forget the record of an agent that is not connected (a host gone for good)."""
         authz.require(who, Action.MANAGE_CLUSTERS)
         validation.name("cluster", cluster, "cluster name")
@@ -243,13 +243,15 @@ class Agents:
                 f"agent {agent_id} of cluster {cluster} is connected: stop it (or revoke its "
                 "token) first; only the record of an agent that is gone can be removed"
             )
-        with self.ctx.store.tx() as tx:
-            record = next((a for a in tx.list_agents(cluster) if a.agent_id == agent_id), None)
-            if record is None or not tx.delete_agent(cluster, agent_id):
+        async with self.ctx.store.tx() as tx:
+            record = next(
+                (a for a in await tx.list_agents(cluster) if a.agent_id == agent_id), None
+            )
+            if record is None or not await tx.delete_agent(cluster, agent_id):
                 raise NotFound(
                     f"cluster {cluster!r} has no agent {agent_id!r}; `sami agents` lists them"
                 )
-            self.audit.ok(tx, who, "agent.remove", f"{cluster}/{agent_id}")
+            await self.audit.ok(tx, who, "agent.remove", f"{cluster}/{agent_id}")
         return record
 
 

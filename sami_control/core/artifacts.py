@@ -35,7 +35,7 @@ class Artifacts:
             who, f"{req.artifact_name} {validation.without_credentials(req.ref)}"
         ),
     )
-    def register(self, who: Principal, req: ArtifactInput) -> tuple[Artifact, bool]:
+    async def register(self, who: Principal, req: ArtifactInput) -> tuple[Artifact, bool]:
         """(the artifact, whether it is new): registering the same name and digest again
         returns the one stored."""
         authz.require(who, Action.REGISTER_ARTIFACT)
@@ -76,8 +76,8 @@ class Artifacts:
             created_at=self.ctx.clock(),
             created_by=who.name,
         )
-        with self.ctx.store.tx() as tx:
-            existing = tx.find_artifact(name, digest)
+        async with self.ctx.store.tx() as tx:
+            existing = await tx.find_artifact(name, digest)
             if existing is not None:
                 if not _same_ref(existing.ref, art.ref) or existing.kind != art.kind:
                     raise AlreadyExists(
@@ -85,28 +85,28 @@ class Artifacts:
                         f"{existing.ref}; an artifact is immutable"
                     )
                 return existing, False
-            tx.insert_artifact(art)
-            self.audit.ok(tx, who, "artifact.register", f"{name}@{digest}", detail=art.id)
+            await tx.insert_artifact(art)
+            await self.audit.ok(tx, who, "artifact.register", f"{name}@{digest}", detail=art.id)
         return art, True
 
-    def get(self, who: Principal, name: str) -> Artifact:
+    async def get(self, who: Principal, name: str) -> Artifact:
         authz.require(who, Action.READ)
-        with self.ctx.store.tx() as tx:
-            return self.resolve(tx, name, "name")
+        async with self.ctx.store.tx() as tx:
+            return await self.resolve(tx, name, "name")
 
-    def list(
+    async def list(
         self, who: Principal, artifact_name: str, page_size: int, page_token: str
     ) -> tuple[list[Artifact], str]:
         authz.require(who, Action.READ)
         if artifact_name:
             validation.artifact_name("artifact_name", artifact_name)
         before, limit = paging.parse_page(page_token, page_size)
-        with self.ctx.store.tx() as tx:
-            rows = tx.list_artifacts(artifact_name, before, limit + 1)
+        async with self.ctx.store.tx() as tx:
+            rows = await tx.list_artifacts(artifact_name, before, limit + 1)
         page, nxt = paging.cut(rows, limit, lambda row: row[0])
         return [a for _, a in page], nxt
 
-    def resolve(self, tx: Tx, ref: str, field_: str) -> Artifact:
+    async def resolve(self, tx: Tx, ref: str, field_: str) -> Artifact:
         """An artifact by id, `artifacts/{id}`, digest-pinned ref, or `name@sha256:…`."""
         if not ref:
             raise InvalidArgument(field_, "artifact is required (an id, or a ref pinned by digest)")
@@ -116,15 +116,17 @@ class Artifacts:
             return art
         ident = ref.removeprefix("artifacts/")
         if ident.startswith("art_"):
-            art = tx.get_artifact(ident)
+            art = await tx.get_artifact(ident)
         elif "@" in ref:
             # NAME@digest or the image's own reference, with or without a tag
             # (`repo:tag@sha256:…` as `docker build` prints it).
             image = validation.image_ref(field_, ref)
-            art = tx.find_artifact(image.repository, image.digest)
+            art = await tx.find_artifact(image.repository, image.digest)
             if art is None:
                 matches = [
-                    a for a in tx.find_artifacts_by_digest(image.digest) if _names_image(a, image)
+                    a
+                    for a in await tx.find_artifacts_by_digest(image.digest)
+                    if _names_image(a, image)
                 ]
                 art = matches[0] if matches else None
         else:
@@ -153,23 +155,23 @@ class Artifacts:
                 f"deploy an artifact registered with --kind {expected}"
             )
 
-    def by_id(self, tx: Tx, artifact_id: str) -> Artifact | None:
+    async def by_id(self, tx: Tx, artifact_id: str) -> Artifact | None:
         art = self._cache.get(artifact_id)
         if art is None:
-            art = tx.get_artifact(artifact_id)
+            art = await tx.get_artifact(artifact_id)
             if art is not None:
                 self._remember(artifact_id, art)
         return art
 
-    def of(self, d: Deployment) -> Artifact | None:
+    async def of(self, d: Deployment) -> Artifact | None:
         """The artifact a deployment puts in place (for answers); None only for the teardown
         of an orphan preview Sami had no record of."""
         if not d.artifact_id:
             return None
         art = self._cache.get(d.artifact_id)
         if art is None:
-            with self.ctx.store.tx() as tx:
-                art = self.by_id(tx, d.artifact_id)
+            async with self.ctx.store.tx() as tx:
+                art = await self.by_id(tx, d.artifact_id)
         return art
 
     def _remember(self, key: str, art: Artifact) -> None:

@@ -16,10 +16,11 @@ bounded and their control and invisible characters escaped before they are store
 from __future__ import annotations
 
 import functools
+import inspect
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -83,7 +84,7 @@ class Audit:
         self._store = store
         self._clock = clock
 
-    def ok(
+    async def ok(
         self,
         tx: Tx,
         who: Principal,
@@ -95,7 +96,7 @@ class Audit:
         request_id: str = "",
     ) -> None:
         """A successful change, inside the change's own transaction."""
-        tx.append_audit(
+        await tx.append_audit(
             entry(
                 who,
                 action,
@@ -107,7 +108,7 @@ class Audit:
             )
         )
 
-    def refused(self, subject: Subject, action: str, exc: DomainError) -> None:
+    async def refused(self, subject: Subject, action: str, exc: DomainError) -> None:
         """The entry of a refused change, in a transaction of its own (the refused change's
         own transaction has rolled back by then)."""
         e = entry(
@@ -121,12 +122,12 @@ class Audit:
             request_id=subject.request_id,
         )
         try:
-            with self._store.tx() as tx:
-                tx.append_audit(e)
+            async with self._store.tx() as tx:
+                await tx.append_audit(e)
         except Exception:  # never hide the refusal behind a failure to record it
             log.exception("audit_write_failed", action=action, outcome=exc.code)
 
-    def list(
+    async def list(
         self, who: Principal, since: float, service: str, page_size: int, page_token: str
     ) -> tuple[list[AuditEntry], str]:
         """Entries at or after `since` (about `service`, if given), oldest first."""
@@ -136,8 +137,8 @@ class Audit:
         if not 0 <= since < 1e11:
             raise InvalidArgument("since", "must be a time after 1970")
         after, limit = paging.parse_page(page_token, page_size, first=0)
-        with self._store.tx() as tx:
-            rows = tx.list_audit(since, limit + 1, after, service)
+        async with self._store.tx() as tx:
+            rows = await tx.list_audit(since, limit + 1, after, service)
         return paging.cut(rows, limit, lambda e: e.seq)
 
 
@@ -165,19 +166,28 @@ R = TypeVar("R")
 
 def audited(
     action: str, subject: Callable[..., Subject]
-) -> Callable[[Callable[Concatenate[S, P], R]], Callable[Concatenate[S, P], R]]:
-    """Declare a method of a service a change named `action`: a DomainError it raises is
-    recorded as a refusal, about what `subject(service, *args, **kwargs)` names, before it
-    goes on to the caller. The method records its success itself (`Audit.ok`), in its own
-    transaction, since only it knows what it changed."""
+) -> Callable[
+    [Callable[Concatenate[S, P], Awaitable[R]]], Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
+]:
+    """Declare a method of a service (a coroutine function) a change named `action`: a
+    DomainError it raises is recorded as a refusal, about what `subject(service, *args,
+    **kwargs)` names, before it goes on to the caller. The method records its success
+    itself (`Audit.ok`), in its own transaction, since only it knows what it changed."""
 
-    def decorate(fn: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    def decorate(
+        fn: Callable[Concatenate[S, P], Awaitable[R]],
+    ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+        if not inspect.iscoroutinefunction(fn):
+            # A plain function's errors would escape the wrapper's await unrecorded (and an
+            # async generator's only while it is iterated): refuse it at import time.
+            raise TypeError(f"@audited needs a coroutine function, not {fn.__qualname__}")
+
         @functools.wraps(fn)
-        def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
             try:
-                return fn(self, *args, **kwargs)
+                return await fn(self, *args, **kwargs)
             except DomainError as exc:
-                self.audit.refused(subject(self, *args, **kwargs), action, exc)
+                await self.audit.refused(subject(self, *args, **kwargs), action, exc)
                 raise
 
         return wrapper

@@ -22,40 +22,40 @@ class Clusters:
         return self.ctx.audit
 
     @audited("cluster.create", lambda self, who, cluster_id, envs: Subject(who, cluster_id))
-    def create(self, who: Principal, cluster_id: str, environments: list[str]) -> Cluster:
+    async def create(self, who: Principal, cluster_id: str, environments: list[str]) -> Cluster:
         """Shared by the RPC and the offline `sami-control cluster create`."""
         authz.require(who, Action.MANAGE_CLUSTERS)
         validation.name("cluster_id", cluster_id, "cluster name")
         envs = _environments(environments)
-        with self.ctx.store.tx() as tx:
-            if tx.get_cluster(cluster_id) is not None:
+        async with self.ctx.store.tx() as tx:
+            if await tx.get_cluster(cluster_id) is not None:
                 raise AlreadyExists(f"cluster {cluster_id!r} already exists")
-            _check_not_served_elsewhere(tx, cluster_id, envs)
+            await _check_not_served_elsewhere(tx, cluster_id, envs)
             c = Cluster(id=cluster_id, environments=envs, created_at=self.ctx.clock())
-            tx.insert_cluster(c)
-            self.audit.ok(tx, who, "cluster.create", cluster_id, detail=",".join(envs))
+            await tx.insert_cluster(c)
+            await self.audit.ok(tx, who, "cluster.create", cluster_id, detail=",".join(envs))
         return c
 
     @audited("cluster.update", lambda self, who, name, envs: Subject(who, name))
-    def update(self, who: Principal, name: str, environments: list[str]) -> Cluster:
+    async def update(self, who: Principal, name: str, environments: list[str]) -> Cluster:
         """Set every environment an existing cluster serves (e.g. give it pull_request)."""
         authz.require(who, Action.MANAGE_CLUSTERS)
         cluster_id = name.removeprefix("clusters/")
         validation.name("name", cluster_id, "cluster name")
         envs = _environments(environments)
-        with self.ctx.store.tx() as tx:
-            c = tx.get_cluster(cluster_id)
+        async with self.ctx.store.tx() as tx:
+            c = await tx.get_cluster(cluster_id)
             if c is None:
                 raise NotFound(
                     f"cluster {cluster_id!r} does not exist; `sami cluster list` shows them, "
                     f"`sami cluster create {cluster_id} --env ...` creates it"
                 )
-            _check_not_served_elsewhere(tx, cluster_id, envs)
+            await _check_not_served_elsewhere(tx, cluster_id, envs)
             dropped = sorted(set(c.environments) - set(envs))
-            _check_nothing_active(tx, cluster_id, dropped)
-            tx.set_cluster_environments(cluster_id, envs)
+            await _check_nothing_active(tx, cluster_id, dropped)
+            await tx.set_cluster_environments(cluster_id, envs)
             updated = Cluster(id=cluster_id, environments=envs, created_at=c.created_at)
-            self.audit.ok(
+            await self.audit.ok(
                 tx,
                 who,
                 "cluster.update",
@@ -64,18 +64,18 @@ class Clusters:
             )
         return updated
 
-    def get(self, who: Principal, cluster_id: str) -> Cluster:
+    async def get(self, who: Principal, cluster_id: str) -> Cluster:
         authz.require(who, Action.READ)
-        with self.ctx.store.tx() as tx:
-            c = tx.get_cluster(cluster_id.removeprefix("clusters/"))
+        async with self.ctx.store.tx() as tx:
+            c = await tx.get_cluster(cluster_id.removeprefix("clusters/"))
         if c is None:
             raise NotFound(f"cluster {cluster_id!r} does not exist; `sami cluster list` shows them")
         return c
 
-    def list(self, who: Principal) -> list[Cluster]:
+    async def list(self, who: Principal) -> list[Cluster]:
         authz.require(who, Action.READ)
-        with self.ctx.store.tx() as tx:
-            return tx.list_clusters()
+        async with self.ctx.store.tx() as tx:
+            return await tx.list_clusters()
 
 
 # Deployments a cluster's agents have yet to finish (a queued one is offered to them).
@@ -91,9 +91,9 @@ def _environments(environments: list[str]) -> list[str]:
     return sorted({validation.environment("environments", e) for e in environments})
 
 
-def _check_not_served_elsewhere(tx: Tx, cluster_id: str, environments: list[str]) -> None:
+async def _check_not_served_elsewhere(tx: Tx, cluster_id: str, environments: list[str]) -> None:
     for e in environments:
-        other = tx.cluster_for_environment(e)
+        other = await tx.cluster_for_environment(e)
         if other is not None and other != cluster_id:
             raise FailedPrecondition(
                 f"environment {e!r} is already served by cluster {other!r}; an "
@@ -102,13 +102,15 @@ def _check_not_served_elsewhere(tx: Tx, cluster_id: str, environments: list[str]
             )
 
 
-def _check_nothing_active(tx: Tx, cluster_id: str, dropped: list[str]) -> None:
+async def _check_nothing_active(tx: Tx, cluster_id: str, dropped: list[str]) -> None:
     """A cluster keeps an environment while deployments to it there are not finished: its
     agents are the ones that will finish them."""
     if not dropped:
         return
     active = [
-        d for d in tx.deployments_in_states(_UNFINISHED, cluster_id) if d.environment in dropped
+        d
+        for d in await tx.deployments_in_states(_UNFINISHED, cluster_id)
+        if d.environment in dropped
     ]
     if active:
         ids = ", ".join(d.id for d in active[:5])

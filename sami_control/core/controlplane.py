@@ -86,7 +86,7 @@ class ControlPlane:
         store.on_failure(self._lost_commit)
 
     async def start(self) -> None:
-        self.leases.give_grace_after_restart()
+        await self.leases.give_grace_after_restart()
         self._loop_task = asyncio.create_task(self._background(), name="sami-dispatch")
         self._wake.set()
 
@@ -138,13 +138,13 @@ class ControlPlane:
                 return
             try:
                 await self.store.writable()
-                self.tokens.end_streams_of_invalid_tokens()
+                await self.tokens.end_streams_of_invalid_tokens()
                 # Most wake-ups are new work, not a lease running out: scan the live
                 # leases only once the earliest of them is due (or a second passed).
                 if clock() >= self.leases.deadline:
-                    self.publisher.apply(self.leases.expire())
+                    self.publisher.apply(await self.leases.expire())
                 if not self._stopping:  # stop() may have run while we waited for the store
-                    self.publisher.apply(self.leases.dispatch())
+                    self.publisher.apply(await self.leases.dispatch())
                 deadline = self.leases.deadline
             except Exception:  # the loop must survive a bad row or a busy database
                 log.exception("dispatch_failed")

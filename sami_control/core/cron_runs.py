@@ -67,7 +67,9 @@ class CronRuns:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def record(self, cluster: str, agent_id: str, report: CronRunInput) -> tuple[CronRun, bool]:
+    async def record(
+        self, cluster: str, agent_id: str, report: CronRunInput
+    ) -> tuple[CronRun, bool]:
         """Store the run an agent of `cluster` reports; (the run, whether it is new).
 
         Raises NotFound (no such deployment), PermissionDenied (the deployment is another
@@ -96,8 +98,8 @@ class CronRuns:
         schedule = validation.text(
             "cron_run.schedule", report.schedule, limit=limits.MAX_CRON_SCHEDULE
         )
-        with self.ctx.store.tx() as tx:
-            d = tx.get_deployment(report.deployment_id)
+        async with self.ctx.store.tx() as tx:
+            d = await tx.get_deployment(report.deployment_id)
             if d is None:
                 raise NotFound(f"deployment {report.deployment_id!r} does not exist")
             if d.cluster != cluster:
@@ -118,7 +120,7 @@ class CronRuns:
                         f"cron_run.{field_}",
                         f"{given!r} is not the {field_} of deployment {d.id} ({stored!r})",
                     )
-            existing = tx.get_cron_run(report.run_id)
+            existing = await tx.get_cron_run(report.run_id)
             if existing is not None:
                 if existing.deployment_id != d.id:
                     raise AlreadyExists(
@@ -145,10 +147,10 @@ class CronRuns:
                 agent_id=agent_id,
                 reported_at=self.ctx.clock(),
             )
-            tx.insert_cron_run(run)
+            await tx.insert_cron_run(run)
         return run, True
 
-    def list(
+    async def list(
         self,
         who: Principal,
         service: str,
@@ -163,6 +165,6 @@ class CronRuns:
         if environment:
             validation.environment("environment", environment)
         before, limit = paging.parse_page(page_token, page_size)
-        with self.ctx.store.tx() as tx:
-            rows = tx.list_cron_runs(service, environment, before, limit + 1)
+        async with self.ctx.store.tx() as tx:
+            rows = await tx.list_cron_runs(service, environment, before, limit + 1)
         return paging.cut(rows, limit, lambda r: r.seq)

@@ -74,7 +74,7 @@ class Deployments:
         return self.ctx.audit
 
     @audited("deployment.create", _create_subject)
-    def create(self, who: Principal, req: DeploymentInput) -> Deployment:
+    async def create(self, who: Principal, req: DeploymentInput) -> Deployment:
         service = validation.name("service", req.service, "service name")
         env = validation.environment("environment", req.environment)
         pr = validation.pull_request("pull_request", env, req.pull_request)
@@ -85,19 +85,19 @@ class Deployments:
         fingerprint = req.fingerprint()
         now = self.ctx.clock()
         fx = Effects(wake=True)
-        with self.ctx.store.tx() as tx:
-            prior = self._prior_request(tx, who, request_id, fingerprint)
+        async with self.ctx.store.tx() as tx:
+            prior = await self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
-            art = self.artifacts.resolve(tx, req.artifact, "artifact")
-            cluster = tx.cluster_for_environment(env)
+            art = await self.artifacts.resolve(tx, req.artifact, "artifact")
+            cluster = await tx.cluster_for_environment(env)
             if cluster is None:
                 raise FailedPrecondition(
                     f"no cluster serves environment {env!r}: create one with "
                     f"`sami cluster create NAME --env {env}` (or, offline, "
                     f"`sami-control cluster create NAME --env {env} --data DIR`)"
                 )
-            resolved = self.manifests.resolve(tx, service, req.deployment_type, env)
+            resolved = await self.manifests.resolve(tx, service, req.deployment_type, env)
             m = resolved.manifest
             self.artifacts.check_fits(art, m.deployment_type, f"{service} in {env}")
             if pr and not m.pr_deploy:
@@ -111,9 +111,9 @@ class Deployments:
                     f"is served by cluster {cluster!r}"
                 )
             if pr:
-                self._check_preview_room(tx, service, pr, now)
+                await self._check_preview_room(tx, service, pr, now)
             if req.rollback_of:
-                self._check_rollback(tx, req.rollback_of, service, env, pr, art.id)
+                await self._check_rollback(tx, req.rollback_of, service, env, pr, art.id)
             d = Deployment(
                 id=new_id("dep"),
                 service=service,
@@ -142,8 +142,8 @@ class Deployments:
                     cron_schedule=m.cron.schedule if m.cron else "",
                 ),
             )
-            self.enqueue(tx, fx, d, f"requested by {who.name}", req.reason)
-            self.audit.ok(
+            await self.enqueue(tx, fx, d, f"requested by {who.name}", req.reason)
+            await self.audit.ok(
                 tx,
                 who,
                 "deployment.create",
@@ -157,7 +157,7 @@ class Deployments:
         self.ctx.publisher.apply(fx)
         return d
 
-    def _check_preview_room(self, tx: Tx, service: str, pr: int, now: float) -> None:
+    async def _check_preview_room(self, tx: Tx, service: str, pr: int, now: float) -> None:
         """A preview of a new pull request needs room under max_previews_per_service: each
         is a stack on the cluster, and a CI that never tears down would pile them up."""
         limit = self.ctx.settings.max_previews_per_service
@@ -166,7 +166,7 @@ class Deployments:
         ttl = self.ctx.settings.preview_ttl
         live = [
             d
-            for d in tx.latest_previews(service)
+            for d in await tx.latest_previews(service)
             if d.action is DeploymentAction.DEPLOY and now - d.created_at < ttl
         ]
         if len(live) < limit or any(d.pull_request == pr for d in live):
@@ -179,12 +179,12 @@ class Deployments:
         )
 
     @staticmethod
-    def _check_rollback(
+    async def _check_rollback(
         tx: Tx, target_id: str, service: str, env: str, pr: int, artifact_id: str
     ) -> None:
         """A rollback goes back to a SUCCEEDED deploy of the same target, with its artifact."""
         validation.text("rollback_of", target_id, limit=100)
-        target = tx.get_deployment(target_id.removeprefix("deployments/"))
+        target = await tx.get_deployment(target_id.removeprefix("deployments/"))
         if target is None:
             raise InvalidArgument("rollback_of", f"deployment {target_id!r} does not exist")
         if target.key != (service, env, pr):
@@ -206,14 +206,14 @@ class Deployments:
                 "than the one requested: a rollback deploys its target's artifact again",
             )
 
-    def _prior_request(
+    async def _prior_request(
         self, tx: Tx, who: Principal, request_id: str, fingerprint: str
     ) -> Deployment | None:
         """The deployment an earlier request of the same token with this idempotency key
         created, if any: keys are the caller's own, so one token cannot claim another's."""
         if not request_id:
             return None
-        prior = tx.get_deployment_by_request_id(who.token_id, request_id)
+        prior = await tx.get_deployment_by_request_id(who.token_id, request_id)
         if prior is not None and prior.request_hash != fingerprint:
             raise AlreadyExists(
                 f"request_id {request_id!r} was already used for deployment {prior.id} with "
@@ -221,24 +221,24 @@ class Deployments:
             )
         return prior
 
-    def enqueue(self, tx: Tx, fx: Effects, d: Deployment, who: str, reason: str) -> None:
+    async def enqueue(self, tx: Tx, fx: Effects, d: Deployment, who: str, reason: str) -> None:
         """Store a new deployment as QUEUED and supersede older queued ones of its key."""
         now = d.created_at
         first = record(
             d, EventType.STATE_CHANGED, now, message=who + (f": {reason}" if reason else "")
         )
-        tx.insert_deployment(d)
-        tx.append_event(first)
+        await tx.insert_deployment(d)
+        await tx.append_event(first)
         fx.add(d, first)
-        for old in tx.queued_of_key(d.service, d.environment, d.pull_request):
+        for old in await tx.queued_of_key(d.service, d.environment, d.pull_request):
             if old.id != d.id:
                 ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
-                tx.update_deployment(old)
-                tx.append_event(ev)
+                await tx.update_deployment(old)
+                await tx.append_event(ev)
                 fx.add(old, ev)
 
     @audited("preview.teardown", _teardown_subject)
-    def teardown_preview(
+    async def teardown_preview(
         self, who: Principal, service: str, pull_request: int, reason: str, request_id: str
     ) -> Deployment:
         service = validation.name("service", service, "service name")
@@ -250,11 +250,11 @@ class Deployments:
             service, "pull_request", "", pr, reason, deployment_type="teardown"
         ).fingerprint()
         fx = Effects(wake=True)
-        with self.ctx.store.tx() as tx:
-            prior = self._prior_request(tx, who, request_id, fingerprint)
+        async with self.ctx.store.tx() as tx:
+            prior = await self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
-            latest = tx.latest_for_key(service, "pull_request", pr)
+            latest = await tx.latest_for_key(service, "pull_request", pr)
             if latest is None:
                 raise NotFound(f"there is no preview of {service} for pull request {pr}")
             if latest.action is DeploymentAction.TEARDOWN and latest.state is not State.FAILED:
@@ -264,8 +264,8 @@ class Deployments:
                 )
             d = self.teardown_of(latest, who.name, reason, request_id, fingerprint)
             d.created_by_token = who.token_id
-            self.enqueue(tx, fx, d, f"teardown requested by {who.name}", reason)
-            self.audit.ok(
+            await self.enqueue(tx, fx, d, f"teardown requested by {who.name}", reason)
+            await self.audit.ok(
                 tx,
                 who,
                 "preview.teardown",
@@ -304,22 +304,22 @@ class Deployments:
             manifest_settings=latest.manifest_settings,
         )
 
-    def get(self, who: Principal, name: str) -> Deployment:
+    async def get(self, who: Principal, name: str) -> Deployment:
         authz.require(who, Action.READ)
-        with self.ctx.store.tx() as tx:
-            return self._must_get(tx, name)
+        async with self.ctx.store.tx() as tx:
+            return await self._must_get(tx, name)
 
-    def _must_get(self, tx: Tx, name: str) -> Deployment:
+    async def _must_get(self, tx: Tx, name: str) -> Deployment:
         ident = name.removeprefix("deployments/")
         if not ident:
             raise InvalidArgument("name", "deployment id is required")
         validation.text("name", ident, limit=100)
-        d = tx.get_deployment(ident)
+        d = await tx.get_deployment(ident)
         if d is None:
             raise NotFound(f"deployment {ident!r} does not exist; `sami list` shows deployments")
         return d
 
-    def list(
+    async def list(
         self,
         who: Principal,
         service: str,
@@ -334,17 +334,17 @@ class Deployments:
         if environment:
             validation.environment("environment", environment)
         before, limit = paging.parse_page(page_token, page_size)
-        with self.ctx.store.tx() as tx:
-            rows = tx.list_deployments(service, environment, state, before, limit + 1)
+        async with self.ctx.store.tx() as tx:
+            rows = await tx.list_deployments(service, environment, state, before, limit + 1)
         return paging.cut(rows, limit, lambda d: d.seq)
 
     @audited("deployment.cancel", lambda self, who, name, reason: Subject(who, name))
-    def cancel(self, who: Principal, name: str, reason: str) -> Deployment:
+    async def cancel(self, who: Principal, name: str, reason: str) -> Deployment:
         validation.text("reason", reason)
         now = self.ctx.clock()
         fx = Effects()
-        with self.ctx.store.tx() as tx:
-            d = self._must_get(tx, name)
+        async with self.ctx.store.tx() as tx:
+            d = await self._must_get(tx, name)
             authz.require_deploy_scope(who, d.service, d.environment)
             if d.state.terminal:
                 raise FailedPrecondition(
@@ -365,11 +365,13 @@ class Deployments:
                 session = self.sessions.get(d.cluster, d.agent_id)
                 if session is not None:
                     fx.send(session, CancelCommand(d.id, d.lease_id, msg))
-            tx.update_deployment(d)
-            tx.append_event(ev)
+            await tx.update_deployment(d)
+            await tx.append_event(ev)
             fx.add(d, ev)
             fx.wake = True
-            self.audit.ok(tx, who, "deployment.cancel", d.id, detail=reason, service=d.service)
+            await self.audit.ok(
+                tx, who, "deployment.cancel", d.id, detail=reason, service=d.service
+            )
         self.ctx.publisher.apply(fx)
         return d
 
@@ -381,8 +383,8 @@ class Deployments:
         if after < 0:
             raise InvalidArgument("after_sequence", "must not be negative")
         store = self.ctx.store
-        with store.tx() as tx:
-            d = self._must_get(tx, name)
+        async with store.tx() as tx:
+            d = await self._must_get(tx, name)
         # Subscribe before reading the log, so nothing published in between is missed;
         # duplicates between the two are dropped by sequence. The stream counts against the
         # token's limit and is ended (UNAUTHENTICATED) when the token is revoked or expires,
@@ -411,7 +413,7 @@ class Deployments:
                         sub.queue.get_nowait()
                     # Not while a commit holds the store: reading would block the loop.
                     await store.writable()
-                    caught = list(store.iter_events(d.id, last))
+                    caught = [e async for e in store.iter_events(d.id, last)]
                     await store.durable()
                     for e in caught:
                         if stream.ended:

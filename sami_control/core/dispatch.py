@@ -38,30 +38,32 @@ class Leases:
         # No live lease runs out before this (the loop skips the lease scan until then).
         self.deadline = 0.0
 
-    def give_grace_after_restart(self) -> None:
+    async def give_grace_after_restart(self) -> None:
         """Agents cannot renew while the control plane was down: give each live lease
         time to come back."""
         now = self.ctx.clock()
-        with self.ctx.store.tx() as tx:
-            for d in tx.deployments_in_states(list(LIVE)):
+        async with self.ctx.store.tx() as tx:
+            for d in await tx.deployments_in_states(list(LIVE)):
                 self.lease_until(d, max(d.lease_expires, now + self.ctx.settings.restart_grace))
-                tx.update_deployment(d)
+                await tx.update_deployment(d)
 
     def lease_until(self, d: Deployment, expires: float) -> None:
         """Every lease deadline is set here, so the loop knows the earliest one."""
         d.lease_expires = expires
         self.deadline = min(self.deadline, expires)
 
-    def renew(self, tx: Tx, fx: Effects, d: Deployment, session: AgentSession, now: float) -> None:
+    async def renew(
+        self, tx: Tx, fx: Effects, d: Deployment, session: AgentSession, now: float
+    ) -> None:
         """An ack or a report from the lease holder: renew the lease, and an ASSIGNED
         deployment is now IN_PROGRESS (the agent has it)."""
         self.lease_until(d, now + self.ctx.settings.lease_ttl)
         if d.state is State.ASSIGNED:
             ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
-            tx.append_event(ev)
+            await tx.append_event(ev)
             fx.add(d, ev)
 
-    def requeue(self, tx: Tx, fx: Effects, d: Deployment, now: float, why: str) -> None:
+    async def requeue(self, tx: Tx, fx: Effects, d: Deployment, now: float, why: str) -> None:
         """The lease holder lost the work: offer it again (attempt + 1), or end it when it
         was being cancelled or its attempts ran out."""
         old_session = self.sessions.get(d.cluster, d.agent_id)
@@ -81,39 +83,39 @@ class Leases:
                 now,
                 f"attempt {d.attempt} on agent {d.agent_id} lost: {why}; offering again",
             )
-        tx.update_deployment(d)
-        tx.append_event(ev)
+        await tx.update_deployment(d)
+        await tx.append_event(ev)
         fx.add(d, ev)
 
-    def expire(self) -> Effects:
+    async def expire(self) -> Effects:
         """Requeue the deployments whose lease ran out, and note when the next live lease
         runs out, so the loop sleeps until then (it never sleeps more than 1 s, so leases
         granted or renewed after this scan are covered too)."""
         now = self.ctx.clock()
         fx = Effects()
         deadline = now + 1.0
-        with self.ctx.store.tx() as tx:
-            for d in tx.deployments_in_states(list(LIVE)):
+        async with self.ctx.store.tx() as tx:
+            for d in await tx.deployments_in_states(list(LIVE)):
                 if d.lease_expires and d.lease_expires <= now:
                     what = "not acknowledged" if d.state is State.ASSIGNED else "lease expired"
-                    self.requeue(tx, fx, d, now, what)
+                    await self.requeue(tx, fx, d, now, what)
                     fx.wake = True
                 elif d.lease_expires:
                     deadline = min(deadline, d.lease_expires)
         self.deadline = deadline
         return fx
 
-    def dispatch(self) -> Effects:
+    async def dispatch(self) -> Effects:
         """Offer queued work to connected agents: oldest first, one active per key."""
         fx = Effects()
         if not self.sessions:
             return fx
         now = self.ctx.clock()
-        with self.ctx.store.tx() as tx:
-            queued = tx.deployments_in_states([State.QUEUED])
+        async with self.ctx.store.tx() as tx:
+            queued = await tx.deployments_in_states([State.QUEUED])
             if not queued:
                 return fx  # most wake-ups under load: nothing waits
-            busy = tx.active_keys()
+            busy = await tx.active_keys()
             by_cluster = self.sessions.open_by_cluster()
             for d in queued:
                 if d.key in busy:
@@ -124,11 +126,13 @@ class Leases:
                 if not candidates:
                     continue
                 s = min(candidates, key=lambda s: (len(s.leases), s.agent_id))
-                self._assign(tx, fx, d, s, now)
+                await self._assign(tx, fx, d, s, now)
                 busy.add(d.key)
         return fx
 
-    def _assign(self, tx: Tx, fx: Effects, d: Deployment, s: AgentSession, now: float) -> None:
+    async def _assign(
+        self, tx: Tx, fx: Effects, d: Deployment, s: AgentSession, now: float
+    ) -> None:
         d.attempt += 1
         d.epoch += 1
         d.lease_id = new_id("lease")
@@ -136,13 +140,13 @@ class Leases:
         d.agent_sequence = 0
         self.lease_until(d, now + self.ctx.settings.ack_timeout)
         ev = move(d, State.ASSIGNED, now, f"assigned to agent {s.agent_id} (attempt {d.attempt})")
-        tx.update_deployment(d)
-        tx.append_event(ev)
+        await tx.update_deployment(d)
+        await tx.append_event(ev)
         fx.add(d, ev)
-        art = self.artifacts.by_id(tx, d.artifact_id) if d.artifact_id else None
+        art = await self.artifacts.by_id(tx, d.artifact_id) if d.artifact_id else None
         s.leases.add(d.id)
         files = (
-            self.manifests.folder_files(tx, d.manifest_revision, d.manifest_folder)
+            await self.manifests.folder_files(tx, d.manifest_revision, d.manifest_folder)
             if d.manifest_revision
             else {}
         )

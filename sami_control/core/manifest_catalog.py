@@ -110,7 +110,7 @@ class ManifestCatalog:
         return self.ctx.audit
 
     @audited("manifests.sync", _sync_subject)
-    def sync(
+    async def sync(
         self, who: Principal, commit: str, files: list[tuple[str, bytes]]
     ) -> tuple[ManifestRevision, bool]:
         authz.require_sync_manifests(who)
@@ -136,13 +136,13 @@ class ManifestCatalog:
             )
         rid = revision_id(by_path)
         now = self.ctx.clock()
-        with self.ctx.store.tx() as tx:
-            seq = tx.next_synced_seq()
-            existing = tx.get_manifest_revision(rid)
+        async with self.ctx.store.tx() as tx:
+            seq = await tx.next_synced_seq()
+            existing = await tx.get_manifest_revision(rid)
             if existing is not None:
-                tx.mark_revision_synced(rid, seq)
+                await tx.mark_revision_synced(rid, seq)
                 existing.synced_seq = seq
-                self._audit(tx, who, rid, "already stored; now current")
+                await self._audit(tx, who, rid, "already stored; now current")
                 return existing, False
             rev = ManifestRevision(
                 id=rid,
@@ -154,24 +154,24 @@ class ManifestCatalog:
                 warnings=[p.to_dict() for p in result.problems if not p.is_error],
                 synced_seq=seq,
             )
-            tx.insert_manifest_revision(rev, by_path)
-            self._audit(tx, who, rid, f"commit {commit or '-'}, {len(by_path)} files")
+            await tx.insert_manifest_revision(rev, by_path)
+            await self._audit(tx, who, rid, f"commit {commit or '-'}, {len(by_path)} files")
         return rev, True
 
-    def _audit(self, tx: Tx, who: Principal, rid: str, detail: str) -> None:
-        self.audit.ok(tx, who, "manifests.sync", rid, detail=detail)
+    async def _audit(self, tx: Tx, who: Principal, rid: str, detail: str) -> None:
+        await self.audit.ok(tx, who, "manifests.sync", rid, detail=detail)
 
-    def get(self, who: Principal, name: str) -> tuple[ManifestRevision, bool]:
+    async def get(self, who: Principal, name: str) -> tuple[ManifestRevision, bool]:
         """(revision, is_current) by id, `manifestRevisions/{id}` or `current`."""
         authz.require(who, Action.READ)
         ident = name.removeprefix("manifestRevisions/")
-        with self.ctx.store.tx() as tx:
-            current = tx.current_manifest_revision()
+        async with self.ctx.store.tx() as tx:
+            current = await tx.current_manifest_revision()
             if ident in ("", "current"):
                 rev = current
             else:
                 validation.text("name", ident, limit=100)
-                rev = tx.get_manifest_revision(ident)
+                rev = await tx.get_manifest_revision(ident)
         if rev is None:
             raise NotFound(
                 "no manifest revision has been synced yet: run `sami manifests sync DIR`"
@@ -180,22 +180,22 @@ class ManifestCatalog:
             )
         return rev, current is not None and current.id == rev.id
 
-    def files(self, who: Principal, revision: str, with_content: bool) -> list[ManifestFile]:
+    async def files(self, who: Principal, revision: str, with_content: bool) -> list[ManifestFile]:
         """Every file of a revision by path, hash and size; with `with_content`, the files
         `who` may read, with their content (files can hold what stacks use as secrets):
         an admin or an unscoped deployer (who may sync, i.e. write, them all) reads every
         file, a deployer scoped to services the files of those services' folders."""
         authz.require(who, Action.READ)
         if not with_content:
-            return self._listing(revision)
+            return await self._listing(revision)
         prefixes = _readable_prefixes(who)
-        with self.ctx.store.tx() as tx:
+        async with self.ctx.store.tx() as tx:
             if prefixes is None:
-                found = tx.manifest_files(revision)
+                found = await tx.manifest_files(revision)
             else:
                 found = {}
                 for prefix in prefixes:
-                    found.update(tx.manifest_files(revision, prefix))
+                    found.update(await tx.manifest_files(revision, prefix))
         if not found and prefixes:
             raise PermissionDenied(
                 f"token {who.name!r} may read only the files of "
@@ -204,12 +204,12 @@ class ManifestCatalog:
             )
         return [_file(path, found[path]) for path in sorted(found)]
 
-    def _listing(self, revision: str) -> list[ManifestFile]:
+    async def _listing(self, revision: str) -> list[ManifestFile]:
         """Path, hash and size of every file (kept: a revision never changes)."""
         listing = self._listings.get(revision)
         if listing is None:
-            with self.ctx.store.tx() as tx:
-                files = tx.manifest_files(revision)
+            async with self.ctx.store.tx() as tx:
+                files = await tx.manifest_files(revision)
             listing = [
                 ManifestFile(p, hashlib.sha256(files[p]).hexdigest(), len(files[p]))
                 for p in sorted(files)
@@ -219,7 +219,7 @@ class ManifestCatalog:
             self._listings[revision] = listing
         return listing
 
-    def folder_files(self, tx: Tx, revision: str, folder: str) -> dict[str, bytes]:
+    async def folder_files(self, tx: Tx, revision: str, folder: str) -> dict[str, bytes]:
         """The files of one manifest folder of a revision, by path relative to the folder:
         what an assignment carries. Kept: a revision never changes (its id is the hash of
         its files), and every delivery of a deployment sends the same."""
@@ -229,33 +229,35 @@ class ManifestCatalog:
             prefix = folder + "/"
             files = {
                 path.removeprefix(prefix): data
-                for path, data in tx.manifest_files(revision, prefix).items()
+                for path, data in (await tx.manifest_files(revision, prefix)).items()
             }
             if len(self._folders) >= FOLDER_CACHE_LIMIT:
                 self._folders.clear()
             self._folders[key] = files
         return files
 
-    def list(
+    async def list(
         self, who: Principal, page_size: int, page_token: str
     ) -> tuple[list[ManifestRevision], str, str]:
         """(revisions, most recently synced first; the id of the current one; the next
         page's token)."""
         authz.require(who, Action.READ)
         before, limit = paging.parse_page(page_token, page_size)
-        with self.ctx.store.tx() as tx:
-            current = tx.current_manifest_revision_id()
-            rows = tx.list_manifest_revisions(before, limit + 1)
+        async with self.ctx.store.tx() as tx:
+            current = await tx.current_manifest_revision_id()
+            rows = await tx.list_manifest_revisions(before, limit + 1)
         page, nxt = paging.cut(rows, limit, lambda r: r.synced_seq)
         return page, current or "", nxt
 
-    def resolve(self, tx: Tx, service: str, deployment_type: str, environment: str) -> Resolved:
+    async def resolve(
+        self, tx: Tx, service: str, deployment_type: str, environment: str
+    ) -> Resolved:
         # Only the id is read per deployment; the revision row (every service's entries)
         # is decoded once per revision: revisions never change.
-        rev_id = tx.current_manifest_revision_id()
+        rev_id = await tx.current_manifest_revision_id()
         rev = self._revisions.get(rev_id) if rev_id else None
         if rev is None and rev_id:
-            rev = tx.get_manifest_revision(rev_id)
+            rev = await tx.get_manifest_revision(rev_id)
             if rev is not None:
                 self._revisions = {rev_id: rev}
         if rev is None:
@@ -266,7 +268,7 @@ class ManifestCatalog:
         key = (rev.id, service, deployment_type, environment)
         m = self._cache.get(key)
         if m is None:
-            files = tx.manifest_files(rev.id, f"services/{service}/")
+            files = await tx.manifest_files(rev.id, f"services/{service}/")
             try:
                 m = manifests.resolve(files, service, deployment_type or None, environment)
             except manifests.ManifestError as exc:

@@ -90,13 +90,13 @@ class Tokens:
         return self.ctx.audit
 
     @audited("token.create", lambda self, who, req: Subject(who, f"role={req.role}"))
-    def create(self, who: Principal, req: TokenInput) -> token_secrets.IssuedToken:
+    async def create(self, who: Principal, req: TokenInput) -> token_secrets.IssuedToken:
         """Issue a token; its plaintext is in the result, and nowhere else, ever."""
         authz.require(who, Action.MANAGE_TOKENS)
         role, name = _validated(req)
         now = self.ctx.clock()
-        with self.ctx.store.tx() as tx:
-            if req.cluster and tx.get_cluster(req.cluster) is None:
+        async with self.ctx.store.tx() as tx:
+            if req.cluster and await tx.get_cluster(req.cluster) is None:
                 raise NotFound(
                     f"cluster {req.cluster!r} does not exist: create it first "
                     f"(`sami cluster create {req.cluster} --env stage`)"
@@ -116,45 +116,45 @@ class Tokens:
                 )
             )
             r = issued.record
-            tx.insert_token(r)
+            await tx.insert_token(r)
             scope = f" cluster={r.cluster}" if r.cluster else ""
             if r.services or r.environments:
                 scope += f" services={','.join(r.services) or '*'}"
                 scope += f" environments={','.join(r.environments) or '*'}"
             if r.expires_at:
                 scope += f" expires_in={req.expires_in:.0f}s"
-            self.audit.ok(
+            await self.audit.ok(
                 tx, who, "token.create", r.id, detail=f"role={role.value} name={name}{scope}"
             )
         return issued
 
-    def list(self, who: Principal, include_revoked: bool = True) -> list[TokenRecord]:
+    async def list(self, who: Principal, include_revoked: bool = True) -> list[TokenRecord]:
         authz.require(who, Action.MANAGE_TOKENS)
-        with self.ctx.store.tx() as tx:
-            rows = tx.list_tokens()
+        async with self.ctx.store.tx() as tx:
+            rows = await tx.list_tokens()
         return [t for t in rows if include_revoked or not t.revoked_at]
 
     @audited("token.revoke", lambda self, who, name: Subject(who, name))
-    def revoke(self, who: Principal, name: str) -> TokenRecord:
+    async def revoke(self, who: Principal, name: str) -> TokenRecord:
         """Revoke at once: new calls fail authentication, and the token's open streams (agent
         sessions, watches) end now with UNAUTHENTICATED."""
         authz.require(who, Action.MANAGE_TOKENS)
         ident = token_id("name", name)
         now = self.ctx.clock()
-        with self.ctx.store.tx() as tx:
-            t = tx.get_token(ident)
+        async with self.ctx.store.tx() as tx:
+            t = await tx.get_token(ident)
             if t is None:
                 raise NotFound(f"token {ident!r} does not exist; `sami token list` shows them")
-            if not tx.revoke_token(ident, now):
+            if not await tx.revoke_token(ident, now):
                 raise FailedPrecondition(f"token {ident!r} ({t.name}) is already revoked")
             t.revoked_at = now
-            self.audit.ok(tx, who, "token.revoke", ident, detail=f"name={t.name}")
+            await self.audit.ok(tx, who, "token.revoke", ident, detail=f"name={t.name}")
         self._cache.pop(t.id, None)
         ended = self.streams.end_token(t.id, f"token {t.id} ({t.name}) was revoked")
         log.info("token_revoked", token_id=t.id, token_name=t.name, streams_ended=ended)
         return t
 
-    def authenticate(self, token: str) -> Principal:
+    async def authenticate(self, token: str) -> Principal:
         token_id_, secret = token_secrets.parse(token)
         now = self.ctx.clock()
         # Every call is authenticated: keep the token rows read in the last
@@ -165,8 +165,8 @@ class Tokens:
         if cached is not None and now - cached[1] < self.ctx.settings.token_recheck_interval:
             record_: TokenRecord | None = cached[0]
         else:
-            with self.ctx.store.tx() as tx:
-                record_ = tx.get_token(token_id_)
+            async with self.ctx.store.tx() as tx:
+                record_ = await tx.get_token(token_id_)
             if record_ is None:
                 self._cache.pop(token_id_, None)
             else:
@@ -175,7 +175,7 @@ class Tokens:
                 self._cache[token_id_] = (record_, now)
         return token_secrets.verify(record_, secret, now)
 
-    def end_streams_of_invalid_tokens(self) -> None:
+    async def end_streams_of_invalid_tokens(self) -> None:
         """End the streams of tokens that expired, or were revoked by another process
         (called by the control plane's background loop)."""
         now = self.ctx.clock()
@@ -192,8 +192,8 @@ class Tokens:
         ids = self.streams.token_ids()
         if not ids:
             return
-        with self.ctx.store.tx() as tx:
-            records = {i: tx.get_token(i) for i in ids}
+        async with self.ctx.store.tx() as tx:
+            records = {i: await tx.get_token(i) for i in ids}
         for i, r in records.items():
             if r is None or r.revoked_at:
                 self.streams.end_token(i, f"token {i} was revoked")

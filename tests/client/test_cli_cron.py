@@ -27,7 +27,7 @@ def with_runs(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> LiveS
     offline.add_cluster(live_server.data, "c1", ["stage", "pull_request"])
 
     async def on_the_servers_loop() -> None:
-        _record_runs(live_server)
+        await _record_runs(live_server)
 
     asyncio.run_coroutine_threadsafe(on_the_servers_loop(), live_server.loop).result(10)
     monkeypatch.setenv("SAMI_ADDR", live_server.addr)
@@ -35,11 +35,11 @@ def with_runs(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> LiveS
     return live_server
 
 
-def _record_runs(live_server: LiveServer) -> None:
+async def _record_runs(live_server: LiveServer) -> None:
     core = live_server.server.core
-    core.manifests.sync(ADMIN, "", list(cron_repo().items()))
-    core.artifacts.register(ADMIN, ArtifactInput("backup", ArtifactKind.IMAGE, REF, ""))
-    d = core.deployments.create(ADMIN, DeploymentInput("backup", "stage", REF))
+    await core.manifests.sync(ADMIN, "", list(cron_repo().items()))
+    await core.artifacts.register(ADMIN, ArtifactInput("backup", ArtifactKind.IMAGE, REF, ""))
+    d = await core.deployments.create(ADMIN, DeploymentInput("backup", "stage", REF))
     for i, (outcome, code, message) in enumerate(
         [
             (CronRunOutcome.SUCCEEDED, 0, "1/1 task(s) completed"),
@@ -48,7 +48,7 @@ def _record_runs(live_server: LiveServer) -> None:
         ]
     ):
         scheduled = T0 + 300 * i
-        core.cron_runs.record(
+        await core.cron_runs.record(
             "c1",
             "m1",
             cron_runs.CronRunInput(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
+async def env(tmp_path: Path) -> AsyncIterator[tuple[ControlPlane, Clock]]:
     """The core in-process over a real SQLite file, with a fake clock (core_env.py)."""
-    yield from make_env(tmp_path)
+    async for env in make_env(tmp_path):
+        yield env

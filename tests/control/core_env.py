@@ -4,8 +4,7 @@ clock that makes lease expiry exact, clusters c1 (stage, production) and c2
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sami_control.core.commands import (
@@ -42,10 +41,10 @@ class Clock:
         return self.t
 
 
-def tick(cp: ControlPlane) -> None:
+async def tick(cp: ControlPlane) -> None:
     """One pass of the background loop: expire leases, then dispatch."""
-    cp.publisher.apply(cp.leases.expire())
-    cp.publisher.apply(cp.leases.dispatch())
+    cp.publisher.apply(await cp.leases.expire())
+    cp.publisher.apply(await cp.leases.dispatch())
 
 
 def drain(s: AgentSession) -> list[Command]:
@@ -55,43 +54,40 @@ def drain(s: AgentSession) -> list[Command]:
     return out
 
 
-def connect(
+async def connect(
     cp: ControlPlane, agent_id: str, who: Principal = AGENT_C1, held: list[HeldLease] | None = None
 ) -> AgentSession:
-    session, _ = cp.agents.connect(who, agent_id, "test", ["swarm"], held or [])
+    session, _ = await cp.agents.connect(who, agent_id, "test", ["swarm"], held or [])
     return session
 
 
-def deploy(cp: ControlPlane, ref: str = REF, **kw: object) -> Deployment:
+async def deploy(cp: ControlPlane, ref: str = REF, **kw: object) -> Deployment:
     args: dict[str, object] = {"service": "web", "environment": "stage", "artifact": ref}
     args.update(kw)
-    return cp.deployments.create(ADMIN, DeploymentInput(**args))  # type: ignore[arg-type]
+    return await cp.deployments.create(ADMIN, DeploymentInput(**args))  # type: ignore[arg-type]
 
 
-def events(cp: ControlPlane, d: Deployment) -> list[Event]:
-    return list(cp.store.iter_events(d.id, 0))
+async def events(cp: ControlPlane, d: Deployment) -> list[Event]:
+    return [e async for e in cp.store.iter_events(d.id, 0)]
 
 
-def states(cp: ControlPlane, d: Deployment) -> list[str]:
-    return [e.state.name for e in events(cp, d) if e.type is EventType.STATE_CHANGED]
+async def states(cp: ControlPlane, d: Deployment) -> list[str]:
+    return [e.state.name for e in await events(cp, d) if e.type is EventType.STATE_CHANGED]
 
 
-def get(cp: ControlPlane, d: Deployment) -> Deployment:
-    return cp.deployments.get(ADMIN, d.id)
+async def get(cp: ControlPlane, d: Deployment) -> Deployment:
+    return await cp.deployments.get(ADMIN, d.id)
 
 
-def make_env(tmp_path: Path) -> Iterator[tuple[ControlPlane, Clock]]:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+async def make_env(tmp_path: Path) -> AsyncIterator[tuple[ControlPlane, Clock]]:
     store = SQLiteStore(tmp_path / "data")
+    await store.open()
     clock = Clock()
     cp = ControlPlane(store, Settings(lease_ttl=30, ack_timeout=10, max_attempts=3), clock)
-    cp.clusters.create(ADMIN, "c1", ["stage", "production"])
-    cp.clusters.create(ADMIN, "c2", ["pull_request"])
-    cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
-    cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF2, ""))
-    cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
+    await cp.clusters.create(ADMIN, "c1", ["stage", "production"])
+    await cp.clusters.create(ADMIN, "c2", ["pull_request"])
+    await cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+    await cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF2, ""))
+    await cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
     yield cp, clock
-    store.close()
-    loop.close()
-    asyncio.set_event_loop(None)
+    await store.close()

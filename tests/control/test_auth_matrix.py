@@ -64,8 +64,8 @@ class Ctx:
         agent_id = f"gone-{next(_n)}"
 
         async def put() -> None:
-            with self.srv.server.core.store.tx() as tx:
-                tx.upsert_agent(AgentRecord(agent_id, "c1"))
+            async with self.srv.server.core.store.tx() as tx:
+                await tx.upsert_agent(AgentRecord(agent_id, "c1"))
 
         asyncio.run_coroutine_threadsafe(put(), self.srv.loop).result(10)
         return agent_id

@@ -46,103 +46,103 @@ from tests.control.core_env import (
 )
 
 
-def test_sync_validates_again_and_stores_nothing_when_invalid(
+async def test_sync_validates_again_and_stores_nothing_when_invalid(
     env: tuple[ControlPlane, Clock],
 ) -> None:
     cp, _ = env
-    before, _ = cp.manifests.get(ADMIN, "current")
+    before, _ = await cp.manifests.get(ADMIN, "current")
     bad = samples.repo(("web",))
     bad["services/web/swarm/stage/sami.yaml"] += b"colour: blue\n"
     with pytest.raises(InvalidArgument) as ei:
-        cp.manifests.sync(ADMIN, "", list(bad.items()))
+        await cp.manifests.sync(ADMIN, "", list(bad.items()))
     field, description = ei.value.violations[0]
     assert field.startswith("files[services/web/swarm/stage/sami.yaml]:")
     assert "colour" in description
-    assert cp.manifests.get(ADMIN, "current")[0].id == before.id
-    revs, _, _ = cp.manifests.list(ADMIN, 10, "")
+    assert (await cp.manifests.get(ADMIN, "current"))[0].id == before.id
+    revs, _, _ = await cp.manifests.list(ADMIN, 10, "")
     assert len(revs) == 1
 
 
-def test_sync_is_content_addressed(env: tuple[ControlPlane, Clock]) -> None:
+async def test_sync_is_content_addressed(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
-    first, _ = cp.manifests.get(ADMIN, "current")
-    other, created = cp.manifests.sync(ADMIN, "a" * 40, list(samples.repo(("web",)).items()))
+    first, _ = await cp.manifests.get(ADMIN, "current")
+    other, created = await cp.manifests.sync(ADMIN, "a" * 40, list(samples.repo(("web",)).items()))
     assert created and other.id != first.id
-    again, created = cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
+    again, created = await cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
     assert not created and again.id == first.id
-    assert cp.manifests.get(ADMIN, "current")[0].id == first.id  # current again
+    assert (await cp.manifests.get(ADMIN, "current"))[0].id == first.id  # current again
 
 
-def test_deployment_resolves_manifest_and_assignment_carries_its_files(
+async def test_deployment_resolves_manifest_and_assignment_carries_its_files(
     env: tuple[ControlPlane, Clock],
 ) -> None:
     cp, _ = env
-    rev, _ = cp.manifests.get(ADMIN, "current")
-    d = deploy(cp, environment="pull_request", pull_request=12)
+    rev, _ = await cp.manifests.get(ADMIN, "current")
+    d = await deploy(cp, environment="pull_request", pull_request=12)
     assert (d.stack_name, d.deployment_type, d.manifest_revision) == ("pr-12_web", "swarm", rev.id)
     assert d.stack_files == ["stack.yml"] and d.image_services == ["web"]
     assert d.converge_timeout == 60
-    a = connect(cp, "b1", AGENT_C2)
-    tick(cp)
+    a = await connect(cp, "b1", AGENT_C2)
+    await tick(cp)
     (cmd,) = drain(a)
     assert isinstance(cmd, AssignCommand)
     assert sorted(cmd.files) == ["sami.yaml", "stack.yml"]
     assert cmd.files["stack.yml"] == samples.repo()["services/web/swarm/pull_request/stack.yml"]
 
 
-def test_deploy_refused_without_manifest_or_previews(env: tuple[ControlPlane, Clock]) -> None:
+async def test_deploy_refused_without_manifest_or_previews(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
     with pytest.raises(FailedPrecondition, match=r"add services/shop/<type>/stage/sami\.yaml"):
-        deploy(cp, service="shop")
-    cp.manifests.sync(ADMIN, "", list(samples.repo(pr_deploy=False).items()))
+        await deploy(cp, service="shop")
+    await cp.manifests.sync(ADMIN, "", list(samples.repo(pr_deploy=False).items()))
     with pytest.raises(FailedPrecondition, match="pr_deploy: true"):
-        deploy(cp, environment="pull_request", pull_request=3)
-    assert cp.deployments.list(ADMIN, "", "", None, 0, "")[0] == []
+        await deploy(cp, environment="pull_request", pull_request=3)
+    assert (await cp.deployments.list(ADMIN, "", "", None, 0, ""))[0] == []
 
 
-def test_scoped_deployer_cannot_sync(env: tuple[ControlPlane, Clock]) -> None:
+async def test_scoped_deployer_cannot_sync(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
     scoped = Principal("t9", "ci-web", Role.DEPLOYER, services=("web",))
     with pytest.raises(PermissionDenied, match="unscoped"):
-        cp.manifests.sync(scoped, "", list(samples.repo().items()))
+        await cp.manifests.sync(scoped, "", list(samples.repo().items()))
 
 
-def _succeed(cp: ControlPlane, d: Deployment, agent: AgentSession) -> None:
-    tick(cp)
+async def _succeed(cp: ControlPlane, d: Deployment, agent: AgentSession) -> None:
+    await tick(cp)
     (cmd,) = [c for c in drain(agent) if isinstance(c, AssignCommand)]
     lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
-    cp.reports.ack(agent, d.id, lease, epoch)
-    cp.reports.result(agent, d.id, lease, epoch, Outcome.SUCCEEDED, "")
+    await cp.reports.ack(agent, d.id, lease, epoch)
+    await cp.reports.result(agent, d.id, lease, epoch, Outcome.SUCCEEDED, "")
 
 
-def test_a_rollback_names_what_it_goes_back_to_and_the_server_checks_it(
+async def test_a_rollback_names_what_it_goes_back_to_and_the_server_checks_it(
     env: tuple[ControlPlane, Clock],
 ) -> None:
     cp, _ = env
-    a = connect(cp, "a1")
-    first = deploy(cp, REF)
-    _succeed(cp, first, a)
-    second = deploy(cp, REF2)
-    _succeed(cp, second, a)
-    back = deploy(cp, REF, rollback_of=first.id, reason=f"rollback to {first.id}")
-    assert back.rollback_of == first.id and get(cp, back).rollback_of == first.id
+    a = await connect(cp, "a1")
+    first = await deploy(cp, REF)
+    await _succeed(cp, first, a)
+    second = await deploy(cp, REF2)
+    await _succeed(cp, second, a)
+    back = await deploy(cp, REF, rollback_of=first.id, reason=f"rollback to {first.id}")
+    assert back.rollback_of == first.id and (await get(cp, back)).rollback_of == first.id
     # Not a deployment of this service and environment.
     with pytest.raises(InvalidArgument, match="rollback_of"):
-        deploy(cp, REF, environment="production", rollback_of=first.id)
+        await deploy(cp, REF, environment="production", rollback_of=first.id)
     # Not the artifact the target deployed.
     with pytest.raises(InvalidArgument, match="another artifact"):
-        deploy(cp, REF2, rollback_of=first.id)
+        await deploy(cp, REF2, rollback_of=first.id)
     # Not a deployment that ran (the rollback itself is still queued).
     with pytest.raises(FailedPrecondition, match="not a SUCCEEDED deploy"):
-        deploy(cp, REF, rollback_of=back.id)
+        await deploy(cp, REF, rollback_of=back.id)
     with pytest.raises(InvalidArgument, match="does not exist"):
-        deploy(cp, REF, rollback_of="dep_0000000000000000")
+        await deploy(cp, REF, rollback_of="dep_0000000000000000")
     # Refused requests stored nothing: the rollback is still the newest deployment.
-    newest, _ = cp.deployments.list(ADMIN, "web", "stage", None, 1, "")
+    newest, _ = await cp.deployments.list(ADMIN, "web", "stage", None, 1, "")
     assert [d.id for d in newest] == [back.id]
 
 
-def test_a_strict_stack_policy_refuses_at_sync_what_would_give_a_stack_the_host(
+async def test_a_strict_stack_policy_refuses_at_sync_what_would_give_a_stack_the_host(
     tmp_path: Path,
 ) -> None:
     """`sami-control serve --stack-policy strict`: the control plane checks every synced
@@ -151,21 +151,21 @@ def test_a_strict_stack_policy_refuses_at_sync_what_would_give_a_stack_the_host(
     store = SQLiteStore(tmp_path / "strict")
     try:
         strict = ControlPlane(store, Settings(stack_policy="strict"))
-        before, _ = strict.manifests.sync(ADMIN, "", list(samples.repo().items()))
+        before, _ = await strict.manifests.sync(ADMIN, "", list(samples.repo().items()))
         with pytest.raises(InvalidArgument, match="privileged") as refused:
-            strict.manifests.sync(ADMIN, "", list(samples.repo(stack=host).items()))
+            await strict.manifests.sync(ADMIN, "", list(samples.repo(stack=host).items()))
         assert "docker.sock" in str(refused.value.violations)
-        rev, current = strict.manifests.get(ADMIN, "current")
+        rev, current = await strict.manifests.get(ADMIN, "current")
         assert current and rev.id == before.id
         # The same files under the default policy: Swarm allows them.
         lax = ControlPlane(store, Settings())
-        rev, created = lax.manifests.sync(ADMIN, "", list(samples.repo(stack=host).items()))
+        rev, created = await lax.manifests.sync(ADMIN, "", list(samples.repo(stack=host).items()))
         assert created and rev.id != before.id
     finally:
-        store.close()
+        await store.close()
 
 
-def test_the_original_manifest_syncs_and_deploys_its_one_stack_file(
+async def test_the_original_manifest_syncs_and_deploys_its_one_stack_file(
     env: tuple[ControlPlane, Clock],
 ) -> None:
     """services/camerdevs/compose/stage/ as the original repo has it: a sami.yaml with no
@@ -179,106 +179,106 @@ def test_the_original_manifest_syncs_and_deploys_its_one_stack_file(
         ),
         f"{folder}/camerdevs-stack.yml": stack,
     }
-    cp.manifests.sync(ADMIN, "", list(files.items()))
+    await cp.manifests.sync(ADMIN, "", list(files.items()))
     ref = "127.0.0.1:5000/camerdevs@sha256:" + "c" * 64
-    cp.artifacts.register(ADMIN, ArtifactInput("camerdevs", ArtifactKind.IMAGE, ref, ""))
-    d = deploy(cp, ref, service="camerdevs")
+    await cp.artifacts.register(ADMIN, ArtifactInput("camerdevs", ArtifactKind.IMAGE, ref, ""))
+    d = await deploy(cp, ref, service="camerdevs")
     assert (d.deployment_type, d.stack_name) == ("compose", "stage_camerdevs")
     assert (d.stack_files, d.image_services) == (["camerdevs-stack.yml"], ["web"])
-    a, _ = cp.agents.connect(AGENT_C1, "a1", "test", ["swarm", "compose"], [])
-    tick(cp)
+    a, _ = await cp.agents.connect(AGENT_C1, "a1", "test", ["swarm", "compose"], [])
+    await tick(cp)
     (cmd,) = drain(a)
     assert isinstance(cmd, AssignCommand)
     assert cmd.files["camerdevs-stack.yml"] == stack
 
 
-def test_a_reference_is_stored_pinned_and_found_with_any_tag(
+async def test_a_reference_is_stored_pinned_and_found_with_any_tag(
     env: tuple[ControlPlane, Clock],
 ) -> None:
     cp, _ = env
     digest = "sha256:" + "d" * 64
-    art, created = cp.artifacts.register(
+    art, created = await cp.artifacts.register(
         ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api:1.2@{digest}", "")
     )
     assert created and art.ref == f"ghcr.io/x/api@{digest}" and art.tags == ["1.2"]
-    again, created = cp.artifacts.register(
+    again, created = await cp.artifacts.register(
         ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api@{digest}", "")
     )
     assert (again.id, created) == (art.id, False)
-    with cp.store.tx() as tx:
+    async with cp.store.tx() as tx:
         for ref in (f"ghcr.io/x/api:main@{digest}", f"ghcr.io/x/api@{digest}", f"api:9@{digest}"):
-            assert cp.artifacts.resolve(tx, ref, "artifact").id == art.id, ref
+            assert (await cp.artifacts.resolve(tx, ref, "artifact")).id == art.id, ref
     # Docker Hub's familiar names are the same image as their full names.
-    hub, _ = cp.artifacts.register(
+    hub, _ = await cp.artifacts.register(
         ADMIN, ArtifactInput("proxy", ArtifactKind.IMAGE, f"nginx:1.27@{digest}", "")
     )
-    with cp.store.tx() as tx:
-        found = cp.artifacts.resolve(tx, f"docker.io/library/nginx:1.27@{digest}", "artifact")
+    async with cp.store.tx() as tx:
+        found = await cp.artifacts.resolve(tx, f"docker.io/library/nginx:1.27@{digest}", "artifact")
     assert found.id == hub.id
     with pytest.raises(InvalidArgument, match="tag"):
-        cp.artifacts.register(
+        await cp.artifacts.register(
             ADMIN, ArtifactInput("api", ArtifactKind.IMAGE, f"ghcr.io/x/api:@{digest}", "")
         )
 
 
-def test_an_artifact_of_another_kind_than_the_type_deploys_is_refused(
+async def test_an_artifact_of_another_kind_than_the_type_deploys_is_refused(
     env: tuple[ControlPlane, Clock],
 ) -> None:
     cp, _ = env
     archive = "sha256:" + "e" * 64
-    cp.artifacts.register(
+    await cp.artifacts.register(
         ADMIN,
         ArtifactInput("web", ArtifactKind.STATIC_FILE, "https://example.com/site.tgz", archive),
     )
     with pytest.raises(
         FailedPrecondition, match="static_file artifact, but web in stage is a swarm"
     ):
-        deploy(cp, f"web@{archive}")
-    assert cp.deployments.list(ADMIN, "web", "", None, 0, "")[0] == []
+        await deploy(cp, f"web@{archive}")
+    assert (await cp.deployments.list(ADMIN, "web", "", None, 0, ""))[0] == []
 
 
-def test_a_cluster_gains_and_drops_environments(env: tuple[ControlPlane, Clock]) -> None:
+async def test_a_cluster_gains_and_drops_environments(env: tuple[ControlPlane, Clock]) -> None:
     cp, _ = env
-    c = cp.clusters.update(ADMIN, "clusters/c1", ["stage", "production", "production"])
+    c = await cp.clusters.update(ADMIN, "clusters/c1", ["stage", "production", "production"])
     assert c.environments == ["production", "stage"]
     with pytest.raises(
         FailedPrecondition, match="'pull_request' is already served by cluster 'c2'"
     ):
-        cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
+        await cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
     # Move pull_request from c2 to c1 (c2 takes production).
-    assert cp.clusters.update(ADMIN, "c1", ["stage"]).environments == ["stage"]
-    preview = deploy(cp, environment="pull_request", pull_request=4)
+    assert (await cp.clusters.update(ADMIN, "c1", ["stage"])).environments == ["stage"]
+    preview = await deploy(cp, environment="pull_request", pull_request=4)
     with pytest.raises(
         FailedPrecondition, match=f"unfinished deployments in pull_request .{preview.id}"
     ):
-        cp.clusters.update(ADMIN, "c2", ["production"])
-    cp.deployments.cancel(ADMIN, preview.id, "")
-    cp.clusters.update(ADMIN, "c2", ["production"])
-    cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
-    assert cp.clusters.get(ADMIN, "c1").environments == ["pull_request", "stage"]
-    assert deploy(cp, environment="pull_request", pull_request=5).cluster == "c1"
+        await cp.clusters.update(ADMIN, "c2", ["production"])
+    await cp.deployments.cancel(ADMIN, preview.id, "")
+    await cp.clusters.update(ADMIN, "c2", ["production"])
+    await cp.clusters.update(ADMIN, "c1", ["stage", "pull_request"])
+    assert (await cp.clusters.get(ADMIN, "c1")).environments == ["pull_request", "stage"]
+    assert (await deploy(cp, environment="pull_request", pull_request=5)).cluster == "c1"
     with pytest.raises(NotFound, match="cluster 'c9' does not exist"):
-        cp.clusters.update(ADMIN, "c9", ["stage"])
+        await cp.clusters.update(ADMIN, "c9", ["stage"])
     with pytest.raises(InvalidArgument, match="at least one environment"):
-        cp.clusters.update(ADMIN, "c1", [])
+        await cp.clusters.update(ADMIN, "c1", [])
     with pytest.raises(PermissionDenied):
-        cp.clusters.update(AGENT_C1, "c1", ["stage"])
+        await cp.clusters.update(AGENT_C1, "c1", ["stage"])
 
 
 @pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.ROLLED_BACK])
-def test_a_failed_rollout_is_logged_at_warning(
+async def test_a_failed_rollout_is_logged_at_warning(
     env: tuple[ControlPlane, Clock], outcome: Outcome
 ) -> None:
     cp, _ = env
     with structlog.testing.capture_logs() as logs:
-        d = deploy(cp)
-        a = connect(cp, "a1")
-        tick(cp)
+        d = await deploy(cp)
+        a = await connect(cp, "a1")
+        await tick(cp)
         (cmd,) = drain(a)
         assert isinstance(cmd, AssignCommand)
         lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
-        cp.reports.ack(a, d.id, lease, epoch)
-        cp.reports.result(a, d.id, lease, epoch, outcome, "health check failed")
+        await cp.reports.ack(a, d.id, lease, epoch)
+        await cp.reports.result(a, d.id, lease, epoch, outcome, "health check failed")
     levels = {
         line["state"]: line["log_level"] for line in logs if line["event"] == "deployment_state"
     }

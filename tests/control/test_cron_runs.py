@@ -3,9 +3,8 @@ own cluster's cron deployments, acknowledged on the stream, and listed by CronSe
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -82,31 +81,28 @@ def cron_repo() -> dict[str, bytes]:
 
 
 @pytest.fixture
-def cp(tmp_path: Path) -> Iterator[ControlPlane]:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+async def cp(tmp_path: Path) -> AsyncIterator[ControlPlane]:
     store = SQLiteStore(tmp_path / "data")
+    await store.open()
     core = ControlPlane(store, Settings(), lambda: T0 + 3600)
-    core.clusters.create(ADMIN, "c1", ["stage", "production"])
-    core.clusters.create(ADMIN, "c2", ["pull_request"])
+    await core.clusters.create(ADMIN, "c1", ["stage", "production"])
+    await core.clusters.create(ADMIN, "c2", ["pull_request"])
     for name in ("backup", "report", "web"):
-        core.artifacts.register(
+        await core.artifacts.register(
             ADMIN, ArtifactInput(name, ArtifactKind.IMAGE, REF.replace("backup", name), "")
         )
-    core.manifests.sync(ADMIN, "", list(cron_repo().items()))
+    await core.manifests.sync(ADMIN, "", list(cron_repo().items()))
     yield core
-    store.close()
-    loop.close()
-    asyncio.set_event_loop(None)
+    await store.close()
 
 
-def deploy(cp: ControlPlane, service: str = "backup", env: str = "stage") -> Deployment:
+async def deploy(cp: ControlPlane, service: str = "backup", env: str = "stage") -> Deployment:
     ref = REF.replace("backup", service)
-    return cp.deployments.create(ADMIN, DeploymentInput(service, env, ref))
+    return await cp.deployments.create(ADMIN, DeploymentInput(service, env, ref))
 
 
-def connect(cp: ControlPlane, agent_id: str, who: Principal = AGENT_C1) -> AgentSession:
-    session, _ = cp.agents.connect(who, agent_id, "test", ["swarm", "cron"], [])
+async def connect(cp: ControlPlane, agent_id: str, who: Principal = AGENT_C1) -> AgentSession:
+    session, _ = await cp.agents.connect(who, agent_id, "test", ["swarm", "cron"], [])
     while not session.outbox.empty():
         session.outbox.get_nowait()
     return session
@@ -141,16 +137,16 @@ def acks(s: AgentSession) -> list[CronRunAckCommand]:
     return out
 
 
-def test_a_cron_deployment_is_a_cron_job(cp: ControlPlane) -> None:
-    d = deploy(cp)
+async def test_a_cron_deployment_is_a_cron_job(cp: ControlPlane) -> None:
+    d = await deploy(cp)
     assert d.deployment_type == "cron" and d.stack_name == "stage_backup"
     assert d.manifest_settings.cron_schedule == "*/5 * * * *"
 
 
-def test_a_run_is_stored_once_and_acknowledged_every_time(cp: ControlPlane) -> None:
-    d = deploy(cp)
-    a1, a2 = connect(cp, "m1"), connect(cp, "m2")
-    run = cp.reports.cron_run(a1, report(d))
+async def test_a_run_is_stored_once_and_acknowledged_every_time(cp: ControlPlane) -> None:
+    d = await deploy(cp)
+    a1, a2 = await connect(cp, "m1"), await connect(cp, "m2")
+    run = await cp.reports.cron_run(a1, report(d))
     assert (run.service, run.environment, run.cluster, run.stack) == (
         "backup",
         "stage",
@@ -160,12 +156,12 @@ def test_a_run_is_stored_once_and_acknowledged_every_time(cp: ControlPlane) -> N
     assert run.agent_id == "m1" and run.reported_at == T0 + 3600
     assert acks(a1) == [CronRunAckCommand("cron_1", "")]
     # The same run, from another manager's agent and again after a reconnect: stored once.
-    again = cp.reports.cron_run(a2, report(d, outcome=int(CronRunOutcome.FAILED)))
+    again = await cp.reports.cron_run(a2, report(d, outcome=int(CronRunOutcome.FAILED)))
     assert again.agent_id == "m1" and again.outcome is CronRunOutcome.SUCCEEDED
-    cp.reports.cron_run(a1, report(d))
+    await cp.reports.cron_run(a1, report(d))
     assert acks(a2) == [CronRunAckCommand("cron_1", "")]
     assert acks(a1) == [CronRunAckCommand("cron_1", "")]
-    runs, nxt = cp.cron_runs.list(ADMIN, "backup", "stage", 0, "")
+    runs, nxt = await cp.cron_runs.list(ADMIN, "backup", "stage", 0, "")
     assert [r.run_id for r in runs] == ["cron_1"] and nxt == ""
     (stored,) = runs
     assert stored.exit_code == 0 and stored.message == "1/1 task(s) completed"
@@ -176,13 +172,15 @@ def test_a_run_is_stored_once_and_acknowledged_every_time(cp: ControlPlane) -> N
     )
 
 
-def test_a_run_of_another_clusters_deployment_is_refused_and_audited(cp: ControlPlane) -> None:
-    d = deploy(cp)  # stage: cluster c1
-    other = connect(cp, "m9", AGENT_C2)
+async def test_a_run_of_another_clusters_deployment_is_refused_and_audited(
+    cp: ControlPlane,
+) -> None:
+    d = await deploy(cp)  # stage: cluster c1
+    other = await connect(cp, "m9", AGENT_C2)
     with pytest.raises(PermissionDenied, match="another cluster"):
-        cp.reports.cron_run(other, report(d))
-    assert cp.cron_runs.list(ADMIN, "", "", 0, "")[0] == []
-    entries, _ = cp.audit.list(ADMIN, 0, "", 100, "")
+        await cp.reports.cron_run(other, report(d))
+    assert (await cp.cron_runs.list(ADMIN, "", "", 0, ""))[0] == []
+    entries, _ = await cp.audit.list(ADMIN, 0, "", 100, "")
     refused = [e for e in entries if e.action == "agent.report"]
     assert [(e.outcome, e.target, e.token_name) for e in refused] == [
         ("PERMISSION_DENIED", d.id, "agent-c2")
@@ -210,62 +208,66 @@ def test_a_run_of_another_clusters_deployment_is_refused_and_audited(cp: Control
         ({"exit_code": 2**40}, InvalidArgument, "cron_run.exit_code"),
     ],
 )
-def test_bad_reports_are_refused_and_store_nothing(
+async def test_bad_reports_are_refused_and_store_nothing(
     cp: ControlPlane, change: dict[str, object], error: type[Exception], says: str
 ) -> None:
-    d = deploy(cp)
-    a = connect(cp, "m1")
+    d = await deploy(cp)
+    a = await connect(cp, "m1")
     with pytest.raises(error, match=says):
-        cp.reports.cron_run(a, report(d, **change))
-    assert cp.cron_runs.list(ADMIN, "", "", 0, "")[0] == []
+        await cp.reports.cron_run(a, report(d, **change))
+    assert (await cp.cron_runs.list(ADMIN, "", "", 0, ""))[0] == []
 
 
-def test_only_cron_deployments_have_runs_and_run_ids_stay_with_their_deployment(
+async def test_only_cron_deployments_have_runs_and_run_ids_stay_with_their_deployment(
     cp: ControlPlane,
 ) -> None:
-    web = deploy(cp, "web")
-    a = connect(cp, "m1")
+    web = await deploy(cp, "web")
+    a = await connect(cp, "m1")
     with pytest.raises(FailedPrecondition, match="not a cron job"):
-        cp.reports.cron_run(a, report(web))
-    backup, other = deploy(cp), deploy(cp, "report")
-    cp.reports.cron_run(a, report(backup, "cron_same"))
+        await cp.reports.cron_run(a, report(web))
+    backup, other = await deploy(cp), await deploy(cp, "report")
+    await cp.reports.cron_run(a, report(backup, "cron_same"))
     with pytest.raises(AlreadyExists, match="already stored"):
-        cp.reports.cron_run(a, report(other, "cron_same"))
+        await cp.reports.cron_run(a, report(other, "cron_same"))
 
 
-def test_listing_filters_pages_and_needs_read(cp: ControlPlane) -> None:
-    backup, other = deploy(cp), deploy(cp, "report")
-    a = connect(cp, "m1")
+async def test_listing_filters_pages_and_needs_read(cp: ControlPlane) -> None:
+    backup, other = await deploy(cp), await deploy(cp, "report")
+    a = await connect(cp, "m1")
     for i in range(5):
-        cp.reports.cron_run(a, report(backup, f"cron_b{i}", scheduled_for=T0 + 300 * (i + 1)))
-    cp.reports.cron_run(a, report(other, "cron_r0"))
-    runs, nxt = cp.cron_runs.list(READER, "backup", "stage", 2, "")
+        await cp.reports.cron_run(a, report(backup, f"cron_b{i}", scheduled_for=T0 + 300 * (i + 1)))
+    await cp.reports.cron_run(a, report(other, "cron_r0"))
+    runs, nxt = await cp.cron_runs.list(READER, "backup", "stage", 2, "")
     assert [r.run_id for r in runs] == ["cron_b4", "cron_b3"] and nxt
-    runs, nxt = cp.cron_runs.list(READER, "backup", "stage", 2, nxt)
+    runs, nxt = await cp.cron_runs.list(READER, "backup", "stage", 2, nxt)
     assert [r.run_id for r in runs] == ["cron_b2", "cron_b1"]
-    runs, nxt = cp.cron_runs.list(READER, "backup", "stage", 2, nxt)
+    runs, nxt = await cp.cron_runs.list(READER, "backup", "stage", 2, nxt)
     assert [r.run_id for r in runs] == ["cron_b0"] and nxt == ""
-    assert [r.run_id for r in cp.cron_runs.list(READER, "report", "", 0, "")[0]] == ["cron_r0"]
-    assert len(cp.cron_runs.list(READER, "", "", 0, "")[0]) == 6
-    assert cp.cron_runs.list(READER, "backup", "production", 0, "")[0] == []
+    assert [r.run_id for r in (await cp.cron_runs.list(READER, "report", "", 0, ""))[0]] == [
+        "cron_r0"
+    ]
+    assert len((await cp.cron_runs.list(READER, "", "", 0, ""))[0]) == 6
+    assert (await cp.cron_runs.list(READER, "backup", "production", 0, ""))[0] == []
     with pytest.raises(PermissionDenied):
-        cp.cron_runs.list(AGENT_C1, "backup", "stage", 0, "")
+        await cp.cron_runs.list(AGENT_C1, "backup", "stage", 0, "")
     with pytest.raises(InvalidArgument, match="environment"):
-        cp.cron_runs.list(READER, "backup", "staging", 0, "")
+        await cp.cron_runs.list(READER, "backup", "staging", 0, "")
     with pytest.raises(InvalidArgument, match="service"):
-        cp.cron_runs.list(READER, "Backup", "", 0, "")
+        await cp.cron_runs.list(READER, "Backup", "", 0, "")
 
 
-def test_runs_survive_a_restart(cp: ControlPlane, tmp_path: Path) -> None:
-    d = deploy(cp)
-    cp.reports.cron_run(connect(cp, "m1"), report(d, exit_code=None, outcome=2, message="gone"))
+async def test_runs_survive_a_restart(cp: ControlPlane, tmp_path: Path) -> None:
+    d = await deploy(cp)
+    await cp.reports.cron_run(
+        await connect(cp, "m1"), report(d, exit_code=None, outcome=2, message="gone")
+    )
     reopened = SQLiteStore(tmp_path / "data")
     try:
-        with reopened.tx() as tx:
-            (run,) = tx.list_cron_runs("backup", "stage", 2**62, 10)
+        async with reopened.tx() as tx:
+            (run,) = await tx.list_cron_runs("backup", "stage", 2**62, 10)
         assert run.exit_code is None and run.outcome is CronRunOutcome.FAILED
     finally:
-        reopened.close()
+        await reopened.close()
 
 
 # Over the API: the agent stream and CronService.
@@ -372,10 +374,10 @@ _time_value = st.one_of(
 
 
 @pytest.fixture
-def fuzz_deployment(cp: ControlPlane) -> Deployment:
+async def fuzz_deployment(cp: ControlPlane) -> Deployment:
     """The cron deployment every fuzzed report may name: made once for all the examples (a
     function-scoped fixture is not reset between hypothesis examples)."""
-    return deploy(cp)
+    return await deploy(cp)
 
 
 @settings(
@@ -392,7 +394,7 @@ def fuzz_deployment(cp: ControlPlane) -> Deployment:
     service=_text,
     environment=_text,
 )
-def test_fuzzed_reports_are_stored_or_refused_never_crash(
+async def test_fuzzed_reports_are_stored_or_refused_never_crash(
     cp: ControlPlane,
     fuzz_deployment: Deployment,
     run_id: str,
@@ -406,7 +408,7 @@ def test_fuzzed_reports_are_stored_or_refused_never_crash(
     environment: str,
 ) -> None:
     d = fuzz_deployment
-    a = connect(cp, "fuzz")
+    a = await connect(cp, "fuzz")
     fields = {
         "run_id": run_id,
         "deployment_id": d.id if use_real_deployment else run_id,
@@ -423,7 +425,7 @@ def test_fuzzed_reports_are_stored_or_refused_never_crash(
         "schedule": "",
     }
     try:
-        run = cp.reports.cron_run(a, CronRunInput(**fields))  # type: ignore[arg-type]
+        run = await cp.reports.cron_run(a, CronRunInput(**fields))  # type: ignore[arg-type]
     except DomainError:
         return
     assert run.deployment_id == d.id and run.service == "backup"

@@ -53,13 +53,13 @@ def slow_disk(s: SQLiteStore) -> tuple[threading.Event, Callable[[], None], Call
     return slow, slow_commit, real
 
 
-def stored_ids(path: Path) -> list[str]:
+async def stored_ids(path: Path) -> list[str]:
     s = SQLiteStore(path)
     try:
-        with s.tx() as tx:
-            return sorted(d.id for d in tx.list_deployments("", "", None, 2**62, 100))
+        async with s.tx() as tx:
+            return sorted(d.id for d in await tx.list_deployments("", "", None, 2**62, 100))
     finally:
-        s.close()
+        await s.close()
 
 
 def test_one_turn_of_the_loop_is_one_commit_and_a_failed_tx_rolls_back_alone(
@@ -67,17 +67,18 @@ def test_one_turn_of_the_loop_is_one_commit_and_a_failed_tx_rolls_back_alone(
 ) -> None:
     async def scenario() -> list[str]:
         s = SQLiteStore(tmp_path / "data")
-        with s.tx() as tx:
-            tx.insert_artifact(art(1))
+        async with s.tx() as tx:
+            await tx.insert_artifact(art(1))
         s.group_commits()
         published: list[str] = []
         for i in (1, 2, 3):
-            with s.tx() as tx:
-                tx.insert_deployment(dep(i))
+            async with s.tx() as tx:
+                await tx.insert_deployment(dep(i))
             s.after_commit(lambda i=i: published.append(f"dep_{i}"))
-        with pytest.raises(Conflict), s.tx() as tx:  # same id again: this one alone fails
-            tx.insert_deployment(dep(4))
-            tx.insert_deployment(dep(2))
+        with pytest.raises(Conflict):  # same id again: this one alone fails
+            async with s.tx() as tx:
+                await tx.insert_deployment(dep(4))
+                await tx.insert_deployment(dep(2))
         assert published == []  # nothing is published before the commit
         # Nor visible to another reader (WAL: readers see committed data only).
         other = sqlite3.connect(tmp_path / "data" / "sami.db")
@@ -87,8 +88,8 @@ def test_one_turn_of_the_loop_is_one_commit_and_a_failed_tx_rolls_back_alone(
         assert published == ["dep_1", "dep_2", "dep_3"]
         assert (s.commits, s.batched) == (1, 4)
         await s.durable()  # nothing pending: returns at once
-        s.close()
-        return stored_ids(tmp_path / "data")
+        await s.close()
+        return await stored_ids(tmp_path / "data")
 
     assert asyncio.run(scenario()) == ["dep_1", "dep_2", "dep_3"]
 
@@ -98,29 +99,29 @@ def test_a_failed_commit_keeps_nothing_publishes_nothing_and_says_what_to_do(
 ) -> None:
     async def scenario() -> None:
         s = SQLiteStore(tmp_path / "data")
-        with s.tx() as tx:
-            tx.insert_artifact(art(1))
+        async with s.tx() as tx:
+            await tx.insert_artifact(art(1))
         s.group_commits()
         published: list[str] = []
-        with s.tx() as tx:
-            tx.insert_deployment(dep(1))
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(1))
         s.after_commit(lambda: published.append("dep_1"))
         # A foreign key checked at COMMIT (deferred) makes the commit itself fail, as a full
         # disk would: the whole turn is lost, and every caller waiting on it is told.
-        with s.tx() as tx:
+        async with s.tx() as tx:
             tx.c.execute("PRAGMA defer_foreign_keys = ON")
-            tx.insert_deployment(dataclasses.replace(dep(2), artifact_id="art_missing"))
+            await tx.insert_deployment(dataclasses.replace(dep(2), artifact_id="art_missing"))
         with pytest.raises(StorageFailed, match=r"nothing of it was kept.*retry"):
             await s.durable()
         assert published == []
         # The next turn works again.
-        with s.tx() as tx:
-            tx.insert_deployment(dep(3))
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(3))
         await s.durable()
-        s.close()
+        await s.close()
 
     asyncio.run(scenario())
-    assert stored_ids(tmp_path / "data") == ["dep_3"]
+    assert asyncio.run(stored_ids(tmp_path / "data")) == ["dep_3"]
 
 
 def test_core_publishes_only_after_the_commit_and_refusals_leave_the_batch_intact(
@@ -129,26 +130,26 @@ def test_core_publishes_only_after_the_commit_and_refusals_leave_the_batch_intac
     async def scenario() -> None:
         store = SQLiteStore(tmp_path / "data")
         cp = ControlPlane(store, Settings())
-        cp.clusters.create(ADMIN, "c1", ["stage", "production"])
-        cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
-        cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
+        await cp.clusters.create(ADMIN, "c1", ["stage", "production"])
+        await cp.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+        await cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
         store.group_commits()
         seen: list[str] = []
         cp.publisher.observers.append(
             lambda events, _: seen.extend(e.deployment_id for e in events)
         )
-        d = cp.deployments.create(ADMIN, DeploymentInput("web", "stage", REF))
+        d = await cp.deployments.create(ADMIN, DeploymentInput("web", "stage", REF))
         with pytest.raises(InvalidArgument):
-            cp.deployments.create(ADMIN, DeploymentInput("web", "nowhere", REF))
-        d2 = cp.deployments.create(ADMIN, DeploymentInput("web", "production", REF))
+            await cp.deployments.create(ADMIN, DeploymentInput("web", "nowhere", REF))
+        d2 = await cp.deployments.create(ADMIN, DeploymentInput("web", "production", REF))
         assert seen == []
         await store.durable()
         assert seen == [d.id, d2.id]
-        with store.tx() as tx:
-            assert tx.get_deployment(d.id).state is State.QUEUED  # type: ignore[union-attr]
-            refusals = [e for e in tx.list_audit(0, 100) if e.outcome != "ok"]
+        async with store.tx() as tx:
+            assert (await tx.get_deployment(d.id)).state is State.QUEUED  # type: ignore[union-attr]
+            refusals = [e for e in await tx.list_audit(0, 100) if e.outcome != "ok"]
         assert [e.outcome for e in refusals] == ["INVALID_ARGUMENT"]
-        store.close()
+        await store.close()
 
     asyncio.run(scenario())
 
@@ -161,13 +162,13 @@ def test_while_a_commit_is_in_flight_the_loop_serves_and_the_next_turn_waits_for
 
     async def scenario() -> list[str]:
         s = SQLiteStore(tmp_path / "data")
-        with s.tx() as tx:
-            tx.insert_artifact(art(1))
+        async with s.tx() as tx:
+            await tx.insert_artifact(art(1))
         s.group_commits()
         slow, slow_commit, real = slow_disk(s)
         seen: list[str] = []
-        with s.tx() as tx:
-            tx.insert_deployment(dep(1))
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(1))
         await asyncio.sleep(0.05)  # the turn ended: its COMMIT is in flight
         # Nothing is open; an effect registered now still waits for the in-flight commit.
         s.after_commit(lambda: seen.append("after 1"))
@@ -181,21 +182,21 @@ def test_while_a_commit_is_in_flight_the_loop_serves_and_the_next_turn_waits_for
         await waiter
         assert seen == ["after 1"]
         s._run_commit = real  # type: ignore[method-assign]
-        with s.tx() as tx:
-            tx.insert_deployment(dep(2))
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(2))
         await s.durable()
         # A tx() that did not wait for writable() waits for the commit itself (blocking).
         slow.clear()
         s._run_commit = slow_commit  # type: ignore[method-assign]
-        with s.tx() as tx:
-            tx.insert_deployment(dep(3))
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(3))
         await asyncio.sleep(0.05)
         threading.Timer(0.2, slow.set).start()
-        with s.tx() as tx:  # blocks until the commit of dep_3 returned
-            tx.insert_deployment(dep(4))
+        async with s.tx() as tx:  # blocks until the commit of dep_3 returned
+            await tx.insert_deployment(dep(4))
         await s.durable()
-        s.close()
-        return stored_ids(tmp_path / "data")
+        await s.close()
+        return await stored_ids(tmp_path / "data")
 
     assert asyncio.run(scenario()) == ["dep_1", "dep_2", "dep_3", "dep_4"]
 
@@ -209,9 +210,9 @@ def test_a_turn_that_only_read_commits_on_the_loop_and_its_readers_do_not_wait(
 
     async def scenario() -> None:
         s = SQLiteStore(tmp_path / "data")
-        with s.tx() as tx:
-            tx.insert_artifact(art(1))
-            tx.insert_deployment(dep(1))
+        async with s.tx() as tx:
+            await tx.insert_artifact(art(1))
+            await tx.insert_deployment(dep(1))
         s.group_commits()
         threaded: list[str] = []
         real = s._run_commit
@@ -221,24 +222,24 @@ def test_a_turn_that_only_read_commits_on_the_loop_and_its_readers_do_not_wait(
             real()
 
         s._run_commit = counted  # type: ignore[method-assign]
-        with s.tx() as tx:
-            assert tx.get_deployment("dep_1") is not None
+        async with s.tx() as tx:
+            assert await tx.get_deployment("dep_1") is not None
         assert s._batch is not None and not suspends(s.durable())  # answered at once
         await asyncio.sleep(0.01)
         assert s._batch is None and threaded == [] and s.commits == 1
         # A read that shares its turn with a write waits for that write's commit: it may
         # have seen it.
-        with s.tx() as tx:
-            tx.get_deployment("dep_1")
-        with s.tx() as tx:
-            tx.insert_deployment(dep(2))
+        async with s.tx() as tx:
+            await tx.get_deployment("dep_1")
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(2))
         assert suspends(s.durable())
         await s.durable()
         assert threaded == ["commit"] and s.commits == 2
-        s.close()
+        await s.close()
 
     asyncio.run(scenario())
-    assert stored_ids(tmp_path / "data") == ["dep_1", "dep_2"]
+    assert asyncio.run(stored_ids(tmp_path / "data")) == ["dep_1", "dep_2"]
 
 
 def test_a_caller_cancelled_while_it_waits_leaves_the_other_waiters_waiting(
@@ -249,12 +250,12 @@ def test_a_caller_cancelled_while_it_waits_leaves_the_other_waiters_waiting(
 
     async def scenario() -> None:
         s = SQLiteStore(tmp_path / "data")
-        with s.tx() as tx:
-            tx.insert_artifact(art(1))
+        async with s.tx() as tx:
+            await tx.insert_artifact(art(1))
         s.group_commits()
         slow, _, real = slow_disk(s)
-        with s.tx() as tx:
-            tx.insert_deployment(dep(1))
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(1))
         gives_up = asyncio.ensure_future(s.durable())
         stays = asyncio.ensure_future(s.durable())
         waits_to_write = asyncio.ensure_future(s.writable())
@@ -267,13 +268,13 @@ def test_a_caller_cancelled_while_it_waits_leaves_the_other_waiters_waiting(
         # And a failing commit reaches the durable waiter as StorageFailed, while one that
         # only waited to write is let go (its own tx() would then start a new batch).
         s._run_commit = real  # type: ignore[method-assign]
-        with s.tx() as tx:
+        async with s.tx() as tx:
             tx.c.execute("PRAGMA defer_foreign_keys = ON")
-            tx.insert_deployment(dataclasses.replace(dep(2), artifact_id="art_missing"))
+            await tx.insert_deployment(dataclasses.replace(dep(2), artifact_id="art_missing"))
         told = asyncio.ensure_future(s.durable())
         with pytest.raises(StorageFailed):
             await told
-        s.close()
+        await s.close()
 
     asyncio.run(scenario())
-    assert stored_ids(tmp_path / "data") == ["dep_1"]
+    assert asyncio.run(stored_ids(tmp_path / "data")) == ["dep_1"]
