@@ -15,7 +15,7 @@ from sami_control.core.errors import InvalidArgument
 from sami_control.core.model import Cluster, Principal, Role, TokenRecord
 from sami_control.core.token_secrets import IssuedToken
 from sami_control.core.tokens import TokenInput
-from sami_control.storage.sqlite import SQLiteStore
+from sami_control.storage import open_store
 
 OFFLINE = Principal(token_id="-", name="offline-admin", role=Role.ADMIN, peer="local")
 
@@ -30,9 +30,10 @@ def parse_duration(text: str, field: str = "--expires-in") -> float:
 
 
 @contextlib.contextmanager
-def _core(data: Path) -> Iterator[ControlPlane]:
-    """The core over the data folder, not serving: its services commit each change at once."""
-    store = SQLiteStore(data)
+def _core(data: Path, spec: str | None = None) -> Iterator[ControlPlane]:
+    """The core over the data folder (or the --store), not serving: its services commit
+    each change at once."""
+    store = open_store(spec, data)
     try:
         yield ControlPlane(store)
     finally:
@@ -47,24 +48,27 @@ def add_token(
     services: Sequence[str] = (),
     environments: Sequence[str] = (),
     expires_in: str = "",
+    store: str | None = None,
 ) -> IssuedToken:
     seconds = parse_duration(expires_in) if expires_in else 0.0
-    with _core(data) as core:
+    with _core(data, store) as core:
         return core.tokens.create(
             OFFLINE, TokenInput(role, name, cluster, services, environments, seconds)
         )
 
 
-def list_tokens(data: Path) -> list[TokenRecord]:
-    with _core(data) as core:
+def list_tokens(data: Path, store: str | None = None) -> list[TokenRecord]:
+    with _core(data, store) as core:
         return core.tokens.list(OFFLINE)
 
 
-def revoke_token(data: Path, token_id: str) -> None:
-    with _core(data) as core:
+def revoke_token(data: Path, token_id: str, store: str | None = None) -> None:
+    with _core(data, store) as core:
         core.tokens.revoke(OFFLINE, token_id)
 
 
-def add_cluster(data: Path, name: str, environments: Sequence[str]) -> Cluster:
-    with _core(data) as core:
+def add_cluster(
+    data: Path, name: str, environments: Sequence[str], store: str | None = None
+) -> Cluster:
+    with _core(data, store) as core:
         return core.clusters.create(OFFLINE, name, list(environments))

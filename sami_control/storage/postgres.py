@@ -32,13 +32,18 @@ import asyncpg
 import structlog
 
 from sami_control.core.store import Conflict, StorageFailed, Store, Tx
-from sami_control.storage.postgres_schema import BOOKKEEPING, MIGRATION_LOCK, MIGRATIONS
+from sami_control.storage import POSTGRES_SCHEMES, BadStoreURL
+from sami_control.storage.postgres_schema import (
+    BOOKKEEPING,
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SchemaTooNew,
+)
 from sami_control.storage.postgres_tx import PostgresTx
 
 log = structlog.get_logger("sami.storage")
 
 DEFAULT_POOL_SIZE = 10
-SCHEMES = ("postgresql://", "postgres://")
 
 # What a dead connection or an unavailable server looks like: retrying later may succeed.
 # Class 08 (connection exception), 57 (operator intervention: shutdown, crash, starting
@@ -65,14 +70,6 @@ def _unavailable(exc: BaseException, conn: Any) -> bool:
         and conn is not None
         and conn.is_closed()
     )
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was migrated by a newer Sami than this one."""
-
-
-class BadStoreURL(ValueError):
-    """The --store URL cannot be used (says which part is wrong)."""
 
 
 def describe(url: str) -> str:
@@ -110,11 +107,14 @@ class PostgresStore(Store):
     kind = "postgresql"
 
     def __init__(self, url: str, pool_size: int | None = None) -> None:
-        if not url.startswith(SCHEMES):
+        if not url.startswith(POSTGRES_SCHEMES):
             raise BadStoreURL(f"not a PostgreSQL URL (postgresql://USER@HOST:PORT/DB): {url!r}")
         self._dsn, self.pool_size = split_pool_size(url, pool_size)
         self.target = describe(url)
         self._pool: Any = None  # asyncpg.Pool, once open()
+        # The schema version open() found (before migrating), and the one it left.
+        self.schema_found = 0
+        self.schema_version = 0
 
     def unavailable(self, exc: BaseException, committing: bool = False) -> StorageFailed:
         outcome = (
@@ -162,6 +162,7 @@ class PostgresStore(Store):
             version = int(
                 await tx.c.fetchval("SELECT COALESCE(max(version), 0) FROM schema_version")
             )
+            self.schema_found = version
             if version > len(MIGRATIONS):
                 raise SchemaTooNew(
                     f"the PostgreSQL database {self.target} was migrated by a newer Sami "
@@ -172,7 +173,8 @@ class PostgresStore(Store):
                 await tx.c.execute(MIGRATIONS[i])
                 await tx.c.execute("INSERT INTO schema_version (version) VALUES ($1)", i + 1)
                 log.info("schema_migrated", database=self.target, version=i + 1)
-        return len(MIGRATIONS)
+        self.schema_version = len(MIGRATIONS)
+        return self.schema_version
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:

@@ -16,6 +16,11 @@ Migration 1 is SQLite's schema as its migration 7 left it (sqlite_schema.py), so
 
 from __future__ import annotations
 
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer Sami than this one."""
+
+
 # Migrations are append-only: never edit one that has shipped, add the next.
 MIGRATIONS: list[str] = [
     # 1: everything, as SQLite's schema 7 has it.

@@ -13,11 +13,10 @@ from sami_control.core.store import StorageFailed
 from sami_control.storage.postgres import (
     BadStoreURL,
     PostgresStore,
-    SchemaTooNew,
     describe,
     split_pool_size,
 )
-from sami_control.storage.postgres_schema import MIGRATIONS
+from sami_control.storage.postgres_schema import MIGRATIONS, SchemaTooNew
 from tests.control.test_storage import dep, seed
 from tests.harness import free_port
 from tests.pg import PgDatabase
