@@ -223,6 +223,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     mg.add_argument("--data", default=DEFAULT_DATA)
     _add_store(mg)
+
+    st = sub.add_parser("store", help="move data between stores")
+    ssub = st.add_subparsers(dest="store_command", required=True)
+    sc = ssub.add_parser(
+        "copy",
+        help="copy a SQLite data folder into an empty PostgreSQL database",
+        description="Copy everything of a SQLite data folder (tokens, clusters, artifacts, "
+        "manifest revisions, deployments and their events, agents, audit, cron runs) into an "
+        "EMPTY PostgreSQL database, ids and sequences kept, in one transaction, then compare "
+        "the counts of every table. Stop sami-control first: what it writes meanwhile would "
+        "not be copied. The upgrade path from SQLite (docs/postgresql.md).",
+    )
+    sc.add_argument("--data", default=DEFAULT_DATA, help="the SQLite data folder to copy")
+    sc.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST:PORT/DB")
     return p
 
 
@@ -339,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return _tls_init(args)
     if args.command in ("backup", "restore"):
         return _backup_or_restore(args)
-    if args.command == "migrate":
+    if args.command in ("migrate", "store"):
         from sami_control import storecli
 
         return storecli.main(args)

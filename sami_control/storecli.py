@@ -1,5 +1,5 @@
-"""`sami-control migrate`: the commands about the store itself rather than what is in
-it."""
+"""`sami-control migrate` and `sami-control store copy`: the commands about the store
+itself rather than what is in it."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ import argparse
 import asyncio
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from sami_control.core.store import StorageFailed
-from sami_control.storage import BadStoreURL, is_postgres, open_store
+from sami_control.storage import BadStoreURL, is_postgres, open_store, redact
 from sami_control.storage.maintenance import DataDirBusy
 from sami_control.storage.postgres_schema import SchemaTooNew
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_migrate(Path(args.data), args.store or None))
+        if args.command == "migrate":
+            return asyncio.run(_migrate(Path(args.data), args.store or None))
+        return asyncio.run(_copy(Path(args.data), args.to))
     except (StorageFailed, BadStoreURL, SchemaTooNew, DataDirBusy, PermissionError) as exc:
         print(f"sami-control: {exc}", file=sys.stderr)
         return 2
@@ -58,4 +61,35 @@ async def _migrate(data: Path, spec: str | None) -> int:
         where, now = f"sqlite {data}", len(MIGRATIONS)
     change = "up to date" if found == now else f"migrated from {found}"
     print(f"{where}: schema version {now} ({change})")
+    return 0
+
+
+class _Progress:
+    """One line per table on stderr, updated at most twice a second while it copies."""
+
+    def __init__(self) -> None:
+        self._shown = 0.0
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done not in (0, total) and now - self._shown < 0.5:
+            return
+        self._shown = now
+        end = "\n" if done == total else "\r"
+        print(f"  copying {table}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+async def _copy(data: Path, url: str) -> int:
+    from sami_control.storage.transfer import CopyRefused, copy_sqlite_to_postgres
+
+    if not is_postgres(url):
+        raise BadStoreURL(f"--to {redact(url)!r}: give a postgresql://USER@HOST:PORT/DB URL")
+    try:
+        counts = await copy_sqlite_to_postgres(data, url, _Progress())
+    except CopyRefused as exc:
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
+    print(f"copied {data} to {redact(url)}; rows per table (verified):")
+    for table, n in counts.items():
+        print(f"  {table:<22}{n}")
     return 0
