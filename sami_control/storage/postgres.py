@@ -23,6 +23,7 @@ yet) is retried once per pooled connection before it fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,7 +33,6 @@ import asyncpg
 import structlog
 
 from sami_control.core.store import Conflict, StorageFailed, Store, Tx
-from sami_control.storage import POSTGRES_SCHEMES, BadStoreURL
 from sami_control.storage.postgres_schema import (
     BOOKKEEPING,
     MIGRATION_LOCK,
@@ -40,6 +40,7 @@ from sami_control.storage.postgres_schema import (
     SchemaTooNew,
 )
 from sami_control.storage.postgres_tx import PostgresTx
+from sami_control.storage.urls import POSTGRES_SCHEMES, BadStoreURL
 
 log = structlog.get_logger("sami.storage")
 
@@ -68,8 +69,18 @@ def _unavailable(exc: BaseException, conn: Any) -> bool:
     return (
         isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError)
         and conn is not None
-        and conn.is_closed()
+        and _is_closed(conn)
     )
+
+
+def _is_closed(conn: Any) -> bool:
+    """Whether a pooled connection died. When it does, the pool detaches it from our proxy
+    at once, and every call on the proxy (is_closed too) raises InterfaceError ("released
+    back to the pool"): we never release it before the block ends, so that says closed."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
 
 
 def describe(url: str) -> str:
@@ -204,7 +215,7 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _rollback(conn: Any, transaction: Any) -> None:
-        if conn.is_closed():
+        if _is_closed(conn):
             return  # the server rolls back what a lost connection left open
         try:
             await transaction.rollback()
@@ -242,7 +253,8 @@ class PostgresStore(Store):
         except Exception as exc:
             if not _unavailable(exc, conn):
                 raise
-            conn.terminate()  # broken: the pool opens a new one when it needs it
+            with contextlib.suppress(asyncpg.InterfaceError):  # detached: closed already
+                conn.terminate()  # broken: the pool opens a new one when it needs it
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

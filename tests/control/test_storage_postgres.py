@@ -28,8 +28,11 @@ async def opened(url: str, pool_size: int = 3) -> PostgresStore:
     return s
 
 
+# The client learns of the cut at the next query, or before it (the pool detaches the dead
+# connection): both must read as StorageFailed.
+@pytest.mark.parametrize("noticed_after", [0.0, 0.3])
 async def test_a_connection_lost_mid_transaction_fails_it_whole_then_the_store_recovers(
-    pg_database: PgDatabase,
+    pg_database: PgDatabase, noticed_after: float
 ) -> None:
     s = await opened(pg_database.url)
     try:
@@ -39,6 +42,7 @@ async def test_a_connection_lost_mid_transaction_fails_it_whole_then_the_store_r
                 await tx.insert_deployment(dep(1))
                 # A proxy, a failover or an administrator cuts every connection of the pool.
                 assert await asyncio.to_thread(pg_database.terminate_backends) >= 1
+                await asyncio.sleep(noticed_after)
                 await tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
         message = str(failed.value)
         assert f"127.0.0.1:{pg_database.cluster.port}/{pg_database.name}" in message
