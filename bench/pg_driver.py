@@ -4,9 +4,11 @@ token; update the deployment, append an event), through a pool, on a local Postg
 
     python -m bench.pg_driver postgresql://USER@127.0.0.1:PORT/DB [--tx 3000] [--tasks 1 8]
 
-Prints transactions/s and the client's CPU per transaction (this process's CPU time: what
-the driver costs the control plane), for one task and for several concurrent ones. Numbers,
-not assertions; the choice it informed is in ARCHITECTURE.md (Storage).
+Needs both drivers: asyncpg (the `control` extra) and psycopg (`pip install
+'psycopg[binary]' psycopg-pool`, in no extra: it lost). Prints transactions/s and the
+client's CPU per transaction (this process's CPU time: what the driver costs the control
+plane), for one task and for several concurrent ones. Numbers, not assertions; the choice
+it informed is in ARCHITECTURE.md (PostgreSQL).
 """
 
 from __future__ import annotations

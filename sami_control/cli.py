@@ -14,8 +14,9 @@ from sami_control.core.errors import DomainError
 from sami_control.core.settings import Settings
 from sami_control.core.store import StorageFailed
 from sami_control.server import DEFAULT_LISTEN, ControlServer, ListenRefused, ServeConfig
-from sami_control.storage import BadStoreURL
+from sami_control.storage import urls as storage_urls
 from sami_control.storage.postgres_schema import SchemaTooNew
+from sami_control.storage.urls import BadStoreURL
 
 # Imported by the commands that use them, not by `serve`: `tls init` needs cryptography
 # (some 10 MB of a server's memory), the offline commands and backups their own modules.
@@ -361,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
 
     data = Path(args.data)
     store = args.store or None
+    try:
+        storage_urls.check(store)
+    except BadStoreURL as exc:
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "token" and args.token_command == "create":
             issued = offline.add_token(

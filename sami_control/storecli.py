@@ -65,17 +65,20 @@ async def _migrate(data: Path, spec: str | None) -> int:
 
 
 class _Progress:
-    """One line per table on stderr, updated at most twice a second while it copies."""
+    """How far the copy is, on stderr."""
 
     def __init__(self) -> None:
-        self._shown = 0.0
+        self._shown = time.monotonic()
+        # On a terminal one line per table, rewritten; in a log, a line every 5 s and
+        # one per table when it is done.
+        self._tty = sys.stderr.isatty()
 
     def __call__(self, table: str, done: int, total: int) -> None:
         now = time.monotonic()
-        if done not in (0, total) and now - self._shown < 0.5:
+        if done != total and now - self._shown < (0.5 if self._tty else 5.0):
             return
         self._shown = now
-        end = "\n" if done == total else "\r"
+        end = "\n" if done == total or not self._tty else "\r"
         print(f"  copying {table}: {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 

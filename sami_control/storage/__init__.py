@@ -10,16 +10,9 @@ from __future__ import annotations
 import os
 
 from sami_control.core.store import Store
+from sami_control.storage.urls import BadStoreURL, check, is_postgres, redact
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-class BadStoreURL(ValueError):
-    """The --store value cannot be used (says which part is wrong)."""
-
-
-def is_postgres(spec: str | None) -> bool:
-    return bool(spec) and str(spec).startswith(POSTGRES_SCHEMES)
+__all__ = ["BadStoreURL", "is_postgres", "open_store", "redact"]
 
 
 def open_store(spec: str | None, data_dir: str | os.PathLike[str]) -> Store:
@@ -32,21 +25,7 @@ def open_store(spec: str | None, data_dir: str | os.PathLike[str]) -> Store:
         from sami_control.storage.postgres import PostgresStore
 
         return PostgresStore(str(spec))
-    if spec:
-        raise BadStoreURL(
-            f"unknown store {redact(spec)!r}: give a postgresql://USER@HOST:PORT/DB URL, or "
-            "nothing for SQLite in the data folder (--data)"
-        )
+    check(spec)
     from sami_control.storage.sqlite import SQLiteStore
 
     return SQLiteStore(data_dir)
-
-
-def redact(spec: str) -> str:
-    """A store URL as messages may show it: without a password."""
-    if "://" not in spec or "@" not in spec:
-        return spec
-    scheme, rest = spec.split("://", 1)
-    userinfo, at, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}{':***' if ':' in userinfo else ''}{at}{host}"
