@@ -145,7 +145,16 @@ class PgCluster:
                 "shared_buffers = 32MB\n"
                 "max_connections = 100\n"
             )
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start the (initialised) cluster's server; returns once it accepts connections."""
         self._pg_ctl("start")
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server and leave it down (a database that is unreachable), until
+        start_server(); `immediate` is a crash."""
+        self._pg_ctl("stop", "-m", mode)
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
         self._run(self.bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", action, *extra)

@@ -256,6 +256,13 @@ class PostgresStore(Store):
             with contextlib.suppress(asyncpg.InterfaceError):  # detached: closed already
                 conn.terminate()  # broken: the pool opens a new one when it needs it
 
+    def close_now(self) -> None:
+        """close(), for callers without an event loop to wait on (a server built but never
+        started): connections are cut, not closed politely."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:

@@ -76,6 +76,29 @@ async def test_a_crash_restart_of_postgresql_loses_nothing_committed(
         await s.close()
 
 
+async def test_a_database_that_is_down_fails_calls_until_it_is_back(
+    pg_database: PgDatabase,
+) -> None:
+    s = await opened(pg_database.url)
+    try:
+        await seed(s)
+        await asyncio.to_thread(pg_database.cluster.stop_server)
+        try:
+            for _ in range(2):  # the pool's connections are dead, and no new one can be made
+                with pytest.raises(StorageFailed) as failed:
+                    async with s.tx() as tx:
+                        await tx.get_cluster("c1")
+                assert f"{pg_database.cluster.port}/{pg_database.name} is unavailable" in str(
+                    failed.value
+                )
+        finally:
+            await asyncio.to_thread(pg_database.cluster.start_server)
+        async with s.tx() as tx:
+            assert await tx.get_cluster("c1") is not None
+    finally:
+        await s.close()
+
+
 async def test_an_unreachable_server_is_storage_failed_naming_it_without_the_password() -> None:
     port = free_port()  # nothing listens there
     s = PostgresStore(f"postgresql://sami:hunter2@127.0.0.1:{port}/sami")
