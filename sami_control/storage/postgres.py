@@ -117,11 +117,14 @@ def split_pool_size(url: str, pool_size: int | None) -> tuple[str, int]:
 class PostgresStore(Store):
     kind = "postgresql"
 
-    def __init__(self, url: str, pool_size: int | None = None) -> None:
+    def __init__(
+        self, url: str, pool_size: int | None = None, command_timeout: float = 30.0
+    ) -> None:
         if not url.startswith(POSTGRES_SCHEMES):
             raise BadStoreURL(f"not a PostgreSQL URL (postgresql://USER@HOST:PORT/DB): {url!r}")
         self._dsn, self.pool_size = split_pool_size(url, pool_size)
         self.target = describe(url)
+        self.command_timeout = command_timeout
         self._pool: Any = None  # asyncpg.Pool, once open()
         # The schema version open() found (before migrating), and the one it left.
         self.schema_found = 0
@@ -149,6 +152,10 @@ class PostgresStore(Store):
                 # once does not keep its whole pool open on the server for ever.
                 max_inactive_connection_lifetime=60.0,
                 timeout=10.0,  # to connect
+                # A statement that has not answered by then (a network cut that TCP has not
+                # noticed, a lock held by a replica that hangs) fails the transaction as
+                # unavailable, rather than holding its caller and its connection for ever.
+                command_timeout=self.command_timeout,
                 server_settings={"application_name": "sami-control"},
             )
         except _UNAVAILABLE as exc:

@@ -99,6 +99,28 @@ async def test_a_database_that_is_down_fails_calls_until_it_is_back(
         await s.close()
 
 
+async def test_a_statement_that_does_not_answer_in_time_fails_as_unavailable(
+    pg_database: PgDatabase,
+) -> None:
+    """What a silent network cut looks like to the client: nothing comes back."""
+    holder = await opened(pg_database.url)
+    waiter = PostgresStore(pg_database.url, pool_size=2, command_timeout=0.5)
+    await waiter.open()
+    try:
+        await seed(holder)
+        async with holder.tx() as tx:
+            await tx.lock("web/stage/0")
+            with pytest.raises(StorageFailed, match=r"is unavailable.*Retryable"):
+                async with waiter.tx() as other:
+                    await other.lock("web/stage/0")  # held: no answer within 0.5 s
+        async with waiter.tx() as other:  # and the next block works
+            await other.lock("web/stage/0")
+            assert await other.get_cluster("c1") is not None
+    finally:
+        await waiter.close()
+        await holder.close()
+
+
 async def test_an_unreachable_server_is_storage_failed_naming_it_without_the_password() -> None:
     port = free_port()  # nothing listens there
     s = PostgresStore(f"postgresql://sami:hunter2@127.0.0.1:{port}/sami")
