@@ -12,7 +12,7 @@ help:
 	@echo "make completion  regenerate the shell completion of sami (committed, like proto)"
 	@echo "make completion-check fail if the committed completion scripts are stale"
 	@echo "make lint        ruff + mypy"
-	@echo "make engine      install docker.io, docker-registry, busybox-static (as root)"
+	@echo "make engine      install docker.io, docker-registry, busybox-static, postgresql (as root)"
 	@echo "make test        the test suite (installs the engine packages first)"
 	@echo "make check       proto-check + completion-check + lint + test (what CI runs)"
 	@echo "make run         control plane + dry-run agent + a demo deployment"

@@ -12,12 +12,27 @@ from pathlib import Path
 from sami_common import logs
 from sami_control.core.errors import DomainError
 from sami_control.core.settings import Settings
+from sami_control.core.store import StorageFailed
 from sami_control.server import DEFAULT_LISTEN, ControlServer, ListenRefused, ServeConfig
+from sami_control.storage import urls as storage_urls
+from sami_control.storage.postgres_schema import SchemaTooNew
+from sami_control.storage.urls import BadStoreURL
 
 # Imported by the commands that use them, not by `serve`: `tls init` needs cryptography
 # (some 10 MB of a server's memory), the offline commands and backups their own modules.
 
 DEFAULT_DATA = os.environ.get("SAMI_DATA", ".sami")
+DEFAULT_STORE = os.environ.get("SAMI_STORE", "")
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        default=DEFAULT_STORE,
+        help="postgresql://USER@HOST:PORT/DB[?sslmode=…&pool_size=N] to use PostgreSQL "
+        "instead of SQLite in --data (default: $SAMI_STORE; docs/postgresql.md)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
     serve.add_argument("--data", default=DEFAULT_DATA, help="data folder (default %(default)s)")
+    _add_store(serve)
     serve.add_argument(
         "--insecure",
         action="store_true",
@@ -118,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     tsub = tok.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="create a token; it is printed once, last")
     create.add_argument("--data", default=DEFAULT_DATA)
+    _add_store(create)
     create.add_argument("--role", required=True, choices=["admin", "agent", "deployer", "reader"])
     create.add_argument("--name", default="", help="who or what uses it, e.g. ci-camerdevs")
     create.add_argument("--cluster", default="", help="agent tokens: the cluster it serves")
@@ -137,9 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in", default="", help="e.g. 90d, 12h (default: never)")
     tl = tsub.add_parser("list", help="list tokens (never their secrets)")
     tl.add_argument("--data", default=DEFAULT_DATA)
+    _add_store(tl)
     tr = tsub.add_parser("revoke", help="revoke a token by id")
     tr.add_argument("token_id")
     tr.add_argument("--data", default=DEFAULT_DATA)
+    _add_store(tr)
 
     tls = sub.add_parser("tls", help="make TLS certificates")
     tlsub = tls.add_subparsers(dest="tls_command", required=True)
@@ -173,11 +192,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     bk.add_argument("dest", help="file to write, e.g. /backups/sami-$(date +%%F).db")
     bk.add_argument("--data", default=DEFAULT_DATA)
+    _add_store(bk)
     rs = sub.add_parser(
         "restore", help="replace the database with a backup (sami-control must be stopped)"
     )
     rs.add_argument("source", help="a file written by `sami-control backup`")
     rs.add_argument("--data", default=DEFAULT_DATA)
+    _add_store(rs)
 
     cl = sub.add_parser("cluster", help="create clusters (offline)")
     csub = cl.add_subparsers(dest="cluster_command", required=True)
@@ -193,6 +214,30 @@ def _parser() -> argparse.ArgumentParser:
         help="stage, production or pull_request (repeatable)",
     )
     cc.add_argument("--data", default=DEFAULT_DATA)
+    _add_store(cc)
+
+    mg = sub.add_parser(
+        "migrate",
+        help="bring the database's schema up to date and print its version",
+        description="Apply the schema migrations the database lacks (serve does it at start "
+        "too) and print the schema version. Refuses a database written by a newer Sami.",
+    )
+    mg.add_argument("--data", default=DEFAULT_DATA)
+    _add_store(mg)
+
+    st = sub.add_parser("store", help="move data between stores")
+    ssub = st.add_subparsers(dest="store_command", required=True)
+    sc = ssub.add_parser(
+        "copy",
+        help="copy a SQLite data folder into an empty PostgreSQL database",
+        description="Copy everything of a SQLite data folder (tokens, clusters, artifacts, "
+        "manifest revisions, deployments and their events, agents, audit, cron runs) into an "
+        "EMPTY PostgreSQL database, ids and sequences kept, in one transaction, then compare "
+        "the counts of every table. Stop sami-control first: what it writes meanwhile would "
+        "not be copied. The upgrade path from SQLite (docs/postgresql.md).",
+    )
+    sc.add_argument("--data", default=DEFAULT_DATA, help="the SQLite data folder to copy")
+    sc.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST:PORT/DB")
     return p
 
 
@@ -209,6 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = ServeConfig(
         listen=args.listen,
         data_dir=Path(args.data),
+        store=args.store,
         settings=settings,
         insecure=args.insecure,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
@@ -260,7 +306,17 @@ def _when(t: float) -> str:
 
 
 def _backup_or_restore(args: argparse.Namespace) -> int:
-    from sami_control.storage import maintenance
+    from sami_control.storage import is_postgres, maintenance
+
+    if is_postgres(args.store):
+        tool = "pg_dump -Fc" if args.command == "backup" else "pg_restore"
+        print(
+            f"sami-control: {args.command} works on a SQLite data folder; a PostgreSQL "
+            f"store is backed up and restored with PostgreSQL's own tools: use {tool} "
+            "(docs/postgresql.md)",
+            file=sys.stderr,
+        )
+        return 2
 
     data = Path(args.data)
     try:
@@ -298,9 +354,19 @@ def main(argv: list[str] | None = None) -> int:
         return _tls_init(args)
     if args.command in ("backup", "restore"):
         return _backup_or_restore(args)
+    if args.command in ("migrate", "store"):
+        from sami_control import storecli
+
+        return storecli.main(args)
     from sami_control import offline
 
     data = Path(args.data)
+    store = args.store or None
+    try:
+        storage_urls.check(store)
+    except BadStoreURL as exc:
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "token" and args.token_command == "create":
             issued = offline.add_token(
@@ -311,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.service,
                 args.environment,
                 args.expires_in,
+                store=store,
             )
             r = issued.record
             scope = ""
@@ -329,22 +396,25 @@ def main(argv: list[str] | None = None) -> int:
             print(issued.plaintext)
         elif args.command == "token" and args.token_command == "list":
             print(f"{'ID':<14}{'NAME':<24}{'ROLE':<10}{'SCOPE':<36}{'EXPIRES':<18}REVOKED")
-            for t in offline.list_tokens(data):
+            for t in offline.list_tokens(data, store=store):
                 scope = t.cluster or ",".join(t.services + t.environments) or "-"
                 print(
                     f"{t.id:<14}{t.name:<24}{t.role.value:<10}{scope:<36}"
                     f"{_when(t.expires_at):<18}{_when(t.revoked_at)}"
                 )
         elif args.command == "token" and args.token_command == "revoke":
-            offline.revoke_token(data, args.token_id)
+            offline.revoke_token(data, args.token_id, store=store)
             print(f"revoked token {args.token_id}")
         elif args.command == "cluster":
-            c = offline.add_cluster(data, args.name, args.environments)
+            c = offline.add_cluster(data, args.name, args.environments, store=store)
             print(f"created cluster {c.id} serving {', '.join(c.environments)}")
     except DomainError as exc:
         print(f"sami-control: {exc.message}", file=sys.stderr)
         return 2
     except PermissionError as exc:  # storage.sqlite.DataDirUnsafe, or the OS's own
+        print(f"sami-control: {exc}", file=sys.stderr)
+        return 2
+    except (StorageFailed, BadStoreURL, SchemaTooNew) as exc:
         print(f"sami-control: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -16,7 +16,7 @@ from sami_control.core.errors import InvalidArgument
 from sami_control.core.model import Cluster, Principal, Role, TokenRecord
 from sami_control.core.token_secrets import IssuedToken
 from sami_control.core.tokens import TokenInput
-from sami_control.storage.sqlite import SQLiteStore
+from sami_control.storage import open_store
 
 T = TypeVar("T")
 
@@ -32,13 +32,13 @@ def parse_duration(text: str, field: str = "--expires-in") -> float:
         raise InvalidArgument(field, str(err)) from None
 
 
-def _run(data: Path, action: Callable[[ControlPlane], Awaitable[T]]) -> T:
+def _run(data: Path, action: Callable[[ControlPlane], Awaitable[T]], spec: str | None = None) -> T:
     """Run `action` on the core over the data folder, not serving (its services commit
     each change at once), on an event loop of its own: the commands stay plain functions
     for the CLI."""
 
     async def main() -> T:
-        store = SQLiteStore(data)
+        store = open_store(spec, data)
         try:
             await store.open()
             return await action(ControlPlane(store))
@@ -56,19 +56,22 @@ def add_token(
     services: Sequence[str] = (),
     environments: Sequence[str] = (),
     expires_in: str = "",
+    store: str | None = None,
 ) -> IssuedToken:
     seconds = parse_duration(expires_in) if expires_in else 0.0
     request = TokenInput(role, name, cluster, services, environments, seconds)
-    return _run(data, lambda core: core.tokens.create(OFFLINE, request))
+    return _run(data, lambda core: core.tokens.create(OFFLINE, request), store)
 
 
-def list_tokens(data: Path) -> list[TokenRecord]:
-    return _run(data, lambda core: core.tokens.list(OFFLINE))
+def list_tokens(data: Path, store: str | None = None) -> list[TokenRecord]:
+    return _run(data, lambda core: core.tokens.list(OFFLINE), store)
 
 
-def revoke_token(data: Path, token_id: str) -> None:
-    _run(data, lambda core: core.tokens.revoke(OFFLINE, token_id))
+def revoke_token(data: Path, token_id: str, store: str | None = None) -> None:
+    _run(data, lambda core: core.tokens.revoke(OFFLINE, token_id), store)
 
 
-def add_cluster(data: Path, name: str, environments: Sequence[str]) -> Cluster:
-    return _run(data, lambda core: core.clusters.create(OFFLINE, name, list(environments)))
+def add_cluster(
+    data: Path, name: str, environments: Sequence[str], store: str | None = None
+) -> Cluster:
+    return _run(data, lambda core: core.clusters.create(OFFLINE, name, list(environments)), store)

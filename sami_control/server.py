@@ -55,7 +55,10 @@ from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import DomainError
 from sami_control.core.model import Principal
 from sami_control.core.settings import Settings
+from sami_control.core.store import StorageFailed
+from sami_control.storage import is_postgres, open_store
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
+from sami_control.storage.postgres_schema import SchemaTooNew
 from sami_control.storage.sqlite import DataDirUnsafe, SQLiteStore
 from sami_manifests import STACK_POLICIES
 
@@ -140,10 +143,20 @@ class ServeConfig:
     webhook_listen: str = ""
     # "strict": syncs refuse stack files that give a stack the host (SECURITY.md).
     stack_policy: str = "off"
+    # --store / SAMI_STORE: a postgresql:// URL (replicas may share it); "" is SQLite in
+    # data_dir (storage.open_store).
+    store: str = ""
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+class _NoLock:
+    """The data-folder lock of a server whose store is not in the data folder."""
+
+    def release(self) -> None:
+        return None
 
 
 def _read_pem(path: Path, what: str) -> bytes:
@@ -206,20 +219,24 @@ class ControlServer:
         self.cfg = cfg
         self._credentials = server_credentials(cfg) if cfg.tls else None
         try:
-            # Two servers on one SQLite file would each think they own the leases.
-            self._data_lock = DataDirLock(Path(cfg.data_dir))
+            # Two servers on one SQLite file would each think they own the leases. Replicas
+            # on one PostgreSQL coordinate in it (Tx.lock): no folder of theirs to lock.
+            self._data_lock: DataDirLock | _NoLock = (
+                _NoLock() if is_postgres(cfg.store) else DataDirLock(cfg.data_dir)
+            )
         except DataDirBusy as exc:
             raise ListenRefused(str(exc)) from None
         try:
-            self.store = SQLiteStore(cfg.data_dir)
-        except DataDirUnsafe as exc:
+            self.store = open_store(cfg.store, cfg.data_dir)
+        except (DataDirUnsafe, ValueError) as exc:
             self._data_lock.release()
             raise ListenRefused(str(exc)) from None
-        check = self.store.integrity_check()
+        check = self.store.integrity_check() if isinstance(self.store, SQLiteStore) else "ok"
         if check != "ok":
             self._data_lock.release()
             raise RuntimeError(
-                f"database {self.store.path} failed its integrity check ({check}); restore "
+                f"database {cfg.data_dir / SQLiteStore.FILE_NAME} failed its integrity check "
+                f"({check}); restore "
                 f"it from a backup: sami-control restore BACKUP --data {cfg.data_dir}"
             )
         settings = dataclasses.replace(cfg.settings or Settings(), stack_policy=cfg.stack_policy)
@@ -302,9 +319,13 @@ class ControlServer:
             await self.http.start()
         except ListenError as exc:
             raise ListenRefused(str(exc)) from None
-        await self.store.open()
-        # One fsync per turn of the event loop, not per change (storage/sqlite.py).
-        self.store.group_commits()
+        try:
+            await self.store.open()  # PostgreSQL: connect, migrate
+        except (StorageFailed, SchemaTooNew) as exc:
+            raise ListenRefused(str(exc)) from None
+        if isinstance(self.store, SQLiteStore):
+            # One fsync per turn of the event loop, not per change (storage/sqlite.py).
+            self.store.group_commits()
         await self.core.start()
         await self.server.start()
         for name in ["", *SERVICE_NAMES]:
@@ -313,7 +334,9 @@ class ControlServer:
             "serving",
             listen=self.cfg.listen,
             port=self.port,
-            data=str(self.cfg.data_dir),
+            store=self.store.kind,
+            data=str(self.cfg.data_dir) if isinstance(self.store, SQLiteStore) else None,
+            database=getattr(self.store, "target", None),
             tls=self.cfg.tls,
             client_certificates=self.cfg.client_ca is not None,
             metrics_port=self.http.metrics_port or None,
@@ -324,7 +347,9 @@ class ControlServer:
     def close(self) -> None:
         """Release what the constructor took (the database, the data-folder lock) for a
         server that was built but never started."""
-        self.store.close_now()
+        if isinstance(self.store, SQLiteStore):
+            self.store.close_now()
+        # A PostgreSQL store connects in start(): nothing to release before.
         self._data_lock.release()
 
     async def stop(self) -> None:

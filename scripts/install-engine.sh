@@ -4,6 +4,7 @@
 #   docker-registry  the distribution registry (`docker-registry serve CONFIG`)
 #   busybox-static   /bin/busybox, the only binary inside the test images
 #   iproute2         `ip` (usually there already)
+#   postgresql       initdb, pg_ctl, postgres: the tests' private PostgreSQL clusters (tests/pg.py)
 # Idempotent: a machine that has them already is left alone (no apt-get update either).
 # Must run as root (CI and the project's sessions do). See sami_dev/devswarm.py.
 set -euo pipefail
@@ -16,9 +17,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The images need a *static* busybox (the `busybox` package is dynamically linked).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" \
     || need+=(busybox-static)
+# Debian puts the server's binaries in /usr/lib/postgresql/N/bin, off the PATH.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install-engine: dockerd, docker-registry and busybox are present"
+    echo "install-engine: dockerd, docker-registry, busybox and postgresql are present"
     exit 0
 fi
 
@@ -37,4 +40,6 @@ for tool in dockerd docker-registry; do
     command -v "$tool" >/dev/null 2>&1 || { echo "install-engine: $tool still missing" >&2; exit 1; }
 done
 [ -x /bin/busybox ] || { echo "install-engine: /bin/busybox still missing" >&2; exit 1; }
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+    || { echo "install-engine: postgresql's initdb still missing" >&2; exit 1; }
 echo "install-engine: done ($(dockerd --version))"

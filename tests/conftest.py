@@ -5,18 +5,24 @@
 packages the tests that use it skip, except in CI (CI is set), where they fail: a green CI
 must never hide that the real-Swarm tests did not run. scripts/install-engine.sh installs
 the packages (CI and `make test` run it first).
+
+`pg_cluster`: a private PostgreSQL cluster for the session (tests/pg.py), and `pg_database`
+a fresh database in it for one test (dropped afterwards). Skipped, or failed in CI, like the
+Swarm tests, when Debian's `postgresql` package is missing (install-engine.sh installs it).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sami_dev.devswarm import DevSwarm, missing_requirements
+from tests.pg import PgCluster, PgDatabase, find_bindir
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +45,27 @@ def devswarm() -> Iterator[DevSwarm]:
         yield swarm
     finally:
         swarm.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    if find_bindir() is None:
+        message = (
+            "the PostgreSQL tests need initdb, pg_ctl and psql: run "
+            "scripts/install-engine.sh as root (installs postgresql)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PgCluster.started() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_database(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield PgDatabase(name, url, pg_cluster)
+    finally:
+        pg_cluster.drop_database(name)

@@ -157,11 +157,13 @@ def crossed_programs(imports: Iterator[Import]) -> list[Import]:
     return bad
 
 
-# What a storage backend may import of the control plane: the core's data and interface.
+# What a storage backend may import of the control plane: the core's data and interfaces
+# (the store's, and the replicas' bus that a shared database carries).
 STORAGE_MAY_IMPORT = (
     "sami_control.core.model",
     "sami_control.core.store",
     "sami_control.core.errors",
+    "sami_control.core.bus",
 )
 
 

@@ -8,6 +8,7 @@ import abc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
+from sami_control.core.bus import Bus, LocalBus
 from sami_control.core.model import (
     AgentRecord,
     Artifact,
@@ -201,6 +202,11 @@ class Store(abc.ABC):
     def tx(self) -> AbstractAsyncContextManager[Tx]:
         """A read-write transaction (`async with store.tx() as tx:`): commits on normal
         exit, rolls back on an exception."""
+
+    def make_bus(self) -> Bus:
+        """The bus between the replicas that share this store (core/bus.py): none for a
+        store only one process serves."""
+        return LocalBus()
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (migrations). Called once before the

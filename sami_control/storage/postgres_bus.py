@@ -1,7 +1,7 @@
 """The replicas' bus on PostgreSQL: LISTEN/NOTIFY on one channel (core/bus.py says what
 travels and why a lost notice costs only time).
 
-Two connections of the bus's own, outside the store's pool: one LISTENs (a pooled
+Two asyncpg connections of the bus's own, outside the store's pool: one LISTENs (a pooled
 connection would miss notices while it serves a transaction), one sends — after the commit
 a notice speaks of, in autocommit, in the order this replica committed. The notices of one
 turn of the event loop go out as one (merged), so a burst of commits costs one NOTIFY.
@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable
+from typing import Any
 
-import psycopg
+import asyncpg
 import structlog
 
 from sami_control.core.bus import Bus, Notice, Receiver
@@ -29,15 +30,19 @@ log = structlog.get_logger("sami.storage")
 CHANNEL = "sami_replicas"
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 2.0
+# The listening connection is asked this often whether it is still there: a cut that TCP
+# has not noticed would otherwise leave this replica deaf without knowing it.
+PING_INTERVAL = 5.0
+_LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class PostgresBus(Bus):
-    def __init__(self, conninfo: str, where: str) -> None:
-        self._conninfo = conninfo
+    def __init__(self, dsn: str, where: str) -> None:
+        self._dsn = dsn
         self._where = where  # host:port/db, for the logs (never the password)
         self.replica_id = "r-" + secrets.token_hex(6)
         self._pending: Notice | None = None
-        self._sender: psycopg.AsyncConnection[object] | None = None
+        self._sender: Any = None  # asyncpg.Connection
         self._flushing: asyncio.Task[None] | None = None
         self._listening: asyncio.Task[None] | None = None
         self._stopping = False
@@ -68,35 +73,31 @@ class PostgresBus(Bus):
             try:
                 conn = await self._sending_connection()
                 for payload in notice.encode():
-                    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
                 self.sent += 1
-            except (psycopg.Error, OSError) as exc:
+            except _LOST as exc:
                 # The listeners' sweeps find what this notice announced.
                 self.dropped += 1
                 log.warning("bus_send_failed", database=self._where, error=str(exc).strip())
                 await self._drop_sender()
                 return
 
-    async def _sending_connection(self) -> psycopg.AsyncConnection[object]:
-        if self._sender is None or self._sender.closed:
-            self._sender = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=5
-            )
+    async def _sending_connection(self) -> Any:
+        if self._sender is None or self._sender.is_closed():
+            self._sender = await asyncpg.connect(self._dsn, timeout=5.0, command_timeout=5.0)
         return self._sender
 
     async def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
-            with contextlib.suppress(Exception):
-                await sender.close()
+            sender.terminate()
 
     # listening
 
     async def start(self, receive: Receiver, resync: Callable[[], None]) -> None:
-        ready = asyncio.get_running_loop().create_future()
-        self._listening = asyncio.get_running_loop().create_task(
-            self._listen(receive, resync, ready), name="sami-bus"
-        )
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._listening = loop.create_task(self._listen(receive, resync, ready), name="sami-bus")
         # Serving starts once this replica hears the others (or the first try failed: it
         # goes on trying, and resyncs when it succeeds).
         await asyncio.shield(ready)
@@ -107,23 +108,31 @@ class PostgresBus(Bus):
         delay = RECONNECT_MIN
         first = True
         while not self._stopping:
+            conn: Any = None
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    if not ready.done():
-                        ready.set_result(None)
-                    if not first:
-                        log.info("bus_reconnected", database=self._where)
-                        resync()
-                    first = False
-                    delay = RECONNECT_MIN
-                    async for n in conn.notifies():
-                        self._deliver(receive, n.payload)
+                conn = await asyncpg.connect(self._dsn, timeout=5.0, command_timeout=5.0)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(
+                    CHANNEL, lambda _c, _pid, _ch, payload: self._deliver(receive, payload)
+                )
+                if not ready.done():
+                    ready.set_result(None)
+                if not first:
+                    log.info("bus_reconnected", database=self._where)
+                    resync()
+                first = False
+                delay = RECONNECT_MIN
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(PING_INTERVAL):
+                            await lost.wait()
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1")
+                raise ConnectionError("the listening connection was closed")
             except asyncio.CancelledError:
                 raise
-            except (psycopg.Error, OSError) as exc:
+            except (*_LOST, ConnectionError) as exc:
                 if not ready.done():
                     ready.set_result(None)
                 first = False
@@ -134,6 +143,9 @@ class PostgresBus(Bus):
                 )
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX, delay * 2)
+            finally:
+                if conn is not None:
+                    conn.terminate()
 
     def _deliver(self, receive: Receiver, payload: str) -> None:
         try:

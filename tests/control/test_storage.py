@@ -1,16 +1,18 @@
-"""The storage suite: every backend runs it (SQLite today; PostgreSQL joins BACKENDS).
+"""The storage conformance suite: every backend of the store interface (core/store.py) runs
+it, SQLite and a real PostgreSQL (a private cluster, tests/pg.py), and must behave alike.
 
 Each test reopens the store where it matters: what a user relies on is what is still there
-after the control plane restarts."""
+after the control plane restarts. What only one backend has (SQLite's data folder and its
+upgrades; PostgreSQL's lost connections and migrations) is in test_storage_sqlite.py and
+test_storage_postgres.py."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import structlog.testing
 
 from sami_control.core.model import (
     AgentRecord,
@@ -18,32 +20,50 @@ from sami_control.core.model import (
     ArtifactKind,
     AuditEntry,
     Cluster,
+    CronRun,
+    CronRunOutcome,
     Deployment,
     Event,
     EventType,
+    ManifestRevision,
     Role,
     State,
     TokenRecord,
 )
 from sami_control.core.store import Conflict, Store
-from sami_control.storage.sqlite import DataDirUnsafe, SQLiteStore
+from sami_control.storage.postgres import PostgresStore
+from sami_control.storage.sqlite import SQLiteStore
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": SQLiteStore}
+BACKENDS = ("sqlite", "postgresql")
+
+OpenStore = Callable[[], Awaitable[Store]]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    factory = BACKENDS[request.param]
+@pytest.fixture(params=BACKENDS)
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens the backend's store (each call another one, on the same data: a restart, or a
+    second replica); closes them all at the end."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_database").url
+
+        def factory() -> Store:
+            return PostgresStore(url, pool_size=4)
+    else:
+
+        def factory() -> Store:
+            return SQLiteStore(tmp_path / "data")
+
     opened: list[Store] = []
 
-    def make() -> Store:
-        s = factory(tmp_path / "data")
+    async def make() -> Store:
+        s = factory()
+        await s.open()
         opened.append(s)
         return s
 
     yield make
     for s in opened:
-        s.close()
+        await s.close()
 
 
 def art(i: int = 1, name: str = "web") -> Artifact:
@@ -66,13 +86,14 @@ def dep(
     state: State = State.QUEUED,
     request_id: str = "",
     created_by_token: str = "",
+    pull_request: int = 0,
 ) -> Deployment:
     return Deployment(
         id=f"dep_{i}",
         created_by_token=created_by_token,
         service=service,
         environment=env,
-        pull_request=0,
+        pull_request=pull_request,
         artifact_id="art_1",
         cluster="c1",
         deployment_type="swarm",
@@ -85,133 +106,170 @@ def dep(
     )
 
 
-def seed(s: Store) -> None:
-    with s.tx() as tx:
-        tx.insert_cluster(Cluster("c1", ["production", "stage"], 1.0))
-        tx.insert_artifact(art())
+async def seed(s: Store) -> None:
+    async with s.tx() as tx:
+        await tx.insert_cluster(Cluster("c1", ["production", "stage"], 1.0))
+        await tx.insert_artifact(art())
 
 
-def test_data_survives_reopen(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with s.tx() as tx:
+async def test_data_survives_reopen(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
         d = dep(1, request_id="ci-1", created_by_token="tok_ci")
-        tx.insert_deployment(d)
+        await tx.insert_deployment(d)
         # Another token's request with the same key is another request.
-        tx.insert_deployment(dep(2, request_id="ci-1", created_by_token="tok_other"))
-        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED, time=1.0))
-    s.close()
-    s2 = open_store()
-    with s2.tx() as tx:
-        got = tx.get_deployment("dep_1")
+        await tx.insert_deployment(dep(2, request_id="ci-1", created_by_token="tok_other"))
+        await tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED, time=1.0))
+    await s.close()
+    s2 = await open_store()
+    async with s2.tx() as tx:
+        got = await tx.get_deployment("dep_1")
         assert got is not None
         assert got.stack_files == ["a.yml"] and got.image_services == ["web"]
         assert got.state is State.QUEUED and got.request_id == "ci-1"
-        assert tx.get_deployment_by_request_id("tok_ci", "ci-1") == got
-        other = tx.get_deployment_by_request_id("tok_other", "ci-1")
+        assert got.seq == d.seq > 0
+        assert await tx.get_deployment_by_request_id("tok_ci", "ci-1") == got
+        other = await tx.get_deployment_by_request_id("tok_other", "ci-1")
         assert other is not None and other.id == "dep_2"
-        assert tx.get_deployment_by_request_id("tok_third", "ci-1") is None
-        assert tx.get_artifact("art_1") == art()
-        assert tx.get_cluster("c1") == Cluster("c1", ["production", "stage"], 1.0)
-        assert [e.sequence for e in tx.events_after("dep_1", 0, 10)] == [1]
+        assert await tx.get_deployment_by_request_id("tok_third", "ci-1") is None
+        assert await tx.get_artifact("art_1") == art()
+        assert await tx.get_cluster("c1") == Cluster("c1", ["production", "stage"], 1.0)
+        assert [e.sequence for e in await tx.events_after("dep_1", 0, 10)] == [1]
 
 
-def test_a_failed_transaction_writes_nothing(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with pytest.raises(RuntimeError), s.tx() as tx:
-        tx.insert_deployment(dep(1))
-        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
-        raise RuntimeError("boom")
-    with s.tx() as tx:
-        assert tx.get_deployment("dep_1") is None
-        assert tx.events_after("dep_1", 0, 10) == []
+async def test_a_failed_transaction_writes_nothing(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    with pytest.raises(RuntimeError):
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(1))
+            await tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
+            raise RuntimeError("boom")
+    async with s.tx() as tx:
+        assert await tx.get_deployment("dep_1") is None
+        assert await tx.events_after("dep_1", 0, 10) == []
 
 
-def test_request_id_is_unique_but_empty_ones_are_not(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with s.tx() as tx:
-        tx.insert_deployment(dep(1, request_id="same"))
-        tx.insert_deployment(dep(2))
-        tx.insert_deployment(dep(3))
-    with pytest.raises(Conflict), s.tx() as tx:
-        tx.insert_deployment(dep(4, request_id="same"))
+async def test_request_id_is_unique_but_empty_ones_are_not(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
+        await tx.insert_deployment(dep(1, request_id="same"))
+        await tx.insert_deployment(dep(2))
+        await tx.insert_deployment(dep(3))
+    with pytest.raises(Conflict):
+        async with s.tx() as tx:
+            await tx.insert_deployment(dep(4, request_id="same"))
+    # The conflict undid its whole transaction, and the store goes on.
+    async with s.tx() as tx:
+        assert await tx.get_deployment("dep_4") is None
+        await tx.insert_deployment(dep(5, request_id="other"))
 
 
-def test_list_is_newest_first_with_filters_and_paging(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with s.tx() as tx:
+async def test_list_is_newest_first_with_filters_and_paging(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
         for i in range(1, 8):
-            tx.insert_deployment(
+            await tx.insert_deployment(
                 dep(
                     i,
                     service="web" if i % 2 else "api",
                     state=State.SUCCEEDED if i < 5 else State.QUEUED,
                 )
             )
-    with s.tx() as tx:
-        all_ = tx.list_deployments("", "", None, 2**62, 100)
+    async with s.tx() as tx:
+        all_ = await tx.list_deployments("", "", None, 2**62, 100)
         assert [d.id for d in all_] == [f"dep_{i}" for i in range(7, 0, -1)]
-        web = tx.list_deployments("web", "stage", None, 2**62, 100)
+        web = await tx.list_deployments("web", "stage", None, 2**62, 100)
         assert [d.id for d in web] == ["dep_7", "dep_5", "dep_3", "dep_1"]
-        page1 = tx.list_deployments("", "", None, 2**62, 3)
-        page2 = tx.list_deployments("", "", None, page1[-1].seq, 3)
+        page1 = await tx.list_deployments("", "", None, 2**62, 3)
+        page2 = await tx.list_deployments("", "", None, page1[-1].seq, 3)
         assert [d.id for d in page1 + page2] == [f"dep_{i}" for i in range(7, 1, -1)]
-        queued = tx.deployments_in_states([State.QUEUED])
+        queued = await tx.deployments_in_states([State.QUEUED])
         assert [d.id for d in queued] == ["dep_5", "dep_6", "dep_7"]  # oldest first
-        assert tx.list_deployments("", "", State.SUCCEEDED, 2**62, 100)[0].id == "dep_4"
-        assert tx.active_keys() == set()
-        live = tx.get_deployment("dep_6")
+        both = await tx.deployments_in_states([State.QUEUED, State.SUCCEEDED], cluster="c1")
+        assert [d.id for d in both] == [f"dep_{i}" for i in range(1, 8)]
+        assert await tx.deployments_in_states([State.QUEUED], cluster="c2") == []
+        assert (await tx.list_deployments("", "", State.SUCCEEDED, 2**62, 100))[0].id == "dep_4"
+        assert await tx.active_keys() == set()
+        live = await tx.get_deployment("dep_6")
         assert live is not None
         live.state = State.IN_PROGRESS
-        tx.update_deployment(live)
-        assert tx.active_keys() == {("api", "stage", 0)}
+        await tx.update_deployment(live)
+        assert await tx.active_keys() == {("api", "stage", 0)}
 
 
-def test_update_round_trips_every_field(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with s.tx() as tx:
+async def test_latest_of_a_key_and_of_each_preview(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
+        await tx.insert_deployment(dep(1))
+        await tx.insert_deployment(dep(2, state=State.SUCCEEDED))
+        await tx.insert_deployment(dep(3, env="pull_request", pull_request=7))
+        await tx.insert_deployment(dep(4, env="pull_request", pull_request=5))
+        await tx.insert_deployment(dep(5, env="pull_request", pull_request=7))
+        await tx.insert_deployment(dep(6, service="api", env="pull_request", pull_request=5))
+    async with s.tx() as tx:
+        latest = await tx.latest_for_key("web", "stage", 0)
+        assert latest is not None and latest.id == "dep_2"
+        assert await tx.latest_for_key("web", "stage", 0, cluster="c2") is None
+        assert (await tx.latest_for_key("web", "stage", 0, cluster="c1")).id == "dep_2"  # type: ignore[union-attr]
+        assert await tx.latest_for_key("web", "production", 0) is None
+        assert [d.id for d in await tx.latest_previews("web")] == ["dep_4", "dep_5"]
+
+
+async def test_update_round_trips_every_field(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
         d = dep(1)
-        tx.insert_deployment(d)
+        await tx.insert_deployment(d)
         d.state, d.agent_id, d.attempt, d.epoch, d.lease_id = State.IN_PROGRESS, "a1", 2, 7, "l"
         d.lease_expires, d.agent_sequence, d.last_sequence = 99.5, 3, 9
         d.cancel_requested, d.status_message = True, "why"
-        tx.update_deployment(d)
-    s.close()
-    with open_store().tx() as tx:
-        assert tx.get_deployment("dep_1") == d
+        d.updated_at, d.finished_at = 12.25, 13.5
+        await tx.update_deployment(d)
+    await s.close()
+    async with (await open_store()).tx() as tx:
+        assert await tx.get_deployment("dep_1") == d
 
 
-def test_events_page_in_order(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with s.tx() as tx:
-        tx.insert_deployment(dep(1))
+async def test_events_page_in_order(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
+        await tx.insert_deployment(dep(1))
         for i in range(1, 1201):
-            tx.append_event(
+            await tx.append_event(
                 Event("dep_1", i, EventType.PROGRESS, State.IN_PROGRESS, message=f"m{i}")
             )
-    seqs = [e.sequence for e in s.iter_events("dep_1", 0)]
+    seqs = [e.sequence async for e in s.iter_events("dep_1", 0)]
     assert seqs == list(range(1, 1201))
-    assert [e.sequence for e in s.iter_events("dep_1", 1195)] == list(range(1196, 1201))
+    assert [e.sequence async for e in s.iter_events("dep_1", 1195)] == list(range(1196, 1201))
+    async with s.tx() as tx:
+        page = await tx.events_after("dep_1", 10, 2)
+    assert [(e.sequence, e.message, e.type, e.state) for e in page] == [
+        (11, "m11", EventType.PROGRESS, State.IN_PROGRESS),
+        (12, "m12", EventType.PROGRESS, State.IN_PROGRESS),
+    ]
 
 
-def test_event_sequences_cannot_repeat(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with s.tx() as tx:
-        tx.insert_deployment(dep(1))
-        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
-    with pytest.raises(Conflict), s.tx() as tx:
-        tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
+async def test_event_sequences_cannot_repeat(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
+        await tx.insert_deployment(dep(1))
+        await tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
+    with pytest.raises(Conflict):
+        async with s.tx() as tx:
+            await tx.append_event(Event("dep_1", 1, EventType.STATE_CHANGED, State.QUEUED))
 
 
-def test_tokens_clusters_agents_audit(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
+async def test_tokens_clusters_agents_audit(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
     t = TokenRecord(
         id="t1",
         name="ci",
@@ -220,245 +278,287 @@ def test_tokens_clusters_agents_audit(open_store: Callable[[], Store]) -> None:
         services=["web"],
         environments=["stage"],
         created_at=1.0,
+        created_by="admin",
     )
-    with s.tx() as tx:
-        tx.insert_token(t)
-        tx.upsert_agent(AgentRecord("a1", "c1", "0.1", ["swarm"], 1.0, 2.0))
-        tx.upsert_agent(AgentRecord("a1", "c1", "0.2", ["swarm"], 1.0, 3.0))
-        tx.append_audit(AuditEntry(5.0, "t1", "ci", "deployment.create", "dep_1", "ok"))
-    s.close()
-    s = open_store()
-    with s.tx() as tx:
-        assert tx.get_token("t1") == t
-        assert tx.revoke_token("t1", 9.0) is True
-        assert tx.revoke_token("t1", 10.0) is False
-        assert tx.get_token("t1").revoked_at == 9.0  # type: ignore[union-attr]
-        assert tx.cluster_for_environment("stage") == "c1"
-        assert tx.cluster_for_environment("pull_request") is None
-        agents = tx.list_agents("c1")
+    older = TokenRecord(id="t0", name="boot", role=Role.ADMIN, secret_hash="h0", created_at=0.5)
+    async with s.tx() as tx:
+        await tx.insert_token(t)
+        await tx.insert_token(older)
+        await tx.upsert_agent(AgentRecord("a1", "c1", "0.1", ["swarm"], 1.0, 2.0))
+        await tx.upsert_agent(AgentRecord("a1", "c1", "0.2", ["swarm"], 1.0, 3.0))
+        await tx.append_audit(AuditEntry(5.0, "t1", "ci", "deployment.create", "dep_1", "ok"))
+    await s.close()
+    s = await open_store()
+    async with s.tx() as tx:
+        assert await tx.get_token("t1") == t
+        assert [x.id for x in await tx.list_tokens()] == ["t0", "t1"]  # oldest first
+        assert await tx.revoke_token("t1", 9.0) is True
+        assert await tx.revoke_token("t1", 10.0) is False
+        assert await tx.revoke_token("t_none", 10.0) is False
+        assert (await tx.get_token("t1")).revoked_at == 9.0  # type: ignore[union-attr]
+        assert await tx.cluster_for_environment("stage") == "c1"
+        assert await tx.cluster_for_environment("pull_request") is None
+        agents = await tx.list_agents("c1")
         assert [(a.agent_id, a.version, a.last_seen_at) for a in agents] == [("a1", "0.2", 3.0)]
-        assert [a.action for a in tx.list_audit(0, 10)] == ["deployment.create"]
+        assert [a.action for a in await tx.list_audit(0, 10)] == ["deployment.create"]
     # An environment is served by one cluster: the schema refuses a second.
-    with pytest.raises(Conflict), s.tx() as tx:
-        tx.insert_cluster(Cluster("c2", ["stage"]))
-    with s.tx() as tx:
-        assert tx.get_cluster("c2") is None
+    with pytest.raises(Conflict):
+        async with s.tx() as tx:
+            await tx.insert_cluster(Cluster("c2", ["stage"]))
+    async with s.tx() as tx:
+        assert await tx.get_cluster("c2") is None
 
 
-def test_artifacts_unique_on_name_and_digest(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with pytest.raises(Conflict), s.tx() as tx:
-        a = art()
-        a.id = "art_other"
-        tx.insert_artifact(a)
-    with s.tx() as tx:
-        tx.insert_artifact(art(2, "api"))
-        assert tx.find_artifact("api", f"sha256:{2:064x}") == art(2, "api")
-        assert [a.id for _, a in tx.list_artifacts("", 2**62, 10)] == ["art_2", "art_1"]
-        assert [a.id for _, a in tx.list_artifacts("web", 2**62, 10)] == ["art_1"]
+async def test_clusters_list_and_change_their_environments(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
+        await tx.insert_cluster(Cluster("B-prod", ["pull_request"], 2.0))
+        await tx.set_cluster_environments("c1", ["stage"])
+    async with s.tx() as tx:
+        # Byte order, as SQLite sorts ("B" before "c"), whatever the database's locale.
+        assert await tx.list_clusters() == [
+            Cluster("B-prod", ["pull_request"], 2.0),
+            Cluster("c1", ["stage"], 1.0),
+        ]
+        assert await tx.cluster_for_environment("production") is None
+        await tx.set_cluster_environments("c1", [])
+    async with s.tx() as tx:
+        assert await tx.get_cluster("c1") == Cluster("c1", [], 1.0)
 
 
-def test_queued_of_key_finds_only_that_key(open_store: Callable[[], Store]) -> None:
-    s = open_store()
-    seed(s)
-    with s.tx() as tx:
-        tx.insert_deployment(dep(1))
-        tx.insert_deployment(dep(2, state=State.SUCCEEDED))
-        tx.insert_deployment(dep(3, env="production"))
-        tx.insert_deployment(dep(4, service="api"))
-        tx.insert_deployment(dep(5))
-    with s.tx() as tx:
-        assert [d.id for d in tx.queued_of_key("web", "stage", 0)] == ["dep_1", "dep_5"]
-        assert tx.queued_of_key("web", "stage", 7) == []
+async def test_agents_are_keyed_by_cluster_and_can_be_forgotten(open_store: OpenStore) -> None:
+    s = await open_store()
+    async with s.tx() as tx:
+        await tx.upsert_agent(AgentRecord("mgr-1", "stage", "0.1", ["swarm"], 1.0, 2.0))
+        await tx.upsert_agent(AgentRecord("mgr-1", "prod", "0.2", ["swarm", "cron"], 1.0, 2.0))
+        await tx.upsert_agent(AgentRecord("Mgr-0", "prod", "0.2", [], 1.0, 2.0))
+    async with s.tx() as tx:
+        everyone = [(a.agent_id, a.cluster) for a in await tx.list_agents("")]
+        assert everyone == [("Mgr-0", "prod"), ("mgr-1", "prod"), ("mgr-1", "stage")]
+        prod = await tx.list_agents("prod")
+        assert prod[1].capabilities == ["swarm", "cron"]
+        assert await tx.delete_agent("stage", "mgr-1") is True
+        assert await tx.delete_agent("stage", "mgr-1") is False
+        assert [a.cluster for a in await tx.list_agents("")] == ["prod", "prod"]
 
 
-def test_sqlite_upgrade_carries_rollbacks_over_from_their_reason(tmp_path: Path) -> None:
-    """A data folder written before deployments had rollback_of (schema 4): opening it
-    upgrades it in place, and the rollbacks `sami rollback` made say what they went back to."""
-    import sqlite3
+async def test_artifacts_unique_on_name_and_digest(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    with pytest.raises(Conflict):
+        async with s.tx() as tx:
+            a = art()
+            a.id = "art_other"
+            await tx.insert_artifact(a)
+    async with s.tx() as tx:
+        await tx.insert_artifact(art(2, "api"))
+        same_digest = art(3, "api-copy")
+        same_digest.digest = art(1).digest
+        await tx.insert_artifact(same_digest)
+        assert await tx.find_artifact("api", f"sha256:{2:064x}") == art(2, "api")
+        assert await tx.find_artifact("api", "sha256:none") is None
+        listed = await tx.list_artifacts("", 2**62, 10)
+        assert [a.id for _, a in listed] == ["art_3", "art_2", "art_1"]
+        after = await tx.list_artifacts("", listed[0][0], 1)
+        assert [a.id for _, a in after] == ["art_2"]
+        assert [a.id for _, a in await tx.list_artifacts("web", 2**62, 10)] == ["art_1"]
+        by_digest = await tx.find_artifacts_by_digest(art(1).digest)
+        assert [a.id for a in by_digest] == ["art_1", "art_3"]
 
-    from sami_control.storage.sqlite_schema import MIGRATIONS
 
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    conn = sqlite3.connect(data / SQLiteStore.FILE_NAME)
-    for migration in MIGRATIONS[:4]:
-        conn.executescript(migration)
-    conn.execute("PRAGMA user_version = 4")
-    target, rollback, other = "dep_" + "1" * 16, "dep_" + "2" * 16, "dep_" + "3" * 16
-    columns = (
-        "id, service, environment, pull_request, cluster, action, deployment_type, stack_name,"
-        " state, reason, request_hash, status_message, agent_id, attempt, epoch, lease_id,"
-        " lease_expires, agent_sequence, last_sequence, cancel_requested, created_by,"
-        " created_at, updated_at, finished_at, manifest_revision, converge_timeout,"
-        " stack_files, image_services, manifest_folder, manifest_settings"
+async def test_queued_of_key_finds_only_that_key(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
+        await tx.insert_deployment(dep(1))
+        await tx.insert_deployment(dep(2, state=State.SUCCEEDED))
+        await tx.insert_deployment(dep(3, env="production"))
+        await tx.insert_deployment(dep(4, service="api"))
+        await tx.insert_deployment(dep(5))
+    async with s.tx() as tx:
+        assert [d.id for d in await tx.queued_of_key("web", "stage", 0)] == ["dep_1", "dep_5"]
+        assert await tx.queued_of_key("web", "stage", 7) == []
+
+
+def revision(i: int) -> ManifestRevision:
+    return ManifestRevision(
+        id=f"rev_{i}",
+        commit=f"{i:040x}",
+        created_at=float(i),
+        created_by="ci",
+        file_count=2,
+        entries=[{"service": "web", "environment": "stage", "files": ["web/stage.yml"]}],
+        warnings=[{"path": "x", "message": f"w{i}"}],
     )
-    for ident, reason in (
-        (target, "release 1"),
-        (rollback, f"rollback to {target}: broke login"),
-        (other, "rollback to the old one, by hand"),
-    ):
-        conn.execute(
-            f"INSERT INTO deployments ({columns}) VALUES "
-            "(?, 'web', 'stage', 0, 'c1', 1, 'swarm', 'stage_web', 4, ?, '', '', '', 1, 1, '',"
-            " 0, 0, 1, 0, 'ci', 1, 1, 1, 'rev', 300, '[]', '[]', 'f', '{}')",
-            (ident, reason),
-        )
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(data)
-    try:
-        with store.tx() as tx:
-            got = {i: tx.get_deployment(i) for i in (target, rollback, other)}
-        assert {i: d.rollback_of for i, d in got.items() if d} == {
-            target: "",
-            rollback: target,
-            other: "",
+
+
+async def test_manifest_revisions_and_their_files(open_store: OpenStore) -> None:
+    s = await open_store()
+    files = {"web/stage.yml": b"services: {}\n", "web/bin.dat": bytes(range(256))}
+    async with s.tx() as tx:
+        assert await tx.current_manifest_revision() is None
+        assert await tx.current_manifest_revision_id() is None
+        for i in (1, 2, 3):
+            rev = revision(i)
+            rev.synced_seq = await tx.next_synced_seq()
+            await tx.insert_manifest_revision(rev, files if i == 2 else {})
+        # A revision synced again becomes the current one.
+        await tx.mark_revision_synced("rev_1", await tx.next_synced_seq())
+    await s.close()
+    s = await open_store()
+    async with s.tx() as tx:
+        assert await tx.current_manifest_revision_id() == "rev_1"
+        current = await tx.current_manifest_revision()
+        assert current is not None and current.synced_seq == 4
+        assert current.entries == revision(1).entries
+        got = await tx.get_manifest_revision("rev_2")
+        assert got is not None and got.commit == revision(2).commit and got.synced_seq == 2
+        assert got.warnings == [{"path": "x", "message": "w2"}]
+        assert await tx.get_manifest_revision("rev_9") is None
+        listed = await tx.list_manifest_revisions(2**62, 2)
+        assert [r.id for r in listed] == ["rev_1", "rev_3"]
+        more = await tx.list_manifest_revisions(listed[-1].synced_seq, 10)
+        assert [r.id for r in more] == ["rev_2"]
+        assert await tx.manifest_files("rev_2") == files
+        assert await tx.manifest_files("rev_2", "web/s") == {
+            "web/stage.yml": files["web/stage.yml"]
         }
-        assert got[rollback] is not None and got[rollback].reason.endswith("broke login")
-    finally:
-        store.close()
+        assert await tx.manifest_files("rev_2", "api/") == {}
+        assert await tx.manifest_files("rev_3") == {}
+    # Two revisions cannot claim one sync position.
+    with pytest.raises(Conflict):
+        async with s.tx() as tx:
+            clash = revision(4)
+            clash.synced_seq = 2
+            await tx.insert_manifest_revision(clash, {})
 
 
-def test_a_loose_data_folder_is_tightened_to_0700_and_logged(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir(mode=0o755)
-    data.chmod(0o755)  # whatever the umask said
-    with structlog.testing.capture_logs() as logs:
-        SQLiteStore(data).close()
-    assert data.stat().st_mode & 0o777 == 0o700
-    assert [e for e in logs if e["event"] == "data_folder_tightened"] == [
-        {
-            "event": "data_folder_tightened",
-            "log_level": "warning",
-            "path": str(data),
-            "was": "0755",
-            "now": "0700",
-        }
-    ]
+async def test_audit_pages_from_a_time_and_a_position(open_store: OpenStore) -> None:
+    s = await open_store()
+    async with s.tx() as tx:
+        for i in range(1, 7):
+            entry = AuditEntry(
+                float(i), "t1", "ci", "deployment.create", f"dep_{i}", "ok",
+                request_id=f"r{i}", service="web" if i % 2 else "api",
+            )  # fmt: skip
+            await tx.append_audit(entry)
+            assert entry.seq > 0
+    async with s.tx() as tx:
+        everything = await tx.list_audit(0, 100)
+        assert [e.target for e in everything] == [f"dep_{i}" for i in range(1, 7)]
+        assert [e.seq for e in everything] == sorted(e.seq for e in everything)
+        assert everything[0].request_id == "r1" and everything[0].service == "web"
+        since = await tx.list_audit(3.0, 2)
+        assert [e.target for e in since] == ["dep_3", "dep_4"]
+        rest = await tx.list_audit(3.0, 100, after_seq=since[-1].seq)
+        assert [e.target for e in rest] == ["dep_5", "dep_6"]
+        assert [e.target for e in await tx.list_audit(0, 100, service="api")] == [
+            "dep_2",
+            "dep_4",
+            "dep_6",
+        ]
 
 
-def test_a_loose_data_folder_that_is_not_ours_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = tmp_path / "data"
-    data.mkdir(mode=0o750)
-    data.chmod(0o750)
-
-    def not_allowed(path: object, mode: int) -> None:  # what chmod says to a non-owner
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(os, "chmod", not_allowed)
-    with pytest.raises(DataDirUnsafe, match=r"mode 0750: other users may read it.*chmod 700"):
-        SQLiteStore(data)
-    assert not (data / "sami.db").exists()
-
-
-def test_a_private_data_folder_is_left_alone(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    with structlog.testing.capture_logs() as logs:
-        SQLiteStore(data).close()
-    assert data.stat().st_mode & 0o777 == 0o700
-    assert not [e for e in logs if e["event"] == "data_folder_tightened"]
-
-
-def test_serve_refuses_a_loose_data_folder_it_cannot_tighten(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import asyncio
-
-    from sami_control.server import ControlServer, ListenRefused, ServeConfig
-
-    data = tmp_path / "data"
-    data.mkdir(mode=0o755)
-    data.chmod(0o755)
-
-    def not_allowed(path: object, mode: int) -> None:
-        raise PermissionError(1, "Operation not permitted")
-
-    async def build() -> None:
-        ControlServer(ServeConfig(data_dir=data))
-
-    monkeypatch.setattr(os, "chmod", not_allowed)
-    with pytest.raises(ListenRefused, match="other users may read it"):
-        asyncio.run(build())
-    monkeypatch.undo()
-    # The data folder's lock was released: a server can start once the folder is fixed.
-    data.chmod(0o700)
-
-    async def build_and_close() -> None:
-        ControlServer(ServeConfig(data_dir=data)).close()
-
-    asyncio.run(build_and_close())
-
-
-def test_sqlite_upgrade_keys_agents_by_cluster(tmp_path: Path) -> None:
-    """A data folder written when agents were keyed by id alone (schema 5): its records are
-    kept, and afterwards two clusters may each have an agent of the same id."""
-    import sqlite3
-
-    from sami_control.storage.sqlite_schema import MIGRATIONS
-
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    conn = sqlite3.connect(data / SQLiteStore.FILE_NAME)
-    for migration in MIGRATIONS[:5]:
-        conn.executescript(migration)
-    conn.execute("PRAGMA user_version = 5")
-    conn.execute("INSERT INTO agents VALUES ('mgr-1', 'prod', '0.1', '[\"swarm\"]', 1, 2)")
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(data)
-    try:
-        with store.tx() as tx:
-            tx.upsert_agent(AgentRecord("mgr-1", "stage", "0.2", ["swarm"], 3.0, 4.0))
-            tx.upsert_agent(AgentRecord("mgr-1", "stage", "0.3", ["swarm"], 3.0, 5.0))
-            got = [(a.cluster, a.agent_id, a.version) for a in tx.list_agents("")]
-        assert got == [("prod", "mgr-1", "0.1"), ("stage", "mgr-1", "0.3")]
-    finally:
-        store.close()
-
-
-def test_sqlite_upgrade_scopes_request_ids_to_the_token(tmp_path: Path) -> None:
-    """A data folder from when request ids were unique across tokens (schema 6): a
-    deployment gets the id of the one token with the name it records, so that token's
-    retries still find it, and another token may use the same key."""
-    import sqlite3
-
-    from sami_control.storage.sqlite_schema import MIGRATIONS
-
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    conn = sqlite3.connect(data / SQLiteStore.FILE_NAME)
-    for migration in MIGRATIONS[:6]:
-        conn.executescript(migration)
-    conn.execute("PRAGMA user_version = 6")
-    conn.execute(
-        "INSERT INTO tokens (id, name, role, secret_hash, cluster, services, environments,"
-        " created_at, expires_at, revoked_at) VALUES"
-        " ('tok_ci', 'ci', 'deployer', 'h', '', '[]', '[]', 1, 0, 0)"
+def cron_run(i: int, environment: str = "production", exit_code: int | None = 0) -> CronRun:
+    return CronRun(
+        run_id=f"run_{i}",
+        deployment_id="dep_1",
+        service="web",
+        environment=environment,
+        pull_request=0,
+        cluster="c1",
+        stack="production_web",
+        job="nightly",
+        scheduled_for=float(i),
+        started_at=float(i) + 0.5,
+        finished_at=float(i) + 1.5,
+        outcome=CronRunOutcome.SUCCEEDED if exit_code == 0 else CronRunOutcome.FAILED,
+        exit_code=exit_code,
+        message=f"run {i}",
+        schedule="0 3 * * *",
+        agent_id="a1",
+        reported_at=float(i) + 2,
     )
-    conn.execute(
-        "INSERT INTO deployments (id, service, environment, pull_request, cluster, action,"
-        " deployment_type, stack_name, state, reason, request_id, request_hash,"
-        " status_message, agent_id, attempt, epoch, lease_id, lease_expires, agent_sequence,"
-        " last_sequence, cancel_requested, created_by, created_at, updated_at, finished_at,"
-        " manifest_revision, converge_timeout, stack_files, image_services, manifest_folder,"
-        " manifest_settings) VALUES ('dep_1', 'web', 'stage', 0, 'c1', 1, 'swarm',"
-        " 'stage_web', 4, '', 'ci-7', 'h', '', '', 1, 1, '', 0, 0, 1, 0, 'ci', 1, 1, 1,"
-        " 'rev', 300, '[]', '[]', 'f', '{}')"
-    )
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(data)
-    try:
-        with store.tx() as tx:
-            found = tx.get_deployment_by_request_id("tok_ci", "ci-7")
-            assert found is not None and found.id == "dep_1"
-            tx.insert_artifact(art())
-            tx.insert_deployment(dep(2, request_id="ci-7", created_by_token="tok_admin"))
-            assert tx.get_deployment_by_request_id("tok_admin", "ci-7").id == "dep_2"  # type: ignore[union-attr]
-    finally:
-        store.close()
+
+
+async def test_cron_runs_are_written_once_and_page_newest_first(open_store: OpenStore) -> None:
+    s = await open_store()
+    await seed(s)
+    async with s.tx() as tx:
+        await tx.insert_deployment(dep(1))
+        for i in range(1, 5):
+            run = cron_run(i, "stage" if i == 2 else "production", None if i == 3 else i % 2)
+            await tx.insert_cron_run(run)
+            assert run.seq > 0
+    with pytest.raises(Conflict):
+        async with s.tx() as tx:
+            await tx.insert_cron_run(cron_run(1))
+    async with s.tx() as tx:
+        got = await tx.get_cron_run("run_3")
+        assert got is not None and got.exit_code is None and got.seq > 0
+        expected = cron_run(3, exit_code=None)
+        expected.seq = got.seq
+        assert got == expected
+        assert await tx.get_cron_run("run_9") is None
+        newest = await tx.list_cron_runs("web", "production", 2**62, 2)
+        assert [r.run_id for r in newest] == ["run_4", "run_3"]
+        older = await tx.list_cron_runs("web", "production", newest[-1].seq, 10)
+        assert [r.run_id for r in older] == ["run_1"]
+        assert [r.run_id for r in await tx.list_cron_runs("", "", 2**62, 10)] == [
+            "run_4",
+            "run_3",
+            "run_2",
+            "run_1",
+        ]
+
+
+async def test_locked_read_then_write_is_serialised(open_store: OpenStore) -> None:
+    """Two replicas (two stores on one database) and several tasks each, doing what the
+    core does to a deployment: lock its name, read it, write what they read plus one. No
+    increment is lost (without the lock, PostgreSQL's READ COMMITTED would lose some)."""
+    stores = [await open_store(), await open_store()]
+    await seed(stores[0])
+    async with stores[0].tx() as tx:
+        await tx.insert_deployment(dep(1))
+
+    async def increment(s: Store, times: int) -> None:
+        for _ in range(times):
+            async with s.tx() as tx:
+                await tx.lock("deployment:dep_1")
+                d = await tx.get_deployment("dep_1")
+                assert d is not None
+                if not isinstance(s, SQLiteStore):  # SQLite's blocks must not suspend
+                    await asyncio.sleep(0)  # let the other tasks read in between
+                d.attempt += 1
+                await tx.update_deployment(d)
+
+    await asyncio.gather(*(increment(stores[i % 2], 10) for i in range(6)))
+    async with stores[1].tx() as tx:
+        final = await tx.get_deployment("dep_1")
+    assert final is not None and final.attempt == 60
+
+
+async def test_one_request_id_under_concurrency_makes_one_deployment(
+    open_store: OpenStore,
+) -> None:
+    """Several callers retry one request at once, each checking for it before creating
+    it: exactly one creates it, every other is told Conflict."""
+    stores = [await open_store(), await open_store()]
+    await seed(stores[0])
+
+    async def create(s: Store, i: int) -> str:
+        try:
+            async with s.tx() as tx:
+                if await tx.get_deployment_by_request_id("tok_ci", "ci-42"):
+                    return "found"
+                await tx.insert_deployment(dep(i, request_id="ci-42", created_by_token="tok_ci"))
+            return "created"
+        except Conflict:
+            return "conflict"
+
+    outcomes = await asyncio.gather(*(create(stores[i % 2], i) for i in range(1, 9)))
+    assert outcomes.count("created") == 1
+    assert set(outcomes) <= {"created", "conflict", "found"}
+    async with stores[1].tx() as tx:
+        assert len(await tx.list_deployments("", "", None, 2**62, 100)) == 1
