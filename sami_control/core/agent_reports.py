@@ -26,6 +26,7 @@ from sami_control.core.deployments import Deployments
 from sami_control.core.dispatch import Leases
 from sami_control.core.effects import Effects
 from sami_control.core.errors import InvalidArgument, PermissionDenied
+from sami_control.core.locks import hold, key_lock
 from sami_control.core.model import (
     OUTCOME_STATE,
     CronRun,
@@ -169,7 +170,7 @@ class AgentReports:
             state = State.FAILED
         fx = Effects(wake=True)
         async with self.ctx.store.tx() as tx:
-            current = await tx.get_deployment(deployment_id)
+            current = await hold(tx, deployment_id)
             if not _finished_by(session, current, lease_id):
                 d = self._held(session, current, deployment_id, lease_id, epoch)
                 if d is None:
@@ -199,8 +200,9 @@ class AgentReports:
         settings = self.ctx.settings
         revokes = 0
         async with self.ctx.store.tx() as tx:
-            for h in held:
-                current = await tx.get_deployment(h.deployment_id)
+            # By id: several deployments' locks are always taken in one order (core/locks.py).
+            for h in sorted(held, key=lambda h: h.deployment_id):
+                current = await hold(tx, h.deployment_id)
                 d = self._held(session, current, h.deployment_id, h.lease_id, h.epoch)
                 if d is None:
                     if not _finished_by(session, current, h.lease_id):
@@ -238,6 +240,7 @@ class AgentReports:
                         stack=st.stack_name[:100],
                     )
                     continue
+                await tx.lock(key_lock(st.service, "pull_request", st.pull_request))
                 latest = await tx.latest_for_key(
                     st.service, "pull_request", st.pull_request, session.cluster
                 )
@@ -329,9 +332,7 @@ class AgentReports:
     ) -> Deployment | None:
         """The deployment, its lease renewed, if `session` holds this lease on it; else None,
         after telling the agent to let go."""
-        d = self._held(
-            session, await tx.get_deployment(deployment_id), deployment_id, lease_id, epoch
-        )
+        d = self._held(session, await hold(tx, deployment_id), deployment_id, lease_id, epoch)
         if d is None:
             self._reject(session, deployment_id, lease_id, STALE)
             return None

@@ -13,6 +13,7 @@ from sami_common import limits
 from sami_control.core import authz, paging, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
+from sami_control.core.bus import Notice
 from sami_control.core.commands import CloseCommand, HeldLease
 from sami_control.core.context import Context
 from sami_control.core.dispatch import LIVE, Leases
@@ -23,6 +24,7 @@ from sami_control.core.errors import (
     NotFound,
     Unauthenticated,
 )
+from sami_control.core.locks import hold
 from sami_control.core.model import AgentRecord, Principal, Role
 from sami_control.core.sessions import AgentSession, Sessions
 from sami_control.core.streams import Streams
@@ -113,6 +115,8 @@ class Agents:
             self.streams.close(session.stream)
             raise
         self.sessions.put(session)
+        # A stream of this agent left on another replica (a cut it has not noticed) closes.
+        self.ctx.publisher.tell(Notice(connected={(who.cluster, agent_id)}))
         log.info(
             "agent_connected",
             agent_id=agent_id,
@@ -132,8 +136,14 @@ class Agents:
         resumed: list[HeldLease] = []
         fx = Effects(wake=True)
         async with self.ctx.store.tx() as tx:
-            for d in await tx.deployments_in_states(list(LIVE), who.cluster):
-                if d.agent_id != agent_id:
+            mine = [
+                d.id
+                for d in await tx.deployments_in_states(list(LIVE), who.cluster)
+                if d.agent_id == agent_id
+            ]
+            for dep_id in sorted(mine):  # read again under the lock (core/locks.py)
+                d = await hold(tx, dep_id)
+                if d is None or d.state not in LIVE or d.agent_id != agent_id:
                     continue
                 h = held_by_id.get(d.id)
                 if h is not None and h.lease_id == d.lease_id and h.epoch == d.epoch:

@@ -43,6 +43,7 @@ from sami_control.core.dispatch import Leases
 from sami_control.core.effects import Publisher
 from sami_control.core.hub import Hub
 from sami_control.core.manifest_catalog import ManifestCatalog
+from sami_control.core.peers import Peers
 from sami_control.core.server_info import ServerInfo
 from sami_control.core.sessions import Sessions
 from sami_control.core.settings import Settings
@@ -51,6 +52,9 @@ from sami_control.core.streams import Streams
 from sami_control.core.tokens import Tokens
 
 log = structlog.get_logger("sami.control")
+
+# How often, with other replicas, the watchers here are checked against the store.
+SWEEP_INTERVAL = 1.0
 
 
 class ControlPlane:
@@ -80,12 +84,31 @@ class ControlPlane:
         self.cron_runs = CronRuns(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
         self.info = ServerInfo(ctx)
+        # Other replicas on the same database (PostgreSQL): what each commits, the others
+        # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.
+        self.bus = store.make_bus()
+        self.peers = Peers(
+            self.bus,
+            store,
+            self.hub,
+            self.sessions,
+            self.streams,
+            self.tokens.forget,
+            self._wake_up,
+            clock,
+        )
+        if self.bus.shared:
+            self.publisher.peers = self.peers
+        self._last_sweep = 0.0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         store.on_failure(self._lost_commit)
 
     async def start(self) -> None:
+        if self.bus.shared:
+            await self.bus.start(self.peers.receive, self.peers.resync)
+            log.info("replica_listening", replica=self.bus.replica_id)
         await self.leases.give_grace_after_restart()
         self._loop_task = asyncio.create_task(self._background(), name="sami-dispatch")
         self._wake.set()
@@ -100,6 +123,8 @@ class ControlPlane:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self.bus.stop()
+        await self.peers.stop()
 
     @contextlib.asynccontextmanager
     async def durable_call(self) -> AsyncIterator[None]:
@@ -145,6 +170,11 @@ class ControlPlane:
                     self.publisher.apply(await self.leases.expire())
                 if not self._stopping:  # stop() may have run while we waited for the store
                     self.publisher.apply(await self.leases.dispatch())
+                if self.bus.shared and clock() - self._last_sweep >= SWEEP_INTERVAL:
+                    # The safety net under lost notices (core/peers.py); dispatch runs
+                    # at least once a second anyway.
+                    self._last_sweep = clock()
+                    await self.peers.sweep()
                 deadline = self.leases.deadline
             except Exception:  # the loop must survive a bad row or a busy database
                 log.exception("dispatch_failed")

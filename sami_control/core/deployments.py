@@ -22,6 +22,7 @@ from sami_control.core.errors import (
 )
 from sami_control.core.hub import Hub
 from sami_control.core.ids import new_id
+from sami_control.core.locks import hold, key_lock
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.model import (
     Deployment,
@@ -86,6 +87,8 @@ class Deployments:
         now = self.ctx.clock()
         fx = Effects(wake=True)
         async with self.ctx.store.tx() as tx:
+            # Replicas creating on one key (or retrying one request id) take turns.
+            await tx.lock(key_lock(service, env, pr))
             prior = await self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
@@ -223,6 +226,7 @@ class Deployments:
 
     async def enqueue(self, tx: Tx, fx: Effects, d: Deployment, who: str, reason: str) -> None:
         """Store a new deployment as QUEUED and supersede older queued ones of its key."""
+        await tx.lock(key_lock(d.service, d.environment, d.pull_request))
         now = d.created_at
         first = record(
             d, EventType.STATE_CHANGED, now, message=who + (f": {reason}" if reason else "")
@@ -230,8 +234,10 @@ class Deployments:
         await tx.insert_deployment(d)
         await tx.append_event(first)
         fx.add(d, first)
-        for old in await tx.queued_of_key(d.service, d.environment, d.pull_request):
-            if old.id != d.id:
+        queued = await tx.queued_of_key(d.service, d.environment, d.pull_request)
+        for candidate in sorted(queued, key=lambda q: q.id):
+            old = await hold(tx, candidate.id) if candidate.id != d.id else None
+            if old is not None and old.state is State.QUEUED:
                 ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
                 await tx.update_deployment(old)
                 await tx.append_event(ev)
@@ -251,6 +257,7 @@ class Deployments:
         ).fingerprint()
         fx = Effects(wake=True)
         async with self.ctx.store.tx() as tx:
+            await tx.lock(key_lock(service, "pull_request", pr))
             prior = await self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
@@ -309,12 +316,13 @@ class Deployments:
         async with self.ctx.store.tx() as tx:
             return await self._must_get(tx, name)
 
-    async def _must_get(self, tx: Tx, name: str) -> Deployment:
+    async def _must_get(self, tx: Tx, name: str, lock: bool = False) -> Deployment:
+        """The deployment `name` (held under its lock if it is to be changed)."""
         ident = name.removeprefix("deployments/")
         if not ident:
             raise InvalidArgument("name", "deployment id is required")
         validation.text("name", ident, limit=100)
-        d = await tx.get_deployment(ident)
+        d = await (hold(tx, ident) if lock else tx.get_deployment(ident))
         if d is None:
             raise NotFound(f"deployment {ident!r} does not exist; `sami list` shows deployments")
         return d
@@ -344,7 +352,7 @@ class Deployments:
         now = self.ctx.clock()
         fx = Effects()
         async with self.ctx.store.tx() as tx:
-            d = await self._must_get(tx, name)
+            d = await self._must_get(tx, name, lock=True)
             authz.require_deploy_scope(who, d.service, d.environment)
             if d.state.terminal:
                 raise FailedPrecondition(
@@ -362,9 +370,12 @@ class Deployments:
                 ev = record(
                     d, EventType.NOTICE, now, f"cancel requested by {who.name}", phase="cancel"
                 )
+                cmd = CancelCommand(d.id, d.lease_id, msg)
                 session = self.sessions.get(d.cluster, d.agent_id)
                 if session is not None:
-                    fx.send(session, CancelCommand(d.id, d.lease_id, msg))
+                    fx.send(session, cmd)
+                # Its stream may be on another replica (or move there before this commits).
+                fx.tell_agent(d.cluster, d.agent_id, cmd)
             await tx.update_deployment(d)
             await tx.append_event(ev)
             fx.add(d, ev)

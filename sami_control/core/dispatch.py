@@ -14,6 +14,7 @@ from sami_control.core.commands import AssignCommand, RevokeCommand
 from sami_control.core.context import Context
 from sami_control.core.effects import Effects
 from sami_control.core.ids import new_id
+from sami_control.core.locks import hold, key_lock
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.model import Deployment, State
 from sami_control.core.sessions import AgentSession, Sessions
@@ -40,12 +41,18 @@ class Leases:
 
     async def give_grace_after_restart(self) -> None:
         """Agents cannot renew while the control plane was down: give each live lease
-        time to come back."""
+        time to come back. (With several replicas, the agents of this one renew on the
+        others meanwhile; the grace only delays the expiry of a lease whose agent is gone
+        for good.)"""
         now = self.ctx.clock()
+        grace = now + self.ctx.settings.restart_grace
         async with self.ctx.store.tx() as tx:
-            for d in await tx.deployments_in_states(list(LIVE)):
-                self.lease_until(d, max(d.lease_expires, now + self.ctx.settings.restart_grace))
-                await tx.update_deployment(d)
+            live = await tx.deployments_in_states(list(LIVE))
+            for found in sorted(live, key=lambda d: d.id):
+                d = await hold(tx, found.id)
+                if d is not None and d.state in LIVE:
+                    self.lease_until(d, max(d.lease_expires, grace))
+                    await tx.update_deployment(d)
 
     def lease_until(self, d: Deployment, expires: float) -> None:
         """Every lease deadline is set here, so the loop knows the earliest one."""
@@ -66,12 +73,15 @@ class Leases:
     async def requeue(self, tx: Tx, fx: Effects, d: Deployment, now: float, why: str) -> None:
         """The lease holder lost the work: offer it again (attempt + 1), or end it when it
         was being cancelled or its attempts ran out."""
+        revoke = RevokeCommand(d.id, d.lease_id, why)
         old_session = self.sessions.get(d.cluster, d.agent_id)
         if old_session is not None:
             old_session.leases.discard(d.id)
             # Sent once the requeue is stored, like every command: if its commit fails the
             # lease still stands, and the agent must keep the work.
-            fx.send(old_session, RevokeCommand(d.id, d.lease_id, why))
+            fx.send(old_session, revoke)
+        # The holder's stream may be on another replica.
+        fx.tell_agent(d.cluster, d.agent_id, revoke)
         if d.cancel_requested:
             ev = move(d, State.CANCELLED, now, f"cancelled ({why} while cancelling)")
         elif d.attempt >= self.ctx.settings.max_attempts:
@@ -95,13 +105,25 @@ class Leases:
         fx = Effects()
         deadline = now + 1.0
         async with self.ctx.store.tx() as tx:
-            for d in await tx.deployments_in_states(list(LIVE)):
+            live = await tx.deployments_in_states(list(LIVE))
+            expired = []
+            for d in live:
                 if d.lease_expires and d.lease_expires <= now:
-                    what = "not acknowledged" if d.state is State.ASSIGNED else "lease expired"
-                    await self.requeue(tx, fx, d, now, what)
-                    fx.wake = True
+                    expired.append(d.id)
                 elif d.lease_expires:
                     deadline = min(deadline, d.lease_expires)
+            # Each is read again under its lock: another replica's sweep may have requeued
+            # it, or its holder renewed it there, since the scan.
+            for dep_id in sorted(expired):
+                held = await hold(tx, dep_id)
+                if held is None or held.state not in LIVE or not held.lease_expires:
+                    continue
+                if held.lease_expires > now:
+                    deadline = min(deadline, held.lease_expires)
+                    continue
+                what = "not acknowledged" if held.state is State.ASSIGNED else "lease expired"
+                await self.requeue(tx, fx, held, now, what)
+                fx.wake = True
         self.deadline = deadline
         return fx
 
@@ -126,8 +148,20 @@ class Leases:
                 if not candidates:
                     continue
                 s = min(candidates, key=lambda s: (len(s.leases), s.agent_id))
-                await self._assign(tx, fx, d, s, now)
+                # The scan may be stale: another replica may have dispatched on this key
+                # since. Under the key's lock, this must still be the key's oldest queued
+                # deployment, and nothing of the key live (core/locks.py).
                 busy.add(d.key)
+                await tx.lock(key_lock(*d.key))
+                fresh = await hold(tx, d.id)
+                if fresh is None or fresh.state is not State.QUEUED:
+                    continue
+                if await tx.key_busy(*d.key):
+                    continue
+                oldest = await tx.queued_of_key(*d.key)
+                if oldest and oldest[0].id != d.id:
+                    continue
+                await self._assign(tx, fx, fresh, s, now)
         return fx
 
     async def _assign(

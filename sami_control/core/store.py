@@ -132,6 +132,11 @@ class Tx(abc.ABC):
         """Oldest first."""
 
     @abc.abstractmethod
+    async def key_busy(self, service: str, environment: str, pull_request: int) -> bool:
+        """Whether a deployment of service+environment+PR is ASSIGNED or IN_PROGRESS now
+        (read fresh under the key's lock: another replica may just have dispatched)."""
+
+    @abc.abstractmethod
     async def active_keys(self) -> set[tuple[str, str, int]]:
         """(service, environment, pull_request) of every ASSIGNED or IN_PROGRESS one."""
 

@@ -13,6 +13,7 @@ import structlog
 from sami_control.core import authz, token_secrets, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
+from sami_control.core.bus import Notice
 from sami_control.core.context import Context
 from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from sami_control.core.model import Principal, Role, TokenRecord
@@ -151,8 +152,15 @@ class Tokens:
             await self.audit.ok(tx, who, "token.revoke", ident, detail=f"name={t.name}")
         self._cache.pop(t.id, None)
         ended = self.streams.end_token(t.id, f"token {t.id} ({t.name}) was revoked")
+        # The other replicas end its streams and forget it too.
+        self.ctx.publisher.tell(Notice(revoked_tokens={t.id}))
         log.info("token_revoked", token_id=t.id, token_name=t.name, streams_ended=ended)
         return t
+
+    def forget(self, token_id: str) -> None:
+        """Drop a token from the cache (revoked by another replica): the next call reads
+        it again."""
+        self._cache.pop(token_id, None)
 
     async def authenticate(self, token: str) -> Principal:
         token_id_, secret = token_secrets.parse(token)

@@ -277,6 +277,18 @@ class PostgresTx(Tx):
             args.append(cluster)
         return [_deployment(r) for r in await self.c.fetch(sql + " ORDER BY seq", *args)]
 
+    async def key_busy(self, service: str, environment: str, pull_request: int) -> bool:
+        row = await self.c.fetchval(
+            "SELECT 1 FROM deployments WHERE service = $1 AND environment = $2 "
+            "AND pull_request = $3 AND state IN ($4, $5) LIMIT 1",
+            service,
+            environment,
+            pull_request,
+            int(State.ASSIGNED),
+            int(State.IN_PROGRESS),
+        )
+        return row is not None
+
     async def active_keys(self) -> set[tuple[str, str, int]]:
         rows = await self.c.fetch(
             "SELECT service, environment, pull_request FROM deployments WHERE state IN ($1, $2)",

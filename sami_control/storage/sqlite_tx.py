@@ -353,6 +353,14 @@ class SQLiteTx(Tx):
         sql += " ORDER BY seq"
         return [_deployment(r) for r in self.c.execute(sql, args)]
 
+    async def key_busy(self, service: str, environment: str, pull_request: int) -> bool:
+        row = self.c.execute(
+            "SELECT 1 FROM deployments WHERE service = ? AND environment = ? "
+            "AND pull_request = ? AND state IN (?, ?) LIMIT 1",
+            (service, environment, pull_request, int(State.ASSIGNED), int(State.IN_PROGRESS)),
+        ).fetchone()
+        return row is not None
+
     async def active_keys(self) -> set[tuple[str, str, int]]:
         rows = self.c.execute(
             "SELECT service, environment, pull_request FROM deployments WHERE state IN (?, ?)",

@@ -199,6 +199,9 @@ async def test_list_is_newest_first_with_filters_and_paging(open_store: OpenStor
         live.state = State.IN_PROGRESS
         await tx.update_deployment(live)
         assert await tx.active_keys() == {("api", "stage", 0)}
+        assert await tx.key_busy("api", "stage", 0)
+        assert not await tx.key_busy("api", "production", 0)
+        assert not await tx.key_busy("web", "stage", 0)
 
 
 async def test_latest_of_a_key_and_of_each_preview(open_store: OpenStore) -> None:
