@@ -1,6 +1,7 @@
 """How the client and the agent reach the control plane.
 
-SAMI_ADDR (host:port), SAMI_TOKEN (bearer token) and SAMI_CA (PEM file of the CA that signed
+SAMI_ADDR (host:port, or several separated by commas: the replicas of one control plane,
+sami_common/addresses.py), SAMI_TOKEN (bearer token) and SAMI_CA (PEM file of the CA that signed
 the server certificate; without it the connection is plaintext, which the server accepts only
 on loopback or when told explicitly). SAMI_CLIENT_CERT and SAMI_CLIENT_KEY (PEM files) are the
 client certificate and its key, for a server that requires them (mTLS); with them and no
@@ -9,12 +10,15 @@ SAMI_CA the server's certificate is checked against the system's CAs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
+
+from sami_common.addresses import parse_addresses
 
 DEFAULT_ADDR = "127.0.0.1:7443"
 
@@ -70,6 +74,10 @@ def _read_pem(path: str, what: str) -> bytes:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where and how to reach the control plane. `addr` is one HOST:PORT or several separated
+    by commas; a channel is made to one of them at a time (`at(address).channel()`), so
+    that TLS checks each replica's certificate against that replica's own host name."""
+
     addr: str
     token: str | None = field(default=None, repr=False)
     ca_file: str | None = None
@@ -92,6 +100,15 @@ class Endpoint:
             client_cert_file=client_cert_file or os.environ.get("SAMI_CLIENT_CERT") or None,
             client_key_file=client_key_file or os.environ.get("SAMI_CLIENT_KEY") or None,
         )
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address in `addr`, in the order given; AddressError for a bad list."""
+        return parse_addresses(self.addr)
+
+    def at(self, address: str) -> Endpoint:
+        """This endpoint at one of its addresses."""
+        return dataclasses.replace(self, addr=address)
 
     @property
     def tls(self) -> bool:
@@ -118,13 +135,26 @@ class Endpoint:
         )
 
     def channel(self) -> grpc.Channel:
+        """A channel to `addr`, which must be a single address (see `at`)."""
+        addr = self._one_address()
         creds = self._credentials()
         if creds is None:
-            return grpc.insecure_channel(self.addr, options=CHANNEL_OPTIONS)
-        return grpc.secure_channel(self.addr, creds, options=CHANNEL_OPTIONS)
+            return grpc.insecure_channel(addr, options=CHANNEL_OPTIONS)
+        return grpc.secure_channel(addr, creds, options=CHANNEL_OPTIONS)
 
     def aio_channel(self) -> grpc.aio.Channel:
+        """An asyncio channel to `addr`, which must be a single address (see `at`)."""
+        addr = self._one_address()
         creds = self._credentials()
         if creds is None:
-            return grpc.aio.insecure_channel(self.addr, options=CHANNEL_OPTIONS)
-        return grpc.aio.secure_channel(self.addr, creds, options=CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(addr, creds, options=CHANNEL_OPTIONS)
+
+    def _one_address(self) -> str:
+        addresses = self.addresses
+        if len(addresses) != 1:
+            # grpc would take "a:7443,b:7443" as one host name and fail confusingly later.
+            raise ValueError(
+                f"a channel goes to one address, not {self.addr!r}: use Endpoint.at(address)"
+            )
+        return addresses[0]

@@ -79,6 +79,9 @@ class FakeControl:
     watch_faults: list[WatchFault] = field(default_factory=list)
     # Largest page the fake returns, so paging is exercised with few items.
     max_page_size: int = 2
+    # Methods (e.g. "CreateDeployment") that record their request and then fail with
+    # UNAVAILABLE, as a replica that dies after reading a request does (see `received`).
+    drop_after_receipt: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition()
@@ -88,6 +91,8 @@ class FakeControl:
         self.released: dict[str, int] = {}
         self.sent: dict[str, int] = {}
         self.watch_calls: list[tuple[str, int]] = []
+        # (method, request) of every CreateDeployment, GetDeployment and CancelDeployment.
+        self.received: list[tuple[str, object]] = []
         self.clusters = [
             cluster_pb2.Cluster(name="clusters/vps1", cluster_id="vps1", environments=["stage"])
         ]
@@ -215,6 +220,15 @@ def _authorize(control: FakeControl, context: grpc.ServicerContext, *, mutation:
     _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token")
 
 
+def _receive(
+    control: FakeControl, context: grpc.ServicerContext, method: str, request: object
+) -> None:
+    with control.cond:
+        control.received.append((method, request))
+    if method in control.drop_after_receipt:
+        _abort(context, grpc.StatusCode.UNAVAILABLE, "fake: replica went away after reading it")
+
+
 def _page(items: list, token: str, size: int, cap: int) -> tuple[list, str]:
     start = int(token or 0)
     end = start + min(size or cap, cap)
@@ -278,6 +292,7 @@ class _Deployments(deployment_pb2_grpc.DeploymentServiceServicer):
 
     def CreateDeployment(self, request, context):
         _authorize(self.c, context, mutation=True)
+        _receive(self.c, context, "CreateDeployment", request)
         violations = []
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", request.service):
             violations.append(("service", "must be lower case letters, digits and '-'"))
@@ -311,6 +326,7 @@ class _Deployments(deployment_pb2_grpc.DeploymentServiceServicer):
 
     def GetDeployment(self, request, context):
         _authorize(self.c, context, mutation=False)
+        _receive(self.c, context, "GetDeployment", request)
         return self.c.snapshot(self._find(request.name, context))
 
     def ListDeployments(self, request, context):
@@ -330,6 +346,7 @@ class _Deployments(deployment_pb2_grpc.DeploymentServiceServicer):
 
     def CancelDeployment(self, request, context):
         _authorize(self.c, context, mutation=True)
+        _receive(self.c, context, "CancelDeployment", request)
         deployment_id = self._find(request.name, context)
         with self.c.cond:
             self.c.deployments[deployment_id].cancel_requested = True
