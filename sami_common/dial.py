@@ -48,6 +48,12 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
 )
 
+# How long one connection attempt to one of several replicas may take (TCP and TLS handshake)
+# before the client gives up on it and moves to the next: a replica whose host is down drops
+# the connection attempt silently, and grpc's own limit (20 s) would keep CI jobs and agents
+# waiting that long. A single address keeps grpc's limit: there is nowhere else to go.
+REPLICA_CONNECT_TIMEOUT = 5.0
+
 # An agent holding no lease heartbeats this many times less often than the Welcome says
 # (every 120 s by default): there is nothing to renew, and on a control plane serving
 # thousands of idle agents their heartbeats are most of its idle work. The keepalives above
@@ -83,6 +89,8 @@ class Endpoint:
     ca_file: str | None = None
     client_cert_file: str | None = None
     client_key_file: str | None = None
+    # Seconds one connection attempt may take; None: grpc's own limit. Set by `at`.
+    connect_timeout: float | None = None
 
     @classmethod
     def from_env(
@@ -107,8 +115,11 @@ class Endpoint:
         return parse_addresses(self.addr)
 
     def at(self, address: str) -> Endpoint:
-        """This endpoint at one of its addresses."""
-        return dataclasses.replace(self, addr=address)
+        """This endpoint at one of its addresses (with a short connect timeout when it has
+        several, REPLICA_CONNECT_TIMEOUT)."""
+        several = len(self.addresses) > 1
+        timeout = REPLICA_CONNECT_TIMEOUT if several else self.connect_timeout
+        return dataclasses.replace(self, addr=address, connect_timeout=timeout)
 
     @property
     def tls(self) -> bool:
@@ -139,16 +150,24 @@ class Endpoint:
         addr = self._one_address()
         creds = self._credentials()
         if creds is None:
-            return grpc.insecure_channel(addr, options=CHANNEL_OPTIONS)
-        return grpc.secure_channel(addr, creds, options=CHANNEL_OPTIONS)
+            return grpc.insecure_channel(addr, options=self._options())
+        return grpc.secure_channel(addr, creds, options=self._options())
 
     def aio_channel(self) -> grpc.aio.Channel:
         """An asyncio channel to `addr`, which must be a single address (see `at`)."""
         addr = self._one_address()
         creds = self._credentials()
         if creds is None:
-            return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
-        return grpc.aio.secure_channel(addr, creds, options=CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(addr, options=self._options())
+        return grpc.aio.secure_channel(addr, creds, options=self._options())
+
+    def _options(self) -> Sequence[tuple[str, int]]:
+        if self.connect_timeout is None:
+            return CHANNEL_OPTIONS
+        # grpc names its minimum connect timeout after the reconnect backoff; it is the time
+        # one attempt may take (its backoff between attempts has options of its own).
+        ms = int(self.connect_timeout * 1000)
+        return (*CHANNEL_OPTIONS, ("grpc.min_reconnect_backoff_ms", ms))
 
     def _one_address(self) -> str:
         addresses = self.addresses

@@ -10,6 +10,7 @@ tests/e2e/test_failover_processes.py does the same with real sami-control proces
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -42,6 +43,17 @@ def start() -> Iterator[Callable[[FakeControl], FakeServer]]:
     yield start_one
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """An address whose connection attempts hang, as a replica whose host is down: a
+    listening socket that never accepts, its one-place queue already taken."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        with socket.create_connection(listener.getsockname()):
+            yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -218,3 +230,32 @@ def test_the_library_follows_a_deployment_on_the_replica_that_is_up(start, token
         assert client.address == up.addr
     assert isinstance(items[0], deployment_pb2.Deployment)
     assert [i.sequence for i in items[1:]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_replica_whose_host_is_down_is_given_up_after_the_connect_timeout(
+    start, blackhole: str, monkeypatch
+) -> None:
+    from sami_client.client import SamiClient
+    from sami_common import dial
+
+    # 1 s instead of 5, to keep the test short; grpc's own limit is longer than 4 s.
+    monkeypatch.setattr(dial, "REPLICA_CONNECT_TIMEOUT", 1.0)
+    control = FakeControl()
+    deployment_id = control.add_deployment()
+    up = start(control)
+    endpoint = dial.Endpoint(addr=f"{blackhole},{up.addr}", token=ADMIN_TOKEN)
+    for call in ("get_deployment", "cancel_deployment"):  # A read, and a change without id.
+        with SamiClient(endpoint) as client:
+            began = time.monotonic()
+            assert getattr(client, call)(deployment_id).id == deployment_id
+            took = time.monotonic() - began
+        assert took < 4, f"{call} took {took:.1f}s"
+
+
+def test_a_single_address_keeps_grpcs_own_connect_timeout() -> None:
+    from sami_common.dial import REPLICA_CONNECT_TIMEOUT, Endpoint
+
+    one = Endpoint(addr="127.0.0.1:7443")
+    assert one.at("127.0.0.1:7443").connect_timeout is None
+    several = Endpoint(addr="127.0.0.1:7443,127.0.0.2:7443")
+    assert several.at("127.0.0.2:7443").connect_timeout == REPLICA_CONNECT_TIMEOUT
