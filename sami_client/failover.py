@@ -15,7 +15,8 @@ once per address, when that is safe:
   server before the connection broke, and grpc does not tell whether it did. Such a call
   is sent only on a channel that grpc reported READY (connected, TLS handshake done); if
   the address never gets there, nothing was written to it, and the call moves on. Once
-  sent, its failure is final, whatever the code.
+  sent, its failure is final, whatever the code. (At the last address left it is sent
+  without waiting, as with a single address, so that the error is grpc's own.)
 
 Other codes (NOT_FOUND, UNAUTHENTICATED, DEADLINE_EXCEEDED...) are the answer, not a replica
 being down: they are raised at once. Streams (`WatchDeployment`) are not re-sent here: the
@@ -37,8 +38,9 @@ from sami_client.errors import SamiError
 from sami_common.addresses import AddressRing, describe
 from sami_common.dial import Endpoint
 
-# How long a change without a request_id waits for a replica to connect before moving to
-# the next one: longer than any healthy TLS handshake, short enough to fail over in time.
+# The longest a change without a request_id waits for a replica to get READY before moving
+# to the next one. grpc itself reports a failed attempt sooner: a replica among several gets
+# dial.REPLICA_CONNECT_TIMEOUT per connection attempt.
 CONNECT_TIMEOUT = 10.0
 
 _READ_PREFIXES = ("Get", "List", "Watch")
@@ -143,6 +145,9 @@ class _Direct:
 
 
 class _UnaryUnary:
+    """A unary call with failover. Only the plain call is offered (no `with_call`, no
+    `future`): the client uses nothing else."""
+
     def __init__(
         self, owner: FailoverChannel, method: str, args: tuple[Any, ...], kwargs: Any
     ) -> None:

@@ -436,14 +436,15 @@ class _Clusters(cluster_pb2_grpc.ClusterServiceServicer):
 class FakeServer:
     """The fake's grpc server; `restart()` comes back on the same port with the same state."""
 
-    def __init__(self, control: FakeControl) -> None:
+    def __init__(self, control: FakeControl, host: str = "127.0.0.1") -> None:
         self.control = control
+        self.host = host  # "[::1]" for IPv6
         self.port = 0
         self._server: grpc.Server | None = None
 
     @property
     def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -452,7 +453,7 @@ class FakeServer:
             _Deployments(self.control), server
         )
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(_Clusters(self.control), server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         server.start()
         self._server = server
 

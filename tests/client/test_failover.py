@@ -23,11 +23,13 @@ from .fake_control import ADMIN_TOKEN, REF, FakeControl, FakeServer
 DEPLOY = ("deploy", "web", "--env", "stage", "--artifact", REF)
 
 
-def _dead_addr() -> str:
+def _dead_addr(ipv6: bool = False) -> str:
     """An address where nothing listens: connections are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    family, host = (socket.AF_INET6, "::1") if ipv6 else (socket.AF_INET, "127.0.0.1")
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    return f"[{host}]:{port}" if ipv6 else f"{host}:{port}"
 
 
 @pytest.fixture
@@ -85,6 +87,20 @@ def test_the_client_stays_on_the_replica_that_answered(sami, start, token, monke
     result = sami("list")
     assert result.code == 0, result.err
     assert all(f"d{i}" in result.out for i in range(1, 6))
+
+
+def test_ipv6_addresses_work_alone_and_in_a_list(sami, token, monkeypatch) -> None:
+    control = FakeControl()
+    deployment_id = control.add_deployment()
+    server = FakeServer(control, host="[::1]")
+    server.start()
+    try:
+        for addrs in ((server.addr,), (_dead_addr(ipv6=True), server.addr)):
+            _addrs(monkeypatch, *addrs)
+            result = sami("get", deployment_id)
+            assert result.code == 0, (addrs, result.err)
+    finally:
+        server.stop()
 
 
 def test_every_replica_down_names_them_all_and_exits_3(sami, token, monkeypatch) -> None:
