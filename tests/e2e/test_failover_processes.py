@@ -175,13 +175,14 @@ def test_an_agent_reconnects_to_the_other_replica_within_5_seconds(replicas: Rep
 
 def _connected_to(agent: Proc, control: ControlPlane) -> bool:
     for line in agent.log().splitlines():
-        if line.startswith("{"):
+        try:
             entry = json.loads(line)
-            if (entry.get("event"), entry.get("control")) == (
-                "control_plane_connected",
-                control.addr,
-            ):
-                return True
+        except ValueError:
+            continue  # Not a log line, or one still being written.
+        if not isinstance(entry, dict):
+            continue
+        if (entry.get("event"), entry.get("control")) == ("control_plane_connected", control.addr):
+            return True
     return False
 
 
