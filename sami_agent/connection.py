@@ -124,8 +124,10 @@ class Agent:
         self._agent_log = logs.get("sami_agent").bind(agent_id=agent_id)
         # Names the replica of the current stream (set by each _session).
         self._log = self._agent_log.bind(control=self._ring.current)
-        # Runs cron jobs on their schedule, given a backend (docs/cron.md).
-        self._cron = _cron_scheduler(cron_backend, cron_interval, self._log)
+        # Runs cron jobs on their schedule, given a backend (docs/cron.md); its log names
+        # every address, since it outlives the streams.
+        cron_log = self._agent_log.bind(control=endpoint.addr)
+        self._cron = _cron_scheduler(cron_backend, cron_interval, cron_log)
         self._stopping = asyncio.Event()
         self._leases: dict[str, Lease] = {}
         # Messages for the current stream; None while there is no Welcomed stream (reports
