@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from sami_agent.connection import Agent, AgentAuthError
 from sami_agent.executors import ExecutorUnavailable, build_executors
 from sami_common import logs
+from sami_common.addresses import AddressError, parse_addresses
 from sami_common.dial import DEFAULT_ADDR, Endpoint
 
 if TYPE_CHECKING:
@@ -50,9 +51,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.add_argument(
         "--control",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT[,...]",
         default=os.environ.get("SAMI_ADDR") or DEFAULT_ADDR,
-        help="control plane address (default: SAMI_ADDR, else %(default)s)",
+        help="control plane address, or the addresses of its replicas separated by commas:"
+        " the agent starts on one at random and moves to the next when its stream breaks"
+        " (default: SAMI_ADDR, else %(default)s)",
     )
     parser.add_argument(
         "--agent-id",
@@ -175,6 +178,10 @@ def build_agent(args: argparse.Namespace) -> Agent:
     for option, path in (("--client-cert", args.client_cert), ("--client-key", args.client_key)):
         if path and not os.path.isfile(path):
             raise UsageError(f"the file {path} does not exist (from {option})")
+    try:
+        parse_addresses(args.control)
+    except AddressError as exc:
+        raise UsageError(f"--control (or SAMI_ADDR): {exc}") from None
     if not args.agent_id.strip():
         raise UsageError("--agent-id must not be empty")
     if not (args.cron_interval > 0 and args.cron_time_scale >= 1):

@@ -1,9 +1,11 @@
 """The agent's side of `AgentService.Connect` (docs/agent-protocol.md).
 
 One `Agent` keeps one stream open to the control plane, re-opening it with jittered
-exponential backoff whenever it breaks. Jobs run in their own threads and do not care about
-the stream: while it is down their progress is recorded on the lease and sent once the
-control plane has resumed the lease on a new stream.
+exponential backoff whenever it breaks. Given several addresses (replicas of one control
+plane) it starts on one chosen at random and moves to the next after each broken stream.
+Jobs run in their own threads and do not care about the stream: while it is down their
+progress is recorded on the lease and sent once the control plane has resumed the lease on a
+new stream.
 
 Everything here runs on one event loop; the only other threads are executor threads, which
 reach the loop through `call_soon_threadsafe`. Lease state is therefore touched by one
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from typing import TYPE_CHECKING
 
 import grpc
@@ -34,6 +37,7 @@ from sami_agent.metrics import AgentMetrics
 from sami_agent.outgoing import clean
 from sami_agent.pb import agent_pb2, agent_pb2_grpc
 from sami_common import logs
+from sami_common.addresses import AddressRing
 from sami_common.backoff import Backoff
 from sami_common.dial import IDLE_HEARTBEAT_FACTOR, Endpoint
 
@@ -105,17 +109,25 @@ class Agent:
         cron_backend: cron.CronBackend | None = None,
         cron_interval: float | None = None,
         metrics: AgentMetrics | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._endpoint = endpoint
+        # Each agent has its own random order of the replicas: N agents spread over them, and
+        # the agents of a replica that dies spread over the others.
+        self._ring = AddressRing.shuffled(endpoint.addresses, rng)
         self._executor = executor
         self._agent_id = agent_id
         self._exit_on_auth_error = exit_on_auth_error
         self._backoff = backoff or Backoff()
         self._welcome_timeout = welcome_timeout
         self._inventory_interval = inventory_interval
-        self._log = logs.get("sami_agent").bind(agent_id=agent_id, control=endpoint.addr)
-        # Runs cron jobs on their schedule, given a backend (docs/cron.md).
-        self._cron = _cron_scheduler(cron_backend, cron_interval, self._log)
+        self._agent_log = logs.get("sami_agent").bind(agent_id=agent_id)
+        # Names the replica of the current stream (set by each _session).
+        self._log = self._agent_log.bind(control=self._ring.current)
+        # Runs cron jobs on their schedule, given a backend (docs/cron.md); its log names
+        # every address, since it outlives the streams.
+        cron_log = self._agent_log.bind(control=endpoint.addr)
+        self._cron = _cron_scheduler(cron_backend, cron_interval, cron_log)
         self._stopping = asyncio.Event()
         self._leases: dict[str, Lease] = {}
         # Messages for the current stream; None while there is no Welcomed stream (reports
@@ -160,7 +172,11 @@ class Agent:
                 if not session.done():
                     break  # stopping; the session is closed below
                 delay = self._backoff.next_delay()
-                self._explain_session_end(session, delay)
+                # After a Welcome the backoff starts over, so a replica that dies under a
+                # working stream is left for the next one within a fraction of a second.
+                failed = self._ring.current
+                self._ring.advance()
+                self._explain_session_end(session, delay, failed)
                 await asyncio.wait({stop_waiter}, timeout=delay)
         finally:
             stop_waiter.cancel()
@@ -187,14 +203,16 @@ class Agent:
                 await asyncio.wait(set(self._job_tasks))
             self._log.info("agent_stopped")
 
-    def _explain_session_end(self, session: asyncio.Task[None], delay: float) -> None:
-        """Log why the stream ended and when the agent retries; raise AgentAuthError if the
-        token was rejected and the agent must not retry."""
+    def _explain_session_end(self, session: asyncio.Task[None], delay: float, failed: str) -> None:
+        """Log why the stream to `failed` ended and when (and where) the agent retries; raise
+        AgentAuthError if the token was rejected and the agent must not retry."""
         error = session.exception()
         log = self._log.bind(retry_in=round(delay, 2))
+        if len(self._ring) > 1:
+            log = log.bind(next_control=self._ring.current)
         if isinstance(error, grpc.aio.AioRpcError) and error.code() in AUTH_ERRORS:
             message = (
-                f"the control plane at {self._endpoint.addr} rejected this agent's token"
+                f"the control plane at {failed} rejected this agent's token"
                 f" ({error.code().name}: {error.details()}). Check that SAMI_TOKEN (or"
                 " --token-file) holds an agent token for this cluster that has not been"
                 " revoked."
@@ -232,8 +250,11 @@ class Agent:
 
     async def _session(self) -> None:
         # A fresh channel per attempt: our backoff, not the channel's own reconnect backoff
-        # (which grows to two minutes), decides how soon we try again.
-        channel = self._endpoint.aio_channel()
+        # (which grows to two minutes), decides how soon we try again. One address per
+        # channel: TLS checks each replica's certificate against its own host name.
+        address = self._ring.current
+        self._log = self._agent_log.bind(control=address)
+        channel = self._endpoint.at(address).aio_channel()
         self.metrics.session_started()
         try:
             stub = agent_pb2_grpc.AgentServiceStub(channel)

@@ -28,6 +28,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from sami_client import argtypes, render
 from sami_client.context import Context
 from sami_client.errors import ExitCode, SamiError
+from sami_client.failover import FailoverChannel
 from sami_client.pb import admin_pb2, admin_pb2_grpc
 from sami_common.dial import Endpoint, TLSFileError
 
@@ -46,8 +47,10 @@ class AdminClient:
     def __init__(self, endpoint: Endpoint, timeout: float = CALL_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        # Several addresses: an unreachable replica is skipped as for every other command.
+        self._channel = FailoverChannel(endpoint)
         try:
-            self._channel = endpoint.channel()
+            self._channel.current()  # Reads the TLS files now, to report them as bad input.
         except TLSFileError as exc:
             raise SamiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
         self._tokens = admin_pb2_grpc.TokenServiceStub(self._channel)

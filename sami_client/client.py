@@ -2,7 +2,8 @@
 `SamiError` for every failure, and a deployment watch that survives control-plane restarts.
 
 A `SamiClient` is meant to be used from one thread at a time: a watch that reconnects swaps
-the client's channel for a fresh one.
+the client's channel for a fresh one. Given several control-plane addresses it moves to the
+next one when the one it uses is unreachable (sami_client/failover.py says when that is safe).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 
 from sami_client.errors import SamiError, WatchGapError, WatchTimeout
+from sami_client.failover import FailoverChannel
 from sami_client.pb import (
     artifact_pb2,
     artifact_pb2_grpc,
@@ -82,10 +84,9 @@ class SamiClient:
         self.endpoint = endpoint
         self._call_timeout = call_timeout
         self._backoff = backoff
-        self._open_channel()
-
-    def _open_channel(self) -> None:
-        self._channel = self.endpoint.channel()
+        # The stubs are bound to the FailoverChannel, which dials the address in use when a
+        # call is made: they outlive every switch of address.
+        self._channel = FailoverChannel(endpoint)
         self._artifacts = artifact_pb2_grpc.ArtifactServiceStub(self._channel)
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
         self._clusters = cluster_pb2_grpc.ClusterServiceStub(self._channel)
@@ -93,12 +94,20 @@ class SamiClient:
         self._manifests = manifest_pb2_grpc.ManifestServiceStub(self._channel)
         self._cron = cron_pb2_grpc.CronServiceStub(self._channel)
 
-    def _reopen_channel(self) -> None:
-        # A channel whose connection attempts failed waits out grpc's own reconnect backoff
-        # (growing to two minutes) before trying again; a fresh channel dials right away, so
-        # our Backoff alone decides when to retry.
-        self._channel.close()
-        self._open_channel()
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every control-plane address this client may use, in the order given."""
+        return self._channel.addresses
+
+    @property
+    def address(self) -> str:
+        """The address in use now."""
+        return self._channel.address
+
+    @property
+    def next_address(self) -> str:
+        """Where the client goes after a failure of `address` (itself, when it is the only one)."""
+        return self._channel.next_address
 
     def close(self) -> None:
         self._channel.close()
@@ -218,7 +227,7 @@ class SamiClient:
                 if err.code not in _RESUMABLE_CODES or remaining <= 0:
                     raise
             time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
-            self._reopen_channel()
+            self._channel.fail_over()
 
     def list_deployments(
         self,
@@ -347,7 +356,7 @@ class SamiClient:
             if on_reconnect is not None:
                 on_reconnect(last_error, delay)
             time.sleep(delay)
-            self._reopen_channel()
+            self._channel.fail_over()
 
     def _watch_stream(
         self, name: str, after_sequence: int, timeout: float | None

@@ -19,6 +19,7 @@ from sami_client import github_actions, render
 from sami_client.client import SamiClient
 from sami_client.errors import ExitCode, SamiError, UsageError
 from sami_client.follow import Follower
+from sami_common.addresses import AddressError, describe, parse_addresses
 from sami_common.dial import DEFAULT_ADDR, Endpoint, TLSFileError
 
 # argparse has no public name for the object add_subparsers() returns.
@@ -69,7 +70,11 @@ class Context:
         return Follower(self.client(), self.console, json_output=self.json_output, env=self.env)
 
     def report(self, err: SamiError) -> None:
-        lines = render.error_lines(err, self.endpoint.addr, bool(self.endpoint.token))
+        try:
+            where = describe(self.endpoint.addresses)
+        except AddressError:
+            where = self.endpoint.addr  # A command that reaches no server (manifests lint).
+        lines = render.error_lines(err, where, bool(self.endpoint.token))
         for line in lines:
             self.console.error(line)
         if self.github:
@@ -90,7 +95,10 @@ class CommandParser(argparse.ArgumentParser):
         group.add_argument(
             "--addr",
             default=argparse.SUPPRESS,
-            help=f"sami-control host:port (default: $SAMI_ADDR or {DEFAULT_ADDR})",
+            metavar="ADDR",
+            help="sami-control's host:port, or several separated by commas (its replicas: "
+            "an unreachable one is skipped) (default: $SAMI_ADDR or "
+            f"{DEFAULT_ADDR})",
         )
         group.add_argument(
             "--token",
@@ -130,6 +138,16 @@ def _silence_stdout() -> None:
         pass  # stdout is not a real file (e.g. captured in tests): nothing will flush it.
 
 
+def _check_addresses(args: argparse.Namespace, endpoint: Endpoint) -> None:
+    """A bad address list is a usage error, reported before anything is sent. (Commands that
+    reach no server, like `manifests lint`, don't care.)"""
+    try:
+        parse_addresses(endpoint.addr)
+    except AddressError as err:
+        source = "--addr" if getattr(args, "addr", None) else "SAMI_ADDR"
+        raise UsageError(f"{source}: {err}") from None
+
+
 def execute(args: argparse.Namespace) -> int:
     """Run the command a `CommandParser` parsed; returns the exit status."""
     console = render.Console(out=sys.stdout, err=sys.stderr)
@@ -148,6 +166,7 @@ def execute(args: argparse.Namespace) -> int:
     )
     try:
         if hasattr(args, "run"):
+            _check_addresses(args, endpoint)
             handler: Handler = args.run
             return handler(args, ctx)
         plain: PlainHandler = args.func

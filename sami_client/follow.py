@@ -284,11 +284,16 @@ class Follower:
             return final
 
     def _on_reconnect(self, deployment_id: str) -> ReconnectCallback:
-        addr = self._client.endpoint.addr
+        client = self._client
 
         def notice(err: SamiError | None, delay: float) -> None:
             # Diagnostics, not progress: stderr, so stdout keeps exactly one line per event.
-            self._console.note(render.reconnect_line(addr, deployment_id, err, delay))
+            # Called before the client moves on: `address` is the one that failed.
+            self._console.note(
+                render.reconnect_line(
+                    client.address, deployment_id, err, delay, client.next_address
+                )
+            )
 
         return notice
 

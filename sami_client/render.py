@@ -176,12 +176,16 @@ def watch_header(d: deployment_pb2.Deployment) -> str:
     return line
 
 
-def reconnect_line(addr: str, deployment_id: str, err: SamiError | None, delay: float) -> str:
+def reconnect_line(
+    addr: str, deployment_id: str, err: SamiError | None, delay: float, next_addr: str = ""
+) -> str:
+    """`next_addr`: the replica the watch resumes on, when it is not `addr`."""
     if err is None:
         what = f"sami-control at {addr} ended the event stream early"
     else:
         what = f"no connection to sami-control at {addr} ({err.code.name}: {err.message})"
-    return f"sami: {what}; resuming the watch of deployment {deployment_id} in {delay:.1f}s"
+    where = f" at {next_addr}" if next_addr and next_addr != addr else ""
+    return f"sami: {what}; resuming the watch of deployment {deployment_id}{where} in {delay:.1f}s"
 
 
 def outcome_line(d: deployment_pb2.Deployment) -> str:

@@ -1,6 +1,7 @@
 """How the client and the agent reach the control plane.
 
-SAMI_ADDR (host:port), SAMI_TOKEN (bearer token) and SAMI_CA (PEM file of the CA that signed
+SAMI_ADDR (host:port, or several separated by commas: the replicas of one control plane,
+sami_common/addresses.py), SAMI_TOKEN (bearer token) and SAMI_CA (PEM file of the CA that signed
 the server certificate; without it the connection is plaintext, which the server accepts only
 on loopback or when told explicitly). SAMI_CLIENT_CERT and SAMI_CLIENT_KEY (PEM files) are the
 client certificate and its key, for a server that requires them (mTLS); with them and no
@@ -9,12 +10,15 @@ SAMI_CA the server's certificate is checked against the system's CAs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
+
+from sami_common.addresses import parse_addresses
 
 DEFAULT_ADDR = "127.0.0.1:7443"
 
@@ -44,6 +48,12 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
 )
 
+# How long one connection attempt to one of several replicas may take (TCP and TLS handshake)
+# before the client gives up on it and moves to the next: a replica whose host is down drops
+# the connection attempt silently, and grpc's own limit (20 s) would keep CI jobs and agents
+# waiting that long. A single address keeps grpc's limit: there is nowhere else to go.
+REPLICA_CONNECT_TIMEOUT = 5.0
+
 # An agent holding no lease heartbeats this many times less often than the Welcome says
 # (every 120 s by default): there is nothing to renew, and on a control plane serving
 # thousands of idle agents their heartbeats are most of its idle work. The keepalives above
@@ -70,11 +80,17 @@ def _read_pem(path: str, what: str) -> bytes:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where and how to reach the control plane. `addr` is one HOST:PORT or several separated
+    by commas; a channel is made to one of them at a time (`at(address).channel()`), so
+    that TLS checks each replica's certificate against that replica's own host name."""
+
     addr: str
     token: str | None = field(default=None, repr=False)
     ca_file: str | None = None
     client_cert_file: str | None = None
     client_key_file: str | None = None
+    # Seconds one connection attempt may take; None: grpc's own limit. Set by `at`.
+    connect_timeout: float | None = None
 
     @classmethod
     def from_env(
@@ -92,6 +108,18 @@ class Endpoint:
             client_cert_file=client_cert_file or os.environ.get("SAMI_CLIENT_CERT") or None,
             client_key_file=client_key_file or os.environ.get("SAMI_CLIENT_KEY") or None,
         )
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address in `addr`, in the order given; AddressError for a bad list."""
+        return parse_addresses(self.addr)
+
+    def at(self, address: str) -> Endpoint:
+        """This endpoint at one of its addresses (with a short connect timeout when it has
+        several, REPLICA_CONNECT_TIMEOUT)."""
+        several = len(self.addresses) > 1
+        timeout = REPLICA_CONNECT_TIMEOUT if several else self.connect_timeout
+        return dataclasses.replace(self, addr=address, connect_timeout=timeout)
 
     @property
     def tls(self) -> bool:
@@ -118,13 +146,34 @@ class Endpoint:
         )
 
     def channel(self) -> grpc.Channel:
+        """A channel to `addr`, which must be a single address (see `at`)."""
+        addr = self._one_address()
         creds = self._credentials()
         if creds is None:
-            return grpc.insecure_channel(self.addr, options=CHANNEL_OPTIONS)
-        return grpc.secure_channel(self.addr, creds, options=CHANNEL_OPTIONS)
+            return grpc.insecure_channel(addr, options=self._options())
+        return grpc.secure_channel(addr, creds, options=self._options())
 
     def aio_channel(self) -> grpc.aio.Channel:
+        """An asyncio channel to `addr`, which must be a single address (see `at`)."""
+        addr = self._one_address()
         creds = self._credentials()
         if creds is None:
-            return grpc.aio.insecure_channel(self.addr, options=CHANNEL_OPTIONS)
-        return grpc.aio.secure_channel(self.addr, creds, options=CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(addr, options=self._options())
+        return grpc.aio.secure_channel(addr, creds, options=self._options())
+
+    def _options(self) -> Sequence[tuple[str, int]]:
+        if self.connect_timeout is None:
+            return CHANNEL_OPTIONS
+        # grpc names its minimum connect timeout after the reconnect backoff; it is the time
+        # one attempt may take (its backoff between attempts has options of its own).
+        ms = int(self.connect_timeout * 1000)
+        return (*CHANNEL_OPTIONS, ("grpc.min_reconnect_backoff_ms", ms))
+
+    def _one_address(self) -> str:
+        addresses = self.addresses
+        if len(addresses) != 1:
+            # grpc would take "a:7443,b:7443" as one host name and fail confusingly later.
+            raise ValueError(
+                f"a channel goes to one address, not {self.addr!r}: use Endpoint.at(address)"
+            )
+        return addresses[0]

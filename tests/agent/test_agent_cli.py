@@ -131,6 +131,13 @@ def test_usage_errors_exit_2(
     (tmp_path / "empty").write_text("\n")
     assert cli.main(["--dry-run", "--token-file", str(tmp_path / "empty")]) == 2
     assert "is empty" in _said(capsys)
+    assert cli.main(["--dry-run", "--control", "127.0.0.1:7443,,127.0.0.2:7443"]) == 2
+    assert "--control (or SAMI_ADDR): '127.0.0.1:7443,,127.0.0.2:7443': entry 2 is empty" in (
+        _said(capsys)
+    )
+    monkeypatch.setenv("SAMI_ADDR", "127.0.0.1:7443,control.example")
+    assert cli.main(["--dry-run"]) == 2
+    assert "'control.example' has no port: write it as HOST:PORT" in _said(capsys)
 
 
 def _said(capsys: pytest.CaptureFixture[str]) -> str:

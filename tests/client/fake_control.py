@@ -79,6 +79,9 @@ class FakeControl:
     watch_faults: list[WatchFault] = field(default_factory=list)
     # Largest page the fake returns, so paging is exercised with few items.
     max_page_size: int = 2
+    # Methods (e.g. "CreateDeployment") that record their request and then fail with
+    # UNAVAILABLE, as a replica that dies after reading a request does (see `received`).
+    drop_after_receipt: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition()
@@ -88,6 +91,8 @@ class FakeControl:
         self.released: dict[str, int] = {}
         self.sent: dict[str, int] = {}
         self.watch_calls: list[tuple[str, int]] = []
+        # (method, request) of every CreateDeployment, GetDeployment and CancelDeployment.
+        self.received: list[tuple[str, object]] = []
         self.clusters = [
             cluster_pb2.Cluster(name="clusters/vps1", cluster_id="vps1", environments=["stage"])
         ]
@@ -215,6 +220,15 @@ def _authorize(control: FakeControl, context: grpc.ServicerContext, *, mutation:
     _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token")
 
 
+def _receive(
+    control: FakeControl, context: grpc.ServicerContext, method: str, request: object
+) -> None:
+    with control.cond:
+        control.received.append((method, request))
+    if method in control.drop_after_receipt:
+        _abort(context, grpc.StatusCode.UNAVAILABLE, "fake: replica went away after reading it")
+
+
 def _page(items: list, token: str, size: int, cap: int) -> tuple[list, str]:
     start = int(token or 0)
     end = start + min(size or cap, cap)
@@ -278,6 +292,7 @@ class _Deployments(deployment_pb2_grpc.DeploymentServiceServicer):
 
     def CreateDeployment(self, request, context):
         _authorize(self.c, context, mutation=True)
+        _receive(self.c, context, "CreateDeployment", request)
         violations = []
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", request.service):
             violations.append(("service", "must be lower case letters, digits and '-'"))
@@ -311,6 +326,7 @@ class _Deployments(deployment_pb2_grpc.DeploymentServiceServicer):
 
     def GetDeployment(self, request, context):
         _authorize(self.c, context, mutation=False)
+        _receive(self.c, context, "GetDeployment", request)
         return self.c.snapshot(self._find(request.name, context))
 
     def ListDeployments(self, request, context):
@@ -330,6 +346,7 @@ class _Deployments(deployment_pb2_grpc.DeploymentServiceServicer):
 
     def CancelDeployment(self, request, context):
         _authorize(self.c, context, mutation=True)
+        _receive(self.c, context, "CancelDeployment", request)
         deployment_id = self._find(request.name, context)
         with self.c.cond:
             self.c.deployments[deployment_id].cancel_requested = True
@@ -419,14 +436,15 @@ class _Clusters(cluster_pb2_grpc.ClusterServiceServicer):
 class FakeServer:
     """The fake's grpc server; `restart()` comes back on the same port with the same state."""
 
-    def __init__(self, control: FakeControl) -> None:
+    def __init__(self, control: FakeControl, host: str = "127.0.0.1") -> None:
         self.control = control
+        self.host = host  # "[::1]" for IPv6
         self.port = 0
         self._server: grpc.Server | None = None
 
     @property
     def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -435,7 +453,7 @@ class FakeServer:
             _Deployments(self.control), server
         )
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(_Clusters(self.control), server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         server.start()
         self._server = server
 
