@@ -109,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-attempts", type=int, default=Settings.max_attempts)
     serve.add_argument(
+        "--token-recheck-interval",
+        type=float,
+        default=Settings.token_recheck_interval,
+        help="seconds between re-reads of the open streams' tokens: the longest a token "
+        "revoked offline (sami-control token revoke) keeps its streams (default %(default)s)",
+    )
+    serve.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         default=os.environ.get("SAMI_METRICS_LISTEN", ""),
@@ -248,6 +255,7 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         restart_grace=args.restart_grace,
         max_attempts=args.max_attempts,
+        token_recheck_interval=args.token_recheck_interval,
         max_streams_per_token=args.max_streams_per_token,
         max_previews_per_service=args.max_previews_per_service,
     )

@@ -33,10 +33,12 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def offline(data: Path, *args: str) -> str:
-    """Run `sami-control ARGS --data DATA` and return its last stdout line."""
+def offline(data: Path, *args: str, store: str = "") -> str:
+    """Run `sami-control ARGS --data DATA` (or `--store URL`) and return its last stdout
+    line."""
+    where = ["--store", store] if store else ["--data", str(data)]
     out = subprocess.run(
-        [PY, "-m", "sami_control", *args, "--data", str(data)],
+        [PY, "-m", "sami_control", *args, *where],
         capture_output=True,
         text=True,
         env=base_env(),
@@ -89,13 +91,18 @@ class Proc:
 
 
 class ControlPlane:
-    def __init__(self, tmp: Path, *extra: str) -> None:
+    """A `sami-control serve` process: on SQLite in tmp/data, or, given `store` (a
+    postgresql:// URL), one of the replicas serving that database (`name` tells their
+    logs apart)."""
+
+    def __init__(self, tmp: Path, *extra: str, store: str = "", name: str = "control") -> None:
         self.data = tmp / "data"
+        self.store = store
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.extra = list(extra)
         self.proc: Proc | None = None
-        self.log_path = tmp / "control.log"
+        self.log_path = tmp / f"{name}.log"
 
     def start(self) -> ControlPlane:
         self.proc = Proc(
@@ -106,8 +113,7 @@ class ControlPlane:
                 "serve",
                 "--listen",
                 self.addr,
-                "--data",
-                str(self.data),
+                *(["--store", self.store] if self.store else ["--data", str(self.data)]),
                 *self.extra,
             ],
             self.log_path,
@@ -134,14 +140,22 @@ class ControlPlane:
 
     def token(self, role: str, *scope: str, name: str = "") -> str:
         return offline(
-            self.data, "token", "create", "--role", role, "--name", name or f"test-{role}", *scope
+            self.data,
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name or f"test-{role}",
+            *scope,
+            store=self.store,
         )
 
     def cluster(self, name: str, *envs: str) -> None:
         args = []
         for e in envs:
             args += ["--env", e]
-        offline(self.data, "cluster", "create", name, *args)
+        offline(self.data, "cluster", "create", name, *args, store=self.store)
 
 
 def agent(
