@@ -4,6 +4,8 @@
 #   docker-registry  the distribution registry (`docker-registry serve CONFIG`)
 #   busybox-static   /bin/busybox, the only binary inside the test images
 #   iproute2         `ip` (usually there already)
+#   chromium         the browser the dashboard's tests drive headless (tests/ui, Playwright)
+#   chromium-driver  its WebDriver, for tools that drive it that way
 # Idempotent: a machine that has them already is left alone (no apt-get update either).
 # Must run as root (CI and the project's sessions do). See sami_dev/devswarm.py.
 set -euo pipefail
@@ -16,9 +18,12 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The images need a *static* busybox (the `busybox` package is dynamically linked).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" \
     || need+=(busybox-static)
+# The dashboard's browser tests use the distribution's chromium (never `playwright install`).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install-engine: dockerd, docker-registry and busybox are present"
+    echo "install-engine: dockerd, docker-registry, busybox and chromium are present"
     exit 0
 fi
 
@@ -37,4 +42,5 @@ for tool in dockerd docker-registry; do
     command -v "$tool" >/dev/null 2>&1 || { echo "install-engine: $tool still missing" >&2; exit 1; }
 done
 [ -x /bin/busybox ] || { echo "install-engine: /bin/busybox still missing" >&2; exit 1; }
+[ -x /usr/bin/chromium ] || { echo "install-engine: /usr/bin/chromium still missing" >&2; exit 1; }
 echo "install-engine: done ($(dockerd --version))"
