@@ -32,7 +32,7 @@ from sami_manifests import ENVIRONMENTS
 
 # The environment columns of the overview; previews are listed under their service.
 COLUMNS = tuple(e for e in ENVIRONMENTS if e != "pull_request")
-OVERVIEW_PAGE = 100
+OVERVIEW_PAGE = 50
 # Previews listed per service on the overview (their newest deployments).
 PREVIEWS_READ = 50
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import datetime
 import time
+from html import escape as html_escape
 
 from aiohttp import web
 
-from sami_control.core.errors import InvalidArgument
-from sami_control.web import data
+from sami_control.core.errors import DomainError, InvalidArgument
+from sami_control.core.store import StorageFailed
+from sami_control.web import data, render
 from sami_control.web.guard import Visit, signed_in
 
+# Where overview.html's frame ends and the table goes.
+STREAM_MARK = "<!--sami:stream-->"
 # Events of a deployment one page shows; a longer timeline pages on.
 TIMELINE_PAGE = 500
 HISTORY_PAGE = 50
@@ -40,16 +44,33 @@ def _text_param(request: web.Request, name: str, limit: int = 400) -> str:
 
 @signed_in
 async def overview(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """Streamed: the page's frame (header, stylesheet, title) leaves before the overview's
+    data is read, so the browser fetches the stylesheet and paints while the server reads
+    the deployments; the table follows in the same answer."""
     after = _text_param(request, "after", 100)
-    ov = await visit.ctx.data.overview(visit.who, after)
-    return visit.page(
-        "overview.html",
-        overview=ov,
-        columns=data.COLUMNS,
-        after=after,
-        now=time.time(),
-        may_audit=data.may_read_audit(visit.who),
-    )
+    context = {
+        "who": visit.who,
+        "csrf": visit.session.csrf,
+        "columns": data.COLUMNS,
+        "may_audit": data.may_read_audit(visit.who),
+    }
+    shell = render.environment().get_template("overview.html").render(overview=None, **context)
+    head, _, tail = shell.partition(STREAM_MARK)
+    response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(head.encode())
+    try:
+        ov = await visit.ctx.data.overview(visit.who, after)
+        table = render.environment().get_template("_overview_table.html")
+        body = table.render(overview=ov, now=time.time(), **context)
+    except (DomainError, StorageFailed) as exc:
+        # The status line has left: say it in the page.
+        message = exc.message if isinstance(exc, DomainError) else "try again"
+        body = f'<p class="alert" role="alert">{html_escape(message)}</p>'
+    await response.write(body.encode())
+    await response.write(tail.encode())
+    await response.write_eof()
+    return response
 
 
 @signed_in
