@@ -240,3 +240,5 @@ def test_the_live_stream_resumes_after_last_event_id_without_gaps_or_duplicates(
 def test_a_non_loopback_dashboard_needs_tls_or_insecure(tmp_path: Path) -> None:
     with pytest.raises(ListenRefused, match=r"refusing to serve the dashboard on 0\.0\.0\.0:0"):
         ControlServer(ServeConfig(listen="127.0.0.1:0", data_dir=tmp_path, ui_listen="0.0.0.0:0"))
+    with pytest.raises(ListenRefused, match=r"--ui-listen: 'localhost' is not HOST:PORT"):
+        ControlServer(ServeConfig(listen="127.0.0.1:0", data_dir=tmp_path, ui_listen="localhost"))

@@ -185,3 +185,32 @@ def test_pages_run_without_csp_violations_read_at_phone_width_and_by_keyboard(
     if target:
         for png in shots.iterdir():
             shutil.copy(png, Path(target) / png.name)
+
+
+def test_rollback_to_an_earlier_deployment_after_confirming(
+    ui: UiStack, browser: BrowserContext
+) -> None:
+    ui.agent("a1", "--dry-run-step-seconds", "0.05")
+    first = ui.deploy("stage", "--wait", "--timeout", "60")
+    r = ui.sami("artifact", "register", "web", "--ref", "127.0.0.1:5000/web@sha256:" + "b" * 64)
+    assert r.rc == 0, r.err
+    second = r.last
+    r = ui.sami("deploy", "web", "--env", "stage", "--artifact", second, "--wait")
+    assert r.rc == 0, r.err
+    page = sign_in(browser, ui, ui.admin, "/services/web/stage")
+    rows = page.get_by_role("row")
+    expect(rows.filter(has_text="★ live")).to_contain_text("sha256:bbbbbbbbbbbb")
+    old = rows.filter(has=page.get_by_role("link", name=first))
+    expect(old.get_by_role("link", name="Rollback to this…")).to_have_count(1)
+    # The live deployment is no rollback target.
+    expect(
+        rows.filter(has_text="★ live").get_by_role("link", name="Rollback to this…")
+    ).to_have_count(0)
+    old.get_by_role("link", name="Rollback to this…").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Roll back to this deployment?")
+    page.get_by_label("Reason").fill("bad release")
+    page.get_by_role("button", name="Roll back").click()
+    expect(page.locator("#state")).to_have_text("✓ succeeded", timeout=LIVE_TIMEOUT)
+    expect(page.locator(".facts").get_by_role("link", name=first)).to_be_visible()
+    expect(page.locator(".facts")).to_contain_text("sha256:aaaaaaaaaaaa")
+    expect(page.locator(".reason")).to_have_text(f"rollback to {first}: bad release")
