@@ -5,14 +5,17 @@ in clear over the network."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sami.v1 import agent_pb2, artifact_pb2, deployment_pb2
+from sami_control import tlsinit
 from sami_control.server import ControlServer, ListenRefused, ServeConfig
 from sami_control.web.guard import CSP
 from sami_control.web.sessions import FAILURES_PER_ADDRESS, FAILURES_PER_TOKEN
@@ -103,6 +106,29 @@ def test_session_cookie_is_httponly_samesite_strict_and_holds_no_token(
         assert page.status == 200
         assert admin not in page.body
         assert admin[18:] not in page.body
+
+
+def test_under_tls_the_cookie_is_secure_and_host_only(
+    tmp_path: Path, serve: Callable[..., Server]
+) -> None:
+    pki = tmp_path / "pki"
+    tlsinit.init(pki)
+    srv = serve(
+        ui_listen="127.0.0.1:0", tls_cert=pki / "server.pem", tls_key=pki / "server-key.pem"
+    )
+    assert srv.server.web is not None
+    tls = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    web = WebClient(srv.server.web.port, tls=tls)
+    answer = web.sign_in(srv.token("reader"))
+    (cookie,) = answer.set_cookies()
+    assert cookie.startswith("__Host-sami_session=")
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    page = web.get("/")
+    assert page.status == 200
+    assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+    # The same port in clear answers nothing.
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        WebClient(srv.server.web.port).get("/login")
 
 
 def test_every_answer_carries_the_strict_content_security_policy(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
@@ -38,10 +39,12 @@ class WebClient:
     # The client address (any of 127.0.0.0/8: one per simulated client).
     source: str = "127.0.0.1"
     cookies: dict[str, str] = field(default_factory=dict)
+    # HTTPS, trusting this context's CA.
+    tls: ssl.SSLContext | None = None
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def request(
         self,
@@ -51,8 +54,18 @@ class WebClient:
         headers: dict[str, str] | None = None,
         timeout: float = 20,
     ) -> Answer:
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", self.port, timeout=timeout, source_address=(self.source, 0)
+        conn = (
+            http.client.HTTPSConnection(
+                "127.0.0.1",
+                self.port,
+                timeout=timeout,
+                source_address=(self.source, 0),
+                context=self.tls,
+            )
+            if self.tls
+            else http.client.HTTPConnection(
+                "127.0.0.1", self.port, timeout=timeout, source_address=(self.source, 0)
+            )
         )
         try:
             h = {"Host": f"127.0.0.1:{self.port}"}
