@@ -9,6 +9,7 @@ import math
 import secrets
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from sami_control.core.errors import InvalidArgument, Unauthenticated
@@ -25,6 +26,9 @@ from sami_control.web.guard import (
     signed_in,
     visit_of,
 )
+from sami_control.web.sessions import token_id_of
+
+log = structlog.get_logger("sami.control")
 
 # A Sami token is 62 characters; anything much longer is not one.
 MAX_TOKEN_FIELD = 300
@@ -69,6 +73,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         who = await w.data.authenticate(token)
     except Unauthenticated:
         w.limiter.failed(address, token)
+        # The token's id when it has one (ids are not secret); never what was typed.
+        log.warning("web_sign_in_refused", peer=address, token_id=token_id_of(token))
         return _login_page(
             401, "that token is not valid: it may be mistyped, revoked or expired", next_path
         )
@@ -84,6 +90,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if old:
         w.sessions.end(old)
     session = w.sessions.start(token)
+    log.info("web_signed_in", peer=address, token_id=who.token_id, token_name=who.name)
     response = redirect(next_path)
     set_cookie(response, w, session)
     return response

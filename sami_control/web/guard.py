@@ -126,7 +126,12 @@ def same_origin(request: web.Request) -> bool:
 
 def safe_next(target: str) -> str:
     """Where to go after sign-in: a path of this dashboard only (no open redirect)."""
-    if target.startswith("/") and not target.startswith(("//", "/\\")):
+    if (
+        target.startswith("/")
+        and not target.startswith(("//", "/\\"))
+        and target.isprintable()
+        and len(target) <= 2000
+    ):
         return target
     return "/"
 

@@ -82,6 +82,12 @@ class Sessions:
         return len(self._by_id)
 
 
+def token_id_of(token: str) -> str:
+    """The id of a Sami token ("" for anything else)."""
+    m = _TOKEN_ID.match(token)
+    return m.group(1) if m else ""
+
+
 def token_prefix(token: str) -> str:
     """What identifies a token without its secret: its id, or for something that is not a
     Sami token, its first characters (guesses at one id are counted together)."""

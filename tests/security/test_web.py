@@ -89,6 +89,21 @@ def test_sign_in_always_starts_a_new_session_id(serve: Callable[..., Server]) ->
     assert WebClient(port, cookies={COOKIE: first}).get("/").location.startswith("/login")
 
 
+def test_sign_in_returns_only_to_a_page_of_the_dashboard(serve: Callable[..., Server]) -> None:
+    srv, port = _ui(serve)
+    reader = srv.token("reader")
+    where = {}
+    for target in (
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/agents?page=x",
+    ):
+        answer = WebClient(port).post("/login", {"token": reader, "next": target})
+        where[target] = answer.location
+    assert list(where.values()) == ["/", "/", "/", "/agents?page=x"]
+
+
 def test_session_cookie_is_httponly_samesite_strict_and_holds_no_token(
     serve: Callable[..., Server],
 ) -> None:
