@@ -18,7 +18,15 @@ from sami.v1 import agent_pb2, artifact_pb2, deployment_pb2
 from sami_control import tlsinit
 from sami_control.server import ControlServer, ListenRefused, ServeConfig
 from sami_control.web.guard import CSP
-from sami_control.web.sessions import FAILURES_PER_ADDRESS, FAILURES_PER_TOKEN
+from sami_control.web.sessions import (
+    ABSOLUTE_TIMEOUT,
+    FAILURES_PER_ADDRESS,
+    FAILURES_PER_TOKEN,
+    IDLE_TIMEOUT,
+    LOGIN_WINDOW,
+    LoginLimiter,
+    Sessions,
+)
 from tests.security.conftest import AgentStream, Server, create, md, seed
 from tests.ui.webclient import COOKIE, WebClient
 
@@ -283,3 +291,37 @@ def test_a_non_loopback_dashboard_needs_tls_or_insecure(tmp_path: Path) -> None:
         ControlServer(ServeConfig(listen="127.0.0.1:0", data_dir=tmp_path, ui_listen="0.0.0.0:0"))
     with pytest.raises(ListenRefused, match=r"--ui-listen: 'localhost' is not HOST:PORT"):
         ControlServer(ServeConfig(listen="127.0.0.1:0", data_dir=tmp_path, ui_listen="localhost"))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_sessions_expire_when_idle_and_after_the_absolute_limit() -> None:
+    clock = _Clock()
+    sessions = Sessions(clock)
+    idle = sessions.start("sami_token")
+    busy = sessions.start("sami_token")
+    for _ in range(int(ABSOLUTE_TIMEOUT // (IDLE_TIMEOUT / 2))):
+        clock.t += IDLE_TIMEOUT / 2
+        if clock.t - 1000.0 < ABSOLUTE_TIMEOUT:
+            assert sessions.get(busy.id) is busy  # kept alive by its requests
+    assert sessions.get(idle.id) is None and idle.ended
+    clock.t = 1000.0 + ABSOLUTE_TIMEOUT + 1
+    assert sessions.get(busy.id) is None and busy.ended
+
+
+def test_the_sign_in_limit_lifts_once_the_window_has_passed() -> None:
+    clock = _Clock()
+    limiter = LoginLimiter(clock)
+    for _ in range(FAILURES_PER_ADDRESS):
+        limiter.failed("127.0.0.9", "garbage")
+    assert limiter.retry_after("127.0.0.9", "other") == LOGIN_WINDOW
+    clock.t += LOGIN_WINDOW / 2
+    assert limiter.retry_after("127.0.0.9", "other") == LOGIN_WINDOW / 2
+    clock.t += LOGIN_WINDOW / 2
+    assert limiter.retry_after("127.0.0.9", "other") == 0
