@@ -286,6 +286,51 @@ def test_the_live_stream_resumes_after_last_event_id_without_gaps_or_duplicates(
     assert [int(i) for i in re.findall(r"^id: (\d+)$", resumed.body, re.M)] == ids[1:]
 
 
+def test_a_stream_cut_mid_deployment_resumes_after_last_event_id(
+    serve: Callable[..., Server],
+) -> None:
+    """While the agent reports: the browser loses the stream, progress goes on, and the
+    reconnect (Last-Event-ID) gets every event after the last it had, once."""
+    srv, port = _ui(serve)
+    admin = srv.token("admin")
+    s, art = seed(srv, admin)
+    agent = AgentStream(s, srv.token("agent", cluster="c1"))
+    web = WebClient(port)
+    web.sign_in(admin)
+    try:
+        assert agent.welcomed.wait(10)
+        dep = create(s, admin, art)
+        a = agent.wait_for("assignment").assignment
+        lease = {"deployment_id": dep, "lease_id": a.lease_id, "epoch": a.deployment.epoch}
+        agent.send(ack=agent_pb2.Ack(**lease))
+
+        def progress(n: int) -> None:
+            agent.send(progress=agent_pb2.Progress(**lease, sequence=n, message=f"step {n}"))
+
+        stream = web.events(f"/deployments/{dep}/events")
+        seen: list[int] = []
+        for kind, ident in stream:
+            if kind == "progress":
+                seen.append(int(ident))
+                if int(ident) == 3:  # ASSIGNED, IN_PROGRESS... then the first step
+                    progress(1)
+                if len(seen) == 4:
+                    break
+        stream.close()  # the connection drops
+        for n in (2, 3, 4):
+            progress(n)
+        n = len(agent.received)
+        agent.send(result=agent_pb2.Result(**lease, outcome=agent_pb2.OUTCOME_SUCCEEDED))
+        agent.wait_for("done", after=n)
+        resumed = list(web.events(f"/deployments/{dep}/events", last_event_id=seen[-1]))
+    finally:
+        agent.close()
+    ids = [int(i) for kind, i in resumed if kind == "progress"]
+    assert seen == [1, 2, 3, 4]
+    assert ids == list(range(5, ids[-1] + 1)) and len(ids) == 4  # 3 steps and SUCCEEDED
+    assert resumed[-1] == ("end", "")
+
+
 def test_a_non_loopback_dashboard_needs_tls_or_insecure(tmp_path: Path) -> None:
     with pytest.raises(ListenRefused, match=r"refusing to serve the dashboard on 0\.0\.0\.0:0"):
         ControlServer(ServeConfig(listen="127.0.0.1:0", data_dir=tmp_path, ui_listen="0.0.0.0:0"))

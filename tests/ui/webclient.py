@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import re
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
@@ -90,6 +91,32 @@ class WebClient:
                 else:
                     self.cookies[name] = morsel.value
         return answer
+
+    def events(self, path: str, last_event_id: int | None = None) -> Iterator[tuple[str, str]]:
+        """A live stream's (event, id) pairs as they arrive; closing the generator drops
+        the connection, as a browser that lost it."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            h = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+            if last_event_id is not None:
+                h["Last-Event-ID"] = str(last_event_id)
+            conn.request("GET", path, headers=h)
+            resp = conn.getresponse()
+            assert resp.status == 200, resp.status
+            kind = ident = ""
+            while True:
+                line = resp.readline().decode()
+                if not line:
+                    return
+                if line.startswith("event: "):
+                    kind = line[7:].strip()
+                elif line.startswith("id: "):
+                    ident = line[4:].strip()
+                elif line == "\n" and kind:
+                    yield kind, ident
+                    kind = ident = ""
+        finally:
+            conn.close()
 
     def get(self, path: str, **headers: str) -> Answer:
         return self.request("GET", path, headers=headers)
