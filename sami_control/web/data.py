@@ -73,7 +73,8 @@ class Overview:
 class History:
     deployments: list[Deployment]
     artifacts: dict[str, Artifact]
-    live_id: str
+    # What runs now: the newest SUCCEEDED deploy (per pull request, for previews).
+    live_ids: set[str]
     next_page: str
 
 
@@ -189,14 +190,18 @@ class Data:
     ) -> History:
         async with self.core.durable_call():
             rows, nxt = self.core.deployments.list(who, service, env, None, page_size, page_token)
-            live = self._newest(who, service, env, State.SUCCEEDED)
+            if env == "pull_request":
+                # Each pull request has its own preview: what runs of those on this page.
+                succeeded = [d for d in rows if d.state is State.SUCCEEDED]
+            else:
+                newest = self._newest(who, service, env, State.SUCCEEDED)
+                succeeded = [newest] if newest is not None else []
             artifacts: dict[str, Artifact] = {}
             for d in rows:
                 art = self._artifact(who, d)
                 if art is not None:
                     artifacts[d.artifact_id] = art
-        live_id = live.id if live is not None and live.action is DeploymentAction.DEPLOY else ""
-        return History(rows, artifacts, live_id, nxt)
+        return History(rows, artifacts, _live_ids(succeeded), nxt)
 
     async def cancel(self, who: Principal, ident: str, reason: str) -> Deployment:
         async with self.core.durable_call():
@@ -237,6 +242,20 @@ class Data:
     ) -> tuple[list[AuditEntry], str]:
         async with self.core.durable_call():
             return self.core.audit.list(who, since, service, page_size, page_token)
+
+
+def _live_ids(succeeded: list[Deployment]) -> set[str]:
+    """Of SUCCEEDED deployments newest first, the newest of each pull request (0: none),
+    when it is a deploy: after a SUCCEEDED teardown nothing of that preview runs."""
+    decided: set[int] = set()
+    live: set[str] = set()
+    for d in succeeded:
+        if d.pull_request in decided:
+            continue
+        decided.add(d.pull_request)
+        if d.action is DeploymentAction.DEPLOY:
+            live.add(d.id)
+    return live
 
 
 def may_deploy(who: Principal, service: str, environment: str) -> bool:
