@@ -12,7 +12,7 @@ help:
 	@echo "make completion  regenerate the shell completion of sami (committed, like proto)"
 	@echo "make completion-check fail if the committed completion scripts are stale"
 	@echo "make lint        ruff + mypy"
-	@echo "make engine      install docker.io, docker-registry, busybox-static, postgresql (as root)"
+	@echo "make engine      install docker.io, docker-registry, busybox-static, postgresql, chromium (as root)"
 	@echo "make test        the test suite (installs the engine packages first)"
 	@echo "make check       proto-check + completion-check + lint + test (what CI runs)"
 	@echo "make run         control plane + dry-run agent + a demo deployment"
@@ -47,8 +47,8 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# The Swarm tests need a real engine: install its packages (as root) if missing. The tests
-# start and stop private engines themselves.
+# The Swarm tests need a real engine, the dashboard's tests chromium: install their packages
+# (as root) if missing. The tests start and stop private engines themselves.
 engine:
 	bash scripts/install-engine.sh
 

@@ -12,6 +12,7 @@ its baseline measured in the same run on the same machine:
 6. fanout     1,000 watchers of one deployment: event delivery latency
 7. footprint  idle control plane and a real `sami-agent --dry-run`: RSS
 8. swarm      `sami deploy --wait` vs `docker service update --detach=false` (root + engine)
+9. dashboard  the web overview of 200 services: server answer, first paint in chromium
 
 Results: one table on stdout, bench/results/<full|quick>.json with the machine's details.
 """

@@ -17,7 +17,7 @@ from typing import Any
 from bench import profile as prof
 from bench import report, swarm
 from bench.common import REPO, Row, Skipped, machine_info, raise_fd_limit
-from bench.figures import calls, delivery, idle, lifecycle
+from bench.figures import calls, dashboard, delivery, idle, lifecycle
 from bench.figures.params import FULL, QUICK, override
 from bench.figures.shared import Ctx
 
@@ -33,6 +33,7 @@ FIGURES: dict[str, tuple[str, Callable[[Ctx], list[Row]], tuple[str, ...]]] = {
     "fanout": ("6", delivery.fig_fanout, ()),
     "footprint": ("7", idle.fig_footprint, ()),
     "swarm": ("8", swarm.fig_swarm, ()),
+    "dashboard": ("9", dashboard.fig_dashboard, ()),
 }
 
 

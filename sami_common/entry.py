@@ -11,7 +11,16 @@ from collections.abc import Callable
 
 # The top-level modules that only an extra installs.
 _EXTRA_MODULES = frozenset(
-    {"structlog", "docker", "cryptography", "prometheus_client", "grpc_health", "grpc_reflection"}
+    {
+        "structlog",
+        "docker",
+        "cryptography",
+        "prometheus_client",
+        "grpc_health",
+        "grpc_reflection",
+        "aiohttp",
+        "jinja2",
+    }
 )
 
 

@@ -36,3 +36,20 @@ def is_loopback(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def require_tls_off_loopback(
+    listen: str, *, tls: bool, insecure: bool, serving: str = "listen", secrets: str = "tokens"
+) -> None:
+    """The rule of every port that carries credentials: off loopback, TLS or an explicit
+    --insecure (a trusted proxy terminates TLS in front of Sami). Raises ListenError naming
+    the way out; `serving` says what is refused ("listen", "serve the dashboard"), `secrets`
+    what would cross the network in clear."""
+    if tls or insecure or is_loopback(listen):
+        return
+    raise ListenError(
+        f"refusing to {serving} on {listen} without TLS: {secrets} would cross the "
+        "network in clear. Listen on 127.0.0.1, pass --tls-cert and --tls-key "
+        "(`sami-control tls init` makes them), or pass --insecure if a trusted "
+        "proxy terminates TLS in front of Sami"
+    )

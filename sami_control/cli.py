@@ -130,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         "default: $SAMI_WEBHOOK_LISTEN, else off; docs/webhook.md)",
     )
     serve.add_argument(
+        "--ui-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("SAMI_UI_LISTEN", ""),
+        help="serve the web dashboard on HOST:PORT (HTTPS with --tls-cert; sign in with a "
+        "reader token or above; default: $SAMI_UI_LISTEN, else off)",
+    )
+    serve.add_argument(
         "--stack-policy",
         default=os.environ.get("SAMI_STACK_POLICY", "off"),
         help="strict: refuse, at sync, stack files that would give a stack the host "
@@ -270,6 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
         client_ca=Path(args.client_ca) if args.client_ca else None,
         metrics_listen=args.metrics_listen,
         webhook_listen=args.webhook_listen,
+        ui_listen=args.ui_listen,
         stack_policy=args.stack_policy,
     )
 

@@ -17,7 +17,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sami_common.listen import ListenError, is_loopback
+from sami_common.listen import ListenError, is_loopback, require_tls_off_loopback
 from sami_control.api.auth import AuthInterceptor
 from sami_control.api.budget import MAX_LARGE_REQUEST
 from sami_control.api.cron import CronServicer
@@ -65,6 +65,7 @@ from sami_manifests import STACK_POLICIES
 if TYPE_CHECKING:
     from sami_control.endpoints import HttpEndpoints
     from sami_control.metrics import ControlMetrics
+    from sami_control.web.app import WebServer
 
 log = structlog.get_logger("sami.control")
 
@@ -141,6 +142,8 @@ class ServeConfig:
     # (docs/observability.md, docs/webhook.md).
     metrics_listen: str = ""
     webhook_listen: str = ""
+    # HOST:PORT of the web dashboard (sami_control/web); "" serves none.
+    ui_listen: str = ""
     # "strict": syncs refuse stack files that give a stack the host (SECURITY.md).
     stack_policy: str = "off"
     # --store / SAMI_STORE: a postgresql:// URL (replicas may share it); "" is SQLite in
@@ -201,16 +204,13 @@ class ControlServer:
         if cfg.tls_key is not None and not cfg.tls:
             raise ListenRefused("--tls-key needs --tls-cert (the certificate it belongs to)")
         try:
-            loopback = is_loopback(cfg.listen)
+            is_loopback(cfg.listen)
         except ListenError as exc:
             raise ListenRefused(f"--listen: {exc}") from None
-        if not loopback and not cfg.insecure and not cfg.tls:
-            raise ListenRefused(
-                f"refusing to listen on {cfg.listen} without TLS: tokens would cross the "
-                "network in clear. Listen on 127.0.0.1, pass --tls-cert and --tls-key "
-                "(`sami-control tls init` makes them), or pass --insecure if a trusted "
-                "proxy terminates TLS in front of Sami"
-            )
+        try:
+            require_tls_off_loopback(cfg.listen, tls=cfg.tls, insecure=cfg.insecure)
+        except ListenError as exc:
+            raise ListenRefused(str(exc)) from None
         if cfg.stack_policy not in STACK_POLICIES:
             raise ListenRefused(
                 f"unknown stack policy {cfg.stack_policy!r} (--stack-policy or "
@@ -270,6 +270,9 @@ class ControlServer:
                 raise ListenRefused(str(exc)) from None
             # Metrics first (outermost): it also counts the calls auth refuses.
             interceptors.append(MetricsInterceptor(self.metrics.rpc))
+        self.web: WebServer | None = None
+        if cfg.ui_listen:
+            self.web = self._web_server(cfg)
         interceptors.append(
             AuthInterceptor(self.core.tokens.authenticate, audit_refusal=self._audit_refusal)
         )
@@ -300,6 +303,25 @@ class ControlServer:
         )
         self.port = 0
 
+    def _web_server(self, cfg: ServeConfig) -> WebServer:
+        # Imported only when served: aiohttp and Jinja2 cost a server without the
+        # dashboard nothing.
+        from sami_control.web.app import WebServer
+        from sami_control.webhook import ssl_context
+
+        try:
+            tls = None
+            if cfg.tls_cert is not None:
+                assert cfg.tls_key is not None  # checked above
+                try:
+                    tls = ssl_context(cfg.tls_cert, cfg.tls_key, cfg.client_ca)
+                except (OSError, ValueError) as exc:
+                    raise ListenError(f"the dashboard cannot use the TLS files: {exc}") from None
+            return WebServer(self.core, cfg.ui_listen, insecure=cfg.insecure, tls=tls)
+        except ListenError as exc:
+            self.close()
+            raise ListenRefused(f"--ui-listen: {exc}") from None
+
     async def _audit_refusal(
         self, who: Principal, action: str, target: str, exc: DomainError
     ) -> None:
@@ -317,7 +339,10 @@ class ControlServer:
             raise ListenRefused(f"could not listen on {self.cfg.listen} (in use?)")
         try:
             await self.http.start()
+            if self.web is not None:
+                await self.web.start()
         except ListenError as exc:
+            await self.http.stop()
             raise ListenRefused(str(exc)) from None
         try:
             await self.store.open()  # PostgreSQL: connect, migrate
@@ -341,6 +366,7 @@ class ControlServer:
             client_certificates=self.cfg.client_ca is not None,
             metrics_port=self.http.metrics_port or None,
             webhook_port=self.http.webhook_port or None,
+            ui_port=self.web.port if self.web else None,
             stack_policy=self.core.settings.stack_policy,
         )
 
@@ -355,6 +381,8 @@ class ControlServer:
     async def stop(self) -> None:
         log.info("stopping", grace=self.cfg.grace)
         await self.health_servicer.enter_graceful_shutdown()
+        if self.web is not None:
+            await self.web.stop()
         await self.http.stop()
         await self.core.stop()
         await self.server.stop(self.cfg.grace)

@@ -5,6 +5,7 @@
 #   busybox-static   /bin/busybox, the only binary inside the test images
 #   iproute2         `ip` (usually there already)
 #   postgresql       initdb, pg_ctl, postgres: the tests' private PostgreSQL clusters (tests/pg.py)
+#   chromium         the browser the dashboard's tests drive headless (tests/ui, Playwright)
 # Idempotent: a machine that has them already is left alone (no apt-get update either).
 # Must run as root (CI and the project's sessions do). See sami_dev/devswarm.py.
 set -euo pipefail
@@ -20,8 +21,11 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"
 # Debian puts the server's binaries in /usr/lib/postgresql/N/bin, off the PATH.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
+# The dashboard's browser tests use the distribution's chromium (never `playwright install`).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install-engine: dockerd, docker-registry, busybox and postgresql are present"
+    echo "install-engine: dockerd, docker-registry, busybox, postgresql and chromium are present"
     exit 0
 fi
 
@@ -42,4 +46,5 @@ done
 [ -x /bin/busybox ] || { echo "install-engine: /bin/busybox still missing" >&2; exit 1; }
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
     || { echo "install-engine: postgresql's initdb still missing" >&2; exit 1; }
+[ -x /usr/bin/chromium ] || { echo "install-engine: /usr/bin/chromium still missing" >&2; exit 1; }
 echo "install-engine: done ($(dockerd --version))"

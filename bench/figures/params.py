@@ -42,6 +42,11 @@ class Params:
     footprint_settle: float
     # 8
     swarm_rounds: int
+    # 9: the dashboard's overview: services, deployments created per service and
+    # environment, page loads measured
+    ui_services: int
+    ui_rounds: int
+    ui_loads: int
 
 
 FULL = Params(
@@ -69,6 +74,9 @@ FULL = Params(
     fanout_interval=0.1,
     footprint_settle=3.0,
     swarm_rounds=5,
+    ui_services=200,
+    ui_rounds=3,
+    ui_loads=20,
 )
 
 QUICK = Params(
@@ -96,6 +104,9 @@ QUICK = Params(
     fanout_interval=0.1,
     footprint_settle=1.0,
     swarm_rounds=1,
+    ui_services=200,
+    ui_rounds=1,
+    ui_loads=5,
 )
 
 
