@@ -31,6 +31,8 @@ DOCS = [
     REPO / "README.md",
     REPO / "docs" / "github-actions.md",
     REPO / "docs" / "sami-on-swarm.md",
+    REPO / "docs" / "high-availability.md",
+    REPO / "docs" / "postgresql.md",
     REPO / "examples" / "github" / "README.md",
 ]
 COMMENTED = [
