@@ -35,6 +35,7 @@ from sami_control.core.errors import (
     Unauthenticated,
 )
 from sami_control.core.model import Principal
+from sami_control.core.store import StorageFailed
 
 from .budget import (
     MAX_LARGE_REQUEST,
@@ -44,7 +45,7 @@ from .budget import (
     Account,
     RequestBudget,
 )
-from .errors import to_status
+from .errors import abort, to_status
 
 log = structlog.get_logger("sami.api")
 
@@ -117,6 +118,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             who = await self._authenticate(bearer(details.invocation_metadata))
         except DomainError as exc:
             return _refuse(exc, details)
+        except StorageFailed as exc:
+            return _unavailable(exc)
         who = dataclasses.replace(who, request_id=request_id(details.invocation_metadata))
         large = LARGE_REQUESTS.get(method)
         if large is not None:
@@ -176,6 +179,17 @@ def _refuse(exc: DomainError, details: grpc.HandlerCallDetails) -> grpc.RpcMetho
 
     # A streaming-request handler without a deserializer, whatever the method's real shape:
     # the request of an unauthenticated caller is never read, let alone parsed.
+    return grpc.stream_stream_rpc_method_handler(deny)
+
+
+def _unavailable(exc: StorageFailed) -> grpc.RpcMethodHandler:
+    """The token could not be read (the store is out of reach): UNAVAILABLE, retryable,
+    as for a call whose own transaction failed. Raised from the interceptor it would reach
+    the caller as UNKNOWN, which clients take for a failure, not a reason to retry."""
+
+    async def deny(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        await abort(context, exc)
+
     return grpc.stream_stream_rpc_method_handler(deny)
 
 

@@ -6,13 +6,16 @@ COMMIT is made to fail, once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 
 import grpc
 import grpc.aio
 import pytest
 
 from sami.v1 import agent_pb2, deployment_pb2, deployment_pb2_grpc
+from sami_control.core.store import StorageFailed
 from tests.control.conftest import LiveServer
 from tests.control.test_streams_at_scale import Agent, create, md, prepare, run
 
@@ -102,3 +105,38 @@ def test_an_agent_whose_report_was_lost_with_a_commit_reconnects_and_sends_it_ag
             again.outgoing.put_nowait(None)
 
     run(scenario())
+
+
+def test_a_token_that_cannot_be_read_answers_unavailable(live_server: LiveServer) -> None:
+    """Every call reads its token from the store once the cached row is older than the
+    recheck interval: when the store is out of reach (PostgreSQL restarting), the caller
+    gets UNAVAILABLE naming the store, which it retries — not UNKNOWN, which a CI job
+    takes for a failure."""
+    admin, _ = prepare(live_server)
+    store = live_server.server.store
+    tokens = live_server.server.core.tokens
+    real = store.tx
+
+    @contextlib.asynccontextmanager
+    async def unreachable() -> AsyncIterator[None]:
+        raise StorageFailed("the PostgreSQL database db:5432/sami is unavailable; retryable")
+        yield
+
+    def out_of_reach() -> None:
+        tokens._cache.clear()  # the cached row has aged out
+        store.tx = unreachable  # type: ignore[method-assign]
+
+    with grpc.insecure_channel(live_server.addr) as ch:
+        stub = deployment_pb2_grpc.DeploymentServiceStub(ch)
+        live_server.loop.call_soon_threadsafe(out_of_reach)
+        try:
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ListDeployments(
+                    deployment_pb2.ListDeploymentsRequest(), metadata=md(admin), timeout=10
+                )
+        finally:
+            live_server.loop.call_soon_threadsafe(setattr, store, "tx", real)
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE, caught.value.details()
+        assert caught.value.details().startswith("the PostgreSQL database db:5432/sami")
+        # Once the store is back, the same call works.
+        stub.ListDeployments(deployment_pb2.ListDeploymentsRequest(), metadata=md(admin))

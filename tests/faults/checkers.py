@@ -34,7 +34,9 @@ def md(token: str) -> tuple[tuple[str, str], ...]:
 @dataclass
 class Load:
     """Creates deployments until stopped; a request is retried with the same request_id
-    until the control plane acknowledges it, as a CI job would."""
+    until the control plane acknowledges it, as a CI job would. `addr` may list several
+    replicas, comma-separated: a call that fails retryably is retried on the next one, as
+    the CLI does."""
 
     addr: str
     token: str
@@ -44,8 +46,12 @@ class Load:
     acked: dict[str, str] = field(default_factory=dict)  # request_id -> deployment id
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
+    # Every retryable failure: (monotonic time, address, code, details).
+    failures: list[tuple[float, str, grpc.StatusCode, str]] = field(default_factory=list)
 
     def run(self) -> None:
+        addrs = self.addr.split(",")
+        at = 0
         i = 0
         while not self.stop.is_set():
             i += 1
@@ -57,8 +63,9 @@ class Load:
                 request_id=rid,
             )
             while not self.stop.is_set():
+                addr = addrs[at % len(addrs)]
                 try:
-                    with grpc.insecure_channel(self.addr) as ch:
+                    with grpc.insecure_channel(addr) as ch:
                         d = deployment_pb2_grpc.DeploymentServiceStub(ch).CreateDeployment(
                             req, metadata=md(self.token), timeout=5
                         )
@@ -70,6 +77,8 @@ class Load:
                     if e.code() not in RETRYABLE:
                         self.errors.append(f"{rid}: {e.code().name} {e.details()}")
                         break
+                    self.failures.append((time.monotonic(), addr, e.code(), e.details() or ""))
+                    at += 1
                     time.sleep(0.1)
             time.sleep(self.interval)
 
@@ -77,7 +86,8 @@ class Load:
 @dataclass
 class RawWatcher:
     """Watches one deployment to its end across control-plane restarts, checking every
-    stream the server sends."""
+    stream the server sends. `addr` may list several replicas, comma-separated: each
+    reconnect goes to the next one."""
 
     addr: str
     token: str
@@ -86,12 +96,15 @@ class RawWatcher:
     reconnects: int = 0
     violations: list[str] = field(default_factory=list)
     ended: bool = False
+    # When (monotonic) the first stream after a reconnect answered: the watch resumed.
+    resumed_at: list[float] = field(default_factory=list)
 
     def run(self, deadline: float) -> None:
+        addrs = self.addr.split(",")
         last = 0
         while time.monotonic() < deadline and not self.ended:
             try:
-                with grpc.insecure_channel(self.addr) as ch:
+                with grpc.insecure_channel(addrs[self.reconnects % len(addrs)]) as ch:
                     stream = deployment_pb2_grpc.DeploymentServiceStub(ch).WatchDeployment(
                         deployment_pb2.WatchDeploymentRequest(
                             name=self.deployment_id, after_sequence=last
@@ -100,7 +113,11 @@ class RawWatcher:
                         timeout=max(1.0, deadline - time.monotonic()),
                     )
                     first = True
+                    answered = False
                     for item in stream:
+                        if not answered and self.reconnects:
+                            self.resumed_at.append(time.monotonic())
+                        answered = True
                         if item.WhichOneof("item") == "deployment":
                             if not first:
                                 self.violations.append("snapshot not first")

@@ -82,6 +82,22 @@ class Proxy:
 
         self._loop.call_soon_threadsafe(close_all)
 
+    def down(self) -> None:
+        """Cut every open connection and refuse new ones (the port is closed) until up():
+        the other side is unreachable, as when a link or a host is gone."""
+
+        async def close_listener() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+
+        asyncio.run_coroutine_threadsafe(close_listener(), self._loop).result(5)
+        self.cut()
+
+    def up(self) -> None:
+        """Accept connections again (after down())."""
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(5)
+
     def stop(self) -> None:
         async def shutdown() -> None:
             if self._server is not None:
