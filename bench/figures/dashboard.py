@@ -21,18 +21,8 @@ from bench.common import Row, Skipped, free_port, percentile
 from bench.control import ControlPlane, bearer, deployments_repo, service_names
 from bench.figures.shared import Ctx, ms, ratio_of
 from sami_control.web.data import OVERVIEW_PAGE
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ENVIRONMENTS = ("stage", "production")
 # The page's first contentful paint, in ms from navigation start (waiting for it to be
 # reported if the load event came first).

@@ -15,21 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.conftest import FAST, REF, sync
 from tests.harness import ControlPlane, Proc, Result, agent, free_port, sami
-
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and nothing that reaches beyond loopback (updates, sync, QUIC probes).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass
