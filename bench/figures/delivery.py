@@ -258,6 +258,7 @@ def fig_fanout(ctx: Ctx) -> list[Row]:
     base = _fanout_baseline(ctx, p, caught)
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     ctx.baseline["fanout_p99"] = p99  # for figure 13, across replicas
+    ctx.baseline["fanout_watchers"] = caught
     details: dict[str, str] = {}
     for r in [*ready, *results, dres]:
         details.update(r.get("error_details") or {})
