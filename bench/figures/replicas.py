@@ -287,6 +287,15 @@ def _pickup_note(got: dict[str, Any]) -> str:
 def _two_replicas(
     ctx: Ctx, name: str, services: int, **tokens: int
 ) -> tuple[ControlPlane, ControlPlane, dict[str, list[str]], str]:
+    a, b, toks, artifact, _ = _two_replicas_and_db(ctx, name, services, **tokens)
+    return a, b, toks, artifact
+
+
+def _two_replicas_and_db(
+    ctx: Ctx, name: str, services: int, **tokens: int
+) -> tuple[ControlPlane, ControlPlane, dict[str, list[str]], str, Database]:
+    """Replica A prepared as figure 2's control plane (cluster, tokens, manifests, an
+    artifact) on a new database, and replica B started on the same database."""
     db = database(ctx, name)
     a, toks, artifact = prepared(ctx.folder(f"{name}-a"), services, store=db.url, **tokens)
     try:
@@ -294,7 +303,7 @@ def _two_replicas(
     except BaseException:
         a.stop()
         raise
-    return a, b, toks, artifact
+    return a, b, toks, artifact, db
 
 
 def fig_pg_pickup(ctx: Ctx) -> list[Row]:
@@ -463,7 +472,7 @@ def fig_pg_idle(ctx: Ctx) -> list[Row]:
     p = ctx.params
     n, procs = p.replica_idle_agents, max(2, p.replica_idle_procs)
     per_replica = procs // 2
-    a, b, toks, artifact = _two_replicas(
+    a, b, toks, artifact, db = _two_replicas_and_db(
         ctx, "idle", p.pickup_services, agent_tokens=_agent_tokens(n, procs)
     )
     cps = (a, b)
@@ -484,13 +493,14 @@ def fig_pg_idle(ctx: Ctx) -> list[Row]:
             on_replica = [sum(r["connected"] for r in group) for group in ready_by]
             connected = sum(on_replica)
             time.sleep(p.idle_settle)
-            cpu0 = [cpu_seconds(c.pid) for c in cps]
+            cpu0, db0 = [cpu_seconds(c.pid) for c in cps], db.cpu()
             t1 = time.monotonic()
             time.sleep(p.idle_window)
             window = time.monotonic() - t1
             cpu_pct = [
                 100 * (cpu_seconds(c.pid) - c0) / window for c, c0 in zip(cps, cpu0, strict=True)
             ]
+            db_pct = 100 * (db.cpu() - db0) / window
             rss = [rss_bytes(c.pid) for c in cps]
             (got,) = _paced_pickups(
                 ctx, ws, a, toks["deployer"][0], artifact, agents, (p.pickup_rate,)
@@ -508,6 +518,7 @@ def fig_pg_idle(ctx: Ctx) -> list[Row]:
         "rss_before_agents_mb": [x / MB for x in rss_before],
         "rss_mb": [x / MB for x in rss],
         "cpu_pct": cpu_pct,
+        "postgresql_cpu_pct": db_pct,
         "pickup": got,
         "control_log_errors": errors_logged,
     }
@@ -518,7 +529,8 @@ def fig_pg_idle(ctx: Ctx) -> list[Row]:
             rss[i] / MB,
             "MB",
             note=f"{(rss[i] - rss_before[i]) / max(1, count) / 1024:.0f} KB per agent; "
-            f"idle CPU {cpu_pct[i]:.1f} % of a core ({p.idle_window:.0f} s window)",
+            f"idle CPU {cpu_pct[i]:.1f} % of a core ({p.idle_window:.0f} s window)"
+            + (f"; PostgreSQL meanwhile {db_pct:.1f} %" if i == 0 else ""),
             extra=extra if i == 0 else {},
         )
         for i, count in enumerate(on_replica)
