@@ -179,7 +179,7 @@ def create_run(
             "control_rss_mb": rss_bytes(cp.pid) / MB,
             "control_log_errors": cp.errors_logged(),
             "server_cpu_ms_per_call": cpu_ms,
-            "database_cpu_ms_per_call": db_ms,
+            "database_cpu_ms_per_call": db_ms if db_cpu else None,
         }
     finally:
         cp.stop()

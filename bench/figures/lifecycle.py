@@ -147,7 +147,8 @@ def run_lifecycles(
         "replicas": replicas,
         "server_cpu_ms_per_lifecycle": cpu_ms,
         "load_cpu_ms_per_lifecycle": load_ms,
-        "database_cpu_ms_per_lifecycle": db_ms,
+        # None on SQLite: no database server (and no NaN in the JSON).
+        "database_cpu_ms_per_lifecycle": db_ms if db_cpu else None,
         "control_log_errors": errors_logged,
     }
 
