@@ -275,11 +275,12 @@ def _paced_pickups(
 
 
 def _pickup_note(got: dict[str, Any]) -> str:
-    """What else a paced pickup run saw: its worst, what was superseded before any agent
-    got it, and whether the creates kept the pace."""
+    """What else a paced pickup run saw: its worst, the deployments no agent got (superseded
+    by the next one for their service, or still queued when the run ended), and whether the
+    creates kept the pace."""
     return (
         f"p50 {ms(got['p50']):.1f} ms, max {ms(got['max']):.0f} ms; {got['missing']} of "
-        f"{got['created']} superseded before a pickup; CreateDeployment p99 "
+        f"{got['created']} never reached an agent; CreateDeployment p99 "
         f"{ms(got['create_p99']):.0f} ms, {got['creates_per_s']:.0f}/s reached"
     )
 
