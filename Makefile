@@ -16,7 +16,7 @@ help:
 	@echo "make test        the test suite (installs the engine packages first)"
 	@echo "make check       proto-check + completion-check + lint + test (what CI runs)"
 	@echo "make run         control plane + dry-run agent + a demo deployment"
-	@echo "make bench       benchmarks (numbers, not assertions); make bench-quick: < 1 min"
+	@echo "make bench       benchmarks (numbers, not assertions); make bench-quick: a few minutes"
 	@echo "make soak        the kill -9 fault test with 100 cycles"
 
 venv: $(VENV_STAMP)

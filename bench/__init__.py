@@ -13,6 +13,12 @@ its baseline measured in the same run on the same machine:
 7. footprint  idle control plane and a real `sami-agent --dry-run`: RSS
 8. swarm      `sami deploy --wait` vs `docker service update --detach=false` (root + engine)
 9. dashboard  the web overview of 200 services: server answer, first paint in chromium
+10. pg-create     2 on PostgreSQL: calls/s, CPU a call of the control plane and of PostgreSQL
+11. pg-lifecycle  3 on PostgreSQL with one and two replicas; the CPU PostgreSQL adds
+12. pg-pickup     4 with the agents on replica B, the creates on replica A (200/s)
+13. pg-watch      1,000 watchers on replica B of events stored by replica A
+14. pg-idle       10,000 idle agents over two replicas: RSS, CPU, pickup meanwhile
+(10-14 need PostgreSQL's binaries, else they say skipped; a private cluster is started.)
 
 Results: one table on stdout, bench/results/<full|quick>.json with the machine's details.
 """

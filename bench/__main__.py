@@ -17,7 +17,7 @@ from typing import Any
 from bench import profile as prof
 from bench import report, swarm
 from bench.common import REPO, Row, Skipped, machine_info, raise_fd_limit
-from bench.figures import calls, dashboard, delivery, idle, lifecycle
+from bench.figures import calls, dashboard, delivery, idle, lifecycle, replicas
 from bench.figures.params import FULL, QUICK, override
 from bench.figures.shared import Ctx
 
@@ -34,6 +34,12 @@ FIGURES: dict[str, tuple[str, Callable[[Ctx], list[Row]], tuple[str, ...]]] = {
     "footprint": ("7", idle.fig_footprint, ()),
     "swarm": ("8", swarm.fig_swarm, ()),
     "dashboard": ("9", dashboard.fig_dashboard, ()),
+    # On PostgreSQL, one and two replicas; 10 and 11 next to 2 and 3 on SQLite.
+    "pg-create": ("10", replicas.fig_pg_create, ("echo", "create")),
+    "pg-lifecycle": ("11", replicas.fig_pg_lifecycle, ("echo", "lifecycle")),
+    "pg-pickup": ("12", replicas.fig_pg_pickup, ()),
+    "pg-watch": ("13", replicas.fig_pg_watch, ()),
+    "pg-idle": ("14", replicas.fig_pg_idle, ()),
 }
 
 
@@ -114,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows += got
             _say(f"{fig} {name} done in {timings[name]:.1f} s")
     finally:
+        ctx.resources.close()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -3,6 +3,7 @@ data folder prepared offline (cluster, tokens) and over the API (manifests, an a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -71,10 +72,18 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 class ControlPlane:
-    """One `sami-control serve` process on a free loopback port, data under `root`."""
+    """One `sami-control serve` process on a free loopback port, data under `root` (or in
+    the PostgreSQL database `store`, which several of them may share: replicas)."""
 
-    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        store: str | None = None,
+    ) -> None:
         self.root = root
+        self.store = store
         self.data = root / "data"
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -88,19 +97,36 @@ class ControlPlane:
         from sami_control import offline
 
         self.data.mkdir(parents=True, exist_ok=True)
-        offline.add_cluster(self.data, name, list(envs))
+        offline.add_cluster(self.data, name, list(envs), store=self.store)
 
     def tokens(self, role: str, count: int, *, cluster: str = "", name: str = "") -> list[str]:
-        """`count` new tokens (the offline `sami-control token create`, in this process)."""
-        from sami_control import offline
+        """`count` new tokens (what the offline `sami-control token create` does, in this
+        process, with the store opened once: on PostgreSQL an open costs a pool)."""
+        from sami_control.core.controlplane import ControlPlane as Core
+        from sami_control.core.tokens import TokenInput
+        from sami_control.offline import OFFLINE
+        from sami_control.storage import open_store
 
         self.data.mkdir(parents=True, exist_ok=True)
-        return [
-            offline.add_token(
-                self.data, role, f"{name or 'bench-' + role}-{i}", cluster=cluster
-            ).plaintext
-            for i in range(count)
-        ]
+        prefix = name or f"bench-{role}"
+
+        async def create_all() -> list[str]:
+            store = open_store(self.store, self.data)
+            try:
+                await store.open()
+                core = Core(store)
+                return [
+                    (
+                        await core.tokens.create(
+                            OFFLINE, TokenInput(role, name=f"{prefix}-{i}", cluster=cluster)
+                        )
+                    ).plaintext
+                    for i in range(count)
+                ]
+            finally:
+                await store.close()
+
+        return asyncio.run(create_all()) if count else []
 
     def token(self, role: str, *, cluster: str = "", name: str = "") -> str:
         return self.tokens(role, 1, cluster=cluster, name=name)[0]
@@ -121,6 +147,7 @@ class ControlPlane:
             self.addr,
             "--data",
             str(self.data),
+            *(["--store", self.store] if self.store else []),
             *self.extra,
         ]
         with open(self.log_path, "ab") as log:
@@ -244,10 +271,12 @@ def prepared(
     agent_tokens: int = 0,
     reader_tokens: int = 0,
     extra: Sequence[str] = (),
+    store: str | None = None,
 ) -> tuple[ControlPlane, dict[str, list[str]], str]:
     """A started control plane with the cluster, tokens, `services` synced manifests (stage)
-    and one registered artifact. Returns (control plane, tokens by role, artifact id)."""
-    cp = ControlPlane(root, *extra)
+    and one registered artifact, on SQLite in `root` or on PostgreSQL (`store`). Returns
+    (control plane, tokens by role, artifact id)."""
+    cp = ControlPlane(root, *extra, store=store)
     cp.create_cluster()
     toks = {
         "admin": cp.tokens("admin", 1, name="bench-admin"),

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import clients, disk, echo
@@ -104,7 +106,7 @@ def _create_floor(ctx: Ctx) -> Row:
     digest = hashlib.sha256(token.encode()).hexdigest()
     db = str(root / "floor.db")
     with EchoServer(root, "bench.floor", "--db", db, "--token-sha256", digest) as srv:
-        res, cpu_ms = _drive_creates(ctx, srv.addr, srv.pid, token, "art_floor", used)
+        res, cpu_ms, _ = _drive_creates(ctx, srv.addr, srv.pid, token, "art_floor", used)
     rate, p50, p99 = loop_stats(res)
     ctx.baseline["create_floor"] = rate
     ctx.baseline["create_floor_cpu_ms"] = cpu_ms
@@ -124,10 +126,18 @@ def _create_floor(ctx: Ctx) -> Row:
 
 
 def _drive_creates(
-    ctx: Ctx, addr: str, pid: int, token: str, artifact: str, used: int, profile: str = ""
-) -> tuple[dict[str, Any], float]:
+    ctx: Ctx,
+    addr: str,
+    pid: int,
+    token: str,
+    artifact: str,
+    used: int,
+    profile: str = "",
+    db_cpu: Callable[[], float] | None = None,
+) -> tuple[dict[str, Any], float, float]:
     """CreateDeployment in a closed loop over `used` services from a client process: the
-    loop's result and the server's CPU per call (`profile`: sample it under that name)."""
+    loop's result, the server's CPU per call (`profile`: sample it under that name) and the
+    database server's (`db_cpu`: its CPU seconds so far; NaN without)."""
     p = ctx.params
     with Workers() as ws:
         w = ws.add(
@@ -143,22 +153,33 @@ def _drive_creates(
         w.send("go", go_args(p.duration, p))
         time.sleep(p.warmup)
         cpu0 = cpu_seconds(pid)
+        db0 = db_cpu() if db_cpu else math.nan
         with profiled(ctx, profile, pid) if profile else contextlib.nullcontext():
             res = w.recv("result", p.duration + p.warmup + 60)
-        return res, cpu_ms_per_call(cpu_seconds(pid) - cpu0, res)
+        db_ms = cpu_ms_per_call(db_cpu() - db0, res) if db_cpu else math.nan
+        return res, cpu_ms_per_call(cpu_seconds(pid) - cpu0, res), db_ms
 
 
-def _create_run(ctx: Ctx, synced: int, used: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    name = f"create-{synced}-{used}"
-    cp, toks, artifact = prepared(ctx.folder(name), synced)
+def create_run(
+    ctx: Ctx,
+    synced: int,
+    used: int,
+    store: str | None = None,
+    db_cpu: Callable[[], float] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Figure 2's measure of one (synced, used) entry, on SQLite or on the PostgreSQL
+    database `store` (whose server's CPU `db_cpu` counts)."""
+    name = f"create-{synced}-{used}" + ("-pg" if store else "")
+    cp, toks, artifact = prepared(ctx.folder(name), synced, store=store)
     try:
-        res, cpu_ms = _drive_creates(
-            ctx, cp.addr, cp.pid, toks["deployer"][0], artifact, used, profile=name
+        res, cpu_ms, db_ms = _drive_creates(
+            ctx, cp.addr, cp.pid, toks["deployer"][0], artifact, used, name, db_cpu
         )
         info = {
             "control_rss_mb": rss_bytes(cp.pid) / MB,
             "control_log_errors": cp.errors_logged(),
             "server_cpu_ms_per_call": cpu_ms,
+            "database_cpu_ms_per_call": db_ms if db_cpu else None,
         }
     finally:
         cp.stop()
@@ -172,8 +193,12 @@ def fig_create(ctx: Ctx) -> list[Row]:
     floor, floor_cpu = ctx.baseline.get("create_floor"), ctx.baseline.get("create_floor_cpu_ms")
     rows: list[Row] = []
     for i, (synced, used) in enumerate(p.create_runs):
-        res, info = _create_run(ctx, synced, used)
+        res, info = create_run(ctx, synced, used)
         rate, p50, p99 = loop_stats(res)
+        # For figure 10 (the same on PostgreSQL), printed next to these.
+        ctx.baseline[f"create_sqlite_{synced}_{used}"] = rate
+        ctx.baseline[f"create_sqlite_{synced}_{used}_cpu_ms"] = info["server_cpu_ms_per_call"]
+        ctx.baseline[f"create_sqlite_{synced}_{used}_p99"] = p99
         ratio = ratio_of(rate, base)
         extra = {"errors": res["errors"], "services_synced": synced, "services_used": used}
         extra.update(info)

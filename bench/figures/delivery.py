@@ -33,7 +33,9 @@ from bench.workers import Workers
 # -- 4: pickup latency --------------------------------------------------------------------------
 
 
-def _pickup(returned: dict[str, float], receipts: dict[str, float]) -> dict[str, Any]:
+def pickup_stats(returned: dict[str, float], receipts: dict[str, float]) -> dict[str, Any]:
+    """Pickup latencies: deployment id -> when CreateDeployment returned, and -> when an
+    agent held its assignment (wall clock, one machine)."""
     lat = [receipts[k] - t for k, t in returned.items() if k in receipts]
     early = sum(1 for x in lat if x <= 0)
     clamped = [max(0.0, x) for x in lat]
@@ -102,7 +104,8 @@ def fig_pickup(ctx: Ctx) -> list[Row]:
     receipts: dict[str, float] = {}
     for r in agent_results:
         receipts.update(r["receipts"])
-    got = _pickup(res["returned"], receipts)
+    got = pickup_stats(res["returned"], receipts)
+    ctx.baseline["pickup_p99"] = got["p99"]  # for figure 12, across replicas
 
     base = _pickup_baseline(ctx, p)
     extra = {
@@ -191,7 +194,7 @@ def _pickup_baseline(ctx: Ctx, p: Params) -> dict[str, Any]:
             s.send("stop")
         for s in subs:
             receipts.update(s.recv("result", 60)["receipts"])
-    return _pickup(res["returned"], receipts)
+    return pickup_stats(res["returned"], receipts)
 
 
 # -- 6: watch fan-out ---------------------------------------------------------------------------
@@ -254,6 +257,8 @@ def fig_fanout(ctx: Ctx) -> list[Row]:
     ended = sum(r["ended"] for r in results)
     base = _fanout_baseline(ctx, p, caught)
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    ctx.baseline["fanout_p99"] = p99  # for figure 13, across replicas
+    ctx.baseline["fanout_watchers"] = caught
     details: dict[str, str] = {}
     for r in [*ready, *results, dres]:
         details.update(r.get("error_details") or {})

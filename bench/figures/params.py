@@ -47,6 +47,13 @@ class Params:
     ui_services: int
     ui_rounds: int
     ui_loads: int
+    # 10-14: PostgreSQL and two replicas (10-12 reuse 2-4's counts; 13 the fan-out's events
+    # and pace; 14 the idle window and the pickup's pace): watchers on replica B and their
+    # processes, idle agents over both replicas and their processes
+    replica_watchers: int
+    replica_watch_procs: int
+    replica_idle_agents: int
+    replica_idle_procs: int
 
 
 FULL = Params(
@@ -77,6 +84,10 @@ FULL = Params(
     ui_services=200,
     ui_rounds=3,
     ui_loads=20,
+    replica_watchers=1000,
+    replica_watch_procs=4,
+    replica_idle_agents=10_000,
+    replica_idle_procs=8,
 )
 
 QUICK = Params(
@@ -107,6 +118,10 @@ QUICK = Params(
     ui_services=200,
     ui_rounds=1,
     ui_loads=5,
+    replica_watchers=1000,
+    replica_watch_procs=2,
+    replica_idle_agents=1000,
+    replica_idle_procs=2,
 )
 
 

@@ -38,6 +38,9 @@ class Ctx:
     # Baselines measured earlier in this run, for the ratios.
     baseline: dict[str, float] = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What figures share for the whole run (the PostgreSQL cluster), closed at its end.
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def folder(self, name: str) -> Path:
         p = self.tmp / name
