@@ -47,9 +47,12 @@ def add_wait_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_wait_options(args: argparse.Namespace) -> None:
-    """The limits of a wait make no sense without --wait: say so (exit 2)."""
+def check_wait_options(args: argparse.Namespace, timeout_also_for: str = "") -> None:
+    """The limits of a wait make no sense without --wait: say so (exit 2). `--timeout`
+    also bounds the wait `timeout_also_for` names (`--wait-lock`), when it was given."""
     for option, value in (("--timeout", args.timeout), ("--queue-timeout", args.queue_timeout)):
+        if option == "--timeout" and timeout_also_for:
+            continue
         if value is not None and not args.wait:
             raise UsageError(f"{option} limits --wait: add --wait, or drop {option}")
 

@@ -5,8 +5,9 @@ deployments into `Finished` and call `quarantined()`.
 
 A digest is quarantined where its latest word is bad, newest first:
 - a deploy of it ended FAILED or ROLLED_BACK (the agent's health checks rolled it back), or
-- a rollback (a SUCCEEDED deployment with `rollback_of`) took the service away from it: the
-  SUCCEEDED deploy just before the rollback is the one rolled back;
+- a rollback (a SUCCEEDED deployment with `rollback_of`, naming a deploy of the same digest
+  in the history given) took the service away from it: the SUCCEEDED deploy just before the
+  rollback is the one rolled back;
 and no SUCCEEDED deploy of it came later (a forced deploy that went well lifts it).
 """
 
@@ -44,6 +45,8 @@ class Quarantine:
 
 def quarantined(newest_first: Iterable[Finished]) -> dict[str, Quarantine]:
     """The quarantined digests of one target, from its finished deploys, newest first."""
+    history = list(newest_first)
+    digests = {d.id: d.digest for d in history}
     cleared: set[str] = set()
     found: dict[str, Quarantine] = {}
     rolled_back_by = ""  # a rollback seen, whose predecessor is not yet found
@@ -52,7 +55,7 @@ def quarantined(newest_first: Iterable[Finished]) -> dict[str, Quarantine]:
         if digest and digest not in cleared and digest not in found:
             found[digest] = Quarantine(digest, by, why)
 
-    for d in newest_first:
+    for d in history:
         if d.outcome is not Outcome.SUCCEEDED:
             mark(d.digest, d.id, f"deployment {d.id} {d.outcome.name} with it")
             continue
@@ -60,5 +63,8 @@ def quarantined(newest_first: Iterable[Finished]) -> dict[str, Quarantine]:
             mark(d.digest, rolled_back_by, f"deployment {rolled_back_by} rolled it back")
         elif d.digest not in found:
             cleared.add(d.digest)
-        rolled_back_by = d.id if d.rollback_of else ""
+        # A rollback_of naming a deploy of another artifact is no rollback (the server refuses
+        # to create one; an old history may hold one).
+        is_rollback = bool(d.rollback_of) and digests.get(d.rollback_of) == d.digest
+        rolled_back_by = d.id if is_rollback else ""
     return found
