@@ -14,9 +14,14 @@ from sami_control.core.errors import (
     NotFound,
     PermissionDenied,
 )
-from sami_control.core.model import Deployment, Outcome, Principal, Role, State
+from sami_control.core.model import ArtifactKind, Deployment, Outcome, Principal, Role, State
+from sami_control.core.requests import ArtifactInput
 from sami_control.core.sessions import AgentSession
+from sami_control.core.settings import Settings
+from sami_control.storage.postgres import PostgresStore
+from tests import samples
 from tests.control.core_env import ADMIN, REF, REF2, Clock, connect, deploy, drain, get, tick
+from tests.pg import PgDatabase
 
 ALICE = Principal("t_alice", "alice", Role.DEPLOYER, services=("web",), environments=("stage",))
 BOB = Principal("t_bob", "bob", Role.DEPLOYER, services=("web",), environments=("stage",))
@@ -158,3 +163,26 @@ async def test_a_rollback_quarantines_what_it_rolled_back(env: tuple[ControlPlan
     await run_to(cp, a, back, Outcome.SUCCEEDED)
     with pytest.raises(FailedPrecondition, match=f"deployment {back.id} rolled it back"):
         await deploy(cp, REF2)
+
+
+async def test_a_lock_taken_on_one_replica_refuses_a_create_on_another(
+    pg_database: PgDatabase,
+) -> None:
+    """Two control planes on one PostgreSQL: the create's check reads the lock another
+    replica committed."""
+    stores = [PostgresStore(pg_database.url, pool_size=2) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        one, two = (ControlPlane(s, Settings(), Clock()) for s in stores)
+        await one.clusters.create(ADMIN, "c1", ["stage", "production"])
+        await one.artifacts.register(ADMIN, ArtifactInput("web", ArtifactKind.IMAGE, REF, ""))
+        await one.manifests.sync(ADMIN, "", list(samples.repo().items()))
+        await one.locks.lock(ADMIN, "stage", "web", "replica freeze", 0)
+        with pytest.raises(FailedPrecondition, match="locked by admin: replica freeze"):
+            await deploy(two)
+        await two.locks.unlock(ADMIN, "stage", "web")
+        assert (await deploy(one)).state is State.QUEUED
+    finally:
+        for s in stores:
+            await s.close()
