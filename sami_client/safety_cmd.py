@@ -22,7 +22,7 @@ from sami_client import argtypes, render
 from sami_client.client import SamiClient
 from sami_client.context import Context, Subparsers
 from sami_client.errors import ExitCode, SamiError
-from sami_client.follow import queued_reason
+from sami_client.follow import lock_target, locked_reason, queued_reason
 from sami_client.pb import cluster_pb2, deployment_pb2, lock_pb2
 
 SUPERSEDE_RULE = (
@@ -66,14 +66,6 @@ def _target_options(p: argparse.ArgumentParser, *, env_required: bool) -> None:
     )
     p.add_argument(
         "--service", default="", help="one service (default: every service of the environment)"
-    )
-
-
-def lock_target(lock: lock_pb2.Lock) -> str:
-    return (
-        f"{lock.service} in {lock.environment}"
-        if lock.service
-        else (f"{lock.environment} (every service)")
     )
 
 
@@ -132,7 +124,7 @@ def why_waiting(
     no agent connected for its cluster (first that applies)."""
     for lk in locks:
         if lk.environment == d.environment and lk.service in ("", d.service):
-            return f"{lock_target(lk)} is locked by {lk.holder}: {lk.reason}"
+            return locked_reason(lk)
     key = (d.service, d.environment, d.pull_request)
     for a in active:
         if (a.service, a.environment, a.pull_request) == key:

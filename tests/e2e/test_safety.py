@@ -87,6 +87,10 @@ def test_the_queue_says_why_each_deployment_waits(stack: Stack) -> None:
     (entry,) = json.loads(r.out)["queue"]
     assert entry["deployment"]["id"] == held
     assert entry["waits_for"] == "web in production is locked by ci: incident 12"
+    # A wait on it says so too, after its first check (5 s), then times out (exit 3).
+    w = stack.sami("watch", held, "--timeout", "8")
+    assert w.rc == 3, w.err
+    assert "still QUEUED" in w.err and "web in production is locked by ci: incident 12" in w.err
     assert stack.sami("queue", "--env", "stage").out.startswith("nothing is queued")
     assert stack.sami("unlock", "--env", "production", "--service", "web").rc == 0
     assert stack.sami("watch", held, "--timeout", "60").rc == 0
