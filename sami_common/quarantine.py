@@ -4,11 +4,17 @@ control plane enforces (it refuses to deploy them again without `force`) and the
 deployments into `Finished` and call `quarantined()`.
 
 A digest is quarantined where its latest word is bad, newest first:
-- a deploy of it ended FAILED or ROLLED_BACK (the agent's health checks rolled it back), or
+- a deploy of it ended ROLLED_BACK (it replaced a working one, its health checks failed, and
+  the agent put the working one back), or
 - a rollback (a SUCCEEDED deployment with `rollback_of`, naming a deploy of the same digest
   in the history given) took the service away from it: the SUCCEEDED deploy just before the
   rollback is the one rolled back;
 and no SUCCEEDED deploy of it came later (a forced deploy that went well lifts it).
+
+FAILED is not bad word enough: it also ends deployments that never ran (the control plane
+gave up after its attempts, an agent could not pull the image or reach its registry), and
+a CI job retrying after an outage must not be refused; a FAILED deploy of a new service has
+nothing to displace. Such a digest can be deployed again (and fail again) as before.
 """
 
 from __future__ import annotations
@@ -56,9 +62,11 @@ def quarantined(newest_first: Iterable[Finished]) -> dict[str, Quarantine]:
             found[digest] = Quarantine(digest, by, why)
 
     for d in history:
-        if d.outcome is not Outcome.SUCCEEDED:
+        if d.outcome is Outcome.ROLLED_BACK:
             mark(d.digest, d.id, f"deployment {d.id} {d.outcome.name} with it")
             continue
+        if d.outcome is Outcome.FAILED:
+            continue  # says nothing of the digest (module doc)
         if rolled_back_by:
             mark(d.digest, rolled_back_by, f"deployment {rolled_back_by} rolled it back")
         elif d.digest not in found:

@@ -12,9 +12,14 @@ def q(*history: tuple[str, str, Outcome] | tuple[str, str, Outcome, str]) -> dic
     return {d: x.by for d, x in quarantined(Finished(*h) for h in history).items()}
 
 
-def test_a_failed_or_rolled_back_digest_is_quarantined_by_that_deployment() -> None:
+def test_a_rolled_back_digest_is_quarantined_by_that_deployment() -> None:
     assert q(("d3", "B", BACK), ("d2", "A", OK)) == {"B": "d3"}
-    assert q(("d3", "B", FAILED), ("d2", "A", OK)) == {"B": "d3"}
+
+
+def test_a_failed_one_is_not_it_may_never_have_run() -> None:
+    assert q(("d3", "B", FAILED), ("d2", "A", OK)) == {}
+    # Nor does a failure lift an earlier quarantine of the same digest.
+    assert q(("d4", "B", FAILED), ("d3", "B", BACK), ("d2", "A", OK)) == {"B": "d3"}
 
 
 def test_a_later_success_lifts_it_and_an_earlier_one_does_not() -> None:
@@ -24,7 +29,7 @@ def test_a_later_success_lifts_it_and_an_earlier_one_does_not() -> None:
 
 def test_a_rollback_quarantines_the_deploy_it_went_back_from() -> None:
     history = (("d4", "A", OK, "d1"), ("d3", "C", FAILED), ("d2", "B", OK), ("d1", "A", OK))
-    assert q(*history) == {"B": "d4", "C": "d3"}
+    assert q(*history) == {"B": "d4"}
 
 
 def test_rolling_back_twice_quarantines_both_newer_digests() -> None:

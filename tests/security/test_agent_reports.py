@@ -100,8 +100,8 @@ def test_a_result_without_an_outcome_ends_its_deployment_failed(
     assert got.state == deployment_pb2.FAILED
     assert "no valid outcome" in got.status_message
     assert got.status_message.endswith(": it went fine")
-    # The service and environment are free again: the next deployment is assigned (of the
-    # same artifact, forced: it is quarantined there now that it FAILED).
-    again = _leased(s, admin, art, agent, "stage", force=True)
+    # The service and environment are free again: the next deployment (of the same
+    # artifact: a FAILED one is not quarantined) is assigned.
+    again = _leased(s, admin, art, agent, "stage")
     assert again.deployment.id != a.deployment.id
     agent.close()
