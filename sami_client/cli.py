@@ -30,6 +30,7 @@ from sami_client import (
     deployment_cmd,
     manifests_cmd,
     release_cmd,
+    safety_cmd,
     version_cmd,
 )
 from sami_client.context import CommandParser, Context, Subparsers, execute
@@ -42,6 +43,7 @@ _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
     artifact_cmd.register,
     deployment_cmd.register,
     release_cmd.register,
+    safety_cmd.register,
     cluster_cmd.register,
     manifests_cmd.register,
     admin_cmd.register,

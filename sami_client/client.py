@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from sami_client.calls import DEFAULT_PAGE_SIZE, LockAndCronCalls
 from sami_client.errors import SamiError, WatchGapError, WatchTimeout
 from sami_client.failover import FailoverChannel
 from sami_client.pb import (
@@ -23,10 +24,10 @@ from sami_client.pb import (
     artifact_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
-    cron_pb2,
     cron_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
+    lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
     server_pb2,
@@ -53,7 +54,6 @@ TERMINAL_STATES = frozenset(
 _RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 DEFAULT_CALL_TIMEOUT = 30.0
-DEFAULT_PAGE_SIZE = 100
 
 # The largest message the channel sends (sami-control accepts as much): a bigger sync would
 # fail with a bare RESOURCE_EXHAUSTED, so it is refused before sending, with the sizes.
@@ -73,7 +73,7 @@ def _translated_errors() -> Iterator[None]:
         raise SamiError.from_rpc_error(err) from err
 
 
-class SamiClient:
+class SamiClient(LockAndCronCalls):
     def __init__(
         self,
         endpoint: Endpoint,
@@ -93,6 +93,7 @@ class SamiClient:
         self._server = server_pb2_grpc.ServerServiceStub(self._channel)
         self._manifests = manifest_pb2_grpc.ManifestServiceStub(self._channel)
         self._cron = cron_pb2_grpc.CronServiceStub(self._channel)
+        self._locks = lock_pb2_grpc.LockServiceStub(self._channel)
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -181,10 +182,12 @@ class SamiClient:
         request_id: str = "",
         deployment_type: str = "",
         rollback_of: str = "",
+        force: bool = False,
     ) -> deployment_pb2.Deployment:
         """`deployment_type` (swarm, compose, ...) is needed only when the service has
         `environment` under several types in the current manifest revision; `rollback_of`
-        makes the request a rollback to that deployment (whose artifact is `artifact`)."""
+        makes the request a rollback to that deployment (whose artifact is `artifact`);
+        `force` deploys an artifact quarantined on the target (audited)."""
         deployment: deployment_pb2.Deployment = self._call(
             self._deployments.CreateDeployment,
             deployment_pb2.CreateDeploymentRequest(
@@ -197,6 +200,7 @@ class SamiClient:
                 request_id=request_id,
                 deployment_type=deployment_type,
                 rollback_of=rollback_of,
+                force=force,
             ),
         )
         return deployment
@@ -376,25 +380,6 @@ class SamiClient:
             finally:
                 # The caller may stop early (generator closed): end the RPC with it.
                 stream.cancel()
-
-    # Cron runs
-
-    def list_cron_runs(
-        self,
-        *,
-        service: str = "",
-        environment: str = "",
-        page_size: int = DEFAULT_PAGE_SIZE,
-    ) -> Iterator[cron_pb2.CronRun]:
-        """Matching cron runs, most recently reported first, fetching pages as the caller
-        iterates."""
-        return self._paged(
-            self._cron.ListCronRuns,
-            cron_pb2.ListCronRunsRequest(
-                service=service, environment=environment, page_size=page_size
-            ),
-            "runs",
-        )
 
     # Manifest revisions
 

@@ -1,7 +1,8 @@
 """`sami deploy|watch|get|list|cancel`: request deployments and follow them.
 
     sami deploy SERVICE --env ENV --artifact REF [--pr N] [--type T] [--request-id X]
-                [--reason R] [--wait [--timeout DURATION] [--queue-timeout DURATION]]
+                [--reason R] [--force] [--wait-lock]
+                [--wait [--timeout DURATION] [--queue-timeout DURATION]]
     sami watch ID [--timeout DURATION]
     sami get ID
     sami list [--service S] [--env E] [--state STATE] [--limit N]
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from sami_client import argtypes, render
 from sami_client.context import DEFAULT_LIST_LIMIT, Context, Subparsers
@@ -24,6 +26,7 @@ from sami_client.follow import (
     wait_timeout,
 )
 from sami_client.pb import deployment_pb2
+from sami_client.safety_cmd import create_when_unlocked
 from sami_common.durations import format_seconds
 
 
@@ -58,6 +61,18 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument("--request-id", default="", help="idempotency key: a retry with it deploys once")
     p.add_argument("--reason", default="", help="why (shown in the history)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="deploy even an artifact quarantined on the target (it failed or was rolled "
+        "back there); recorded in the audit log",
+    )
+    p.add_argument(
+        "--wait-lock",
+        action="store_true",
+        help="if the target is locked (`sami locks`), wait for the unlock instead of exiting 2 "
+        "(bounded by --timeout)",
+    )
     add_wait_options(p)
     p.set_defaults(run=run_deploy)
 
@@ -100,18 +115,32 @@ def register(commands: Subparsers) -> None:
 
 
 def run_deploy(args: argparse.Namespace, ctx: Context) -> int:
-    check_wait_options(args)
-    deployment = ctx.client().create_deployment(
-        args.service,
-        args.env,
-        args.artifact,
-        pull_request=args.pr,
-        reason=args.reason,
-        request_id=args.request_id,
-        deployment_type=args.deployment_type,
-    )
+    check_wait_options(args, timeout_also_for="--wait-lock" if args.wait_lock else "")
+    limit = wait_timeout(args.timeout)
+    deadline = None if limit is None else time.monotonic() + limit
+
+    def create() -> deployment_pb2.Deployment:
+        return ctx.client().create_deployment(
+            args.service,
+            args.env,
+            args.artifact,
+            pull_request=args.pr,
+            reason=args.reason,
+            request_id=args.request_id,
+            deployment_type=args.deployment_type,
+            force=args.force,
+        )
+
+    if args.wait_lock:
+        deployment = create_when_unlocked(ctx, args.service, args.env, create, deadline)
+    else:
+        deployment = create()
+    # What the lock wait took is taken from the --wait's time (0: no limit, as given).
+    timeout = args.timeout
+    if args.wait_lock and deadline is not None:
+        timeout = max(0.001, deadline - time.monotonic())
     return ctx.follower().started(
-        deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
+        deployment, wait=args.wait, timeout=timeout, queue_timeout=args.queue_timeout
     )
 
 

@@ -12,7 +12,7 @@ from typing import TextIO
 from sami_client import argtypes, github_actions, render
 from sami_client.client import TERMINAL_STATES, ReconnectCallback, SamiClient
 from sami_client.errors import ExitCode, QueueTimeout, SamiError, UsageError, WatchTimeout
-from sami_client.pb import cluster_pb2, deployment_pb2
+from sami_client.pb import cluster_pb2, deployment_pb2, lock_pb2
 from sami_common.durations import format_seconds
 
 DEFAULT_WAIT_TIMEOUT = 30 * 60.0
@@ -47,9 +47,12 @@ def add_wait_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_wait_options(args: argparse.Namespace) -> None:
-    """The limits of a wait make no sense without --wait: say so (exit 2)."""
+def check_wait_options(args: argparse.Namespace, timeout_also_for: str = "") -> None:
+    """The limits of a wait make no sense without --wait: say so (exit 2). `--timeout`
+    also bounds the wait `timeout_also_for` names (`--wait-lock`), when it was given."""
     for option, value in (("--timeout", args.timeout), ("--queue-timeout", args.queue_timeout)):
+        if option == "--timeout" and timeout_also_for:
+            continue
         if value is not None and not args.wait:
             raise UsageError(f"{option} limits --wait: add --wait, or drop {option}")
 
@@ -197,11 +200,20 @@ class Follower:
         cluster say about why."""
         cluster = deployment.cluster
         try:
-            agents = self._client.list_agents(cluster)
+            # A lock taken after it was queued holds it (the dispatcher skips it).
+            locks = self._client.list_locks(deployment.environment, deployment.service)
+        except SamiError:
+            locks = []  # a sami-control without locks (older): the agents say why
+        try:
+            agents = [] if locks else self._client.list_agents(cluster)
         except SamiError as err:
             queue.why = f"the agents of cluster {cluster} could not be listed ({err.message})"
         else:
-            queue.why = queued_reason(deployment, agents, time.time())
+            queue.why = (
+                f"{locked_reason(locks[0])} (`sami locks`)"
+                if locks
+                else queued_reason(deployment, agents, time.time())
+            )
         self._console.note(
             f"deployment {deployment.id} still QUEUED after {waited:.0f}s: {queue.why}"
         )
@@ -342,6 +354,17 @@ class _QueueWait:
 def _earliest(*times: float | None) -> float | None:
     known = [t for t in times if t is not None]
     return min(known) if known else None
+
+
+def lock_target(lock: lock_pb2.Lock) -> str:
+    if lock.service:
+        return f"{lock.service} in {lock.environment}"
+    return f"{lock.environment} (every service)"
+
+
+def locked_reason(lock: lock_pb2.Lock) -> str:
+    """Why a deployment to the target of `lock` waits, or is refused."""
+    return f"{lock_target(lock)} is locked by {lock.holder}: {lock.reason}"
 
 
 def queued_reason(

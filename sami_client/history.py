@@ -12,6 +12,10 @@ back to, what a promotion takes. Pure functions over deployments listed newest f
   not below the rollback, so repeating `sami rollback` walks back one artifact at a time,
   any depth. It never picks an artifact of another kind than the live deployment's type
   deploys (an archive for a Swarm service, an image for a site).
+- A digest is **quarantined** on a target when its latest word there is bad (a deploy of it
+  FAILED or was ROLLED_BACK, or a rollback took the service away from it: the rule is
+  sami_common.quarantine's, which the server enforces). Rollbacks and promotions never
+  pick one; `sami deploy --force` deploys it anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sami_client.pb import artifact_pb2, deployment_pb2
+from sami_common.quarantine import Finished, Outcome, Quarantine, quarantined
 from sami_manifests import artifact_fits
 
 Deployment = deployment_pb2.Deployment
@@ -114,10 +119,26 @@ class RollbackPlan:
     target: Deployment | None
 
 
+_OUTCOMES = {
+    deployment_pb2.SUCCEEDED: Outcome.SUCCEEDED,
+    deployment_pb2.FAILED: Outcome.FAILED,
+    deployment_pb2.ROLLED_BACK: Outcome.ROLLED_BACK,
+}
+
+
+def quarantined_digests(history: Iterable[Deployment]) -> dict[str, Quarantine]:
+    """The digests quarantined on one target, from its deployments newest first."""
+    return quarantined(
+        Finished(d.id, d.artifact.digest, _OUTCOMES[d.state], d.rollback_of)
+        for d in history
+        if is_deploy(d) and d.state in _OUTCOMES
+    )
+
+
 def rollback_target(history: Sequence[Deployment]) -> RollbackPlan:
     """Where `sami rollback` without --to goes: the newest SUCCEEDED deploy, older than the
     live one (or, when the live one is a rollback, than what it rolled back to), whose
-    artifact digest differs from the live one's."""
+    artifact digest differs from the live one's and is not quarantined."""
     start = next((i for i, d in enumerate(history) if d.state == deployment_pb2.SUCCEEDED), None)
     if start is None or is_teardown(history[start]):
         return RollbackPlan(None, None)
@@ -130,11 +151,15 @@ def rollback_target(history: Sequence[Deployment]) -> RollbackPlan:
     while back > start and history[back].artifact.digest == digest:
         start = back
         back = position.get(rolled_back_to(history[back]), -1)
+    bad = quarantined_digests(history)
     target = next(
         (
             d
             for d in history[start + 1 :]
-            if redeployable(d) and d.artifact.digest != digest and fits(d, current.deployment_type)
+            if redeployable(d)
+            and d.artifact.digest != digest
+            and d.artifact.digest not in bad
+            and fits(d, current.deployment_type)
         ),
         None,
     )

@@ -38,6 +38,8 @@ PREVIEWS = "pull_request"
 _DEFAULT_LIMIT = 50
 # How far back a retry with --request-id looks for the deployment it already requested.
 _RETRY_LOOKBACK = DEFAULT_PAGE_SIZE
+# How much of a history quarantine is read from (the server reads as far: core/quarantine.py).
+_QUARANTINE_LOOKBACK = 100
 
 
 def register(subparsers: Any) -> None:
@@ -299,16 +301,31 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
         return ctx.follower().started(
             prior, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
         )
+    # A digest that went bad in either environment is never promoted.
+    bad = {
+        **_quarantined(client, service, dest_env),
+        **_quarantined(client, service, source_env),
+    }
     succeeded = client.history(service, source_env, state=deployment_pb2.SUCCEEDED)
-    source = next(
-        (d for d in succeeded if history.redeployable(d) and history.fits(d, args.deployment_type)),
-        None,
+    fitting = (
+        d for d in succeeded if history.redeployable(d) and history.fits(d, args.deployment_type)
     )
+    skipped: list[deployment_pb2.Deployment] = []
+    source = None
+    for d in fitting:
+        if d.artifact.digest not in bad:
+            source = d
+            break
+        skipped.append(d)
     if source is None:
+        why = "".join(
+            f"; {render.artifact_label(d)} is quarantined ({bad[d.artifact.digest].why})"
+            for d in skipped[:3]
+        )
         raise UsageError(
-            f"nothing to promote: {service} has no SUCCEEDED deployment in {source_env}; "
-            f"deploy there first (`sami deploy {service} --env {source_env} --artifact ID "
-            "--wait`)"
+            f"nothing to promote: {service} has no SUCCEEDED deployment in {source_env} of an "
+            f"artifact that is not quarantined{why}; deploy there first (`sami deploy "
+            f"{service} --env {source_env} --artifact ID --wait`)"
         )
     if not ctx.json_output:
         ctx.console.note(
@@ -326,6 +343,12 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
     return ctx.follower().started(
         deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
     )
+
+
+def _quarantined(client: SamiClient, service: str, env: str) -> dict[str, history.Quarantine]:
+    """The digests quarantined on `service` in `env` (history.quarantined_digests)."""
+    recent = itertools.islice(client.history(service, env, pull_request=0), _QUARANTINE_LOOKBACK)
+    return history.quarantined_digests(recent)
 
 
 # teardown

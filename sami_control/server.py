@@ -21,6 +21,7 @@ from sami_common.listen import ListenError, is_loopback, require_tls_off_loopbac
 from sami_control.api.auth import AuthInterceptor
 from sami_control.api.budget import MAX_LARGE_REQUEST
 from sami_control.api.cron import CronServicer
+from sami_control.api.locks import LockServicer
 from sami_control.api.metrics_interceptor import MetricsInterceptor
 from sami_control.api.pb import (
     admin_pb2,
@@ -34,6 +35,8 @@ from sami_control.api.pb import (
     cron_pb2,
     cron_pb2_grpc,
     deployment_pb2,
+    lock_pb2,
+    lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
     server_pb2,
@@ -75,6 +78,7 @@ SERVICE_NAMES = [
     deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
     cron_pb2.DESCRIPTOR.services_by_name["CronService"].full_name,
+    lock_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
@@ -289,6 +293,7 @@ class ControlServer:
             ClusterServicer(self.core), self.server
         )
         cron_pb2_grpc.add_CronServiceServicer_to_server(CronServicer(self.core), self.server)
+        lock_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(self.core), self.server)
         manifest_pb2_grpc.add_ManifestServiceServicer_to_server(
             ManifestServicer(self.core), self.server
         )

@@ -129,7 +129,7 @@ class DeploymentEvent(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., phase: _Optional[str] = ..., message: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateDeploymentRequest(_message.Message):
-    __slots__ = ("service", "environment", "artifact", "pull_request", "reason", "request_id", "deployment_type", "rollback_of")
+    __slots__ = ("service", "environment", "artifact", "pull_request", "reason", "request_id", "deployment_type", "rollback_of", "force")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class CreateDeploymentRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     ROLLBACK_OF_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     service: str
     environment: str
     artifact: str
@@ -146,7 +147,8 @@ class CreateDeploymentRequest(_message.Message):
     request_id: str
     deployment_type: str
     rollback_of: str
-    def __init__(self, service: _Optional[str] = ..., environment: _Optional[str] = ..., artifact: _Optional[str] = ..., pull_request: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., deployment_type: _Optional[str] = ..., rollback_of: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, service: _Optional[str] = ..., environment: _Optional[str] = ..., artifact: _Optional[str] = ..., pull_request: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., deployment_type: _Optional[str] = ..., rollback_of: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class GetDeploymentRequest(_message.Message):
     __slots__ = ("name",)

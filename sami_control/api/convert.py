@@ -140,6 +140,7 @@ def deployment_input(r: deployment_pb2.CreateDeploymentRequest) -> DeploymentInp
         request_id=r.request_id,
         deployment_type=r.deployment_type,
         rollback_of=r.rollback_of,
+        force=r.force,
     )
 
 

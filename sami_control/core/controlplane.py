@@ -17,6 +17,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `agents` | core/agents.py | agent sessions: connect, disconnect, list |
 | `reports` | core/agent_reports.py | what agents report on their stream |
 | `cron_runs` | core/cron_runs.py | the runs of cron jobs |
+| `locks` | core/target_locks.py | target locks (`sami lock`): take, release, break, list |
 | `info` | core/server_info.py | what this control plane is (version, store) |
 
 Nothing here imports grpc.
@@ -49,6 +50,7 @@ from sami_control.core.sessions import Sessions
 from sami_control.core.settings import Settings
 from sami_control.core.store import StorageFailed, Store
 from sami_control.core.streams import Streams
+from sami_control.core.target_locks import TargetLocks
 from sami_control.core.tokens import Tokens
 
 log = structlog.get_logger("sami.control")
@@ -82,6 +84,7 @@ class ControlPlane:
             ctx, self.artifacts, self.manifests, self.sessions, self.hub, self.streams
         )
         self.cron_runs = CronRuns(ctx)
+        self.locks = TargetLocks(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
         self.info = ServerInfo(ctx)
         # Other replicas on the same database (PostgreSQL): what each commits, the others

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from sami_control.core import authz, paging, validation
+from sami_control.core import authz, paging, quarantine, target_locks, validation
 from sami_control.core.artifacts import Artifacts
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
@@ -92,6 +92,10 @@ class Deployments:
             prior = await self._prior_request(tx, who, request_id, fingerprint)
             if prior is not None:
                 return prior
+            # Read after the key's lock: a lock taken on another replica before it is seen.
+            lock = await target_locks.covering(tx, service, env, now)
+            if lock is not None:
+                raise target_locks.refusal(lock)
             art = await self.artifacts.resolve(tx, req.artifact, "artifact")
             cluster = await tx.cluster_for_environment(env)
             if cluster is None:
@@ -117,6 +121,10 @@ class Deployments:
                 await self._check_preview_room(tx, service, pr, now)
             if req.rollback_of:
                 await self._check_rollback(tx, req.rollback_of, service, env, pr, art.id)
+            bad = await quarantine.quarantine_of(tx, self.artifacts, service, env, pr, art)
+            if bad is not None and not req.force:
+                raise quarantine.refusal(bad, art, service, env)
+            forced = f" (forced past quarantine: {bad.why})" if bad is not None else ""
             d = Deployment(
                 id=new_id("dep"),
                 service=service,
@@ -153,7 +161,8 @@ class Deployments:
                 d.id,
                 detail=f"{service}/{env}"
                 + (f"#{pr}" if pr else "")
-                + f" {art.artifact_name}@{art.digest}",
+                + f" {art.artifact_name}@{art.digest}"
+                + forced,
                 service=service,
                 request_id=request_id,
             )

@@ -138,10 +138,13 @@ class Leases:
             if not queued:
                 return fx  # most wake-ups under load: nothing waits
             busy = await tx.active_keys()
+            locks = [lk for lk in await tx.list_target_locks() if lk.live(now)]
             by_cluster = self.sessions.open_by_cluster()
             for d in queued:
                 if d.key in busy:
                     continue
+                if any(lk.covers(d.service, d.environment) for lk in locks):
+                    continue  # a lock taken after it was queued: it waits for the unlock
                 candidates = [
                     s for s in by_cluster.get(d.cluster, ()) if d.deployment_type in s.capabilities
                 ]

@@ -284,3 +284,28 @@ class CronRun:
     agent_id: str = ""
     reported_at: float = 0.0
     seq: int = 0  # storage order, newest highest
+
+
+@dataclass
+class TargetLock:
+    """A brake on deployments (`sami lock`): none to `environment` (every service, when
+    `service` is "", else that service only) is created while it holds."""
+
+    environment: str
+    service: str
+    reason: str
+    holder: str  # the token's name
+    holder_token: str  # the token's id: a deployer unlocks only the locks it took
+    created_at: float
+    expires_at: float = 0.0  # 0: until unlocked
+
+    def live(self, now: float) -> bool:
+        """Expired locks stop applying by themselves (the row stays until replaced)."""
+        return not self.expires_at or now < self.expires_at
+
+    def covers(self, service: str, environment: str) -> bool:
+        return self.environment == environment and self.service in ("", service)
+
+    @property
+    def target(self) -> str:
+        return f"{self.service or '*'}/{self.environment}"

@@ -31,6 +31,8 @@ class DeploymentInput:
     deployment_type: str = ""
     # A rollback to this deployment (an id).
     rollback_of: str = ""
+    # Deploy even if the artifact's digest is quarantined on the target (audited).
+    force: bool = False
 
     def fingerprint(self) -> str:
         """Identifies the body of the request, to tell a retry from a reused request_id."""
@@ -44,7 +46,7 @@ class DeploymentInput:
 
 # Fields added after fingerprints were first stored: hashed only when set, so a request
 # without them hashes as before and stored fingerprints keep matching its retries.
-_ADDED_LATER = ("rollback_of",)
+_ADDED_LATER = ("rollback_of", "force")
 # Every other field of the request but its idempotency key (what dataclasses.asdict gave,
 # without its deep copy): the JSON hashed stays the same.
 _FINGERPRINTED = tuple(

@@ -19,6 +19,7 @@ from sami_control.core.model import (
     Event,
     ManifestRevision,
     State,
+    TargetLock,
     TokenRecord,
 )
 
@@ -139,6 +140,31 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     async def active_keys(self) -> set[tuple[str, str, int]]:
         """(service, environment, pull_request) of every ASSIGNED or IN_PROGRESS one."""
+
+    @abc.abstractmethod
+    async def finished_deploys_of_key(
+        self, service: str, environment: str, pull_request: int, limit: int
+    ) -> list[Deployment]:
+        """The newest `limit` deploys (action DEPLOY) of service+environment+PR that ended
+        SUCCEEDED, FAILED or ROLLED_BACK, newest first (what quarantine is decided on)."""
+
+    # target locks (`sami lock`), one row per (environment, service); service "" is the
+    # whole environment
+    @abc.abstractmethod
+    async def put_target_lock(self, lock: TargetLock) -> None:
+        """Store `lock`, replacing any row of its (environment, service)."""
+
+    @abc.abstractmethod
+    async def get_target_lock(self, environment: str, service: str) -> TargetLock | None:
+        """The row of (environment, service), expired or not."""
+
+    @abc.abstractmethod
+    async def delete_target_lock(self, environment: str, service: str) -> bool:
+        """Remove the row; False if there was none."""
+
+    @abc.abstractmethod
+    async def list_target_locks(self, environment: str = "") -> list[TargetLock]:
+        """Every row (of `environment`, if given), expired ones included, oldest first."""
 
     # events
     @abc.abstractmethod

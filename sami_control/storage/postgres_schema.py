@@ -106,6 +106,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cron_runs_service ON cron_runs(service, environment, seq);
     """,
+    # 2: target locks, as SQLite's migration 8.
+    """
+    CREATE TABLE target_locks (
+        environment TEXT NOT NULL, service TEXT NOT NULL, reason TEXT NOT NULL,
+        holder TEXT NOT NULL, holder_token TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (environment, service)
+    );
+    """,
 ]
 
 # The tables with an identity `seq`: `store copy` moves their sequences past the copied rows.
@@ -125,6 +134,7 @@ TABLES = (
     "manifest_files",
     "audit",
     "cron_runs",
+    "target_locks",
 )
 
 # Taken (pg_advisory_xact_lock) by the transaction that migrates: replicas starting

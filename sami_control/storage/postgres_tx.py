@@ -28,6 +28,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.core.store import Tx
+from sami_control.storage.postgres_safety import PostgresSafetyQueries
 from sami_control.storage.sqlite_tx import (
     _AUDIT_COLUMNS,
     _DEP_COLUMNS,
@@ -99,9 +100,12 @@ def _list_sql(select: str, filters: Sequence[tuple[str, Any]], order: str) -> tu
     return sql + " " + order, args
 
 
-class PostgresTx(Tx):
+class PostgresTx(PostgresSafetyQueries, Tx):
     def __init__(self, conn: Any) -> None:
         self.c = conn  # an asyncpg connection (pooled), inside a transaction
+
+    async def _select_deployments(self, where: str, *args: Any) -> list[Deployment]:
+        return [_deployment(r) for r in await self.c.fetch(_DEP_SELECT + where, *args)]
 
     async def lock(self, name: str) -> None:
         # Held until the transaction ends (commit or rollback); 64-bit hash of the name.

@@ -129,4 +129,13 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX deployments_token_request_id
         ON deployments(created_by_token, request_id) WHERE request_id IS NOT NULL;
     """,
+    # 8: target locks (`sami lock`): no deployment to a locked service/environment is created
+    # while the lock holds; service '' locks the whole environment.
+    """
+    CREATE TABLE target_locks (
+        environment TEXT NOT NULL, service TEXT NOT NULL, reason TEXT NOT NULL,
+        holder TEXT NOT NULL, holder_token TEXT NOT NULL, created_at REAL NOT NULL,
+        expires_at REAL NOT NULL, PRIMARY KEY (environment, service)
+    );
+    """,
 ]

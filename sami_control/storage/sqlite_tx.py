@@ -30,6 +30,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.core.store import Tx
+from sami_control.storage.sqlite_safety import SQLiteSafetyQueries
 
 _JSON_FIELDS = {
     "entries",
@@ -177,9 +178,12 @@ def _cron_run(row: sqlite3.Row) -> CronRun:
     return CronRun(**d)
 
 
-class SQLiteTx(Tx):
+class SQLiteTx(SQLiteSafetyQueries, Tx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
+
+    def _select_deployments(self, where: str, args: Sequence[Any]) -> list[Deployment]:
+        return [_deployment(r) for r in self.c.execute(_DEP_SELECT + where, args)]
 
     async def lock(self, name: str) -> None:
         """Nothing to do: every write transaction is BEGIN IMMEDIATE, so one writer at a

@@ -22,6 +22,8 @@ from sami.v1 import (
     cron_pb2_grpc,
     deployment_pb2,
     deployment_pb2_grpc,
+    lock_pb2,
+    lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
 )
@@ -47,6 +49,7 @@ class Ctx:
         self.agent = agent_pb2_grpc.AgentServiceStub(self.ch)
         self.man = manifest_pb2_grpc.ManifestServiceStub(self.ch)
         self.cron = cron_pb2_grpc.CronServiceStub(self.ch)
+        self.locks = lock_pb2_grpc.LockServiceStub(self.ch)
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
@@ -69,6 +72,27 @@ class Ctx:
 
         asyncio.run_coroutine_threadsafe(put(), self.srv.loop).result(10)
         return agent_id
+
+    def lock_and_unlock(self, service: str, env: str, md: tuple[tuple[str, str], ...]) -> object:
+        """Take a lock and release it with the same token (so later calls are not refused)."""
+        self.locks.CreateLock(
+            lock_pb2.CreateLockRequest(environment=env, service=service, reason="matrix"),
+            metadata=md,
+        )
+        return self.locks.DeleteLock(
+            lock_pb2.DeleteLockRequest(environment=env, service=service), metadata=md
+        )
+
+    def break_lock(self, md: tuple[tuple[str, str], ...]) -> object:
+        """Remove a lock an admin took on a service of its own (only an admin may)."""
+        service = f"held{next(_n)}"
+        self.locks.CreateLock(
+            lock_pb2.CreateLockRequest(environment="stage", service=service, reason="mine"),
+            metadata=self.md(self.admin),
+        )
+        return self.locks.DeleteLock(
+            lock_pb2.DeleteLockRequest(environment="stage", service=service), metadata=md
+        )
 
     def queued(self, service: str = "web", env: str = "stage") -> str:
         return self.dep.CreateDeployment(
@@ -181,6 +205,10 @@ RPCS: dict[str, Call] = {
         manifest_pb2.ListManifestRevisionsRequest(), metadata=md
     ),
     "ListCronRuns": lambda c, md: c.cron.ListCronRuns(cron_pb2.ListCronRunsRequest(), metadata=md),
+    "CreateLock+DeleteLock(web,stage)": lambda c, md: c.lock_and_unlock("web", "stage", md),
+    "CreateLock+DeleteLock(*,production)": lambda c, md: c.lock_and_unlock("", "production", md),
+    "DeleteLock(another's)": lambda c, md: c.break_lock(md),
+    "ListLocks": lambda c, md: c.locks.ListLocks(lock_pb2.ListLocksRequest(), metadata=md),
     "AgentService.Connect": _connect,
 }
 
@@ -196,6 +224,7 @@ READ = {
     "GetManifestRevision",
     "ListManifestRevisions",
     "ListCronRuns",
+    "ListLocks",
 }
 DEPLOY_ALL = {
     "RegisterArtifact",
@@ -204,12 +233,19 @@ DEPLOY_ALL = {
     "CreateDeployment(web,production)",
     "CancelDeployment(web,stage)",
     "CancelDeployment(web,production)",
+    "CreateLock+DeleteLock(web,stage)",
+    "CreateLock+DeleteLock(*,production)",
 }
 # What each role may do; every other RPC must be refused.
 ALLOWED: dict[str, set[str]] = {
     "admin": set(RPCS) - {"AgentService.Connect"},
     "deployer(web,stage)": READ
-    | {"RegisterArtifact", "CreateDeployment(web,stage)", "CancelDeployment(web,stage)"},
+    | {
+        "RegisterArtifact",
+        "CreateDeployment(web,stage)",
+        "CancelDeployment(web,stage)",
+        "CreateLock+DeleteLock(web,stage)",
+    },
     # Only an unscoped deployer may sync: a revision holds every service's manifests.
     "deployer(any)": READ | DEPLOY_ALL | {"SyncManifests"},
     "reader": READ,

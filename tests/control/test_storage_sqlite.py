@@ -215,5 +215,6 @@ async def test_a_data_folder_written_by_a_newer_sami_is_refused(tmp_path: Path) 
     conn = sqlite3.connect(tmp_path / "data" / SQLiteStore.FILE_NAME)
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match=r"written by a newer Sami \(schema 8\); upgrade"):
+    newer = len(MIGRATIONS) + 1
+    with pytest.raises(RuntimeError, match=rf"written by a newer Sami \(schema {newer}\); upgrade"):
         SQLiteStore(tmp_path / "data")

@@ -5,15 +5,18 @@ IN_PROGRESS is a service and environment blocked for good). Over a real agent st
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sami.v1 import agent_pb2, deployment_pb2
 from sami_common import limits
 from tests.security.conftest import AgentStream, Server, Stubs, create, md, seed
 
 
-def _leased(s: Stubs, admin: str, art: str, agent: AgentStream, env: str) -> agent_pb2.Assignment:
+def _leased(
+    s: Stubs, admin: str, art: str, agent: AgentStream, env: str, **kw: Any
+) -> agent_pb2.Assignment:
     n = len(agent.received)
-    dep = create(s, admin, art, env)
+    dep = create(s, admin, art, env, **kw)
     a = agent.wait_for("assignment", after=n).assignment
     assert a.deployment.id == dep
     agent.send(ack=agent_pb2.Ack(deployment_id=dep, lease_id=a.lease_id, epoch=a.deployment.epoch))
@@ -97,6 +100,8 @@ def test_a_result_without_an_outcome_ends_its_deployment_failed(
     assert got.state == deployment_pb2.FAILED
     assert "no valid outcome" in got.status_message
     assert got.status_message.endswith(": it went fine")
-    # The service and environment are free again: the next deployment is assigned.
-    assert _leased(s, admin, art, agent, "stage").deployment.id != a.deployment.id
+    # The service and environment are free again: the next deployment (of the same
+    # artifact: a FAILED one is not quarantined) is assigned.
+    again = _leased(s, admin, art, agent, "stage")
+    assert again.deployment.id != a.deployment.id
     agent.close()
