@@ -14,6 +14,7 @@ from bench.common import (
 )
 from bench.control import (
     STREAMS_PER_TOKEN,
+    ControlPlane,
     prepared,
     service_names,
 )
@@ -200,6 +201,86 @@ def _pickup_baseline(ctx: Ctx, p: Params) -> dict[str, Any]:
 # -- 6: watch fan-out ---------------------------------------------------------------------------
 
 
+def measure_fanout(
+    ctx: Ctx,
+    creator: ControlPlane,
+    agent_addr: str,
+    watch_addr: str,
+    toks: dict[str, list[str]],
+    artifact: str,
+    n: int,
+    procs: int,
+    name: str,
+    profile_pid: int,
+) -> dict[str, Any]:
+    """One deployment, `n` watchers on `watch_addr` (in `procs` processes), a simulated agent
+    on `agent_addr` that reports `fanout_events` progress events once every watcher caught
+    up: what each watcher measured (figures 6 and 13; the control planes are the caller's)."""
+    p = ctx.params
+    per_proc = -(-n // procs)
+    ntok = -(-per_proc // STREAMS_PER_TOKEN)
+    with Workers() as ws:
+        # The agent first (its stream must not be the one refused if the server caps
+        # streams); it holds the assignment until every watcher has caught up.
+        driver = ws.add(
+            f"{name}-agent",
+            simagent.agents_worker,
+            simagent.AgentPlan(
+                addr=agent_addr,
+                tokens=toks["agent"],
+                agent_ids=[f"{name}-agent"],
+                agents_per_token=1,
+                progress=p.fanout_events,
+                step_interval=p.fanout_interval,
+                hold_until_go=True,
+            ),
+        )
+        if driver.recv("ready", 60)["connected"] != 1:
+            raise RuntimeError(f"the {name} agent could not connect")
+        dep = creator.create_deployment(toks["admin"][0], service_names(1)[0], artifact)
+        watchers = [
+            ws.add(
+                f"watchers-{name}-{i}",
+                clients.watchers_worker,
+                watch_addr,
+                toks["reader"][i * ntok : (i + 1) * ntok],
+                dep,
+                min(per_proc, n - i * per_proc),
+                25,
+                p.fanout_events * p.fanout_interval + 120,
+            )
+            for i in range(procs)
+        ]
+        ready = [w.recv("ready", 180) for w in watchers]
+        caught = sum(r["caught_up"] for r in ready)
+        driver.send("go")
+        with profiled(ctx, name, profile_pid):
+            results = [
+                w.recv("result", p.fanout_events * p.fanout_interval + 180) for w in watchers
+            ]
+        driver.send("stop")
+        dres = driver.recv("result", 60)
+    lat = [x for r in results for x in r["latencies"]]
+    details: dict[str, str] = {}
+    for r in [*ready, *results, dres]:
+        details.update(r.get("error_details") or {})
+    return {
+        "caught": caught,
+        "lat": lat,
+        "details": details,
+        "extra": {
+            "watchers_requested": n,
+            "watchers_caught_up": caught,
+            "watchers_saw_end": sum(r["ended"] for r in results),
+            "events_per_watcher": p.fanout_events + 1,
+            "deliveries": len(lat),
+            "max_ms": ms(max(lat)) if lat else None,
+            "errors": error_counts(*results, dres),
+            "error_details": details,
+        },
+    }
+
+
 def fig_fanout(ctx: Ctx) -> list[Row]:
     p = ctx.params
     n = p.fanout_watchers
@@ -209,68 +290,19 @@ def fig_fanout(ctx: Ctx) -> list[Row]:
         ctx.folder("fanout"), 1, reader_tokens=ntok * p.fanout_procs, agent_tokens=1
     )
     try:
-        with Workers() as ws:
-            # The agent first (its stream must not be the one refused if the server caps
-            # streams); it holds the assignment until every watcher has caught up.
-            driver = ws.add(
-                "fanout-agent",
-                simagent.agents_worker,
-                simagent.AgentPlan(
-                    addr=cp.addr,
-                    tokens=toks["agent"],
-                    agent_ids=["fanout-agent"],
-                    agents_per_token=1,
-                    progress=p.fanout_events,
-                    step_interval=p.fanout_interval,
-                    hold_until_go=True,
-                ),
-            )
-            if driver.recv("ready", 60)["connected"] != 1:
-                raise RuntimeError("the fan-out agent could not connect")
-            dep = cp.create_deployment(toks["admin"][0], service_names(1)[0], artifact)
-            watchers = [
-                ws.add(
-                    f"watchers-{i}",
-                    clients.watchers_worker,
-                    cp.addr,
-                    toks["reader"][i * ntok : (i + 1) * ntok],
-                    dep,
-                    min(per_proc, n - i * per_proc),
-                    25,
-                    p.fanout_events * p.fanout_interval + 120,
-                )
-                for i in range(p.fanout_procs)
-            ]
-            ready = [w.recv("ready", 180) for w in watchers]
-            caught = sum(r["caught_up"] for r in ready)
-            driver.send("go")
-            with profiled(ctx, "fanout", cp.pid):
-                results = [
-                    w.recv("result", p.fanout_events * p.fanout_interval + 180) for w in watchers
-                ]
-            driver.send("stop")
-            dres = driver.recv("result", 60)
+        run = measure_fanout(
+            ctx, cp, cp.addr, cp.addr, toks, artifact, n, p.fanout_procs, "fanout", cp.pid
+        )
         errors_logged = cp.errors_logged()
     finally:
         cp.stop()
-    lat = [x for r in results for x in r["latencies"]]
-    ended = sum(r["ended"] for r in results)
+    caught, lat, details = run["caught"], run["lat"], run["details"]
     base = _fanout_baseline(ctx, p, caught)
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     ctx.baseline["fanout_p99"] = p99  # for figure 13, across replicas
     ctx.baseline["fanout_watchers"] = caught
-    details: dict[str, str] = {}
-    for r in [*ready, *results, dres]:
-        details.update(r.get("error_details") or {})
     extra = {
-        "watchers_requested": n,
-        "watchers_caught_up": caught,
-        "watchers_saw_end": ended,
-        "events_per_watcher": p.fanout_events + 1,
-        "deliveries": len(lat),
-        "max_ms": ms(max(lat)) if lat else None,
-        "errors": error_counts(*results, dres),
-        "error_details": details,
+        **run["extra"],
         "baseline_p50_ms": ms(base["p50"]),
         "baseline_p99_ms": ms(base["p99"]),
         "baseline_deliveries": base["deliveries"],

@@ -26,7 +26,7 @@ from bench import clients, simagent
 from bench.common import CLK_TCK, Row, Skipped, cpu_seconds, percentile, rss_bytes
 from bench.control import STREAMS_PER_TOKEN, ControlPlane, prepared, service_names
 from bench.figures import calls
-from bench.figures.delivery import pickup_stats
+from bench.figures.delivery import measure_fanout, pickup_stats
 from bench.figures.lifecycle import run_lifecycles
 from bench.figures.shared import (
     MB,
@@ -375,68 +375,18 @@ def fig_pg_watch(ctx: Ctx) -> list[Row]:
         ctx, "watch", 1, reader_tokens=ntok * procs, agent_tokens=1
     )
     try:
-        with Workers() as ws:
-            # The agent on A: A stores its reports; it holds the assignment until every
-            # watcher (on B) has caught up.
-            driver = ws.add(
-                "watch-agent",
-                simagent.agents_worker,
-                simagent.AgentPlan(
-                    addr=a.addr,
-                    tokens=toks["agent"],
-                    agent_ids=["watch-agent"],
-                    agents_per_token=1,
-                    progress=p.fanout_events,
-                    step_interval=p.fanout_interval,
-                    hold_until_go=True,
-                ),
-            )
-            if driver.recv("ready", 60)["connected"] != 1:
-                raise RuntimeError("the agent on replica A could not connect")
-            dep = a.create_deployment(toks["admin"][0], service_names(1)[0], artifact)
-            watchers = [
-                ws.add(
-                    f"watchers-b-{i}",
-                    clients.watchers_worker,
-                    b.addr,
-                    toks["reader"][i * ntok : (i + 1) * ntok],
-                    dep,
-                    min(per_proc, n - i * per_proc),
-                    25,
-                    p.fanout_events * p.fanout_interval + 120,
-                )
-                for i in range(procs)
-            ]
-            ready = [w.recv("ready", 180) for w in watchers]
-            caught = sum(r["caught_up"] for r in ready)
-            driver.send("go")
-            with profiled(ctx, "pg-watch-replica-b", b.pid):
-                results = [
-                    w.recv("result", p.fanout_events * p.fanout_interval + 180) for w in watchers
-                ]
-            driver.send("stop")
-            dres = driver.recv("result", 60)
+        # The agent on A (A stores its reports), the watchers on B.
+        run = measure_fanout(
+            ctx, a, a.addr, b.addr, toks, artifact, n, procs, "pg-watch-replica-b", b.pid
+        )
         errors_logged = a.errors_logged() + b.errors_logged()
     finally:
         b.stop()
         a.stop()
-    lat = [x for r in results for x in r["latencies"]]
+    caught, lat, details = run["caught"], run["lat"], run["details"]
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
-    details: dict[str, str] = {}
-    for r in [*ready, *results, dres]:
-        details.update(r.get("error_details") or {})
+    extra = {**run["extra"], "control_log_errors": errors_logged}
     same = ctx.baseline.get("fanout_p99")
-    extra = {
-        "watchers_requested": n,
-        "watchers_caught_up": caught,
-        "watchers_saw_end": sum(r["ended"] for r in results),
-        "events_per_watcher": p.fanout_events + 1,
-        "deliveries": len(lat),
-        "max_ms": ms(max(lat)) if lat else None,
-        "errors": error_counts(*results, dres),
-        "error_details": details,
-        "control_log_errors": errors_logged,
-    }
     return [
         Row(
             "13",
