@@ -224,7 +224,14 @@ def test_the_readme_use_it_deploys_an_example_on_loopback(tmp_path: Path) -> Non
                 assert done.returncode == 0, (argv, done.stderr)
                 if argv[0] == "token":
                     tokens[argv[argv.index("--role") + 1]] = done.stdout.splitlines()[-1]
-            elif program == "sami-control" and argv[0] == "serve" and "--tls-cert" not in argv:
+            elif (
+                program == "sami-control"
+                and argv[0] == "serve"
+                and "--tls-cert" not in argv
+                and server is None
+            ):
+                # The first plain serve line; later ones (the dashboard's) only vary it, and
+                # starting them too would leave a second server that nothing stops.
                 server = Proc(
                     [PY, "-m", "sami_control", *argv], tmp_path / "control.log", env=base_env()
                 ).start()
