@@ -288,7 +288,10 @@ class StackObserver:
         if not raw:
             return None
         log = raw.get("Log") or []
-        last = log[-1] if log else {}
+        # A check killed with the container (exit 137: SIGKILL while it stops) says nothing
+        # about the service; the check before it says why it was stopped.
+        meaningful = [entry for entry in log if entry.get("ExitCode") != 137]
+        last = meaningful[-1] if meaningful else (log[-1] if log else {})
         output = " ".join(str(last.get("Output") or "").split())
         if len(output) > 300:
             output = output[:297] + "..."
