@@ -131,6 +131,23 @@ def with_manifest_lines(env: str, *lines: str) -> dict[str, bytes]:
     return files
 
 
+def test_promote_waits_until_the_artifact_was_live_for_promote_after(stack: Stack) -> None:
+    sync(stack.control, stack.admin, with_manifest_lines("production", "promote_after: 2s"))
+    stack.agent("a1", "--dry-run-step-seconds", "0.05")
+    assert deploy(stack, "stage", stack.artifact, "--wait", "--timeout", "60")[0] == 0
+    r = stack.sami("promote", "web", "--from", "stage", "--to", "production")
+    assert r.rc == 2, r.err
+    assert "not promoting web@sha256:aaaa" in r.err
+    assert "it has been live in stage for" in r.err
+    assert "production's manifest requires 2s (promote_after)" in r.err
+    assert "may be promoted from" in r.err and "wait and run `sami promote` again" in r.err
+    assert json.loads(stack.sami("list", "--env", "production", "--output", "json").out) == []
+    time.sleep(2.5)
+    r = stack.sami("promote", "web", "--from", "stage", "--to", "production", "--wait")
+    assert r.rc == 0, r.err
+    assert "SUCCEEDED" in r.out
+
+
 def test_queue_fifo_keeps_every_request_and_the_queue_says_so(stack: Stack) -> None:
     sync(stack.control, stack.admin, with_manifest_lines("stage", "queue: fifo"))
     first = deploy(stack, "stage", stack.artifact)[1]
