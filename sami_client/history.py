@@ -12,6 +12,9 @@ back to, what a promotion takes. Pure functions over deployments listed newest f
   not below the rollback, so repeating `sami rollback` walks back one artifact at a time,
   any depth. It never picks an artifact of another kind than the live deployment's type
   deploys (an archive for a Swarm service, an image for a site).
+- A **promotion gate** (`promote_after` in the destination's manifest) asks how long the
+  artifact has been live in the source: since the SUCCEEDED deploy of its digest there,
+  when no deploy of it FAILED or was ROLLED_BACK there after (`live_since`).
 - A digest is **quarantined** on a target when its latest word there is bad (a deploy of it
   FAILED or was ROLLED_BACK, or a rollback took the service away from it: the rule is
   sami_common.quarantine's, which the server enforces). Rollbacks and promotions never
@@ -133,6 +136,21 @@ def quarantined_digests(history: Iterable[Deployment]) -> dict[str, Quarantine]:
         for d in history
         if is_deploy(d) and d.state in _OUTCOMES
     )
+
+
+def live_since(history: Iterable[Deployment], digest: str) -> float | None:
+    """When `digest` went live on one target (seconds since the epoch): the finish time of
+    its newest SUCCEEDED deploy there, from the target's deployments newest first. None when
+    it never succeeded there, or a deploy of it FAILED or was ROLLED_BACK after that: a
+    gate counts from a success nothing went wrong after (there is no health status yet)."""
+    for d in history:
+        if not is_deploy(d) or d.artifact.digest != digest:
+            continue
+        if d.state in (deployment_pb2.FAILED, deployment_pb2.ROLLED_BACK):
+            return None
+        if d.state == deployment_pb2.SUCCEEDED:
+            return d.finish_time.ToNanoseconds() / 1e9 if d.HasField("finish_time") else None
+    return None
 
 
 def rollback_target(history: Sequence[Deployment]) -> RollbackPlan:

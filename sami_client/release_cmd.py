@@ -23,16 +23,22 @@ deployment that cannot be rolled back to, they exit 2 and say why.
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
+import math
+import time
 from collections.abc import Callable
 from typing import Any
+
+import grpc
 
 from sami_client import argtypes, history, render
 from sami_client.client import DEFAULT_PAGE_SIZE, SamiClient
 from sami_client.context import Context
-from sami_client.errors import ExitCode, UsageError
+from sami_client.errors import ExitCode, SamiError, UsageError
 from sami_client.follow import add_wait_options, check_wait_options
 from sami_client.pb import deployment_pb2
+from sami_common import durations
 
 PREVIEWS = "pull_request"
 _DEFAULT_LIMIT = 50
@@ -327,6 +333,7 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
             f"artifact that is not quarantined{why}; deploy there first (`sami deploy "
             f"{service} --env {source_env} --artifact ID --wait`)"
         )
+    _check_promotion_gate(client, source, service, source_env, dest_env, args.deployment_type)
     if not ctx.json_output:
         ctx.console.note(
             f"promoting {render.artifact_label(source)} of {service} from {source_env} "
@@ -343,6 +350,72 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
     return ctx.follower().started(
         deployment, wait=args.wait, timeout=args.timeout, queue_timeout=args.queue_timeout
     )
+
+
+def _promotion_gate(client: SamiClient, service: str, env: str, deployment_type: str) -> int:
+    """The `promote_after` (seconds) of `service`'s manifest in `env` (the longest, when the
+    service has several deployment types there and --type named none); 0: no gate."""
+    try:
+        entries = client.get_manifest_revision("current").entries
+    except SamiError as err:
+        if err.code is grpc.StatusCode.NOT_FOUND:  # nothing synced: the deploy is refused anyway
+            return 0
+        raise
+    return max(
+        (
+            e.promote_after_seconds
+            for e in entries
+            if e.service == service
+            and e.environment == env
+            and deployment_type in ("", e.deployment_type)
+        ),
+        default=0,
+    )
+
+
+def _check_promotion_gate(
+    client: SamiClient,
+    source: deployment_pb2.Deployment,
+    service: str,
+    source_env: str,
+    dest_env: str,
+    deployment_type: str,
+) -> None:
+    """Refuse (exit 2) to promote an artifact that has not been live in the source for the
+    destination manifest's `promote_after`. Checked here, in the CLI: to the server a
+    promotion is a plain deployment (docs/release-safety.md)."""
+    required = _promotion_gate(client, service, dest_env, deployment_type)
+    if required <= 0:
+        return
+    label = render.artifact_label(source)
+    recent = itertools.islice(
+        client.history(service, source_env, pull_request=0), _QUARANTINE_LOOKBACK
+    )
+    since = history.live_since(recent, source.artifact.digest)
+    rule = f"{dest_env}'s manifest requires {durations.format_seconds(required)} (promote_after)"
+    if since is None:
+        raise UsageError(
+            f"not promoting {label} of {service} to {dest_env}: a deploy of it in "
+            f"{source_env} FAILED or was rolled back after it succeeded, so it has not been "
+            f"live there since a success, and {rule}; deploy it to {source_env} again and "
+            f"promote it once it has been live for {durations.format_seconds(required)}"
+        )
+    now = time.time()
+    live_for = max(0.0, now - since)
+    if live_for >= required:
+        return
+    allowed = since + required
+    raise UsageError(
+        f"not promoting {label} of {service} to {dest_env} yet: it has been live in "
+        f"{source_env} for {durations.format_seconds(round(live_for))} (since deployment "
+        f"{source.id} succeeded), and {rule}; it may be promoted from "
+        f"{_utc(allowed)} (in {durations.format_seconds(math.ceil(allowed - now))}): "
+        "wait and run `sami promote` again"
+    )
+
+
+def _utc(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _quarantined(client: SamiClient, service: str, env: str) -> dict[str, history.Quarantine]:

@@ -498,6 +498,10 @@ def _entry_extra(e: manifest_pb2.ManifestEntry) -> str:
         extra.append(f"target_dir={e.static_target_dir} keep={e.keep_releases}")
     if e.cron_schedule:
         extra.append(f"schedule={e.cron_schedule!r}")
+    if e.promote_after_seconds:
+        extra.append(f"promote_after={format_seconds(e.promote_after_seconds)}")
+    if e.queue and e.queue != "supersede":
+        extra.append(f"queue={e.queue}")
     return " ".join(extra)
 
 

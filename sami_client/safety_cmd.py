@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import grpc
 
 from sami_client import argtypes, render
 from sami_client.client import SamiClient
@@ -24,11 +26,17 @@ from sami_client.context import Context, Subparsers
 from sami_client.errors import ExitCode, SamiError
 from sami_client.follow import lock_target, locked_reason, queued_reason
 from sami_client.pb import cluster_pb2, deployment_pb2, lock_pb2
+from sami_manifests import QUEUE_SUPERSEDE
 
 SUPERSEDE_RULE = (
     "a newer deployment of the same service and environment (and pull request) supersedes "
     "a queued one: at most one waits per target, the newest"
 )
+FIFO_RULE = (
+    "`queue: fifo` in the target's manifest: a newer deployment waits behind the queued ones, "
+    "and they run one at a time, oldest first"
+)
+QUEUE_RULES_TEXT = f"supersede (the default): {SUPERSEDE_RULE}; fifo: {FIFO_RULE}"
 # How often `sami deploy --wait-lock` asks whether the lock is gone (seconds).
 LOCK_POLL = 2.0
 
@@ -119,9 +127,11 @@ def why_waiting(
     locks: list[lock_pb2.Lock],
     agents: Callable[[str], list[cluster_pb2.Agent]],
     now: float,
+    ahead: Sequence[deployment_pb2.Deployment] = (),
 ) -> str:
     """Why the QUEUED deployment `d` waits: a lock, a deployment in flight on its target,
-    no agent connected for its cluster (first that applies)."""
+    an older queued one of its target (`queue: fifo`; `ahead` are the queued deployments
+    older than `d`), no agent connected for its cluster (first that applies)."""
     for lk in locks:
         if lk.environment == d.environment and lk.service in ("", d.service):
             return locked_reason(lk)
@@ -132,15 +142,38 @@ def why_waiting(
                 f"deployment {a.id} of the same target is {render.state_name(a.state)}: "
                 "one at a time per service and environment"
             )
+    before = [a for a in ahead if (a.service, a.environment, a.pull_request) == key]
+    if before:
+        return (
+            f"deployment {before[-1].id} of the same target, queued before it: "
+            "they run in order (queue: fifo)"
+        )
     found = agents(d.cluster)
     if not any(a.connected for a in found):
         return queued_reason(d, found, now)
     return f"next for the agents of cluster {d.cluster}"
 
 
+def queue_rule(d: deployment_pb2.Deployment, rules: dict[tuple[str, str, str], str]) -> str:
+    """supersede or fifo: what a new request for `d`'s target does to `d`, by the current
+    manifests (a new deployment is resolved against them, and its rule decides)."""
+    return rules.get((d.service, d.deployment_type, d.environment)) or QUEUE_SUPERSEDE
+
+
+def current_queue_rules(client: SamiClient) -> dict[tuple[str, str, str], str]:
+    """(service, deployment type, environment) -> its manifest's `queue` rule."""
+    try:
+        revision = client.get_manifest_revision("current")
+    except SamiError as err:
+        if err.code is grpc.StatusCode.NOT_FOUND:  # nothing synced yet: nothing deploys
+            return {}
+        raise
+    return {(e.service, e.deployment_type, e.environment): e.queue for e in revision.entries}
+
+
 def queue_rows(
     client: SamiClient, environment: str, service: str
-) -> list[tuple[deployment_pb2.Deployment, str]]:
+) -> list[tuple[deployment_pb2.Deployment, str, str]]:
     def listed(state: deployment_pb2.DeploymentState) -> list[deployment_pb2.Deployment]:
         return list(client.list_deployments(service=service, environment=environment, state=state))
 
@@ -156,29 +189,37 @@ def queue_rows(
             by_cluster[cluster] = client.list_agents(cluster)
         return by_cluster[cluster]
 
+    rules = current_queue_rules(client)
     now = time.time()
-    return [(d, why_waiting(d, active, locks, agents, now)) for d in queued]
+    return [
+        (d, why_waiting(d, active, locks, agents, now, queued[:i]), queue_rule(d, rules))
+        for i, d in enumerate(queued)
+    ]
 
 
 def run_queue(args: argparse.Namespace, ctx: Context) -> int:
     rows = queue_rows(ctx.client(), args.env, args.service)
     table = render.table(
-        ("ID", "SERVICE", "ENVIRONMENT", "QUEUED", "WAITS FOR"),
+        ("ID", "SERVICE", "ENVIRONMENT", "QUEUED", "RULE", "WAITS FOR"),
         [
             (
                 d.id,
                 d.service,
                 d.environment + (f" #{d.pull_request}" if d.pull_request else ""),
                 render.timestamp(d.create_time),
+                rule,
                 why,
             )
-            for d, why in rows
+            for d, why, rule in rows
         ],
     )
-    text = (table if rows else "nothing is queued") + f"\n\nrule: {SUPERSEDE_RULE}"
+    text = (table if rows else "nothing is queued") + f"\n\nrules: {QUEUE_RULES_TEXT}"
     value = {
-        "queue": [{"deployment": render.to_dict(d), "waits_for": why} for d, why in rows],
-        "rule": SUPERSEDE_RULE,
+        "queue": [
+            {"deployment": render.to_dict(d), "waits_for": why, "rule": rule}
+            for d, why, rule in rows
+        ],
+        "rule": QUEUE_RULES_TEXT,
     }
     ctx.show(text, value)
     return int(ExitCode.SUCCEEDED)

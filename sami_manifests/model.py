@@ -32,6 +32,14 @@ MIN_CONVERGE_TIMEOUT = 10
 MAX_CONVERGE_TIMEOUT = 2 * 3600
 DEFAULT_KEEP_RELEASES = 5
 MAX_KEEP_RELEASES = 100
+# `promote_after:` — how long an artifact must have been live in the source environment
+# before `sami promote` takes it to this one (0: no gate).
+MAX_PROMOTE_AFTER = 90 * 86400
+# `queue:` — what a new deployment does to the queued ones of its service and environment:
+# supersede them (only the newest waits), or wait behind them (they run in order).
+QUEUE_SUPERSEDE = "supersede"
+QUEUE_FIFO = "fifo"
+QUEUE_RULES: tuple[str, ...] = (QUEUE_SUPERSEDE, QUEUE_FIFO)
 
 
 def canonical_environment(name: str) -> str | None:
@@ -100,6 +108,8 @@ class ResolvedManifest:
     cron: CronSettings | None
     files: Mapping[str, bytes] = field(repr=False, hash=False)
     warnings: tuple[Problem, ...] = ()
+    promote_after: int = 0  # seconds; 0: promotions here are not gated
+    queue: str = QUEUE_SUPERSEDE
 
     @property
     def manifest_path(self) -> str:

@@ -7,6 +7,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from sami_common import durations
+
 from . import values
 from .model import (
     DEFAULT_CONVERGE_TIMEOUT,
@@ -15,7 +17,10 @@ from .model import (
     MANIFEST_NAMES,
     MAX_CONVERGE_TIMEOUT,
     MAX_KEEP_RELEASES,
+    MAX_PROMOTE_AFTER,
     MIN_CONVERGE_TIMEOUT,
+    QUEUE_RULES,
+    QUEUE_SUPERSEDE,
     UNSUPPORTED_TYPES,
     VERSION,
     CronSettings,
@@ -41,6 +46,8 @@ TOP_FIELDS: dict[str, frozenset[str]] = {
     "stack_name": STACK_TYPES | {"cron"},
     "static_file": frozenset({"static_file"}),
     "cron": frozenset({"cron"}),
+    "promote_after": ALL_TYPES,
+    "queue": ALL_TYPES,
 }
 STATIC_FILE_FIELDS = ("target_dir", "keep_releases")
 CRON_FIELDS = ("schedule", "stack_files", "image_services")
@@ -94,6 +101,8 @@ class ManifestSpec:
     static_file: StaticFileSettings | None = None
     cron: CronSettings | None = None
     type_line: int = 0
+    promote_after: int = 0
+    queue: str = QUEUE_SUPERSEDE
 
 
 @dataclass(frozen=True)
@@ -328,6 +337,10 @@ class _Checker:
                 spec.cluster = cluster
         if "stack_name" in doc and "stack_name" in _fields_for(deployment_type):
             spec.stack_name = self.check_stack_name(doc)
+        if "promote_after" in doc:
+            spec.promote_after = self.check_promote_after(doc)
+        if "queue" in doc:
+            spec.queue = self.check_queue(doc)
         if deployment_type in STACK_TYPES:
             self.check_stack_fields(doc, spec, "")
         elif deployment_type == "static_file":
@@ -480,6 +493,56 @@ class _Checker:
             )
             return DEFAULT_CONVERGE_TIMEOUT
         return seconds
+
+    def check_promote_after(self, doc: YMap) -> int:
+        """`promote_after: 30m`: the gate on promotions into this environment."""
+        line = doc.value_line("promote_after")
+        if self.ctx.environment == "pull_request":
+            self.err(
+                line,
+                "wrong-value",
+                "promote_after in a pull_request manifest: previews are never promoted to",
+                "remove it here; set it in the stage or production manifest that "
+                "`sami promote --to` names",
+            )
+            return 0
+        try:
+            seconds = values.parse_sami_duration(doc["promote_after"])
+        except ValueError as exc:
+            self.err(
+                line,
+                "bad-duration",
+                f"promote_after: {exc}",
+                "write how long an artifact must have been live in the source environment, "
+                "e.g. promote_after: 30m (or 1h, 1d)",
+            )
+            return 0
+        if not 1 <= seconds <= MAX_PROMOTE_AFTER:
+            self.err(
+                line,
+                "bad-duration",
+                f"promote_after {durations.format_seconds(seconds)} is outside "
+                f"1s..{durations.format_seconds(MAX_PROMOTE_AFTER)}",
+                "pick a wait between 1s and 90d, or remove the field to promote at once",
+            )
+            return 0
+        return seconds
+
+    def check_queue(self, doc: YMap) -> str:
+        """`queue: supersede|fifo`: what a new deployment does to the queued ones."""
+        rule = self.string(doc, "queue", "queue")
+        if rule is None:
+            return QUEUE_SUPERSEDE
+        if rule not in QUEUE_RULES:
+            self.err(
+                doc.value_line("queue"),
+                "wrong-value",
+                f"queue {rule!r} is not a queue rule: expected one of {', '.join(QUEUE_RULES)}",
+                "supersede (the default): a new deployment replaces the queued one; "
+                "fifo: queued deployments all run, in order",
+            )
+            return QUEUE_SUPERSEDE
+        return rule
 
     def check_stack_name(self, doc: YMap) -> str | None:
         line = doc.value_line("stack_name")

@@ -410,6 +410,8 @@ def _check_env(
         cron=spec.cron,
         files=MappingProxyType(dict(env.files)),
         warnings=tuple(sort_problems(problems)),
+        promote_after=spec.promote_after,
+        queue=spec.queue,
     )
     return manifest, problems
 

@@ -38,6 +38,7 @@ from sami_control.core.sessions import Sessions
 from sami_control.core.store import Tx
 from sami_control.core.streams import Streams
 from sami_control.core.transitions import move, record
+from sami_manifests import QUEUE_FIFO
 
 
 def _create_subject(self: Deployments, who: Principal, req: DeploymentInput) -> Subject:
@@ -151,6 +152,7 @@ class Deployments:
                     static_target_dir=m.static_file.target_dir if m.static_file else "",
                     keep_releases=m.static_file.keep_releases if m.static_file else 0,
                     cron_schedule=m.cron.schedule if m.cron else "",
+                    queue=m.queue,
                 ),
             )
             await self.enqueue(tx, fx, d, f"requested by {who.name}", req.reason)
@@ -234,7 +236,9 @@ class Deployments:
         return prior
 
     async def enqueue(self, tx: Tx, fx: Effects, d: Deployment, who: str, reason: str) -> None:
-        """Store a new deployment as QUEUED and supersede older queued ones of its key."""
+        """Store a new deployment as QUEUED and supersede older queued ones of its key,
+        unless its manifest says `queue: fifo`: then it waits behind them, and dispatch
+        (oldest of a key first, one at a time) runs them in order."""
         await tx.lock(key_lock(d.service, d.environment, d.pull_request))
         now = d.created_at
         first = record(
@@ -243,6 +247,8 @@ class Deployments:
         await tx.insert_deployment(d)
         await tx.append_event(first)
         fx.add(d, first)
+        if d.manifest_settings.queue == QUEUE_FIFO:
+            return
         queued = await tx.queued_of_key(d.service, d.environment, d.pull_request)
         for candidate in sorted(queued, key=lambda q: q.id):
             old = await hold(tx, candidate.id) if candidate.id != d.id else None

@@ -50,6 +50,8 @@ def entry_of(m: manifests.ResolvedManifest) -> dict[str, object]:
         "static_target_dir": m.static_file.target_dir if m.static_file else "",
         "keep_releases": m.static_file.keep_releases if m.static_file else 0,
         "cron_schedule": m.cron.schedule if m.cron else "",
+        "promote_after_seconds": m.promote_after,
+        "queue": m.queue,
     }
 
 

@@ -110,6 +110,9 @@ class ManifestSettings:
     keep_releases: int = 0
     # cron: the 5-field schedule.
     cron_schedule: str = ""
+    # What this deployment does to the queued ones of its key (sami_manifests.QUEUE_RULES);
+    # rows stored before the field existed read the default.
+    queue: str = "supersede"
 
 
 @dataclass

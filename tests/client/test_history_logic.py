@@ -168,3 +168,22 @@ def test_fits_names_the_kind_a_deployment_type_deploys() -> None:
     assert history.fits(site) and not history.fits(site, "swarm")
     module = of_kind(dep("c", "c"), artifact_pb2.ARTIFACT_KIND_MODULE)
     assert not history.redeployable(module)
+
+
+def finished(d: deployment_pb2.Deployment, at: float) -> deployment_pb2.Deployment:
+    d.finish_time.FromSeconds(int(at))
+    return d
+
+
+def test_an_artifact_is_live_since_its_success_unless_it_went_wrong_after() -> None:
+    digest_a = "sha256:" + "a" * 64
+    h = newest_first(
+        finished(dep("d1", "a", FAILED), 100),
+        finished(dep("d2", "a"), 200),
+        finished(dep("d3", "b"), 300),
+    )
+    # A failure before the success does not count, another artifact does not either.
+    assert history.live_since(h, digest_a) == 200
+    assert history.live_since(h, "sha256:" + "c" * 64) is None
+    later = newest_first(*reversed(h), finished(dep("d4", "a", deployment_pb2.ROLLED_BACK), 400))
+    assert history.live_since(later, digest_a) is None

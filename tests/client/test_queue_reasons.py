@@ -36,3 +36,13 @@ def test_then_a_deployment_in_flight_on_its_target() -> None:
 def test_then_no_agent_connected() -> None:
     why = why_waiting(QUEUED, [], [], lambda c: [], 0.0)
     assert "no agent of cluster c1 has ever connected" in why
+
+
+def test_under_fifo_an_older_queued_deployment_of_the_target_goes_first() -> None:
+    older = deployment_pb2.Deployment(id="dep_o", service="web", environment="production")
+    other = deployment_pb2.Deployment(id="dep_x", service="api", environment="production")
+    why = why_waiting(QUEUED, [], [], lambda c: CONNECTED, 0.0, [older, other])
+    assert why == (
+        "deployment dep_o of the same target, queued before it: they run in order (queue: fifo)"
+    )
+    assert why_waiting(QUEUED, [], [], lambda c: CONNECTED, 0.0, [other]).startswith("next for")

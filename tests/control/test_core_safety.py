@@ -195,3 +195,33 @@ async def test_a_lock_taken_on_one_replica_refuses_a_create_on_another(
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_queue_fifo_keeps_every_queued_deployment_and_runs_them_in_order(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    files = samples.repo(("web",))
+    files["services/web/swarm/stage/sami.yaml"] += b"queue: fifo\n"
+    await cp.manifests.sync(ADMIN, "", list(files.items()))
+    d1, d2, d3 = await deploy(cp), await deploy(cp, ref=REF2), await deploy(cp)
+    assert [(await get(cp, d)).state for d in (d1, d2, d3)] == [State.QUEUED] * 3
+    assert (await get(cp, d3)).manifest_settings.queue == "fifo"
+    # Production keeps the default rule: the newer request supersedes the queued one.
+    p1 = await deploy(cp, environment="production")
+    await deploy(cp, environment="production", ref=REF2)
+    assert (await get(cp, p1)).state is State.SUPERSEDED
+
+    agent = await connect(cp, "a1")
+    for d in (d1, d2, d3):
+        await tick(cp)
+        (assigned,) = [
+            c.deployment
+            for c in drain(agent)
+            if isinstance(c, AssignCommand) and c.deployment.environment == "stage"
+        ]
+        assert assigned.id == d.id
+        await cp.reports.result(
+            agent, d.id, assigned.lease_id, assigned.epoch, Outcome.SUCCEEDED, ""
+        )
+    assert [(await get(cp, d)).state for d in (d1, d2, d3)] == [State.SUCCEEDED] * 3

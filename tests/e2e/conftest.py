@@ -57,13 +57,13 @@ class Stack:
         return sami(self.control, self.admin, *args, timeout=timeout)
 
 
-def sync(control: ControlPlane, token: str) -> None:
+def sync(control: ControlPlane, token: str, files: dict[str, bytes] | None = None) -> None:
+    """Upload the deployments repo (default: the sample one) as the current revision."""
+    files = samples.repo() if files is None else files
     with grpc.insecure_channel(control.addr) as ch:
         manifest_pb2_grpc.ManifestServiceStub(ch).SyncManifests(
             manifest_pb2.SyncManifestsRequest(
-                files=[
-                    manifest_pb2.ManifestFile(path=p, content=c) for p, c in samples.repo().items()
-                ]
+                files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in files.items()]
             ),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=10,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-from tests.e2e.conftest import Stack
+from tests import samples
+from tests.e2e.conftest import Stack, sync
 from tests.harness import DIGEST_B, sami, sami_popen, wait_for
 
 REF_B = f"127.0.0.1:5000/web@{DIGEST_B}"
@@ -122,3 +123,48 @@ def test_a_rolled_back_digest_is_quarantined(stack: Stack) -> None:
     audit = stack.sami("audit", "--output", "json")
     assert audit.rc == 0, audit.err
     assert f"forced past quarantine: deployment {rollback_id}" in audit.out
+
+
+def with_manifest_lines(env: str, *lines: str) -> dict[str, bytes]:
+    files = samples.repo()
+    files[f"services/web/swarm/{env}/sami.yaml"] += "".join(f"{x}\n" for x in lines).encode()
+    return files
+
+
+def test_promote_waits_until_the_artifact_was_live_for_promote_after(stack: Stack) -> None:
+    sync(stack.control, stack.admin, with_manifest_lines("production", "promote_after: 2s"))
+    stack.agent("a1", "--dry-run-step-seconds", "0.05")
+    assert deploy(stack, "stage", stack.artifact, "--wait", "--timeout", "60")[0] == 0
+    r = stack.sami("promote", "web", "--from", "stage", "--to", "production")
+    assert r.rc == 2, r.err
+    assert "not promoting web@sha256:aaaa" in r.err
+    assert "it has been live in stage for" in r.err
+    assert "production's manifest requires 2s (promote_after)" in r.err
+    assert "may be promoted from" in r.err and "wait and run `sami promote` again" in r.err
+    assert json.loads(stack.sami("list", "--env", "production", "--output", "json").out) == []
+    time.sleep(2.5)
+    r = stack.sami("promote", "web", "--from", "stage", "--to", "production", "--wait")
+    assert r.rc == 0, r.err
+    assert "SUCCEEDED" in r.out
+
+
+def test_queue_fifo_keeps_every_request_and_the_queue_says_so(stack: Stack) -> None:
+    sync(stack.control, stack.admin, with_manifest_lines("stage", "queue: fifo"))
+    first = deploy(stack, "stage", stack.artifact)[1]
+    second = deploy(stack, "stage", stack.artifact)[1]
+    prod_first = deploy(stack, "production", stack.artifact)[1]
+    prod = deploy(stack, "production", stack.artifact)[1]
+    r = stack.sami("queue", "--output", "json")
+    assert r.rc == 0, r.err
+    rows = {e["deployment"]["id"]: e for e in json.loads(r.out)["queue"]}
+    assert set(rows) == {first, second, prod}, "production superseded its older request"
+    assert prod_first not in rows
+    assert [rows[i]["rule"] for i in (first, second, prod)] == ["fifo", "fifo", "supersede"]
+    assert rows[second]["waits_for"] == (
+        f"deployment {first} of the same target, queued before it: they run in order (queue: fifo)"
+    )
+    table = stack.sami("queue", "--env", "stage").out
+    assert "RULE" in table and "fifo:" in table
+    stack.agent("a1", "--dry-run-step-seconds", "0.05")
+    assert stack.sami("watch", second, "--timeout", "60").rc == 0
+    assert stack.sami("watch", first, "--timeout", "60").rc == 0
