@@ -6,6 +6,7 @@ dependencies)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 
@@ -20,8 +21,31 @@ _EXTRA_MODULES = frozenset(
         "grpc_reflection",
         "aiohttp",
         "jinja2",
+        "asyncpg",
     }
 )
+# What `sami-control` needs from its extra. Only `serve` imports most of them, and only when it
+# runs (the other commands start faster without the server): look them up without importing
+# them, so that a missing one is named before any command starts.
+_CONTROL_NEEDS = (
+    "structlog",
+    "grpc_health",
+    "grpc_reflection",
+    "prometheus_client",
+    "cryptography",
+    "asyncpg",
+    "aiohttp",
+    "jinja2",
+)
+
+
+def _missing_extra(program: str, extra: str, name: str) -> SystemExit:
+    print(
+        f"{program}: the Python package {name!r} is missing: {program} needs the "
+        f"'{extra}' extra: pip install 'sami[{extra}]'",
+        file=sys.stderr,
+    )
+    return SystemExit(2)
 
 
 def _load(module: str, program: str, extra: str) -> Callable[[], int]:
@@ -30,16 +54,14 @@ def _load(module: str, program: str, extra: str) -> Callable[[], int]:
     except ModuleNotFoundError as err:
         if err.name not in _EXTRA_MODULES:
             raise
-        print(
-            f"{program}: the Python package {err.name!r} is missing: {program} needs the "
-            f"'{extra}' extra: pip install 'sami[{extra}]'",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
+        raise _missing_extra(program, extra, err.name) from None
     return main
 
 
 def control() -> int:
+    for name in _CONTROL_NEEDS:
+        if importlib.util.find_spec(name) is None:
+            raise _missing_extra("sami-control", "control", name)
     return _load("sami_control.cli", "sami-control", "control")()
 
 

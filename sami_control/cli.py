@@ -13,7 +13,7 @@ from sami_common import logs
 from sami_control.core.errors import DomainError
 from sami_control.core.settings import Settings
 from sami_control.core.store import StorageFailed
-from sami_control.server import DEFAULT_LISTEN, ControlServer, ListenRefused, ServeConfig
+from sami_control.defaults import DEFAULT_LISTEN
 from sami_control.storage import urls as storage_urls
 from sami_control.storage.postgres_schema import SchemaTooNew
 from sami_control.storage.urls import BadStoreURL
@@ -256,6 +256,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Only `serve` needs the server (gRPC, the dashboard, metrics): the other commands start
+    # faster without it.
+    from sami_control.server import ControlServer, ListenRefused, ServeConfig
+
     settings = Settings(
         lease_ttl=args.lease_ttl,
         ack_timeout=args.ack_timeout,

@@ -59,6 +59,7 @@ from sami_control.core.errors import DomainError
 from sami_control.core.model import Principal
 from sami_control.core.settings import Settings
 from sami_control.core.store import StorageFailed
+from sami_control.defaults import DEFAULT_LISTEN
 from sami_control.storage import is_postgres, open_store
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.postgres_schema import SchemaTooNew
@@ -72,7 +73,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("sami.control")
 
-DEFAULT_LISTEN = "127.0.0.1:7443"
 SERVICE_NAMES = [
     artifact_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
