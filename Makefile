@@ -52,8 +52,11 @@ lint: venv
 engine:
 	bash scripts/install-engine.sh
 
+# Two workers; the tests on the real swarm share one engine, so they run on one worker
+# (group "swarm", tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: venv engine
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 check: proto-check completion-check lint test
 

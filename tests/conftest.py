@@ -25,6 +25,16 @@ from sami_dev.devswarm import DevSwarm, missing_requirements
 from tests.pg import PgCluster, PgDatabase, find_bindir
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make test` (pytest-xdist, --dist loadgroup) every test that uses the real swarm
+    runs on the same worker: one engine for all of them, as in a single process. Before
+    xdist's own hook, which reads the group."""
+    for item in items:
+        if "devswarm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("swarm"))
+
+
 @pytest.fixture(scope="session")
 def devswarm() -> Iterator[DevSwarm]:
     missing = missing_requirements()
