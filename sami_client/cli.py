@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 from sami_client import (
     admin_cmd,
+    approval_cmd,
     artifact_cmd,
     cluster_cmd,
     completion_cmd,
@@ -42,6 +43,7 @@ __all__ = ["Context", "build_parser", "main", "run"]
 _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
     artifact_cmd.register,
     deployment_cmd.register,
+    approval_cmd.register,
     release_cmd.register,
     safety_cmd.register,
     cluster_cmd.register,

@@ -636,7 +636,7 @@ class _Checker:
                 f"approval_expires {durations.format_seconds(seconds)} is outside "
                 f"{durations.format_seconds(MIN_APPROVAL_EXPIRES)}.."
                 f"{durations.format_seconds(MAX_APPROVAL_EXPIRES)}",
-                "pick between 1m and 30d (default 24h)",
+                "pick between 5s and 30d (default 24h)",
             )
             return DEFAULT_APPROVAL_EXPIRES
         return seconds

@@ -52,7 +52,7 @@ def test_approval_required_with_approvers_and_expiry() -> None:
         (["approval: required", "approvers: []"], "approvers must be a non-empty list"),
         (["approval: required", "approvers: [3]"], "approvers entries are token names or roles"),
         (["approval: required", "approval_expires: soon"], "approval_expires: 'soon' is not"),
-        (["approval: required", "approval_expires: 10s"], "approval_expires 10s is outside 1m.."),
+        (["approval: required", "approval_expires: 2s"], "approval_expires 2s is outside 5s.."),
         (["approval: required", "approval_expires: 31d"], "approval_expires 4w3d is outside"),
     ],
 )
