@@ -265,6 +265,8 @@ class Follower:
                 f"deployment {deployment.id} {render.state_name(deployment.state)}: "
                 f"{render.what(deployment)}; follow it with `sami watch {deployment.id}`"
             )
+            if deployment.state == deployment_pb2.AWAITING_APPROVAL:
+                self._console.note(deployment.status_message)
             self._console.print(deployment.id)
         return int(ExitCode.SUCCEEDED)
 

@@ -97,3 +97,23 @@ def test_reject_and_expiry_end_the_request_with_the_reason(stack: Stack) -> None
     got = json.loads(stack.sami("get", r.out.split()[1].rstrip(":"), "--output", "json").out)
     assert got["state"] == "CANCELLED"
     assert stack.sami("queue", "--env", "production").out.startswith("nothing is queued")
+
+
+def test_a_promotion_to_a_gated_target_awaits_approval_too(stack: Stack) -> None:
+    gate_production(stack)
+    stack.agent("a1", "--dry-run-step-seconds", "0.05")
+    r = stack.sami("deploy", "web", "--env", "stage", "--artifact", stack.artifact, "--wait")
+    assert r.rc == 0, r.err
+    r = stack.sami("promote", "web", "--from", "stage", "--to", "production")
+    assert r.rc == 0, r.err
+    assert "AWAITING_APPROVAL" in r.err and "awaiting approval by anyone who may deploy" in r.err
+    promoted = r.last
+    assert json.loads(stack.sami("get", promoted, "--output", "json").out)["state"] == (
+        "AWAITING_APPROVAL"
+    )
+    # Following it waits for the approval, as for a deploy (exit 3 when --timeout runs out).
+    w = stack.sami("watch", promoted, "--timeout", "2")
+    assert w.rc == 3 and "is AWAITING_APPROVAL" in w.err
+    reviewer = stack.control.token("deployer", name="reviewer")
+    assert sami(stack.control, reviewer, "approve", promoted).rc == 0
+    assert stack.sami("watch", promoted, "--timeout", "60").rc == 0
