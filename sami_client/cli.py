@@ -1,11 +1,11 @@
 """`sami`: the command CI and people run against sami-control.
 
 Exit status: 0 success (for a wait: the deployment SUCCEEDED); 1 the deployment FAILED, was
-ROLLED_BACK, CANCELLED or SUPERSEDED (for `manifests lint` and `manifests sync`: the
-manifests have errors); 2 the request was rejected (bad input or usage, no
-permission, unknown name); 3 sami-control could not be reached or authenticated, or the wait
-timed out (the outcome is unknown); 141 stdout was closed under it (`sami history ... | head`),
-as for a process killed by SIGPIPE.
+ROLLED_BACK, CANCELLED (a rejected or expired approval too) or SUPERSEDED (for `manifests
+lint` and `manifests sync`: the manifests have errors); 2 the request was rejected (bad
+input or usage, no permission, unknown name); 3 sami-control could not be reached or
+authenticated, or the wait timed out (the outcome is unknown); 141 stdout was closed under
+it (`sami history ... | head`), as for a process killed by SIGPIPE.
 
 This module only builds the parser from the command groups (one `*_cmd.py` module each; what
 they share is in `sami_client.context`) and dispatches to them.
@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 from sami_client import (
     admin_cmd,
+    approval_cmd,
     artifact_cmd,
     cluster_cmd,
     completion_cmd,
@@ -42,6 +43,7 @@ __all__ = ["Context", "build_parser", "main", "run"]
 _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
     artifact_cmd.register,
     deployment_cmd.register,
+    approval_cmd.register,
     release_cmd.register,
     safety_cmd.register,
     cluster_cmd.register,

@@ -288,6 +288,22 @@ class SamiClient(LockAndCronCalls):
         )
         return deployment
 
+    def approve_deployment(self, name: str, comment: str = "") -> deployment_pb2.Deployment:
+        """Release a deployment AWAITING_APPROVAL into the queue (another identity only)."""
+        deployment: deployment_pb2.Deployment = self._call(
+            self._deployments.ApproveDeployment,
+            deployment_pb2.ApproveDeploymentRequest(name=name, comment=comment),
+        )
+        return deployment
+
+    def reject_deployment(self, name: str, reason: str) -> deployment_pb2.Deployment:
+        """End a deployment AWAITING_APPROVAL (CANCELLED, with the reason)."""
+        deployment: deployment_pb2.Deployment = self._call(
+            self._deployments.RejectDeployment,
+            deployment_pb2.RejectDeploymentRequest(name=name, reason=reason),
+        )
+        return deployment
+
     def watch(
         self,
         name: str,

@@ -163,6 +163,8 @@ class Follower:
                                     self.write_outputs(item)
                                 if not self._json:
                                     self._console.print(render.watch_header(item))
+                                if item.state == deployment_pb2.AWAITING_APPROVAL:
+                                    self._say_awaiting(item, deadline)
                             seen.append(item)
                             continue
                         last = item.sequence
@@ -192,6 +194,18 @@ class Follower:
                         self._say_why_queued(seen[-1], queue, now - started)
         assert seen, "a watch yields the deployment before anything else"
         return seen[-1], terminal
+
+    def _say_awaiting(self, deployment: deployment_pb2.Deployment, deadline: float | None) -> None:
+        """One line on stderr: the wait goes on until someone approves or rejects it."""
+        left = (
+            f"up to {format_seconds(max(0.0, deadline - time.monotonic()))} (--timeout)"
+            if deadline is not None
+            else "with no time limit"
+        )
+        self._console.note(
+            f"deployment {deployment.id} is AWAITING_APPROVAL ({deployment.status_message}); "
+            f"waiting for it {left}"
+        )
 
     def _say_why_queued(
         self, deployment: deployment_pb2.Deployment, queue: _QueueWait, waited: float
@@ -251,6 +265,8 @@ class Follower:
                 f"deployment {deployment.id} {render.state_name(deployment.state)}: "
                 f"{render.what(deployment)}; follow it with `sami watch {deployment.id}`"
             )
+            if deployment.state == deployment_pb2.AWAITING_APPROVAL:
+                self._console.note(deployment.status_message)
             self._console.print(deployment.id)
         return int(ExitCode.SUCCEEDED)
 
@@ -326,6 +342,9 @@ class _QueueWait:
 
     def __init__(self, started: float, queue_timeout: float | None, first: float, every: float):
         self.queued = True
+        self.awaiting = False  # AWAITING_APPROVAL: the queue's clock has not started
+        self.first = first
+        self.timeout = queue_timeout
         self.next_check = started + first
         self.every = every
         self.deadline = None if not queue_timeout else started + queue_timeout
@@ -333,10 +352,21 @@ class _QueueWait:
         # Set while the watch cannot reach sami-control: then that is why.
         self.unreachable = ""
 
-    def seen(self, state: deployment_pb2.DeploymentState) -> None:
-        # Once an agent has it, a requeue (lost agent) is the lease machinery's business.
-        if state != deployment_pb2.QUEUED:
-            self.queued = False
+    def seen(self, state: deployment_pb2.DeploymentState, now: float | None = None) -> None:
+        if state == deployment_pb2.AWAITING_APPROVAL:
+            # Waiting for a person, not an agent: --queue-timeout starts once approved.
+            self.queued, self.awaiting = False, True
+        elif state == deployment_pb2.QUEUED and self.awaiting:
+            self.awaiting, self.queued = False, True
+            self._restart(time.monotonic() if now is None else now)
+        elif state != deployment_pb2.QUEUED:
+            # Once an agent has it, a requeue (lost agent) is the lease machinery's business.
+            self.queued = self.awaiting = False
+
+    def _restart(self, now: float) -> None:
+        self.next_check = now + self.first
+        if self.timeout:
+            self.deadline = now + self.timeout
 
     def wake_at(self) -> float | None:
         return _earliest(self.next_check, self.deadline) if self.queued else None

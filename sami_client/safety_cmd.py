@@ -8,8 +8,8 @@
 A lock refuses every deployment to its target (an environment, or one service in it) until
 it is unlocked or expires; `sami deploy --wait-lock` waits for it instead. Admins and
 deployers scoped to the target lock, and unlock their own locks; an admin may break any
-lock (audited). `sami queue` lists the QUEUED deployments, oldest first, and why each
-waits. `register(subparsers)` adds the group to the `sami` CLI.
+lock (audited). `sami queue` lists the QUEUED deployments, and those AWAITING_APPROVAL,
+oldest first, and why each waits. `register(subparsers)` adds the group to the `sami` CLI.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def register(commands: Subparsers) -> None:
     p.set_defaults(run=run_locks)
 
     p = commands.add_parser(
-        "queue", help="the QUEUED deployments, oldest first, and why each waits"
+        "queue",
+        help="the QUEUED (and AWAITING_APPROVAL) deployments, oldest first, and why each waits",
     )
     _target_options(p, env_required=False)
     p.set_defaults(run=run_queue)
@@ -177,8 +178,12 @@ def queue_rows(
     def listed(state: deployment_pb2.DeploymentState) -> list[deployment_pb2.Deployment]:
         return list(client.list_deployments(service=service, environment=environment, state=state))
 
-    queued = sorted(listed(deployment_pb2.QUEUED), key=lambda d: d.create_time.ToNanoseconds())
-    if not queued:
+    def by_age(found: list[deployment_pb2.Deployment]) -> list[deployment_pb2.Deployment]:
+        return sorted(found, key=lambda d: d.create_time.ToNanoseconds())
+
+    queued = by_age(listed(deployment_pb2.QUEUED))
+    awaiting = listed(deployment_pb2.AWAITING_APPROVAL)
+    if not queued and not awaiting:
         return []
     active = listed(deployment_pb2.ASSIGNED) + listed(deployment_pb2.IN_PROGRESS)
     locks = client.list_locks(environment, service)
@@ -191,10 +196,17 @@ def queue_rows(
 
     rules = current_queue_rules(client)
     now = time.time()
-    return [
-        (d, why_waiting(d, active, locks, agents, now, queued[:i]), queue_rule(d, rules))
-        for i, d in enumerate(queued)
-    ]
+    why = {
+        d.id: why_waiting(d, active, locks, agents, now, queued[:i]) for i, d in enumerate(queued)
+    }
+    # Not queued yet: the rule applies once approved (docs/release-safety.md).
+    why.update({d.id: awaiting_reason(d) for d in awaiting})
+    return [(d, why[d.id], queue_rule(d, rules)) for d in by_age(queued + awaiting)]
+
+
+def awaiting_reason(d: deployment_pb2.Deployment) -> str:
+    """`awaiting approval by alice or admin until …`, as the control plane says it."""
+    return d.status_message or "awaiting approval"
 
 
 def run_queue(args: argparse.Namespace, ctx: Context) -> int:

@@ -35,7 +35,7 @@ from sami_manifests import ENVIRONMENTS
 
 log = structlog.get_logger("sami.metrics")
 
-LIVE_STATES = (State.QUEUED, State.ASSIGNED, State.IN_PROGRESS)
+LIVE_STATES = (State.AWAITING_APPROVAL, State.QUEUED, State.ASSIGNED, State.IN_PROGRESS)
 
 
 class ControlMetrics:

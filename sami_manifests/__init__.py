@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from .fs import read_tree
 from .model import (
+    APPROVAL_REQUIRED,
+    APPROVER_ROLES,
     ARTIFACT_KIND_OF_TYPE,
+    DEFAULT_APPROVAL_EXPIRES,
     DEFAULT_CONVERGE_TIMEOUT,
     DEFAULT_KEEP_RELEASES,
     DEPLOYMENT_TYPES,
@@ -89,7 +92,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "APPROVAL_REQUIRED",
+    "APPROVER_ROLES",
     "ARTIFACT_KIND_OF_TYPE",
+    "DEFAULT_APPROVAL_EXPIRES",
     "DEFAULT_CONVERGE_TIMEOUT",
     "DEFAULT_KEEP_RELEASES",
     "DEFAULT_LIMITS",

@@ -40,6 +40,17 @@ MAX_PROMOTE_AFTER = 90 * 86400
 QUEUE_SUPERSEDE = "supersede"
 QUEUE_FIFO = "fifo"
 QUEUE_RULES: tuple[str, ...] = (QUEUE_SUPERSEDE, QUEUE_FIFO)
+# `approval: required` — a deployment here waits (AWAITING_APPROVAL) until another identity
+# approves it; `approvers:` names who may (token names, or the roles in APPROVER_ROLES);
+# `approval_expires:` is how long a pending approval lives before the request ends.
+APPROVAL_REQUIRED = "required"
+APPROVAL_NONE = "none"
+APPROVAL_VALUES: tuple[str, ...] = (APPROVAL_REQUIRED, APPROVAL_NONE)
+APPROVER_ROLES: tuple[str, ...] = ("admin", "deployer")
+DEFAULT_APPROVAL_EXPIRES = 24 * 3600
+MIN_APPROVAL_EXPIRES = 5  # short ones are for drills and tests
+MAX_APPROVAL_EXPIRES = 30 * 86400
+MAX_APPROVERS = 50
 
 
 def canonical_environment(name: str) -> str | None:
@@ -110,6 +121,9 @@ class ResolvedManifest:
     warnings: tuple[Problem, ...] = ()
     promote_after: int = 0  # seconds; 0: promotions here are not gated
     queue: str = QUEUE_SUPERSEDE
+    approval_required: bool = False
+    approvers: tuple[str, ...] = ()  # empty: anyone who may deploy here (but the requester)
+    approval_expires: int = DEFAULT_APPROVAL_EXPIRES  # seconds
 
     @property
     def manifest_path(self) -> str:

@@ -11,13 +11,19 @@ from sami_common import durations
 
 from . import values
 from .model import (
+    APPROVAL_REQUIRED,
+    APPROVAL_VALUES,
+    DEFAULT_APPROVAL_EXPIRES,
     DEFAULT_CONVERGE_TIMEOUT,
     DEFAULT_KEEP_RELEASES,
     DEPLOYMENT_TYPES,
     MANIFEST_NAMES,
+    MAX_APPROVAL_EXPIRES,
+    MAX_APPROVERS,
     MAX_CONVERGE_TIMEOUT,
     MAX_KEEP_RELEASES,
     MAX_PROMOTE_AFTER,
+    MIN_APPROVAL_EXPIRES,
     MIN_CONVERGE_TIMEOUT,
     QUEUE_RULES,
     QUEUE_SUPERSEDE,
@@ -48,6 +54,9 @@ TOP_FIELDS: dict[str, frozenset[str]] = {
     "cron": frozenset({"cron"}),
     "promote_after": ALL_TYPES,
     "queue": ALL_TYPES,
+    "approval": ALL_TYPES,
+    "approvers": ALL_TYPES,
+    "approval_expires": ALL_TYPES,
 }
 STATIC_FILE_FIELDS = ("target_dir", "keep_releases")
 CRON_FIELDS = ("schedule", "stack_files", "image_services")
@@ -103,6 +112,9 @@ class ManifestSpec:
     type_line: int = 0
     promote_after: int = 0
     queue: str = QUEUE_SUPERSEDE
+    approval_required: bool = False
+    approvers: tuple[str, ...] = ()
+    approval_expires: int = DEFAULT_APPROVAL_EXPIRES
 
 
 @dataclass(frozen=True)
@@ -341,6 +353,7 @@ class _Checker:
             spec.promote_after = self.check_promote_after(doc)
         if "queue" in doc:
             spec.queue = self.check_queue(doc)
+        self.check_approval(doc, spec)
         if deployment_type in STACK_TYPES:
             self.check_stack_fields(doc, spec, "")
         elif deployment_type == "static_file":
@@ -543,6 +556,90 @@ class _Checker:
             )
             return QUEUE_SUPERSEDE
         return rule
+
+    def check_approval(self, doc: YMap, spec: ManifestSpec) -> None:
+        """`approval: required`, `approvers: [...]`, `approval_expires: 24h`: deployments
+        here wait for another identity's approval (docs/release-safety.md)."""
+        if "approval" in doc:
+            value = self.string(doc, "approval", "approval")
+            if value is not None and value not in APPROVAL_VALUES:
+                self.err(
+                    doc.value_line("approval"),
+                    "wrong-value",
+                    f"approval {value!r} is not an approval rule: expected one of "
+                    f"{', '.join(APPROVAL_VALUES)}",
+                    "approval: required makes every deployment here wait for another "
+                    "identity's `sami approve`; remove the field (or none) for no approval",
+                )
+            spec.approval_required = value == APPROVAL_REQUIRED
+        for key in ("approvers", "approval_expires"):
+            if key in doc and not spec.approval_required:
+                self.err(
+                    doc.key_line(key),
+                    "wrong-value",
+                    f"{key} without approval: required means nothing",
+                    f"add approval: required, or remove {key}",
+                )
+                return
+        if "approvers" in doc:
+            spec.approvers = self.check_approvers(doc)
+        if "approval_expires" in doc:
+            spec.approval_expires = self.check_approval_expires(doc)
+
+    def check_approvers(self, doc: YMap) -> tuple[str, ...]:
+        value = doc["approvers"]
+        line = doc.value_line("approvers")
+        hint = "list token names and/or roles, e.g. approvers: [alice, admin]"
+        if not isinstance(value, YList) or not value:
+            self.err(
+                line,
+                "wrong-type",
+                f"approvers must be a non-empty list, got {type_name(value)}",
+                hint,
+            )
+            return ()
+        if len(value) > MAX_APPROVERS:
+            self.err(line, "wrong-value", f"approvers lists more than {MAX_APPROVERS}", hint)
+            return ()
+        out: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip() or len(item) > 100:
+                got = repr(item) if isinstance(item, str) else type_name(item)
+                self.err(
+                    value.item_line(index),
+                    "wrong-type",
+                    f"approvers entries are token names or roles (text of 1 to 100 "
+                    f"characters), got {got}",
+                    hint,
+                )
+                return ()
+            if item.strip() not in out:
+                out.append(item.strip())
+        return tuple(out)
+
+    def check_approval_expires(self, doc: YMap) -> int:
+        line = doc.value_line("approval_expires")
+        try:
+            seconds = values.parse_sami_duration(doc["approval_expires"])
+        except ValueError as exc:
+            self.err(
+                line,
+                "bad-duration",
+                f"approval_expires: {exc}",
+                "write how long a pending approval lives, e.g. approval_expires: 24h",
+            )
+            return DEFAULT_APPROVAL_EXPIRES
+        if not MIN_APPROVAL_EXPIRES <= seconds <= MAX_APPROVAL_EXPIRES:
+            self.err(
+                line,
+                "bad-duration",
+                f"approval_expires {durations.format_seconds(seconds)} is outside "
+                f"{durations.format_seconds(MIN_APPROVAL_EXPIRES)}.."
+                f"{durations.format_seconds(MAX_APPROVAL_EXPIRES)}",
+                "pick between 5s and 30d (default 24h)",
+            )
+            return DEFAULT_APPROVAL_EXPIRES
+        return seconds
 
     def check_stack_name(self, doc: YMap) -> str | None:
         line = doc.value_line("stack_name")

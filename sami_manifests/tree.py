@@ -412,6 +412,9 @@ def _check_env(
         warnings=tuple(sort_problems(problems)),
         promote_after=spec.promote_after,
         queue=spec.queue,
+        approval_required=spec.approval_required,
+        approvers=spec.approvers,
+        approval_expires=spec.approval_expires,
     )
     return manifest, problems
 

@@ -28,6 +28,7 @@ class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLLED_BACK: _ClassVar[DeploymentState]
     CANCELLED: _ClassVar[DeploymentState]
     SUPERSEDED: _ClassVar[DeploymentState]
+    AWAITING_APPROVAL: _ClassVar[DeploymentState]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,7 @@ FAILED: DeploymentState
 ROLLED_BACK: DeploymentState
 CANCELLED: DeploymentState
 SUPERSEDED: DeploymentState
+AWAITING_APPROVAL: DeploymentState
 EVENT_TYPE_UNSPECIFIED: EventType
 STATE_CHANGED: EventType
 PROGRESS: EventType
@@ -207,6 +209,22 @@ class TeardownPreviewRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., pull_request: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CancelDeploymentRequest(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ApproveDeploymentRequest(_message.Message):
+    __slots__ = ("name", "comment")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    comment: str
+    def __init__(self, name: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class RejectDeploymentRequest(_message.Message):
     __slots__ = ("name", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,16 @@ class DeploymentServiceStub:
                 request_serializer=sami_dot_v1_dot_deployment__pb2.TeardownPreviewRequest.SerializeToString,
                 response_deserializer=sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.ApproveDeployment = channel.unary_unary(
+                '/sami.v1.DeploymentService/ApproveDeployment',
+                request_serializer=sami_dot_v1_dot_deployment__pb2.ApproveDeploymentRequest.SerializeToString,
+                response_deserializer=sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.RejectDeployment = channel.unary_unary(
+                '/sami.v1.DeploymentService/RejectDeployment',
+                request_serializer=sami_dot_v1_dot_deployment__pb2.RejectDeploymentRequest.SerializeToString,
+                response_deserializer=sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
+                _registered_method=True)
 
 
 class DeploymentServiceServicer:
@@ -111,6 +121,23 @@ class DeploymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveDeployment(self, request, context):
+        """Release a deployment AWAITING_APPROVAL into the queue (QUEUED; supersede rules apply
+        then). The caller must be another identity than the requester, allowed by the target
+        manifest's `approvers`, with deploy scope on the target (docs/release-safety.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectDeployment(self, request, context):
+        """End a deployment AWAITING_APPROVAL: CANCELLED, its status message naming who rejected
+        it and why. Its approvers, an admin or its requester may.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeploymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +169,16 @@ def add_DeploymentServiceServicer_to_server(servicer, server):
             'TeardownPreview': grpc.unary_unary_rpc_method_handler(
                     servicer.TeardownPreview,
                     request_deserializer=sami_dot_v1_dot_deployment__pb2.TeardownPreviewRequest.FromString,
+                    response_serializer=sami_dot_v1_dot_deployment__pb2.Deployment.SerializeToString,
+            ),
+            'ApproveDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveDeployment,
+                    request_deserializer=sami_dot_v1_dot_deployment__pb2.ApproveDeploymentRequest.FromString,
+                    response_serializer=sami_dot_v1_dot_deployment__pb2.Deployment.SerializeToString,
+            ),
+            'RejectDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectDeployment,
+                    request_deserializer=sami_dot_v1_dot_deployment__pb2.RejectDeploymentRequest.FromString,
                     response_serializer=sami_dot_v1_dot_deployment__pb2.Deployment.SerializeToString,
             ),
     }
@@ -307,6 +344,60 @@ class DeploymentService:
             target,
             '/sami.v1.DeploymentService/TeardownPreview',
             sami_dot_v1_dot_deployment__pb2.TeardownPreviewRequest.SerializeToString,
+            sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sami.v1.DeploymentService/ApproveDeployment',
+            sami_dot_v1_dot_deployment__pb2.ApproveDeploymentRequest.SerializeToString,
+            sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sami.v1.DeploymentService/RejectDeployment',
+            sami_dot_v1_dot_deployment__pb2.RejectDeploymentRequest.SerializeToString,
             sami_dot_v1_dot_deployment__pb2.Deployment.FromString,
             options,
             channel_credentials,

@@ -175,6 +175,20 @@ class DeploymentServicer(Servicer, deployment_pb2_grpc.DeploymentServiceServicer
             await self.core.deployments.cancel(principal(), request.name, request.reason)
         )
 
+    async def ApproveDeployment(
+        self, request: deployment_pb2.ApproveDeploymentRequest, context: Any
+    ) -> deployment_pb2.Deployment:
+        return await self._out(
+            await self.core.approvals.approve(principal(), request.name, request.comment)
+        )
+
+    async def RejectDeployment(
+        self, request: deployment_pb2.RejectDeploymentRequest, context: Any
+    ) -> deployment_pb2.Deployment:
+        return await self._out(
+            await self.core.approvals.reject(principal(), request.name, request.reason)
+        )
+
 
 class ManifestServicer(Servicer, manifest_pb2_grpc.ManifestServiceServicer):
     async def SyncManifests(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 from sami_control.core.errors import PermissionDenied
-from sami_control.core.model import Principal, Role
+from sami_control.core.model import Deployment, Principal, Role
 
 
 class Action(enum.StrEnum):
@@ -17,6 +17,7 @@ class Action(enum.StrEnum):
     SYNC_MANIFESTS = "sync_manifests"
     AGENT_CONNECT = "agent_connect"
     READ_AUDIT = "read_audit"
+    APPROVE = "approve"  # approve or reject deployments waiting for approval
 
 
 ALLOWED: dict[Action, frozenset[Role]] = {
@@ -28,6 +29,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.SYNC_MANIFESTS: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.AGENT_CONNECT: frozenset({Role.AGENT}),
     Action.READ_AUDIT: frozenset({Role.ADMIN}),
+    Action.APPROVE: frozenset({Role.ADMIN, Role.DEPLOYER}),
 }
 
 
@@ -41,6 +43,7 @@ DOING: dict[Action, str] = {
     Action.SYNC_MANIFESTS: "sync manifests",
     Action.AGENT_CONNECT: "connect as an agent",
     Action.READ_AUDIT: "read the audit log",
+    Action.APPROVE: "approve or reject deployments",
 }
 # What to ask for instead, when one kind of token is the answer.
 ASK_FOR: dict[Action, str] = {
@@ -104,3 +107,47 @@ def require_artifact_scope(principal: Principal, artifact_name: str) -> None:
         f"services ({', '.join(f'{s} or {s}/…' for s in principal.services)}), "
         f"not {artifact_name!r}"
     )
+
+
+def is_listed_approver(principal: Principal, approvers: tuple[str, ...]) -> bool:
+    """Whether the manifest's `approvers` allow this token: by its name or its role. An
+    empty list allows every token that may deploy to the target (admins included); a list
+    that names neither an admin's token nor `admin` leaves admins out: the manifest says
+    who signs off (an admin can still cancel, or change the manifest, both audited)."""
+    if not approvers:
+        return True
+    return principal.name in approvers or principal.role.value in approvers
+
+
+def require_approver(principal: Principal, d: Deployment) -> None:
+    """Approving needs deploy scope on the target, a place in the manifest's `approvers`,
+    and another identity than the requester: another token, and another name (a person's
+    second token carries their name: it cannot approve their own request either)."""
+    require(principal, Action.APPROVE)
+    require_deploy_scope(principal, d.service, d.environment)
+    if principal.token_id == d.created_by_token or principal.name == d.created_by:
+        raise PermissionDenied(
+            f"token {principal.name!r} requested deployment {d.id}: another identity must "
+            "approve it"
+        )
+    approvers = d.manifest_settings.approvers
+    if not is_listed_approver(principal, approvers):
+        raise PermissionDenied(
+            f"token {principal.name!r} (role {principal.role.value}) is not among the approvers "
+            f"of {d.service}/{d.environment}: {', '.join(approvers)} (approvers: in "
+            f"{d.manifest_folder or 'its sami.yaml'})"
+        )
+
+
+def require_rejecter(principal: Principal, d: Deployment) -> None:
+    """Rejecting needs deploy scope on the target and one of: a place among the approvers,
+    the admin role, or being the requester (who withdraws the request)."""
+    require(principal, Action.APPROVE)
+    require_deploy_scope(principal, d.service, d.environment)
+    if principal.role is Role.ADMIN or principal.token_id == d.created_by_token:
+        return
+    if not is_listed_approver(principal, d.manifest_settings.approvers):
+        raise PermissionDenied(
+            f"token {principal.name!r} may not reject deployment {d.id}: only its approvers "
+            f"({', '.join(d.manifest_settings.approvers)}), an admin or its requester may"
+        )

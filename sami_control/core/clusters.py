@@ -79,7 +79,7 @@ class Clusters:
 
 
 # Deployments a cluster's agents have yet to finish (a queued one is offered to them).
-_UNFINISHED = (State.QUEUED, State.ASSIGNED, State.IN_PROGRESS)
+_UNFINISHED = (State.AWAITING_APPROVAL, State.QUEUED, State.ASSIGNED, State.IN_PROGRESS)
 
 
 def _environments(environments: list[str]) -> list[str]:

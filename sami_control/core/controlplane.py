@@ -13,6 +13,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `artifacts` | core/artifacts.py | the artifact catalog |
 | `manifests` | core/manifest_catalog.py | synced manifest revisions; resolving a service |
 | `deployments` | core/deployments.py | create, cancel, tear down previews, list, watch |
+| `approvals` | core/approvals.py | approve, reject, expire deployments awaiting approval |
 | `leases` | core/dispatch.py | leases, their expiry, dispatching queued work |
 | `agents` | core/agents.py | agent sessions: connect, disconnect, list |
 | `reports` | core/agent_reports.py | what agents report on their stream |
@@ -34,6 +35,7 @@ import structlog
 
 from sami_control.core.agent_reports import AgentReports
 from sami_control.core.agents import Agents
+from sami_control.core.approvals import Approvals
 from sami_control.core.artifacts import Artifacts
 from sami_control.core.audit import Audit
 from sami_control.core.clusters import Clusters
@@ -57,6 +59,8 @@ log = structlog.get_logger("sami.control")
 
 # How often, with other replicas, the watchers here are checked against the store.
 SWEEP_INTERVAL = 1.0
+# How often pending approvals are checked for expiry (they live minutes to days).
+APPROVAL_CHECK_INTERVAL = 1.0
 
 
 class ControlPlane:
@@ -83,6 +87,7 @@ class ControlPlane:
         self.deployments = Deployments(
             ctx, self.artifacts, self.manifests, self.sessions, self.hub, self.streams
         )
+        self.approvals = Approvals(ctx, self.deployments)
         self.cron_runs = CronRuns(ctx)
         self.locks = TargetLocks(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
@@ -103,6 +108,7 @@ class ControlPlane:
         if self.bus.shared:
             self.publisher.peers = self.peers
         self._last_sweep = 0.0
+        self._last_approval_check = 0.0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -171,6 +177,10 @@ class ControlPlane:
                 # leases only once the earliest of them is due (or a second passed).
                 if clock() >= self.leases.deadline:
                     self.publisher.apply(await self.leases.expire())
+                if clock() - self._last_approval_check >= APPROVAL_CHECK_INTERVAL:
+                    # Every replica checks; each expiry is taken under the deployment's lock.
+                    self._last_approval_check = clock()
+                    self.publisher.apply(await self.approvals.expire())
                 if not self._stopping:  # stop() may have run while we waited for the store
                     self.publisher.apply(await self.leases.dispatch())
                 if self.bus.shared and clock() - self._last_sweep >= SWEEP_INTERVAL:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from sami_control.core import authz, paging, quarantine, target_locks, validation
+from sami_control.core import approval_rules, authz, paging, quarantine, target_locks, validation
 from sami_control.core.artifacts import Artifacts
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
@@ -153,8 +153,14 @@ class Deployments:
                     keep_releases=m.static_file.keep_releases if m.static_file else 0,
                     cron_schedule=m.cron.schedule if m.cron else "",
                     queue=m.queue,
+                    approval_required=m.approval_required,
+                    approvers=m.approvers,
+                    approval_expires=float(m.approval_expires),
                 ),
             )
+            if m.approval_required:
+                # Waits for another identity's approval before it is queued (core/approvals.py).
+                d.state = State.AWAITING_APPROVAL
             await self.enqueue(tx, fx, d, f"requested by {who.name}", req.reason)
             await self.audit.ok(
                 tx,
@@ -236,17 +242,25 @@ class Deployments:
         return prior
 
     async def enqueue(self, tx: Tx, fx: Effects, d: Deployment, who: str, reason: str) -> None:
-        """Store a new deployment as QUEUED and supersede older queued ones of its key,
-        unless its manifest says `queue: fifo`: then it waits behind them, and dispatch
-        (oldest of a key first, one at a time) runs them in order."""
+        """Store a new deployment (QUEUED, or AWAITING_APPROVAL when its target requires an
+        approval) and, once it is queued, apply the supersede rule (`supersede_queued`)."""
         await tx.lock(key_lock(d.service, d.environment, d.pull_request))
         now = d.created_at
-        first = record(
-            d, EventType.STATE_CHANGED, now, message=who + (f": {reason}" if reason else "")
-        )
+        message = who + (f": {reason}" if reason else "")
+        if d.state is State.AWAITING_APPROVAL:
+            d.status_message = approval_rules.awaiting_message(d)
+            message += f"; {d.status_message}"
+        first = record(d, EventType.STATE_CHANGED, now, message=message)
         await tx.insert_deployment(d)
         await tx.append_event(first)
         fx.add(d, first)
+        if d.state is State.QUEUED:
+            await self.supersede_queued(tx, fx, d, now)
+
+    async def supersede_queued(self, tx: Tx, fx: Effects, d: Deployment, now: float) -> None:
+        """`d` entered the queue: supersede the older queued deployments of its key, unless
+        its manifest says `queue: fifo`: then it waits behind them, and dispatch (oldest of a
+        key first, one at a time) runs them in order. The caller holds the key's lock."""
         if d.manifest_settings.queue == QUEUE_FIFO:
             return
         queued = await tx.queued_of_key(d.service, d.environment, d.pull_request)
@@ -329,9 +343,9 @@ class Deployments:
     async def get(self, who: Principal, name: str) -> Deployment:
         authz.require(who, Action.READ)
         async with self.ctx.store.tx() as tx:
-            return await self._must_get(tx, name)
+            return await self.must_get(tx, name)
 
-    async def _must_get(self, tx: Tx, name: str, lock: bool = False) -> Deployment:
+    async def must_get(self, tx: Tx, name: str, lock: bool = False) -> Deployment:
         """The deployment `name` (held under its lock if it is to be changed)."""
         ident = name.removeprefix("deployments/")
         if not ident:
@@ -367,7 +381,7 @@ class Deployments:
         now = self.ctx.clock()
         fx = Effects()
         async with self.ctx.store.tx() as tx:
-            d = await self._must_get(tx, name, lock=True)
+            d = await self.must_get(tx, name, lock=True)
             authz.require_deploy_scope(who, d.service, d.environment)
             if d.state.terminal:
                 raise FailedPrecondition(
@@ -375,7 +389,7 @@ class Deployments:
                     "deploy the previous artifact"
                 )
             msg = f"cancelled by {who.name}" + (f": {reason}" if reason else "")
-            if d.state is State.QUEUED:
+            if d.state in (State.QUEUED, State.AWAITING_APPROVAL):
                 ev = move(d, State.CANCELLED, now, msg)
             elif d.cancel_requested:
                 return d
@@ -410,7 +424,7 @@ class Deployments:
             raise InvalidArgument("after_sequence", "must not be negative")
         store = self.ctx.store
         async with store.tx() as tx:
-            d = await self._must_get(tx, name)
+            d = await self.must_get(tx, name)
         # Subscribe before reading the log, so nothing published in between is missed;
         # duplicates between the two are dropped by sequence. The stream counts against the
         # token's limit and is ended (UNAUTHENTICATED) when the token is revoked or expires,

@@ -52,6 +52,9 @@ def entry_of(m: manifests.ResolvedManifest) -> dict[str, object]:
         "cron_schedule": m.cron.schedule if m.cron else "",
         "promote_after_seconds": m.promote_after,
         "queue": m.queue,
+        "approval_required": m.approval_required,
+        "approvers": list(m.approvers),
+        "approval_expires_seconds": m.approval_expires if m.approval_required else 0,
     }
 
 

@@ -16,6 +16,9 @@ class State(enum.IntEnum):
     ROLLED_BACK = 6
     CANCELLED = 7
     SUPERSEDED = 8
+    # Created for a target whose manifest says `approval: required`: waits, never
+    # dispatched, until approved (→ QUEUED), rejected or expired (→ CANCELLED).
+    AWAITING_APPROVAL = 9
 
     @property
     def terminal(self) -> bool:
@@ -113,6 +116,15 @@ class ManifestSettings:
     # What this deployment does to the queued ones of its key (sami_manifests.QUEUE_RULES);
     # rows stored before the field existed read the default.
     queue: str = "supersede"
+    # `approval: required`: who may approve (token names or roles; empty: anyone who may
+    # deploy to the target) and how long a pending approval lives, in seconds.
+    approval_required: bool = False
+    approvers: tuple[str, ...] = ()
+    approval_expires: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Stored as JSON, the approvers come back as a list.
+        object.__setattr__(self, "approvers", tuple(self.approvers))
 
 
 @dataclass

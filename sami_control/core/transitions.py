@@ -8,7 +8,10 @@ from sami_control.core.model import Deployment, Event, EventType, State
 # QUEUED → ASSIGNED → IN_PROGRESS → SUCCEEDED | FAILED | ROLLED_BACK; CANCELLED from any
 # live state; SUPERSEDED only while queued; ASSIGNED/IN_PROGRESS → QUEUED when a lease
 # expires and the work is offered again; IN_PROGRESS → FAILED when attempts run out.
+# AWAITING_APPROVAL (a target with `approval: required`) → QUEUED when approved, or
+# CANCELLED when rejected, expired or cancelled; nothing else leaves it (never dispatched).
 LEGAL: dict[State, frozenset[State]] = {
+    State.AWAITING_APPROVAL: frozenset({State.QUEUED, State.CANCELLED}),
     State.QUEUED: frozenset({State.ASSIGNED, State.CANCELLED, State.SUPERSEDED, State.FAILED}),
     State.ASSIGNED: frozenset(
         {

@@ -17,6 +17,7 @@ from sami_control.core.model import DeploymentAction, State
 # What a state looks like: a CSS class (its colour), an icon and a word; never the colour
 # alone, so that the state reads the same without colour and to a screen reader.
 STATE_LOOK: dict[State, tuple[str, str, str]] = {
+    State.AWAITING_APPROVAL: ("approval", "✋", "awaiting approval"),
     State.QUEUED: ("waiting", "◷", "queued"),
     State.ASSIGNED: ("running", "▸", "assigned"),
     State.IN_PROGRESS: ("running", "▸", "in progress"),

@@ -43,6 +43,9 @@ class Ctx:
         self.ch = grpc.insecure_channel(srv.addr)
         offline.add_cluster(srv.data, "c1", ["stage", "production"])
         self.admin = srv.token("admin")
+        # Deployments waiting for approval are requested by a token of its own: nobody in
+        # the matrix is their requester (who may not approve them).
+        self.requester = offline.add_token(srv.data, "admin", "requester").plaintext
         self.art = artifact_pb2_grpc.ArtifactServiceStub(self.ch)
         self.dep = deployment_pb2_grpc.DeploymentServiceStub(self.ch)
         self.clu = cluster_pb2_grpc.ClusterServiceStub(self.ch)
@@ -94,6 +97,15 @@ class Ctx:
             lock_pb2.DeleteLockRequest(environment="stage", service=service), metadata=md
         )
 
+    def awaiting(self, env: str) -> str:
+        """A deployment of web (whose manifests say approval: required) awaiting approval."""
+        return self.dep.CreateDeployment(
+            deployment_pb2.CreateDeploymentRequest(
+                service="web", environment=env, artifact=self.artifact_id
+            ),
+            metadata=self.md(self.requester),
+        ).id
+
     def queued(self, service: str = "web", env: str = "stage") -> str:
         return self.dep.CreateDeployment(
             deployment_pb2.CreateDeploymentRequest(
@@ -105,6 +117,8 @@ class Ctx:
 
 def sync_request(extra: str = "") -> manifest_pb2.SyncManifestsRequest:
     files = samples.repo()
+    for env in ("stage", "production"):  # ApproveDeployment and RejectDeployment need it
+        files[f"services/web/swarm/{env}/sami.yaml"] += b"approval: required\n"
     if extra:
         files["README.md"] = extra.encode()
     return manifest_pb2.SyncManifestsRequest(
@@ -179,6 +193,20 @@ RPCS: dict[str, Call] = {
     "CancelDeployment(web,production)": lambda c, md: c.dep.CancelDeployment(
         deployment_pb2.CancelDeploymentRequest(name=c.queued(env="production")), metadata=md
     ),
+    "ApproveDeployment(web,stage)": lambda c, md: c.dep.ApproveDeployment(
+        deployment_pb2.ApproveDeploymentRequest(name=c.awaiting("stage")), metadata=md
+    ),
+    "ApproveDeployment(web,production)": lambda c, md: c.dep.ApproveDeployment(
+        deployment_pb2.ApproveDeploymentRequest(name=c.awaiting("production")), metadata=md
+    ),
+    "RejectDeployment(web,stage)": lambda c, md: c.dep.RejectDeployment(
+        deployment_pb2.RejectDeploymentRequest(name=c.awaiting("stage"), reason="no"),
+        metadata=md,
+    ),
+    "RejectDeployment(web,production)": lambda c, md: c.dep.RejectDeployment(
+        deployment_pb2.RejectDeploymentRequest(name=c.awaiting("production"), reason="no"),
+        metadata=md,
+    ),
     "CreateCluster": lambda c, md: c.clu.CreateCluster(
         cluster_pb2.CreateClusterRequest(cluster_id=f"k{next(_n)}", environments=["pull_request"]),
         metadata=md,
@@ -233,6 +261,10 @@ DEPLOY_ALL = {
     "CreateDeployment(web,production)",
     "CancelDeployment(web,stage)",
     "CancelDeployment(web,production)",
+    "ApproveDeployment(web,stage)",
+    "ApproveDeployment(web,production)",
+    "RejectDeployment(web,stage)",
+    "RejectDeployment(web,production)",
     "CreateLock+DeleteLock(web,stage)",
     "CreateLock+DeleteLock(*,production)",
 }
@@ -244,6 +276,8 @@ ALLOWED: dict[str, set[str]] = {
         "RegisterArtifact",
         "CreateDeployment(web,stage)",
         "CancelDeployment(web,stage)",
+        "ApproveDeployment(web,stage)",
+        "RejectDeployment(web,stage)",
         "CreateLock+DeleteLock(web,stage)",
     },
     # Only an unscoped deployer may sync: a revision holds every service's manifests.

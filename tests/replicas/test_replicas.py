@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from sami.v1 import deployment_pb2, deployment_pb2_grpc
+from tests import samples
 from tests.e2e.conftest import FAST, REF, sync
 from tests.harness import ControlPlane, Proc, agent, sami, sami_popen, wait_for
 from tests.pg import PgDatabase
@@ -220,3 +221,29 @@ def _token_id(token: str) -> str:
     from sami_control.core.token_secrets import parse
 
     return parse(token)[0]
+
+
+def test_an_approval_on_one_replica_runs_on_an_agent_of_the_other(replicas: Replicas) -> None:
+    """Issue 21 item 2: approving on A is new work for B's agent, told at once (the notice)."""
+    files = samples.repo()
+    files["services/web/swarm/stage/sami.yaml"] += b"approval: required\n"
+    sync(replicas.a, replicas.admin, files)
+    reviewer = replicas.a.token("deployer", name="reviewer")
+    agent_b = replicas.agent_on(replicas.b, "agent-b")
+    try:
+        wait_for(lambda: "agent-b" in sami(replicas.a, replicas.admin, "agents").out, what="agent")
+        dep = _deploy(replicas.a, replicas.admin)
+        time.sleep(1.5)  # B's dispatch runs at least once a second: it must leave it alone
+        assert _state(replicas.b, replicas.admin, dep) == "AWAITING_APPROVAL"
+        r = sami(replicas.a, reviewer, "approve", dep)
+        assert r.rc == 0, r.err
+        r = sami(replicas.b, replicas.admin, "watch", dep, "--timeout", "60", "--output", "json")
+        assert r.rc == 0, r.out + r.err
+        events = [e for e in _events(r.out) if e["type"] == "STATE_CHANGED"]
+        states = [e["state"] for e in events]
+        assert states == ["AWAITING_APPROVAL", "QUEUED", "ASSIGNED", "IN_PROGRESS", "SUCCEEDED"]
+        times = {e["state"]: _seconds(e["time"]) for e in events}
+        assert times["ASSIGNED"] - times["QUEUED"] < 0.5, times
+        assert replicas.applies() == [dep]
+    finally:
+        agent_b.kill()

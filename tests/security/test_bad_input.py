@@ -454,6 +454,21 @@ CASES = [
     Case("cancel-out-of-scope", rpc(lambda s, m, w: s.dep.CancelDeployment(
         deployment_pb2.CancelDeploymentRequest(name=w.done), metadata=m), "ci"),
          "PERMISSION_DENIED"),
+    Case("approve-name-nul", rpc(lambda s, m, w: s.dep.ApproveDeployment(
+        deployment_pb2.ApproveDeploymentRequest(name="dep_\x00"), metadata=m)), IA, "name"),
+    Case("approve-comment-control", rpc(lambda s, m, w: s.dep.ApproveDeployment(
+        deployment_pb2.ApproveDeploymentRequest(name=w.done, comment="ok\x1b[2J"), metadata=m)),
+         IA, "comment"),
+    Case("approve-unknown", rpc(lambda s, m, w: s.dep.ApproveDeployment(
+        deployment_pb2.ApproveDeploymentRequest(name="dep_0000"), metadata=m)), "NOT_FOUND"),
+    Case("approve-not-awaiting", rpc(lambda s, m, w: s.dep.ApproveDeployment(
+        deployment_pb2.ApproveDeploymentRequest(name=w.done), metadata=m)),
+         "FAILED_PRECONDITION"),
+    Case("reject-no-reason", rpc(lambda s, m, w: s.dep.RejectDeployment(
+        deployment_pb2.RejectDeploymentRequest(name=w.done), metadata=m)), IA, "reason"),
+    Case("reject-name-too-long", rpc(lambda s, m, w: s.dep.RejectDeployment(
+        deployment_pb2.RejectDeploymentRequest(name="d" * 101, reason="no"), metadata=m)),
+         IA, "name"),
     Case("teardown-service-bad", rpc(lambda s, m, w: s.dep.TeardownPreview(
         deployment_pb2.TeardownPreviewRequest(service="../x", pull_request=3), metadata=m)),
          IA, "service"),

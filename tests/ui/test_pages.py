@@ -66,3 +66,27 @@ def test_the_overview_history_and_audit_page(serve: Callable[..., Server]) -> No
     entries = _flat(audit)
     assert all(len(p) <= AUDIT_PAGE for p in audit) and len(audit) >= 2
     assert entries.count("deployment.create") == len(made) + AUDIT_PAGE - HISTORY_PAGE
+
+
+def test_a_deployment_awaiting_approval_has_a_state_look_of_its_own(
+    serve: Callable[..., Server],  # noqa: F811
+) -> None:
+    srv = serve(ui_listen="127.0.0.1:0")
+    assert srv.server.web is not None
+    admin = srv.token("admin")
+    s, art = seed(srv, admin)
+    files = samples.repo()
+    files["services/web/swarm/production/sami.yaml"] += b"approval: required\n"
+    s.man.SyncManifests(
+        manifest_pb2.SyncManifestsRequest(
+            files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in files.items()]
+        ),
+        metadata=md(admin),
+    )
+    dep = create(s, admin, art, "production")
+    web = WebClient(srv.server.web.port)
+    web.sign_in(admin)
+    body = web.get(f"/deployments/{dep}").body
+    assert '<span class="state approval"' in body and "awaiting approval" in body
+    assert "awaiting approval by anyone who may deploy to web/production" in body
+    assert ".state.approval" in web.get("/static/sami.css").body
