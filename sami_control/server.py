@@ -59,6 +59,7 @@ from sami_control.core.errors import DomainError
 from sami_control.core.model import Principal
 from sami_control.core.settings import Settings
 from sami_control.core.store import StorageFailed
+from sami_control.notify_http import HttpTransport
 from sami_control.storage import is_postgres, open_store
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.postgres_schema import SchemaTooNew
@@ -245,6 +246,8 @@ class ControlServer:
             )
         settings = dataclasses.replace(cfg.settings or Settings(), stack_policy=cfg.stack_policy)
         self.core = ControlPlane(self.store, settings)
+        self.notify_transport = HttpTransport(settings.notify_timeout)
+        self.core.send_notifications(self.notify_transport)
         # Metrics and the webhook (which counts its requests in them) only when served:
         # otherwise nothing could read them, and neither prometheus_client nor the
         # per-call interceptor costs the server anything.
@@ -390,6 +393,7 @@ class ControlServer:
             await self.web.stop()
         await self.http.stop()
         await self.core.stop()
+        await self.notify_transport.close()
         await self.server.stop(self.cfg.grace)
         await self.store.close()
         self._data_lock.release()

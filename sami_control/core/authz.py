@@ -17,6 +17,7 @@ class Action(enum.StrEnum):
     SYNC_MANIFESTS = "sync_manifests"
     AGENT_CONNECT = "agent_connect"
     READ_AUDIT = "read_audit"
+    MANAGE_NOTIFICATIONS = "manage_notifications"  # targets hold secrets: admins only
 
 
 ALLOWED: dict[Action, frozenset[Role]] = {
@@ -28,6 +29,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.SYNC_MANIFESTS: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.AGENT_CONNECT: frozenset({Role.AGENT}),
     Action.READ_AUDIT: frozenset({Role.ADMIN}),
+    Action.MANAGE_NOTIFICATIONS: frozenset({Role.ADMIN}),
 }
 
 
@@ -41,6 +43,7 @@ DOING: dict[Action, str] = {
     Action.SYNC_MANIFESTS: "sync manifests",
     Action.AGENT_CONNECT: "connect as an agent",
     Action.READ_AUDIT: "read the audit log",
+    Action.MANAGE_NOTIFICATIONS: "manage notification targets or read their deliveries",
 }
 # What to ask for instead, when one kind of token is the answer.
 ASK_FOR: dict[Action, str] = {

@@ -246,6 +246,7 @@ class Deployments:
         )
         await tx.insert_deployment(d)
         await tx.append_event(first)
+        await self.ctx.publisher.outbox.enqueue(tx, d, first)
         fx.add(d, first)
         if d.manifest_settings.queue == QUEUE_FIFO:
             return
@@ -256,6 +257,7 @@ class Deployments:
                 ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
                 await tx.update_deployment(old)
                 await tx.append_event(ev)
+                await self.ctx.publisher.outbox.enqueue(tx, old, ev)
                 fx.add(old, ev)
 
     @audited("preview.teardown", _teardown_subject)
@@ -393,6 +395,7 @@ class Deployments:
                 fx.tell_agent(d.cluster, d.agent_id, cmd)
             await tx.update_deployment(d)
             await tx.append_event(ev)
+            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
             fx.add(d, ev)
             fx.wake = True
             await self.audit.ok(
