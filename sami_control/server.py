@@ -23,6 +23,7 @@ from sami_control.api.budget import MAX_LARGE_REQUEST
 from sami_control.api.cron import CronServicer
 from sami_control.api.locks import LockServicer
 from sami_control.api.metrics_interceptor import MetricsInterceptor
+from sami_control.api.notify import NotificationServicer
 from sami_control.api.pb import (
     admin_pb2,
     admin_pb2_grpc,
@@ -39,6 +40,8 @@ from sami_control.api.pb import (
     lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    notify_pb2,
+    notify_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
 )
@@ -80,6 +83,7 @@ SERVICE_NAMES = [
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
     cron_pb2.DESCRIPTOR.services_by_name["CronService"].full_name,
     lock_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
+    notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
@@ -297,6 +301,9 @@ class ControlServer:
         )
         cron_pb2_grpc.add_CronServiceServicer_to_server(CronServicer(self.core), self.server)
         lock_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(self.core), self.server)
+        notify_pb2_grpc.add_NotificationServiceServicer_to_server(
+            NotificationServicer(self.core), self.server
+        )
         manifest_pb2_grpc.add_ManifestServiceServicer_to_server(
             ManifestServicer(self.core), self.server
         )

@@ -322,10 +322,11 @@ class Notifications:
             await self.audit.ok(tx, who, "notify.create", f"notify/{name}", detail=kind)
         return public(t)
 
-    async def list_targets(self, who: Principal) -> list[NotifyTarget]:
+    async def list_targets(self, who: Principal) -> list[tuple[NotifyTarget, bool]]:
+        """Each target's public view, and whether it has a secret."""
         authz.require(who, Action.MANAGE_NOTIFICATIONS)
         async with self.ctx.store.tx() as tx:
-            return [public(t) for t in await tx.list_notify_targets()]
+            return [(public(t), bool(t.secret)) for t in await tx.list_notify_targets()]
 
     @audited("notify.delete", _target_subject)
     async def delete_target(self, who: Principal, name: str) -> None:

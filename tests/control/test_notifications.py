@@ -322,7 +322,10 @@ async def test_secrets_never_appear_in_answers_logs_or_the_audit_log(
     for text in answers:
         assert SECRET not in text and "SECRETTOKEN" not in text
     targets = await cp.notifications.list_targets(ADMIN)
-    assert [t.url for t in targets] == ["http://127.0.0.1:9/…", "http://127.0.0.1:9/…"]
+    assert [(t.url, has) for t, has in targets] == [
+        ("http://127.0.0.1:9/…", True),
+        ("http://127.0.0.1:9/…", False),
+    ]
     assert "notify_delivery" in repr(logs)  # the logs were looked at, not empty
 
 
