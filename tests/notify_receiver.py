@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +35,12 @@ class Receiver:
     _runner: web.AppRunner | None = None
     _next_id: int = 1000
 
-    async def start(self) -> Receiver:
+    async def start(self, port: int = 0) -> Receiver:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
@@ -77,6 +78,25 @@ class Receiver:
             key = r.headers.get("X-Sami-Delivery", "")
             counts[key] = counts.get(key, 0) + 1
         return counts
+
+
+class ThreadedReceiver:
+    """A Receiver on an event loop of its own thread, for tests that are not async."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self, port: int = 0) -> Receiver:
+        self.thread.start()
+        fut = asyncio.run_coroutine_threadsafe(self.receiver.start(port), self.loop)
+        return fut.result(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
