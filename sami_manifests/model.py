@@ -110,6 +110,8 @@ class ResolvedManifest:
     warnings: tuple[Problem, ...] = ()
     promote_after: int = 0  # seconds; 0: promotions here are not gated
     queue: str = QUEUE_SUPERSEDE
+    # Where the deployed app is reached; `{pr}`: the pull request number.
+    environment_url: str = ""
 
     @property
     def manifest_path(self) -> str:

@@ -6,6 +6,7 @@ import fnmatch
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sami_common import durations
 
@@ -48,6 +49,7 @@ TOP_FIELDS: dict[str, frozenset[str]] = {
     "cron": frozenset({"cron"}),
     "promote_after": ALL_TYPES,
     "queue": ALL_TYPES,
+    "environment_url": ALL_TYPES,
 }
 STATIC_FILE_FIELDS = ("target_dir", "keep_releases")
 CRON_FIELDS = ("schedule", "stack_files", "image_services")
@@ -103,6 +105,7 @@ class ManifestSpec:
     type_line: int = 0
     promote_after: int = 0
     queue: str = QUEUE_SUPERSEDE
+    environment_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,8 @@ class _Checker:
             spec.promote_after = self.check_promote_after(doc)
         if "queue" in doc:
             spec.queue = self.check_queue(doc)
+        if "environment_url" in doc:
+            spec.environment_url = self.check_environment_url(doc)
         if deployment_type in STACK_TYPES:
             self.check_stack_fields(doc, spec, "")
         elif deployment_type == "static_file":
@@ -543,6 +548,23 @@ class _Checker:
             )
             return QUEUE_SUPERSEDE
         return rule
+
+    def check_environment_url(self, doc: YMap) -> str:
+        """`environment_url: https://…`: where the deployed app is reached (GitHub shows it
+        on the deployment); `{pr}` stands for the pull request's number."""
+        url = self.string(doc, "environment_url", "environment_url")
+        if url is None:
+            return ""
+        parts = urlsplit(url.replace("{pr}", "1"))
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 512:
+            self.err(
+                doc.value_line("environment_url"),
+                "wrong-value",
+                f"environment_url {url!r} is not an http(s) URL",
+                "e.g. environment_url: https://pr-{pr}.preview.example.com",
+            )
+            return ""
+        return url
 
     def check_stack_name(self, doc: YMap) -> str | None:
         line = doc.value_line("stack_name")

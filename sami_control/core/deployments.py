@@ -153,6 +153,7 @@ class Deployments:
                     keep_releases=m.static_file.keep_releases if m.static_file else 0,
                     cron_schedule=m.cron.schedule if m.cron else "",
                     queue=m.queue,
+                    environment_url=m.environment_url,
                 ),
             )
             await self.enqueue(tx, fx, d, f"requested by {who.name}", req.reason)

@@ -113,6 +113,8 @@ class ManifestSettings:
     # What this deployment does to the queued ones of its key (sami_manifests.QUEUE_RULES);
     # rows stored before the field existed read the default.
     queue: str = "supersede"
+    # Where the deployed app is reached (`{pr}` not yet replaced); "": not said.
+    environment_url: str = ""
 
 
 @dataclass

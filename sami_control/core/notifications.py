@@ -134,6 +134,9 @@ def wants(t: NotifyTarget, d: Deployment, event: str) -> bool:
         return False
     if t.environment and t.environment != d.environment:
         return False
+    if t.kind == "github" and d.action is DeploymentAction.TEARDOWN:
+        # A torn-down preview is one status on GitHub (inactive), not a deployment's life.
+        return event == "torn_down"
     if t.events:
         return event in t.events
     if event == "succeeded" and t.kind in CHAT_KINDS:
@@ -173,6 +176,7 @@ def payload(
             "attempt": d.attempt,
             "created_at": d.created_at,
             "finished_at": d.finished_at or None,
+            "environment_url": environment_url(d),
         },
         "artifact": {
             "id": d.artifact_id,
@@ -185,6 +189,11 @@ def payload(
         },
         "links": {"dashboard": link},
     }
+
+
+def environment_url(d: Deployment) -> str | None:
+    url = d.manifest_settings.environment_url
+    return url.replace("{pr}", str(d.pull_request)) if url else None
 
 
 class Outbox:
@@ -382,6 +391,7 @@ def sample(t: NotifyTarget, who: Principal) -> Delivery:
             "attempt": 1,
             "created_at": 0.0,
             "finished_at": 0.0,
+            "environment_url": None,
         },
         "artifact": {
             "id": "",

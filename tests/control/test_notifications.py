@@ -45,7 +45,9 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float, window
     return hmac.compare_digest("sha256=" + expected.hexdigest(), headers["X-Sami-Signature-256"])
 
 
-async def setup(store: Store, **settings: object) -> ControlPlane:
+async def setup(
+    store: Store, files: dict[str, bytes] | None = None, **settings: object
+) -> ControlPlane:
     opts: dict[str, object] = {"notify_backoff": 0.05, "notify_max_attempts": 4}
     opts.update(settings)
     cp = ControlPlane(store, Settings(**opts))  # type: ignore[arg-type]
@@ -62,7 +64,7 @@ async def setup(store: Store, **settings: object) -> ControlPlane:
             git_commit=COMMIT,
         ),
     )
-    await cp.manifests.sync(ADMIN, "", list(samples.repo().items()))
+    await cp.manifests.sync(ADMIN, "", list((files or samples.repo()).items()))
     return cp
 
 
@@ -255,7 +257,9 @@ async def test_chats_get_one_short_line_per_outcome_that_matters(
 async def test_github_gets_a_deployment_and_its_statuses(
     sqlite_store: Store, receiver: Receiver
 ) -> None:
-    cp = await setup(sqlite_store, dashboard_url="https://sami.example.com")
+    files = samples.repo()
+    files["services/web/swarm/stage/sami.yaml"] += b"environment_url: https://stage.example.com\n"
+    cp = await setup(sqlite_store, files, dashboard_url="https://sami.example.com")
     await cp.notifications.create_target(
         ADMIN, "gh", "github", receiver.url + "/api/v3", secret="ghp_TOKEN"
     )
@@ -283,6 +287,7 @@ async def test_github_gets_a_deployment_and_its_statuses(
     assert states == ["queued", "in_progress", "success"]
     last = receiver.requests[-1].json()
     assert last["log_url"] == f"https://sami.example.com/deployments/{d.id}"
+    assert last["environment_url"] == "https://stage.example.com"
     assert all(r.headers["Authorization"] == "Bearer ghp_TOKEN" for r in receiver.requests)
     assert all(r.headers["Accept"] == "application/vnd.github+json" for r in receiver.requests)
 
