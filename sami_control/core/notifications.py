@@ -437,6 +437,8 @@ class Sender:
         self.owner = f"snd_{secrets.token_hex(8)}"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One task per delivery being sent: a slow receiver holds up only its own.
+        self._sending: set[asyncio.Task[None]] = set()
         self._stopping = False
         outbox.wake = self._wake.set
 
@@ -451,6 +453,12 @@ class Sender:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # What is being sent is cut short: its claim runs out and it is tried again (the
+        # receiver may see it twice, which X-Sami-Delivery is for).
+        for task in list(self._sending):
+            task.cancel()
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -466,13 +474,15 @@ class Sender:
                 await asyncio.sleep(1.0)
 
     async def run_once(self) -> int:
-        """Claim what is due and send it; the number of deliveries tried."""
+        """Claim what is due and start sending it (at most `batch` at once); the number
+        of deliveries claimed."""
+        room = self.batch - len(self._sending)
+        if room <= 0:
+            return 0
         await self.ctx.store.writable()
         now = self.ctx.clock()
         async with self.ctx.store.tx() as tx:
-            claimed = await tx.claim_deliveries(
-                now, self.owner, now + self.claim_seconds, self.batch
-            )
+            claimed = await tx.claim_deliveries(now, self.owner, now + self.claim_seconds, room)
             targets = {t.id: t for t in await tx.list_notify_targets()} if claimed else {}
             refs = {c.id: await tx.get_notify_ref(c.target_id, c.deployment_id) for c in claimed}
         if not claimed:
@@ -480,10 +490,16 @@ class Sender:
         # What was read must be on disk before the world hears of it: a state change whose
         # commit fails must not be announced.
         await self.ctx.store.durable()
-        await asyncio.gather(
-            *(self._deliver(c, targets.get(c.target_id), refs[c.id]) for c in claimed)
-        )
+        for c in claimed:
+            task = asyncio.create_task(self._deliver(c, targets.get(c.target_id), refs[c.id]))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
         return len(claimed)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        # The next delivery of the same target and deployment may be due now.
+        self._wake.set()
 
     async def _deliver(self, d: Delivery, target: NotifyTarget | None, ref: str) -> None:
         if target is None:
@@ -495,11 +511,15 @@ class Sender:
                 log.exception("notify_transport_failed", delivery=d.id)
                 attempt = Attempt(ok=False, error=type(exc).__name__)
         done = self.outcome(d, attempt)
-        await self.ctx.store.writable()
-        async with self.ctx.store.tx() as tx:
-            await tx.finish_attempt(done, self.owner)
-            if attempt.ref and target is not None:
-                await tx.put_notify_ref(target.id, d.deployment_id, attempt.ref)
+        try:
+            await self.ctx.store.writable()
+            async with self.ctx.store.tx() as tx:
+                await tx.finish_attempt(done, self.owner)
+                if attempt.ref and target is not None:
+                    await tx.put_notify_ref(target.id, d.deployment_id, attempt.ref)
+        except Exception:  # the claim runs out and the delivery is tried again
+            log.exception("notify_outcome_not_stored", delivery=d.id)
+            return
         log_fn = log.warning if done.status == "dead" else log.info
         log_fn(
             "notify_delivery",

@@ -203,22 +203,29 @@ async def test_after_the_last_attempt_it_is_dead_lettered(sqlite_store: Store) -
     assert len(receiver.requests) == 3
 
 
-async def test_a_slow_receiver_does_not_hold_up_deployments(sqlite_store: Store) -> None:
+async def test_a_slow_receiver_holds_up_neither_deployments_nor_other_targets(
+    sqlite_store: Store,
+) -> None:
     receiver = await Receiver(hang=3.0).start()
+    fast = await Receiver().start()
     cp = await setup(sqlite_store)
-    await cp.notifications.create_target(ADMIN, "hook", "generic", receiver.url)
+    await cp.notifications.create_target(ADMIN, "slow", "generic", receiver.url)
+    await cp.notifications.create_target(ADMIN, "fast", "generic", fast.url)
     transport = await started(cp)
     try:
         await lifecycle(cp)
         await wait_for(lambda: receiver.in_flight == 1)
-        # While the receiver holds the first request, the next deployments run through.
+        # While the receiver holds the first request, the next deployments run through,
+        # and the other target hears of each.
         for _ in range(3):
             d = await lifecycle(cp)
             assert (await cp.deployments.get(ADMIN, d.id)).state.name == "SUCCEEDED"
-        assert receiver.in_flight == 1 and receiver.answered == 0
+        await wait_for(lambda: fast.answered == 4)
+        assert receiver.answered == 0 and receiver.in_flight >= 1
     finally:
         await stop(cp, transport)
         await receiver.stop()
+        await fast.stop()
 
 
 async def test_chats_get_one_short_line_per_outcome_that_matters(
