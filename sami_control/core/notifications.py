@@ -439,6 +439,9 @@ class Sender:
         self._task: asyncio.Task[None] | None = None
         # One task per delivery being sent: a slow receiver holds up only its own.
         self._sending: set[asyncio.Task[None]] = set()
+        # Outcomes of sends, stored together by the loop (store_outcomes).
+        self._outcomes: list[tuple[Delivery, Attempt, NotifyTarget | None]] = []
+        self.coalesce = 0.05
         self._stopping = False
         outbox.wake = self._wake.set
 
@@ -459,19 +462,26 @@ class Sender:
             task.cancel()
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+        with contextlib.suppress(Exception):  # a store already closed: tried again later
+            await self.store_outcomes()
 
     async def _run(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):  # retries fall due without a wake-up
                     await self._wake.wait()
+            # Gather what a burst of state changes enqueued (and what finished sending)
+            # into one claim and one write of outcomes, not one transaction each.
+            await asyncio.sleep(self.coalesce)
             self._wake.clear()
             try:
+                await self.store_outcomes()
                 while not self._stopping and await self.run_once():
                     pass
             except Exception:  # a bad row or a busy database must not end the loop
                 log.exception("notify_sender_failed")
                 await asyncio.sleep(1.0)
+        await self.store_outcomes()
 
     async def run_once(self) -> int:
         """Claim what is due and start sending it (at most `batch` at once); the number
@@ -510,28 +520,35 @@ class Sender:
             except Exception as exc:  # a transport bug must not leave the row claimed
                 log.exception("notify_transport_failed", delivery=d.id)
                 attempt = Attempt(ok=False, error=type(exc).__name__)
-        done = self.outcome(d, attempt)
-        try:
-            await self.ctx.store.writable()
-            async with self.ctx.store.tx() as tx:
-                await tx.finish_attempt(done, self.owner)
+        self._outcomes.append((self.outcome(d, attempt), attempt, target))
+
+    async def store_outcomes(self) -> None:
+        """Store the outcomes of the sends that finished, in one transaction. If that
+        fails, their claims run out and they are tried again."""
+        done, self._outcomes = self._outcomes, []
+        if not done:
+            return
+        await self.ctx.store.writable()
+        async with self.ctx.store.tx() as tx:
+            for d, attempt, target in done:
+                await tx.finish_attempt(d, self.owner)
                 if attempt.ref and target is not None:
                     await tx.put_notify_ref(target.id, d.deployment_id, attempt.ref)
-        except Exception:  # the claim runs out and the delivery is tried again
-            log.exception("notify_outcome_not_stored", delivery=d.id)
-            return
-        log_fn = log.warning if done.status == "dead" else log.info
-        log_fn(
-            "notify_delivery",
-            delivery=d.id,
-            target=d.target_name,
-            deployment_id=d.deployment_id,
-            notify_event=d.event,
-            status=done.status,
-            attempts=done.attempts,
-            status_code=attempt.status_code or None,
-            error=attempt.error or None,
-        )
+        for d, attempt, _ in done:
+            # A delivery that went through is routine (debug: a line each would cost more
+            # than the send); a retry is worth a line, a dead letter a warning.
+            log_fn = {"dead": log.warning, "pending": log.info}.get(d.status, log.debug)
+            log_fn(
+                "notify_delivery",
+                delivery=d.id,
+                target=d.target_name,
+                deployment_id=d.deployment_id,
+                notify_event=d.event,
+                status=d.status,
+                attempts=d.attempts,
+                status_code=attempt.status_code or None,
+                error=attempt.error or None,
+            )
 
     def outcome(self, d: Delivery, attempt: Attempt) -> Delivery:
         now = self.ctx.clock()
