@@ -159,10 +159,26 @@ class HttpTransport:
                 answer = {}
             return resp.status, answer if isinstance(answer, dict) else {}
 
+    async def _github_check(self, target: NotifyTarget) -> Attempt:
+        """`sami notify test` of a GitHub target: the API answers the token (GET
+        /rate_limit), without creating a deployment anywhere."""
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {target.secret}",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        async with self._client().get(
+            f"{target.url.rstrip('/')}/rate_limit", headers=headers
+        ) as resp:
+            await resp.read()
+            return _attempt(resp.status)
+
     async def _github(self, target: NotifyTarget, delivery: Delivery, ref: str) -> Attempt:
         """A GitHub deployment for the artifact's commit and environment (created by the
         first delivery about it, its id kept as `ref`), and one status per delivery."""
         doc = json.loads(delivery.payload)
+        if doc.get("test"):
+            return await self._github_check(target)
         repo = github_repo(doc["artifact"]["git_repo"] or "")
         commit = doc["artifact"]["git_commit"] or ""
         if not repo or not commit:

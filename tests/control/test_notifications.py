@@ -278,7 +278,7 @@ async def test_github_gets_a_deployment_and_its_statuses(
     finally:
         await stop(cp, transport)
     calls = [(r.method, r.path) for r in receiver.requests]
-    assert calls == [
+    assert calls[:4] == [
         ("POST", "/api/v3/repos/acme/web/deployments"),
         ("POST", "/api/v3/repos/acme/web/deployments/1001/statuses"),
         ("POST", "/api/v3/repos/acme/web/deployments/1001/statuses"),
@@ -290,6 +290,7 @@ async def test_github_gets_a_deployment_and_its_statuses(
         "stage",
         [],
     )
+    assert len(calls) == 4
     states = [r.json()["state"] for r in receiver.requests[1:]]
     assert states == ["queued", "in_progress", "success"]
     last = receiver.requests[-1].json()
@@ -297,6 +298,15 @@ async def test_github_gets_a_deployment_and_its_statuses(
     assert last["environment_url"] == "https://stage.example.com"
     assert all(r.headers["Authorization"] == "Bearer ghp_TOKEN" for r in receiver.requests)
     assert all(r.headers["Accept"] == "application/vnd.github+json" for r in receiver.requests)
+    # `sami notify test` asks the API whether it takes the token, and creates nothing.
+    cp.send_notifications(HttpTransport(timeout=2.0))
+    result = await cp.notifications.test_target(ADMIN, "gh")
+    assert result.ok and (receiver.requests[-1].method, receiver.requests[-1].path) == (
+        "GET",
+        "/api/v3/rate_limit",
+    )
+    assert cp.notifications.sender is not None
+    await cp.notifications.sender.transport.close()  # type: ignore[attr-defined]
 
 
 async def test_secrets_never_appear_in_answers_logs_or_the_audit_log(
