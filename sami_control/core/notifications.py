@@ -449,19 +449,22 @@ class Sender:
         self._task = asyncio.create_task(self._run(), name="sami-notify")
         self._wake.set()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let what is being sent finish (for up to `grace` seconds), store the outcomes,
+        and end the loop. A send cut short keeps its claim until it runs out, and is tried
+        again then (the receiver may see it twice: X-Sami-Delivery is for that)."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        # What is being sent is cut short: its claim runs out and it is tried again (the
-        # receiver may see it twice, which X-Sami-Delivery is for).
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=grace)
         for task in list(self._sending):
             task.cancel()
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._task is not None:
+            # The loop ends by itself once it sees _stopping, storing the outcomes.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, grace)
         with contextlib.suppress(Exception):  # a store already closed: tried again later
             await self.store_outcomes()
 

@@ -26,7 +26,7 @@ from sami_control.notify_http import HttpTransport
 from sami_control.storage.postgres import PostgresStore
 from sami_control.storage.sqlite import SQLiteStore
 from tests import samples
-from tests.control.core_env import ADMIN, AGENT_C1, REF, connect, drain, tick
+from tests.control.core_env import ADMIN, AGENT_C1, AGENT_C2, REF, connect, drain, tick
 from tests.notify_receiver import Receiver, wait_for
 from tests.pg import PgDatabase
 
@@ -91,10 +91,22 @@ async def lifecycle(
     reason: str = "",
 ) -> Deployment:
     """One deployment from request to result, as an agent would drive it."""
-    session = cp.sessions.get("c1", "a1") or await connect(cp, "a1", AGENT_C1)
     d = await cp.deployments.create(
         ADMIN, DeploymentInput("web", environment, ref, reason="release")
     )
+    return await run(cp, d, outcome, reason)
+
+
+async def run(
+    cp: ControlPlane,
+    d: Deployment,
+    outcome: Outcome = Outcome.SUCCEEDED,
+    reason: str = "",
+    cluster: str = "c1",
+    agent: Principal = AGENT_C1,
+) -> Deployment:
+    """Drive a created deployment to its result through an agent of `cluster`."""
+    session = cp.sessions.get(cluster, "a-" + cluster) or await connect(cp, "a-" + cluster, agent)
     await tick(cp)
     (cmd,) = [c for c in drain(session) if isinstance(c, AssignCommand)]
     lease, epoch = cmd.deployment.lease_id, cmd.deployment.epoch
@@ -412,3 +424,37 @@ async def test_on_postgresql_two_replicas_never_send_one_delivery_twice(
             r.json()["event"] for r in receiver.requests if r.json()["deployment"]["id"] == dep
         ]
         assert events == ["queued", "assigned", "in_progress", "succeeded"]
+
+
+async def test_github_marks_a_torn_down_preview_inactive(
+    sqlite_store: Store, receiver: Receiver
+) -> None:
+    files = samples.repo()
+    files["services/web/swarm/pull_request/sami.yaml"] += (
+        b"environment_url: https://pr-{pr}.preview.example.com\n"
+    )
+    cp = await setup(sqlite_store, files)
+    await cp.clusters.create(ADMIN, "c2", ["pull_request"])
+    await cp.notifications.create_target(
+        ADMIN, "gh", "github", receiver.url, secret="ghp_TOKEN", events=["succeeded", "torn_down"]
+    )
+    transport = await started(cp)
+    try:
+        preview = await cp.deployments.create(
+            ADMIN, DeploymentInput("web", "pull_request", REPO_REF, pull_request=7)
+        )
+        await run(cp, preview, cluster="c2", agent=AGENT_C2)
+        await wait_for(lambda: receiver.answered == 2)
+        teardown = await cp.deployments.teardown_preview(ADMIN, "web", 7, "PR closed", "")
+        await run(cp, teardown, cluster="c2", agent=AGENT_C2)
+        await wait_for(lambda: receiver.answered == 4)
+    finally:
+        await stop(cp, transport)
+    created = [r.json() for r in receiver.requests if r.path.endswith("/deployments")]
+    assert [(c["environment"], c["transient_environment"]) for c in created] == [
+        ("pr-7", True),
+        ("pr-7", True),
+    ]
+    statuses = [r.json() for r in receiver.requests if r.path.endswith("/statuses")]
+    assert [st["state"] for st in statuses] == ["success", "inactive"]
+    assert statuses[0]["environment_url"] == "https://pr-7.preview.example.com"
