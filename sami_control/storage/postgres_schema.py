@@ -115,9 +115,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (environment, service)
     );
     """,
-    # 9: notifications (core/notifications.py): targets, the outbox of deliveries written
-    # in the transaction of the state change that causes them, and what a receiver called
-    # a deployment (GitHub's deployment id).
+    # 3: notifications, as SQLite's migration 9.
     """
     CREATE TABLE notify_targets (
         id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, url TEXT NOT NULL,
