@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         help="tries before a notification is dead-lettered (default %(default)s)",
     )
     serve.add_argument(
+        "--notify-retention-days",
+        type=float,
+        default=Settings.notify_retention / 86400,
+        help="days delivered and dead notifications are kept for `sami notify log` "
+        "(default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -287,6 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
         dashboard_url=args.dashboard_url,
         notify_backoff=args.notify_backoff,
         notify_max_attempts=args.notify_max_attempts,
+        notify_retention=args.notify_retention_days * 86400,
     )
     cfg = ServeConfig(
         listen=args.listen,

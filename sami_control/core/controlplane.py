@@ -125,6 +125,7 @@ class ControlPlane:
             transport,
             policy,
             claim_seconds=settings.notify_timeout * 3 + 5,
+            retention=settings.notify_retention,
         )
         self.notifications.sender = sender
         return sender

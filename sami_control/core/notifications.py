@@ -80,6 +80,9 @@ CHAT_SUCCESS_ENVIRONMENTS = frozenset({"production"})
 MAX_SECRET = 4096
 MAX_ERROR = 500
 MAX_LOG = 200
+# Finished deliveries older than the retention are deleted this often, so many at a time.
+PRUNE_INTERVAL = 600.0
+PRUNE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -427,12 +430,15 @@ class Sender:
         policy: RetryPolicy | None = None,
         claim_seconds: float = 60.0,
         batch: int = 32,
+        retention: float = 14 * 24 * 3600.0,
     ) -> None:
         self.ctx = ctx
         self.transport = transport
         self.policy = policy or RetryPolicy()
         self.claim_seconds = claim_seconds
         self.batch = batch
+        self.retention = retention
+        self._pruned_at = 0.0
         # Claims name their owner: a replica only finishes what it claimed.
         self.owner = f"snd_{secrets.token_hex(8)}"
         self._wake = asyncio.Event()
@@ -481,6 +487,9 @@ class Sender:
                 await self.store_outcomes()
                 while not self._stopping and await self.run_once():
                     pass
+                if self.ctx.clock() - self._pruned_at >= PRUNE_INTERVAL:
+                    self._pruned_at = self.ctx.clock()
+                    await self.prune()
             except Exception:  # a bad row or a busy database must not end the loop
                 log.exception("notify_sender_failed")
                 await asyncio.sleep(1.0)
@@ -524,6 +533,19 @@ class Sender:
                 log.exception("notify_transport_failed", delivery=d.id)
                 attempt = Attempt(ok=False, error=type(exc).__name__)
         self._outcomes.append((self.outcome(d, attempt), attempt, target))
+
+    async def prune(self) -> int:
+        """Delete deliveries finished more than `retention` ago, a bounded batch at a
+        time (each its own short transaction); how many."""
+        total = 0
+        while not self._stopping:
+            await self.ctx.store.writable()
+            async with self.ctx.store.tx() as tx:
+                n = await tx.prune_deliveries(self.ctx.clock() - self.retention, PRUNE_BATCH)
+            total += n
+            if n < PRUNE_BATCH:
+                break
+        return total
 
     async def store_outcomes(self) -> None:
         """Store the outcomes of the sends that finished, in one transaction. If that

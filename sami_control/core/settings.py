@@ -46,3 +46,5 @@ class Settings:
     notify_backoff_cap: float = 600.0
     # An HTTP request to a receiver gets this long (connect to last byte).
     notify_timeout: float = 10.0
+    # Deliveries delivered or dead are kept this long (`sami notify log`), then deleted.
+    notify_retention: float = 14 * 24 * 3600.0

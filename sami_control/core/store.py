@@ -259,6 +259,10 @@ class Tx(abc.ABC):
         """The newest deliveries (of one target, if given), newest first."""
 
     @abc.abstractmethod
+    async def prune_deliveries(self, before: float, limit: int) -> int:
+        """Delete up to `limit` deliveries delivered or dead before `before`; how many."""
+
+    @abc.abstractmethod
     async def get_notify_ref(self, target_id: str, deployment_id: str) -> str:
         """What a target's receiver called this deployment (GitHub's deployment id); ""."""
 

@@ -100,6 +100,15 @@ class PostgresNotifyQueries:
             )
         return [delivery(r) for r in rows]
 
+    async def prune_deliveries(self, before: float, limit: int) -> int:
+        status = await self.c.execute(
+            "DELETE FROM notify_outbox WHERE id IN (SELECT id FROM notify_outbox"
+            " WHERE status != 'pending' AND finished_at < $1 LIMIT $2)",
+            before,
+            limit,
+        )
+        return int(status.split()[-1])
+
     async def get_notify_ref(self, target_id: str, deployment_id: str) -> str:
         ref = await self.c.fetchval(
             "SELECT ref FROM notify_refs WHERE target_id = $1 AND deployment_id = $2",

@@ -113,6 +113,14 @@ class SQLiteNotifyQueries:
         args.append(limit)
         return [delivery(r) for r in self.c.execute(sql, args)]
 
+    async def prune_deliveries(self, before: float, limit: int) -> int:
+        cur = self.c.execute(
+            "DELETE FROM notify_outbox WHERE id IN (SELECT id FROM notify_outbox"
+            " WHERE status != 'pending' AND finished_at < ? LIMIT ?)",
+            (before, limit),
+        )
+        return cur.rowcount
+
     async def get_notify_ref(self, target_id: str, deployment_id: str) -> str:
         row = self.c.execute(
             "SELECT ref FROM notify_refs WHERE target_id = ? AND deployment_id = ?",

@@ -199,6 +199,30 @@ async def _statuses(cp: ControlPlane, name: str, status: str) -> bool:
     return bool(rows) and all(r.status == status for r in rows)
 
 
+async def test_finished_deliveries_are_deleted_after_the_retention(
+    sqlite_store: Store, receiver: Receiver
+) -> None:
+    cp = await setup(sqlite_store)
+    await cp.notifications.create_target(ADMIN, "hook", "generic", receiver.url)
+    transport = await started(cp)
+    try:
+        await lifecycle(cp)
+        await wait_for(lambda: _statuses(cp, "hook", "delivered"))
+    finally:
+        await stop(cp, transport)
+    await cp.notifications.create_target(ADMIN, "later", "generic", "http://127.0.0.1:9/")
+    await lifecycle(cp)  # pending: never pruned, however old
+    sender = cp.notifications.sender
+    assert sender is not None
+    sender._stopping = False  # prune() runs in a stopped sender's place here
+    sender.retention = 3600.0
+    assert await sender.prune() == 0  # delivered just now: kept
+    sender.retention = -1.0
+    assert await sender.prune() == 1
+    rows = await cp.notifications.list_deliveries(ADMIN)
+    assert {(r.target_name, r.status) for r in rows} == {("hook", "pending"), ("later", "pending")}
+
+
 async def test_after_the_last_attempt_it_is_dead_lettered(sqlite_store: Store) -> None:
     receiver = await Receiver(fail_first=1000).start()
     cp = await setup(sqlite_store, notify_max_attempts=3)
