@@ -28,6 +28,7 @@ class Request:
 class Receiver:
     fail_first: int = 0  # answer 500 to this many requests first
     hang: float = 0.0  # wait this long before answering
+    close_first: int = 0  # close the connection without an answer to this many first
     requests: list[Request] = field(default_factory=list)
     answered: int = 0
     in_flight: int = 0
@@ -59,6 +60,10 @@ class Receiver:
             )
             if self.hang:
                 await asyncio.sleep(self.hang)
+            if len(self.requests) <= self.close_first:
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=204)  # never reaches the sender
             if len(self.requests) <= self.fail_first:
                 return web.json_response({"message": "try later"}, status=500)
             self.answered += 1

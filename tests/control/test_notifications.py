@@ -223,6 +223,22 @@ async def test_finished_deliveries_are_deleted_after_the_retention(
     assert {(r.target_name, r.status) for r in rows} == {("hook", "pending"), ("later", "pending")}
 
 
+async def test_a_receiver_that_hangs_up_gets_it_again(sqlite_store: Store) -> None:
+    receiver = await Receiver(close_first=1).start()
+    cp = await setup(sqlite_store)
+    await cp.notifications.create_target(ADMIN, "hook", "generic", receiver.url)
+    transport = await started(cp)
+    try:
+        await lifecycle(cp)
+        await wait_for(lambda: _statuses(cp, "hook", "delivered"))
+    finally:
+        await stop(cp, transport)
+        await receiver.stop()
+    (row,) = await cp.notifications.list_deliveries(ADMIN, "hook")
+    assert (row.attempts, row.status_code) == (2, 200)
+    assert len(receiver.requests) == 2 and receiver.answered == 1
+
+
 async def test_after_the_last_attempt_it_is_dead_lettered(sqlite_store: Store) -> None:
     receiver = await Receiver(fail_first=1000).start()
     cp = await setup(sqlite_store, notify_max_attempts=3)
