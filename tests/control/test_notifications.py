@@ -76,6 +76,19 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The outbox's behaviour on both backends."""
+    store: Store
+    if request.param == "sqlite":
+        store = SQLiteStore(tmp_path / "data")
+    else:
+        store = PostgresStore(request.getfixturevalue("pg_database").url, pool_size=4)
+    await store.open()
+    yield store
+    await store.close()
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     r = await Receiver().start()
@@ -130,8 +143,8 @@ async def stop(cp: ControlPlane, transport: HttpTransport) -> None:
     await transport.close()
 
 
-async def test_the_delivery_is_in_the_outbox_of_the_state_change(sqlite_store: Store) -> None:
-    cp = await setup(sqlite_store)  # no sender: deliveries wait
+async def test_the_delivery_is_in_the_outbox_of_the_state_change(any_store: Store) -> None:
+    cp = await setup(any_store)  # no sender: deliveries wait
     await cp.notifications.create_target(ADMIN, "hook", "generic", "http://127.0.0.1:9/x")
     d = await lifecycle(cp)
     (row,) = await cp.notifications.list_deliveries(ADMIN)
@@ -149,9 +162,9 @@ async def test_the_delivery_is_in_the_outbox_of_the_state_change(sqlite_store: S
 
 
 async def test_a_generic_webhook_is_signed_and_carries_the_schema(
-    sqlite_store: Store, receiver: Receiver
+    any_store: Store, receiver: Receiver
 ) -> None:
-    cp = await setup(sqlite_store, dashboard_url="https://sami.example.com/")
+    cp = await setup(any_store, dashboard_url="https://sami.example.com/")
     await cp.notifications.create_target(
         ADMIN, "hook", "generic", receiver.url + "/hook", secret=SECRET
     )
@@ -174,9 +187,9 @@ async def test_a_generic_webhook_is_signed_and_carries_the_schema(
     assert (row.status, row.attempts, row.status_code) == ("delivered", 1, 200)
 
 
-async def test_a_receiver_that_fails_gets_it_later(sqlite_store: Store) -> None:
+async def test_a_receiver_that_fails_gets_it_later(any_store: Store) -> None:
     receiver = await Receiver(fail_first=2).start()
-    cp = await setup(sqlite_store)
+    cp = await setup(any_store)
     await cp.notifications.create_target(ADMIN, "hook", "generic", receiver.url)
     transport = await started(cp)
     try:
@@ -200,9 +213,9 @@ async def _statuses(cp: ControlPlane, name: str, status: str) -> bool:
 
 
 async def test_finished_deliveries_are_deleted_after_the_retention(
-    sqlite_store: Store, receiver: Receiver
+    any_store: Store, receiver: Receiver
 ) -> None:
-    cp = await setup(sqlite_store)
+    cp = await setup(any_store)
     await cp.notifications.create_target(ADMIN, "hook", "generic", receiver.url)
     transport = await started(cp)
     try:
@@ -239,9 +252,9 @@ async def test_a_receiver_that_hangs_up_gets_it_again(sqlite_store: Store) -> No
     assert len(receiver.requests) == 2 and receiver.answered == 1
 
 
-async def test_after_the_last_attempt_it_is_dead_lettered(sqlite_store: Store) -> None:
+async def test_after_the_last_attempt_it_is_dead_lettered(any_store: Store) -> None:
     receiver = await Receiver(fail_first=1000).start()
-    cp = await setup(sqlite_store, notify_max_attempts=3)
+    cp = await setup(any_store, notify_max_attempts=3)
     await cp.notifications.create_target(ADMIN, "hook", "generic", receiver.url)
     transport = await started(cp)
     try:
@@ -314,11 +327,11 @@ async def test_chats_get_one_short_line_per_outcome_that_matters(
 
 
 async def test_github_gets_a_deployment_and_its_statuses(
-    sqlite_store: Store, receiver: Receiver
+    any_store: Store, receiver: Receiver
 ) -> None:
     files = samples.repo()
     files["services/web/swarm/stage/sami.yaml"] += b"environment_url: https://stage.example.com\n"
-    cp = await setup(sqlite_store, files, dashboard_url="https://sami.example.com")
+    cp = await setup(any_store, files, dashboard_url="https://sami.example.com")
     await cp.notifications.create_target(
         ADMIN, "gh", "github", receiver.url + "/api/v3", secret="ghp_TOKEN"
     )
