@@ -18,10 +18,11 @@ from structlog.testing import capture_logs
 from sami_control.core.commands import AssignCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import InvalidArgument, PermissionDenied
-from sami_control.core.model import ArtifactKind, Deployment, Outcome, Principal, Role
+from sami_control.core.model import ArtifactKind, Deployment, Outcome, Principal, Role, State
 from sami_control.core.requests import ArtifactInput, DeploymentInput
 from sami_control.core.settings import Settings
 from sami_control.core.store import Store
+from sami_control.core.transitions import move
 from sami_control.notify_http import HttpTransport
 from sami_control.storage.postgres import PostgresStore
 from sami_control.storage.sqlite import SQLiteStore
@@ -511,3 +512,22 @@ async def test_github_marks_a_torn_down_preview_inactive(
     statuses = [r.json() for r in receiver.requests if r.path.endswith("/statuses")]
     assert [st["state"] for st in statuses] == ["success", "inactive"]
     assert statuses[0]["environment_url"] == "https://pr-7.preview.example.com"
+
+
+async def test_a_state_change_rolled_back_leaves_no_delivery(any_store: Store) -> None:
+    """The delivery is part of the state change's transaction: if that transaction does not
+    commit, neither does the delivery."""
+    cp = await setup(any_store)
+    await cp.notifications.create_target(ADMIN, "hook", "generic", "http://127.0.0.1:9/")
+    d = await cp.deployments.create(ADMIN, DeploymentInput("web", "stage", REF))
+    with pytest.raises(RuntimeError, match="disk full"):
+        async with any_store.tx() as tx:
+            held = await tx.get_deployment(d.id)
+            assert held is not None
+            ev = move(held, State.CANCELLED, time.time(), "cancelled")
+            await tx.update_deployment(held)
+            await tx.append_event(ev)
+            assert await cp.notifications.outbox.enqueue(tx, held, ev) == 1
+            raise RuntimeError("disk full")
+    assert await cp.notifications.list_deliveries(ADMIN) == []
+    assert (await cp.deployments.get(ADMIN, d.id)).state is State.QUEUED
