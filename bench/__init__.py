@@ -18,6 +18,7 @@ its baseline measured in the same run on the same machine:
 12. pg-pickup     4 with the agents on replica B, the creates on replica A (200/s)
 13. pg-watch      1,000 watchers on replica B of events stored by replica A
 14. pg-idle       10,000 idle agents over two replicas: RSS, CPU, pickup meanwhile
+15. notify        figure 3 with 3 webhook notification targets vs none, same run
 (10-14 need PostgreSQL's binaries, else they say skipped; a private cluster is started.)
 
 Results: one table on stdout, bench/results/<full|quick>.json with the machine's details.

@@ -17,7 +17,7 @@ from typing import Any
 from bench import profile as prof
 from bench import report, swarm
 from bench.common import REPO, Row, Skipped, machine_info, raise_fd_limit
-from bench.figures import calls, dashboard, delivery, idle, lifecycle, replicas
+from bench.figures import calls, dashboard, delivery, idle, lifecycle, notify, replicas
 from bench.figures.params import FULL, QUICK, override
 from bench.figures.shared import Ctx
 
@@ -40,6 +40,8 @@ FIGURES: dict[str, tuple[str, Callable[[Ctx], list[Row]], tuple[str, ...]]] = {
     "pg-pickup": ("12", replicas.fig_pg_pickup, ()),
     "pg-watch": ("13", replicas.fig_pg_watch, ()),
     "pg-idle": ("14", replicas.fig_pg_idle, ()),
+    # Lifecycles with 3 notification targets vs none, in the same run.
+    "notify": ("15", notify.fig_notify, ()),
 }
 
 

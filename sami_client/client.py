@@ -19,6 +19,7 @@ import grpc
 from sami_client.calls import DEFAULT_PAGE_SIZE, LockAndCronCalls
 from sami_client.errors import SamiError, WatchGapError, WatchTimeout
 from sami_client.failover import FailoverChannel
+from sami_client.notify_calls import NotifyCalls
 from sami_client.pb import (
     artifact_pb2,
     artifact_pb2_grpc,
@@ -30,6 +31,7 @@ from sami_client.pb import (
     lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    notify_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
 )
@@ -73,7 +75,7 @@ def _translated_errors() -> Iterator[None]:
         raise SamiError.from_rpc_error(err) from err
 
 
-class SamiClient(LockAndCronCalls):
+class SamiClient(LockAndCronCalls, NotifyCalls):
     def __init__(
         self,
         endpoint: Endpoint,
@@ -94,6 +96,7 @@ class SamiClient(LockAndCronCalls):
         self._manifests = manifest_pb2_grpc.ManifestServiceStub(self._channel)
         self._cron = cron_pb2_grpc.CronServiceStub(self._channel)
         self._locks = lock_pb2_grpc.LockServiceStub(self._channel)
+        self._notify = notify_pb2_grpc.NotificationServiceStub(self._channel)
 
     @property
     def addresses(self) -> tuple[str, ...]:

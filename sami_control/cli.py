@@ -87,6 +87,32 @@ def _parser() -> argparse.ArgumentParser:
         help="live preview stacks one service may have; 0: no limit (default %(default)s)",
     )
     serve.add_argument(
+        "--dashboard-url",
+        default="",
+        help="the dashboard's address as people reach it (https://sami.example.com): "
+        "notifications link to a deployment's page under it",
+    )
+    serve.add_argument(
+        "--notify-backoff",
+        type=float,
+        default=Settings.notify_backoff,
+        help="seconds before a failed notification is tried again, doubling each time "
+        "(default %(default)s; docs/notifications.md)",
+    )
+    serve.add_argument(
+        "--notify-max-attempts",
+        type=int,
+        default=Settings.notify_max_attempts,
+        help="tries before a notification is dead-lettered (default %(default)s)",
+    )
+    serve.add_argument(
+        "--notify-retention-days",
+        type=float,
+        default=Settings.notify_retention / 86400,
+        help="days delivered and dead notifications are kept for `sami notify log` "
+        "(default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -269,6 +295,10 @@ def _serve(args: argparse.Namespace) -> int:
         token_recheck_interval=args.token_recheck_interval,
         max_streams_per_token=args.max_streams_per_token,
         max_previews_per_service=args.max_previews_per_service,
+        dashboard_url=args.dashboard_url,
+        notify_backoff=args.notify_backoff,
+        notify_max_attempts=args.notify_max_attempts,
+        notify_retention=args.notify_retention_days * 86400,
     )
     cfg = ServeConfig(
         listen=args.listen,

@@ -23,6 +23,7 @@ from sami_control.api.budget import MAX_LARGE_REQUEST
 from sami_control.api.cron import CronServicer
 from sami_control.api.locks import LockServicer
 from sami_control.api.metrics_interceptor import MetricsInterceptor
+from sami_control.api.notify import NotificationServicer
 from sami_control.api.pb import (
     admin_pb2,
     admin_pb2_grpc,
@@ -39,6 +40,8 @@ from sami_control.api.pb import (
     lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    notify_pb2,
+    notify_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
 )
@@ -60,6 +63,7 @@ from sami_control.core.model import Principal
 from sami_control.core.settings import Settings
 from sami_control.core.store import StorageFailed
 from sami_control.defaults import DEFAULT_LISTEN
+from sami_control.notify_http import HttpTransport
 from sami_control.storage import is_postgres, open_store
 from sami_control.storage.maintenance import DataDirBusy, DataDirLock
 from sami_control.storage.postgres_schema import SchemaTooNew
@@ -79,6 +83,7 @@ SERVICE_NAMES = [
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
     cron_pb2.DESCRIPTOR.services_by_name["CronService"].full_name,
     lock_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
+    notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
@@ -245,6 +250,8 @@ class ControlServer:
             )
         settings = dataclasses.replace(cfg.settings or Settings(), stack_policy=cfg.stack_policy)
         self.core = ControlPlane(self.store, settings)
+        self.notify_transport = HttpTransport(settings.notify_timeout)
+        self.core.send_notifications(self.notify_transport)
         # Metrics and the webhook (which counts its requests in them) only when served:
         # otherwise nothing could read them, and neither prometheus_client nor the
         # per-call interceptor costs the server anything.
@@ -294,6 +301,9 @@ class ControlServer:
         )
         cron_pb2_grpc.add_CronServiceServicer_to_server(CronServicer(self.core), self.server)
         lock_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(self.core), self.server)
+        notify_pb2_grpc.add_NotificationServiceServicer_to_server(
+            NotificationServicer(self.core), self.server
+        )
         manifest_pb2_grpc.add_ManifestServiceServicer_to_server(
             ManifestServicer(self.core), self.server
         )
@@ -390,6 +400,7 @@ class ControlServer:
             await self.web.stop()
         await self.http.stop()
         await self.core.stop()
+        await self.notify_transport.close()
         await self.server.stop(self.cfg.grace)
         await self.store.close()
         self._data_lock.release()

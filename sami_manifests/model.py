@@ -124,6 +124,8 @@ class ResolvedManifest:
     approval_required: bool = False
     approvers: tuple[str, ...] = ()  # empty: anyone who may deploy here (but the requester)
     approval_expires: int = DEFAULT_APPROVAL_EXPIRES  # seconds
+    # Where the deployed app is reached; `{pr}`: the pull request number.
+    environment_url: str = ""
 
     @property
     def manifest_path(self) -> str:

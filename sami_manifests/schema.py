@@ -6,6 +6,7 @@ import fnmatch
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sami_common import durations
 
@@ -57,6 +58,7 @@ TOP_FIELDS: dict[str, frozenset[str]] = {
     "approval": ALL_TYPES,
     "approvers": ALL_TYPES,
     "approval_expires": ALL_TYPES,
+    "environment_url": ALL_TYPES,
 }
 STATIC_FILE_FIELDS = ("target_dir", "keep_releases")
 CRON_FIELDS = ("schedule", "stack_files", "image_services")
@@ -115,6 +117,7 @@ class ManifestSpec:
     approval_required: bool = False
     approvers: tuple[str, ...] = ()
     approval_expires: int = DEFAULT_APPROVAL_EXPIRES
+    environment_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,8 @@ class _Checker:
         if "queue" in doc:
             spec.queue = self.check_queue(doc)
         self.check_approval(doc, spec)
+        if "environment_url" in doc:
+            spec.environment_url = self.check_environment_url(doc)
         if deployment_type in STACK_TYPES:
             self.check_stack_fields(doc, spec, "")
         elif deployment_type == "static_file":
@@ -640,6 +645,22 @@ class _Checker:
             )
             return DEFAULT_APPROVAL_EXPIRES
         return seconds
+    def check_environment_url(self, doc: YMap) -> str:
+        """`environment_url: https://…`: where the deployed app is reached (GitHub shows it
+        on the deployment); `{pr}` stands for the pull request's number."""
+        url = self.string(doc, "environment_url", "environment_url")
+        if url is None:
+            return ""
+        parts = urlsplit(url.replace("{pr}", "1"))
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 512:
+            self.err(
+                doc.value_line("environment_url"),
+                "wrong-value",
+                f"environment_url {url!r} is not an http(s) URL",
+                "e.g. environment_url: https://pr-{pr}.preview.example.com",
+            )
+            return ""
+        return url
 
     def check_stack_name(self, doc: YMap) -> str | None:
         line = doc.value_line("stack_name")

@@ -415,6 +415,7 @@ def _check_env(
         approval_required=spec.approval_required,
         approvers=spec.approvers,
         approval_expires=spec.approval_expires,
+        environment_url=spec.environment_url,
     )
     return manifest, problems
 

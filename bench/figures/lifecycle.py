@@ -57,12 +57,14 @@ def run_lifecycles(
     store: str | None = None,
     replicas: int = 1,
     db_cpu: Callable[[], float] | None = None,
+    configure: Callable[[ControlPlane, str], None] | None = None,
 ) -> dict[str, Any]:
     """Lifecycles in closed loops, on SQLite or on the PostgreSQL database `store` with
     `replicas` control planes: the clients and the simulated agents split evenly between
     them (a deployment created on one replica may run on an agent of another). The rate,
     latencies, and CPU a lifecycle costs the control planes (together), the load, and the
-    database server (`db_cpu`: its CPU seconds so far)."""
+    database server (`db_cpu`: its CPU seconds so far). `configure(control plane, admin
+    token)` runs before the load starts (figure 15 adds notification targets)."""
     p = ctx.params
     n = p.lifecycle_concurrency
     cp, toks, artifact = prepared(
@@ -74,6 +76,8 @@ def run_lifecycles(
     )
     cps = [cp]
     try:
+        if configure is not None:
+            configure(cp, toks["admin"][0])
         for i in range(1, replicas):
             cps.append(ControlPlane(ctx.folder(f"{name}-replica{i}"), store=store).start())
         services = split(service_names(n), replicas)

@@ -178,6 +178,7 @@ class AgentReports:
                 ev = move(d, state, now, reason or state.name.lower().replace("_", " "))
                 await tx.update_deployment(d)
                 await tx.append_event(ev)
+                await self.ctx.publisher.outbox.enqueue(tx, d, ev)
                 fx.add(d, ev)
             # else: a result we already stored, sent again after a reconnect.
         session.leases.discard(deployment_id)

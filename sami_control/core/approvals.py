@@ -58,6 +58,7 @@ class Approvals:
             d.status_message = ""
             await tx.update_deployment(d)
             await tx.append_event(ev)
+            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
             fx.add(d, ev)
             await self.deployments.supersede_queued(tx, fx, d, now)
             await self.audit.ok(
@@ -84,6 +85,7 @@ class Approvals:
             ev = move(d, State.CANCELLED, now, f"rejected by {who.name}: {reason}", "approval")
             await tx.update_deployment(d)
             await tx.append_event(ev)
+            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
             fx.add(d, ev)
             await self.audit.ok(
                 tx, who, "deployment.reject", d.id, detail=reason, service=d.service
@@ -127,6 +129,7 @@ class Approvals:
                 )
                 await tx.update_deployment(d)
                 await tx.append_event(ev)
+                await self.ctx.publisher.outbox.enqueue(tx, d, ev)
                 fx.add(d, ev)
                 await self.audit.ok(
                     tx,

@@ -18,6 +18,7 @@ class Action(enum.StrEnum):
     AGENT_CONNECT = "agent_connect"
     READ_AUDIT = "read_audit"
     APPROVE = "approve"  # approve or reject deployments waiting for approval
+    MANAGE_NOTIFICATIONS = "manage_notifications"  # targets hold secrets: admins only
 
 
 ALLOWED: dict[Action, frozenset[Role]] = {
@@ -30,6 +31,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.AGENT_CONNECT: frozenset({Role.AGENT}),
     Action.READ_AUDIT: frozenset({Role.ADMIN}),
     Action.APPROVE: frozenset({Role.ADMIN, Role.DEPLOYER}),
+    Action.MANAGE_NOTIFICATIONS: frozenset({Role.ADMIN}),
 }
 
 
@@ -44,6 +46,7 @@ DOING: dict[Action, str] = {
     Action.AGENT_CONNECT: "connect as an agent",
     Action.READ_AUDIT: "read the audit log",
     Action.APPROVE: "approve or reject deployments",
+    Action.MANAGE_NOTIFICATIONS: "manage notification targets or read their deliveries",
 }
 # What to ask for instead, when one kind of token is the answer.
 ASK_FOR: dict[Action, str] = {

@@ -20,6 +20,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `cron_runs` | core/cron_runs.py | the runs of cron jobs |
 | `locks` | core/target_locks.py | target locks (`sami lock`): take, release, break, list |
 | `info` | core/server_info.py | what this control plane is (version, store) |
+| `notifications` | core/notifications.py | notification targets, the outbox and its sender |
 
 Nothing here imports grpc.
 """
@@ -46,6 +47,7 @@ from sami_control.core.dispatch import Leases
 from sami_control.core.effects import Publisher
 from sami_control.core.hub import Hub
 from sami_control.core.manifest_catalog import ManifestCatalog
+from sami_control.core.notifications import Notifications, RetryPolicy, Sender, Transport
 from sami_control.core.peers import Peers
 from sami_control.core.server_info import ServerInfo
 from sami_control.core.sessions import Sessions
@@ -92,6 +94,8 @@ class ControlPlane:
         self.locks = TargetLocks(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
         self.info = ServerInfo(ctx)
+        self.notifications = Notifications(ctx)
+        self.publisher.outbox = self.notifications.outbox
         # Other replicas on the same database (PostgreSQL): what each commits, the others
         # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.
         self.bus = store.make_bus()
@@ -114,6 +118,24 @@ class ControlPlane:
         self._stopping = False
         store.on_failure(self._lost_commit)
 
+    def send_notifications(self, transport: Transport) -> Sender:
+        """Deliver the outbox through `transport` once started (the server passes its
+        HTTP transport; without one, deliveries wait in the outbox)."""
+        settings = self.settings
+        policy = RetryPolicy(
+            settings.notify_max_attempts, settings.notify_backoff, settings.notify_backoff_cap
+        )
+        sender = Sender(
+            self.notifications.ctx,
+            self.notifications.outbox,
+            transport,
+            policy,
+            claim_seconds=settings.notify_timeout * 3 + 5,
+            retention=settings.notify_retention,
+        )
+        self.notifications.sender = sender
+        return sender
+
     async def start(self) -> None:
         if self.bus.shared:
             await self.bus.start(self.peers.receive, self.peers.resync)
@@ -121,9 +143,13 @@ class ControlPlane:
         await self.leases.give_grace_after_restart()
         self._loop_task = asyncio.create_task(self._background(), name="sami-dispatch")
         self._wake.set()
+        if self.notifications.sender is not None:
+            self.notifications.sender.start()
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.notifications.sender is not None:
+            await self.notifications.sender.stop()
         self.agents.close_all("the control plane is stopping; reconnect")
         if self._loop_task:
             # The loop also ends on its own once it sees _stopping: on Python 3.11,

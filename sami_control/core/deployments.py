@@ -156,6 +156,7 @@ class Deployments:
                     approval_required=m.approval_required,
                     approvers=m.approvers,
                     approval_expires=float(m.approval_expires),
+                    environment_url=m.environment_url,
                 ),
             )
             if m.approval_required:
@@ -253,6 +254,7 @@ class Deployments:
         first = record(d, EventType.STATE_CHANGED, now, message=message)
         await tx.insert_deployment(d)
         await tx.append_event(first)
+        await self.ctx.publisher.outbox.enqueue(tx, d, first)
         fx.add(d, first)
         if d.state is State.QUEUED:
             await self.supersede_queued(tx, fx, d, now)
@@ -270,6 +272,7 @@ class Deployments:
                 ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
                 await tx.update_deployment(old)
                 await tx.append_event(ev)
+                await self.ctx.publisher.outbox.enqueue(tx, old, ev)
                 fx.add(old, ev)
 
     @audited("preview.teardown", _teardown_subject)
@@ -407,6 +410,7 @@ class Deployments:
                 fx.tell_agent(d.cluster, d.agent_id, cmd)
             await tx.update_deployment(d)
             await tx.append_event(ev)
+            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
             fx.add(d, ev)
             fx.wake = True
             await self.audit.ok(

@@ -68,6 +68,7 @@ class Leases:
         if d.state is State.ASSIGNED:
             ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
             await tx.append_event(ev)
+            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
             fx.add(d, ev)
 
     async def requeue(self, tx: Tx, fx: Effects, d: Deployment, now: float, why: str) -> None:
@@ -95,6 +96,7 @@ class Leases:
             )
         await tx.update_deployment(d)
         await tx.append_event(ev)
+        await self.ctx.publisher.outbox.enqueue(tx, d, ev)
         fx.add(d, ev)
 
     async def expire(self) -> Effects:
@@ -179,6 +181,7 @@ class Leases:
         ev = move(d, State.ASSIGNED, now, f"assigned to agent {s.agent_id} (attempt {d.attempt})")
         await tx.update_deployment(d)
         await tx.append_event(ev)
+        await self.ctx.publisher.outbox.enqueue(tx, d, ev)
         fx.add(d, ev)
         art = await self.artifacts.by_id(tx, d.artifact_id) if d.artifact_id else None
         s.leases.add(d.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -20,7 +21,7 @@ from sami_control.core.hub import Hub
 from sami_control.core.model import Deployment, Event, EventType, State
 from sami_control.core.peers import Peers
 from sami_control.core.sessions import AgentSession
-from sami_control.core.store import Store
+from sami_control.core.store import Store, Tx
 
 log = structlog.get_logger("sami.control")
 # The deployment_state lines logged at warning: the rollout failed.
@@ -69,9 +70,24 @@ class Effects:
         return n
 
 
+class Outbox(Protocol):
+    """Notifications to send about a state change, written in its transaction
+    (core/notifications.py)."""
+
+    async def enqueue(self, tx: Tx, d: Deployment, ev: Event) -> int: ...
+
+
+class _NoOutbox:
+    async def enqueue(self, tx: Tx, d: Deployment, ev: Event) -> int:
+        return 0
+
+
 class Publisher:
     def __init__(self, store: Store, hub: Hub, wake: Callable[[], None]) -> None:
         self._store = store
+        # Every service that stores a state change hands it to the outbox in the same
+        # transaction (set by core/controlplane.py; nothing to notify by default).
+        self.outbox: Outbox = _NoOutbox()
         self.hub = hub
         self._wake = wake
         self.observers: list[Observer] = []

@@ -55,6 +55,7 @@ def entry_of(m: manifests.ResolvedManifest) -> dict[str, object]:
         "approval_required": m.approval_required,
         "approvers": list(m.approvers),
         "approval_expires_seconds": m.approval_expires if m.approval_required else 0,
+        "environment_url": m.environment_url,
     }
 
 

@@ -122,6 +122,9 @@ class ManifestSettings:
     approvers: tuple[str, ...] = ()
     approval_expires: float = 0.0
 
+    # Where the deployed app is reached (`{pr}` not yet replaced); "": not said.
+    environment_url: str = ""
+
     def __post_init__(self) -> None:
         # Stored as JSON, the approvers come back as a list.
         object.__setattr__(self, "approvers", tuple(self.approvers))
@@ -324,3 +327,45 @@ class TargetLock:
     @property
     def target(self) -> str:
         return f"{self.service or '*'}/{self.environment}"
+
+
+@dataclass
+class NotifyTarget:
+    """Where outcomes are told (`sami notify add`): a webhook, a chat, or GitHub. `secret`
+    (signing secret, chat or GitHub token) never leaves the control plane; `url` may hold
+    one too (Telegram's bot token), so neither is ever shown whole (core/notifications.py)."""
+
+    id: str
+    name: str
+    kind: str  # generic | slack | discord | telegram | github
+    url: str
+    secret: str = ""
+    service: str = ""  # "": every service
+    environment: str = ""  # "": every environment
+    events: list[str] = field(default_factory=list)  # []: the kind's defaults
+    created_by: str = ""
+    created_at: float = 0.0
+
+
+@dataclass
+class Delivery:
+    """One notification to send to one target: a row of the outbox, written in the
+    transaction of the state change that causes it. `id` is its idempotency key."""
+
+    id: str
+    target_id: str
+    target_name: str
+    deployment_id: str
+    sequence: int
+    event: str  # succeeded, failed, … (core/notifications.py EVENTS)
+    payload: str  # the JSON document of the event (docs/notifications.md)
+    status: str = "pending"  # pending | delivered | dead
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    # A sender claims a row until this time: another replica leaves it alone until then.
+    claimed_until: float = 0.0
+    claimed_by: str = ""
+    status_code: int = 0
+    last_error: str = ""
+    created_at: float = 0.0
+    finished_at: float = 0.0

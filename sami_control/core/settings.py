@@ -36,3 +36,15 @@ class Settings:
     # Live preview stacks one service may have (each a stack on the cluster): a preview of
     # another pull request past it is refused until some are torn down. 0: no limit.
     max_previews_per_service: int = 20
+    # The dashboard's address as people reach it (`--dashboard-url`): notifications link
+    # to a deployment's page under it. "": no link.
+    dashboard_url: str = ""
+    # Notifications (core/notifications.py): tries per delivery, and the first retry's
+    # delay in seconds (doubling, at most notify_backoff_cap).
+    notify_max_attempts: int = 10
+    notify_backoff: float = 2.0
+    notify_backoff_cap: float = 600.0
+    # An HTTP request to a receiver gets this long (connect to last byte).
+    notify_timeout: float = 10.0
+    # Deliveries delivered or dead are kept this long (`sami notify log`), then deleted.
+    notify_retention: float = 14 * 24 * 3600.0

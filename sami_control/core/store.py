@@ -15,9 +15,11 @@ from sami_control.core.model import (
     AuditEntry,
     Cluster,
     CronRun,
+    Delivery,
     Deployment,
     Event,
     ManifestRevision,
+    NotifyTarget,
     State,
     TargetLock,
     TokenRecord,
@@ -223,6 +225,49 @@ class Tx(abc.ABC):
         self, service: str, environment: str, before_seq: int, limit: int
     ) -> list[CronRun]:
         """Newest (highest seq) first."""
+
+    # notifications (core/notifications.py): targets, and the outbox of deliveries
+    @abc.abstractmethod
+    async def insert_notify_target(self, t: NotifyTarget) -> None: ...
+    @abc.abstractmethod
+    async def list_notify_targets(self) -> list[NotifyTarget]:
+        """Every target, by name."""
+
+    @abc.abstractmethod
+    async def delete_notify_target(self, name: str) -> bool:
+        """Remove the target and its deliveries still pending; False if there was none."""
+
+    @abc.abstractmethod
+    async def insert_delivery(self, d: Delivery) -> None: ...
+    @abc.abstractmethod
+    async def claim_deliveries(
+        self, now: float, owner: str, until: float, limit: int
+    ) -> list[Delivery]:
+        """Claim (claimed_by=owner, claimed_until=until) up to `limit` pending deliveries
+        due at `now` and claimed by nobody (or by a claim that ran out), oldest first, each
+        the oldest pending one of its target+deployment (they are sent in order). Rows
+        another transaction is claiming are skipped, not waited for: two replicas never
+        claim one row."""
+
+    @abc.abstractmethod
+    async def finish_attempt(self, d: Delivery, owner: str) -> bool:
+        """Store the outcome of an attempt (status, attempts, next_attempt_at, status_code,
+        last_error, finished_at) and release the claim, if `owner` still holds it."""
+
+    @abc.abstractmethod
+    async def list_deliveries(self, target_name: str, limit: int) -> list[Delivery]:
+        """The newest deliveries (of one target, if given), newest first."""
+
+    @abc.abstractmethod
+    async def prune_deliveries(self, before: float, limit: int) -> int:
+        """Delete up to `limit` deliveries delivered or dead before `before`; how many."""
+
+    @abc.abstractmethod
+    async def get_notify_ref(self, target_id: str, deployment_id: str) -> str:
+        """What a target's receiver called this deployment (GitHub's deployment id); ""."""
+
+    @abc.abstractmethod
+    async def put_notify_ref(self, target_id: str, deployment_id: str, ref: str) -> None: ...
 
 
 class Store(abc.ABC):

@@ -138,4 +138,29 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL, PRIMARY KEY (environment, service)
     );
     """,
+    # 9: notifications (core/notifications.py): targets, the outbox of deliveries written
+    # in the transaction of the state change that causes them, and what a receiver called
+    # a deployment (GitHub's deployment id).
+    """
+    CREATE TABLE notify_targets (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, url TEXT NOT NULL,
+        secret TEXT NOT NULL, service TEXT NOT NULL, environment TEXT NOT NULL,
+        events TEXT NOT NULL, created_by TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE TABLE notify_outbox (
+        id TEXT PRIMARY KEY, target_id TEXT NOT NULL, target_name TEXT NOT NULL,
+        deployment_id TEXT NOT NULL, sequence INTEGER NOT NULL, event TEXT NOT NULL,
+        payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL, claimed_until REAL NOT NULL,
+        claimed_by TEXT NOT NULL, status_code INTEGER NOT NULL, last_error TEXT NOT NULL,
+        created_at REAL NOT NULL, finished_at REAL NOT NULL
+    );
+    CREATE INDEX notify_outbox_pending ON notify_outbox(status, next_attempt_at);
+    CREATE INDEX notify_outbox_order ON notify_outbox(target_id, deployment_id, sequence);
+    CREATE INDEX notify_outbox_recent ON notify_outbox(target_name, created_at);
+    CREATE TABLE notify_refs (
+        target_id TEXT NOT NULL, deployment_id TEXT NOT NULL, ref TEXT NOT NULL,
+        PRIMARY KEY (target_id, deployment_id)
+    );
+    """,
 ]

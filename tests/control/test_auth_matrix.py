@@ -26,6 +26,8 @@ from sami.v1 import (
     lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    notify_pb2,
+    notify_pb2_grpc,
 )
 from sami_control import offline
 from sami_control.core.model import AgentRecord
@@ -33,6 +35,7 @@ from tests import samples
 from tests.control.conftest import LiveServer
 
 REF = "127.0.0.1:5000/web@sha256:" + "a" * 64
+DOWN = "http://127.0.0.1:9/hook"
 OK, DENIED, UNAUTH = "OK", "PERMISSION_DENIED", "UNAUTHENTICATED"
 _n = itertools.count()
 
@@ -53,6 +56,12 @@ class Ctx:
         self.man = manifest_pb2_grpc.ManifestServiceStub(self.ch)
         self.cron = cron_pb2_grpc.CronServiceStub(self.ch)
         self.locks = lock_pb2_grpc.LockServiceStub(self.ch)
+        self.notify = notify_pb2_grpc.NotificationServiceStub(self.ch)
+        # Nothing listens on port 9: TestTarget answers that it could not connect.
+        self.notify.CreateTarget(
+            notify_pb2.CreateTargetRequest(name="sample", kind="generic", url=DOWN),
+            metadata=self.md(self.admin),
+        )
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
@@ -75,6 +84,13 @@ class Ctx:
 
         asyncio.run_coroutine_threadsafe(put(), self.srv.loop).result(10)
         return agent_id
+
+    def target_and_remove(self, md: tuple[tuple[str, str], ...]) -> object:
+        name = f"hook-{next(_n)}"
+        self.notify.CreateTarget(
+            notify_pb2.CreateTargetRequest(name=name, kind="generic", url=DOWN), metadata=md
+        )
+        return self.notify.DeleteTarget(notify_pb2.DeleteTargetRequest(name=name), metadata=md)
 
     def lock_and_unlock(self, service: str, env: str, md: tuple[tuple[str, str], ...]) -> object:
         """Take a lock and release it with the same token (so later calls are not refused)."""
@@ -237,6 +253,14 @@ RPCS: dict[str, Call] = {
     "CreateLock+DeleteLock(*,production)": lambda c, md: c.lock_and_unlock("", "production", md),
     "DeleteLock(another's)": lambda c, md: c.break_lock(md),
     "ListLocks": lambda c, md: c.locks.ListLocks(lock_pb2.ListLocksRequest(), metadata=md),
+    "CreateTarget+DeleteTarget": lambda c, md: c.target_and_remove(md),
+    "ListTargets": lambda c, md: c.notify.ListTargets(notify_pb2.ListTargetsRequest(), metadata=md),
+    "TestTarget": lambda c, md: c.notify.TestTarget(
+        notify_pb2.TestTargetRequest(name="sample"), metadata=md
+    ),
+    "ListDeliveries": lambda c, md: c.notify.ListDeliveries(
+        notify_pb2.ListDeliveriesRequest(), metadata=md
+    ),
     "AgentService.Connect": _connect,
 }
 

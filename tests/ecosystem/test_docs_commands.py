@@ -33,6 +33,7 @@ DOCS = [
     REPO / "docs" / "sami-on-swarm.md",
     REPO / "docs" / "high-availability.md",
     REPO / "docs" / "postgresql.md",
+    REPO / "docs" / "notifications.md",
     REPO / "examples" / "github" / "README.md",
 ]
 COMMENTED = [

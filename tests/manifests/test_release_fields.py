@@ -59,3 +59,13 @@ def test_queue_takes_supersede_or_fifo() -> None:
     assert resolve(with_lines("queue: supersede"), "web", None, "stage").queue == "supersede"
     found = errors(with_lines("queue: lifo"))
     assert found == ["queue 'lifo' is not a queue rule: expected one of supersede, fifo"]
+
+
+def test_environment_url_is_an_optional_http_url() -> None:
+    assert resolve(base_files(), "web", None, "stage").environment_url == ""
+    url = "https://pr-{pr}.preview.example.com"
+    assert (
+        resolve(with_lines(f"environment_url: {url}"), "web", None, "stage").environment_url == url
+    )
+    found = errors(with_lines("environment_url: ftp://example.com"))
+    assert found == ["environment_url 'ftp://example.com' is not an http(s) URL"]
