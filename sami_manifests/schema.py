@@ -645,6 +645,7 @@ class _Checker:
             )
             return DEFAULT_APPROVAL_EXPIRES
         return seconds
+
     def check_environment_url(self, doc: YMap) -> str:
         """`environment_url: https://…`: where the deployed app is reached (GitHub shows it
         on the deployment); `{pr}` stands for the pull request's number."""
