@@ -31,6 +31,7 @@ from sami_client import (
     manifests_cmd,
     release_cmd,
     safety_cmd,
+    status_cmd,
     version_cmd,
 )
 from sami_client.context import CommandParser, Context, Subparsers, execute
@@ -44,6 +45,7 @@ _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
     deployment_cmd.register,
     release_cmd.register,
     safety_cmd.register,
+    status_cmd.register,
     cluster_cmd.register,
     manifests_cmd.register,
     admin_cmd.register,

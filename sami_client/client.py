@@ -32,6 +32,7 @@ from sami_client.pb import (
     manifest_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    status_pb2_grpc,
 )
 from sami_common.backoff import Backoff
 from sami_common.dial import CHANNEL_OPTIONS, Endpoint
@@ -94,6 +95,7 @@ class SamiClient(LockAndCronCalls):
         self._manifests = manifest_pb2_grpc.ManifestServiceStub(self._channel)
         self._cron = cron_pb2_grpc.CronServiceStub(self._channel)
         self._locks = lock_pb2_grpc.LockServiceStub(self._channel)
+        self._status = status_pb2_grpc.StatusServiceStub(self._channel)
 
     @property
     def addresses(self) -> tuple[str, ...]:

@@ -23,6 +23,8 @@ from sami.v1 import (
     manifest_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 
 __all__ = [
@@ -42,4 +44,6 @@ __all__ = [
     "manifest_pb2_grpc",
     "server_pb2",
     "server_pb2_grpc",
+    "status_pb2",
+    "status_pb2_grpc",
 ]

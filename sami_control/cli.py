@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         help="live preview stacks one service may have; 0: no limit (default %(default)s)",
     )
     serve.add_argument(
+        "--drift-grace",
+        type=float,
+        default=Settings.drift_grace,
+        metavar="S",
+        help="replicas short or tasks unhealthy for longer than S seconds is drift"
+        " (docs/status.md; default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -265,6 +273,7 @@ def _serve(args: argparse.Namespace) -> int:
         token_recheck_interval=args.token_recheck_interval,
         max_streams_per_token=args.max_streams_per_token,
         max_previews_per_service=args.max_previews_per_service,
+        drift_grace=args.drift_grace,
     )
     cfg = ServeConfig(
         listen=args.listen,

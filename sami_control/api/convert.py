@@ -33,6 +33,7 @@ from sami_control.core.model import (
     Cluster,
     Deployment,
     Event,
+    LiveServiceState,
     ManifestRevision,
     PreviewStack,
     Role,
@@ -184,6 +185,33 @@ def preview_stacks(stacks: object) -> list[PreviewStack]:
     return [
         PreviewStack(s.stack_name, s.service, s.pull_request, s.deployment_id)
         for s in stacks  # type: ignore[attr-defined]
+    ]
+
+
+def live_services(services: object) -> list[LiveServiceState]:
+    """An agent's LiveStatus services; the cluster and the target are the core's to fill."""
+    return [
+        LiveServiceState(
+            cluster="",
+            stack_name=s.stack_name,
+            swarm_service=s.service,
+            service="",
+            environment="",
+            pull_request=0,
+            deployment_id=s.deployment_id,
+            label_digest=s.label_digest,
+            image=s.image,
+            desired_replicas=s.desired_replicas,
+            running_replicas=s.running_replicas,
+            unhealthy_tasks=s.unhealthy_tasks,
+            update_state=s.update_state,
+            update_message=s.update_message,
+            change_time=s.change_time.ToNanoseconds() / 1e9 if s.HasField("change_time") else 0.0,
+            outside_change=s.outside_change,
+            removed=s.removed,
+            reported_at=0.0,
+        )
+        for s in services  # type: ignore[attr-defined]
     ]
 
 

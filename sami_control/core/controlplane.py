@@ -18,6 +18,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `reports` | core/agent_reports.py | what agents report on their stream |
 | `cron_runs` | core/cron_runs.py | the runs of cron jobs |
 | `locks` | core/target_locks.py | target locks (`sami lock`): take, release, break, list |
+| `live` | core/live_status.py | what runs (agents' live status), drift; `sami status` |
 | `info` | core/server_info.py | what this control plane is (version, store) |
 
 Nothing here imports grpc.
@@ -43,6 +44,7 @@ from sami_control.core.deployments import Deployments
 from sami_control.core.dispatch import Leases
 from sami_control.core.effects import Publisher
 from sami_control.core.hub import Hub
+from sami_control.core.live_status import LiveStatus
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.peers import Peers
 from sami_control.core.server_info import ServerInfo
@@ -87,6 +89,7 @@ class ControlPlane:
         self.locks = TargetLocks(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
         self.info = ServerInfo(ctx)
+        self.live = LiveStatus(ctx, self.agents, self.sessions, lambda: self.bus.shared)
         # Other replicas on the same database (PostgreSQL): what each commits, the others
         # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.
         self.bus = store.make_bus()

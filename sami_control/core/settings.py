@@ -36,3 +36,5 @@ class Settings:
     # Live preview stacks one service may have (each a stack on the cluster): a preview of
     # another pull request past it is refused until some are torn down. 0: no limit.
     max_previews_per_service: int = 20
+    # Replicas short or tasks unhealthy for longer than this is drift (docs/status.md).
+    drift_grace: float = 30.0

@@ -115,6 +115,24 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (environment, service)
     );
     """,
+    # 3: live status, as SQLite's migration 9.
+    """
+    CREATE TABLE live_services (
+        cluster TEXT NOT NULL, stack_name TEXT NOT NULL, swarm_service TEXT NOT NULL,
+        service TEXT NOT NULL, environment TEXT NOT NULL, pull_request BIGINT NOT NULL,
+        deployment_id TEXT NOT NULL, label_digest TEXT NOT NULL, image TEXT NOT NULL,
+        desired_replicas BIGINT NOT NULL, running_replicas BIGINT NOT NULL,
+        unhealthy_tasks BIGINT NOT NULL, update_state TEXT NOT NULL,
+        update_message TEXT NOT NULL, change_time DOUBLE PRECISION NOT NULL,
+        outside_change TEXT NOT NULL, removed BOOLEAN NOT NULL,
+        reported_at DOUBLE PRECISION NOT NULL, degraded_since DOUBLE PRECISION NOT NULL,
+        drift_reason TEXT NOT NULL, drift_since DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (cluster, stack_name, swarm_service)
+    );
+    CREATE TABLE live_reports (
+        cluster TEXT PRIMARY KEY, reported_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 # The tables with an identity `seq`: `store copy` moves their sequences past the copied rows.
@@ -135,6 +153,8 @@ TABLES = (
     "audit",
     "cron_runs",
     "target_locks",
+    "live_services",
+    "live_reports",
 )
 
 # Taken (pg_advisory_xact_lock) by the transaction that migrates: replicas starting

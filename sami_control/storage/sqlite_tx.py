@@ -30,6 +30,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.core.store import Tx
+from sami_control.storage.sqlite_live import SQLiteLiveQueries
 from sami_control.storage.sqlite_safety import SQLiteSafetyQueries
 
 _JSON_FIELDS = {
@@ -178,7 +179,7 @@ def _cron_run(row: sqlite3.Row) -> CronRun:
     return CronRun(**d)
 
 
-class SQLiteTx(SQLiteSafetyQueries, Tx):
+class SQLiteTx(SQLiteSafetyQueries, SQLiteLiveQueries, Tx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
 

@@ -26,6 +26,8 @@ from sami.v1 import (
     lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 from sami_control import offline
 from sami_control.core.model import AgentRecord
@@ -50,6 +52,7 @@ class Ctx:
         self.man = manifest_pb2_grpc.ManifestServiceStub(self.ch)
         self.cron = cron_pb2_grpc.CronServiceStub(self.ch)
         self.locks = lock_pb2_grpc.LockServiceStub(self.ch)
+        self.status = status_pb2_grpc.StatusServiceStub(self.ch)
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
@@ -209,6 +212,10 @@ RPCS: dict[str, Call] = {
     "CreateLock+DeleteLock(*,production)": lambda c, md: c.lock_and_unlock("", "production", md),
     "DeleteLock(another's)": lambda c, md: c.break_lock(md),
     "ListLocks": lambda c, md: c.locks.ListLocks(lock_pb2.ListLocksRequest(), metadata=md),
+    "GetStatus": lambda c, md: c.status.GetStatus(status_pb2.GetStatusRequest(), metadata=md),
+    "WatchStatus": lambda c, md: next(
+        iter(c.status.WatchStatus(status_pb2.GetStatusRequest(), metadata=md, timeout=5))
+    ),
     "AgentService.Connect": _connect,
 }
 
@@ -225,6 +232,8 @@ READ = {
     "ListManifestRevisions",
     "ListCronRuns",
     "ListLocks",
+    "GetStatus",
+    "WatchStatus",
 }
 DEPLOY_ALL = {
     "RegisterArtifact",

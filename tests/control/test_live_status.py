@@ -1,0 +1,192 @@
+"""Live status and drift in the core (core/live_status.py): rows written on change only,
+drift decided on each report with its reason, recorded in the audit log and ended when live
+heals; nothing judged while a deployment is in flight; stale once the agent is gone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from sami_control.core.commands import AssignCommand
+from sami_control.core.controlplane import ControlPlane
+from sami_control.core.live_status import drift_reason
+from sami_control.core.model import Deployment, LiveServiceState, Outcome, Principal, Role
+from sami_control.core.sessions import AgentSession
+from sami_control.storage.sqlite_tx import SQLiteTx
+from tests.control.core_env import ADMIN, Clock, connect, deploy, drain, tick
+
+DIGEST = "sha256:" + "a" * 64
+OTHER = "sha256:" + "c" * 64
+
+
+def live(deployment_id: str, **kw: object) -> LiveServiceState:
+    row = LiveServiceState(
+        cluster="",
+        stack_name="stage_web",
+        swarm_service="web",
+        service="",
+        environment="",
+        pull_request=0,
+        deployment_id=deployment_id,
+        label_digest=DIGEST,
+        image=f"127.0.0.1:5000/web@{DIGEST}",
+        desired_replicas=2,
+        running_replicas=2,
+        unhealthy_tasks=0,
+        update_state="completed",
+        update_message="",
+        change_time=100.0,
+        outside_change="",
+        removed=False,
+        reported_at=0.0,
+    )
+    return replace(row, **kw)  # type: ignore[arg-type]
+
+
+async def deployed(cp: ControlPlane) -> tuple[AgentSession, Deployment]:
+    a = await connect(cp, "a1")
+    d = await deploy(cp)
+    await tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    c = cmd.deployment
+    await cp.reports.result(a, d.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    drain(a)
+    return a, d
+
+
+async def audit_actions(cp: ControlPlane) -> list[tuple[str, str]]:
+    entries, _ = await cp.audit.list(ADMIN, 0.0, "", 0, "")
+    return [(e.action, e.detail) for e in entries if e.action.startswith("drift.")]
+
+
+def test_drift_reasons() -> None:
+    row = replace(live("d1"), service="web", environment="stage")
+    assert drift_reason(row, 0.0, 30.0) == ""
+    assert drift_reason(replace(row, removed=True), 0.0, 30.0).startswith("removed:")
+    manual = replace(row, image=f"web@{OTHER}")
+    assert drift_reason(manual, 0.0, 30.0) == (
+        "image: runs sha256:cccccccccccc, Sami deployed sha256:aaaaaaaaaaaa (deployment d1)"
+    )
+    assert drift_reason(replace(row, image="nginx:alpine"), 0.0, 30.0).startswith(
+        "image: runs nginx:alpine,"
+    )
+    scaled = replace(row, outside_change="replicas 2 -> 1", desired_replicas=1)
+    assert drift_reason(scaled, 0.0, 30.0) == "replicas: changed outside Sami (replicas 2 -> 1)"
+    assert drift_reason(replace(row, outside_change="spec"), 0.0, 30.0).startswith("spec:")
+    short = replace(row, running_replicas=1, degraded_since=100.0)
+    assert drift_reason(short, 129.0, 30.0) == ""  # within the grace period
+    assert drift_reason(short, 131.0, 30.0) == "replicas: 1/2 running for 31 s"
+    sick = replace(row, unhealthy_tasks=1, degraded_since=100.0)
+    assert drift_reason(sick, 140.0, 30.0).startswith("unhealthy: 1 task(s)")
+
+
+async def test_report_stores_targets_and_drift_starts_and_heals(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, clock = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert (row.live.service, row.live.environment, row.live.cluster) == ("web", "stage", "c1")
+    assert row.artifact_name == "web" and not row.drift_reason and not row.stale
+    assert row.health == "healthy"
+
+    clock.t += 5
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}")])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_reason.startswith("image: runs sha256:cccccccccccc")
+    assert row.drift_since == clock.t
+    since = clock.t
+    clock.t += 5
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}", running_replicas=1)])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_since == since  # the same drift goes on
+
+    await cp.live.report(a, False, [live(d.id)])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert not row.drift_reason
+    assert [action for action, _ in await audit_actions(cp)] == ["drift.detected", "drift.healed"]
+
+
+async def test_only_changes_are_written(
+    env: tuple[ControlPlane, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cp, clock = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    writes: list[LiveServiceState] = []
+    put = SQLiteTx.put_live_service
+
+    async def counted(tx: SQLiteTx, row: LiveServiceState) -> None:
+        writes.append(row)
+        await put(tx, row)
+
+    monkeypatch.setattr(SQLiteTx, "put_live_service", counted)
+    clock.t += 60
+    await cp.live.report(a, True, [live(d.id)])  # the safety net: nothing changed
+    assert writes == []
+    await cp.live.report(a, False, [live(d.id, running_replicas=1)])
+    assert [(w.running_replicas, w.reported_at) for w in writes] == [(1, clock.t)]
+
+
+async def test_removed_service_is_drift_and_full_report_finds_it(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id), live(d.id, swarm_service="worker")])
+    await cp.live.report(a, True, [live(d.id)])  # worker missing from a full report
+    rows = {r.live.swarm_service: r for r in await cp.live.get(ADMIN, "", "")}
+    assert rows["worker"].live.removed and rows["worker"].health == "removed"
+    assert rows["worker"].drift_reason.startswith("removed:")
+    assert not rows["web"].drift_reason
+
+
+async def test_no_drift_while_a_deployment_is_in_flight(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    d2 = await deploy(cp)
+    await tick(cp)
+    drain(a)
+    # The new deployment's stack deploy is under way: its own changes are no drift.
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}", running_replicas=0)])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert not row.drift_reason
+    assert d2.id != d.id
+
+
+async def test_grace_period_drift_shows_at_read_time(env: tuple[ControlPlane, Clock]) -> None:
+    cp, clock = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id, running_replicas=1)])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert not row.drift_reason and row.health == "degraded"
+    clock.t += cp.settings.drift_grace + 1
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_reason.startswith("replicas: 1/2 running")
+
+
+async def test_stale_once_the_agent_is_gone_and_scope_filters(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    cp.agents.disconnect(a)
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.stale and row.report_time > 0
+    prod_reader = Principal("t9", "prod-reader", Role.READER, environments=("production",))
+    assert await cp.live.get(prod_reader, "", "") == []
+    stage_reader = Principal("t9", "stage-reader", Role.READER, environments=("stage",))
+    assert len(await cp.live.get(stage_reader, "", "")) == 1
+    assert await cp.live.get(ADMIN, "api", "") == []
+
+
+async def test_unknown_deployment_label_is_not_shown(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    a, _ = await deployed(cp)
+    await cp.live.report(a, True, [live("dep_from_elsewhere")])
+    assert await cp.live.get(ADMIN, "", "") == []
