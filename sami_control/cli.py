@@ -95,6 +95,14 @@ def _parser() -> argparse.ArgumentParser:
         " (docs/status.md; default %(default)s)",
     )
     serve.add_argument(
+        "--drift-redeploy-interval",
+        type=float,
+        default=Settings.drift_redeploy_interval,
+        metavar="S",
+        help="redeploy a drifted target with `on_drift: redeploy` at most once every S seconds"
+        " (default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -274,6 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_streams_per_token=args.max_streams_per_token,
         max_previews_per_service=args.max_previews_per_service,
         drift_grace=args.drift_grace,
+        drift_redeploy_interval=args.drift_redeploy_interval,
     )
     cfg = ServeConfig(
         listen=args.listen,

@@ -40,6 +40,11 @@ MAX_PROMOTE_AFTER = 90 * 86400
 QUEUE_SUPERSEDE = "supersede"
 QUEUE_FIFO = "fifo"
 QUEUE_RULES: tuple[str, ...] = (QUEUE_SUPERSEDE, QUEUE_FIFO)
+# `on_drift:` — what Sami does when live differs from what it deployed (docs/status.md):
+# report it, or deploy the last SUCCEEDED artifact again.
+ON_DRIFT_REPORT = "report"
+ON_DRIFT_REDEPLOY = "redeploy"
+ON_DRIFT_RULES: tuple[str, ...] = (ON_DRIFT_REPORT, ON_DRIFT_REDEPLOY)
 
 
 def canonical_environment(name: str) -> str | None:
@@ -110,6 +115,7 @@ class ResolvedManifest:
     warnings: tuple[Problem, ...] = ()
     promote_after: int = 0  # seconds; 0: promotions here are not gated
     queue: str = QUEUE_SUPERSEDE
+    on_drift: str = ON_DRIFT_REPORT
 
     @property
     def manifest_path(self) -> str:

@@ -19,6 +19,8 @@ from .model import (
     MAX_KEEP_RELEASES,
     MAX_PROMOTE_AFTER,
     MIN_CONVERGE_TIMEOUT,
+    ON_DRIFT_REPORT,
+    ON_DRIFT_RULES,
     QUEUE_RULES,
     QUEUE_SUPERSEDE,
     UNSUPPORTED_TYPES,
@@ -48,6 +50,7 @@ TOP_FIELDS: dict[str, frozenset[str]] = {
     "cron": frozenset({"cron"}),
     "promote_after": ALL_TYPES,
     "queue": ALL_TYPES,
+    "on_drift": STACK_TYPES,
 }
 STATIC_FILE_FIELDS = ("target_dir", "keep_releases")
 CRON_FIELDS = ("schedule", "stack_files", "image_services")
@@ -103,6 +106,7 @@ class ManifestSpec:
     type_line: int = 0
     promote_after: int = 0
     queue: str = QUEUE_SUPERSEDE
+    on_drift: str = ON_DRIFT_REPORT
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,8 @@ class _Checker:
             spec.promote_after = self.check_promote_after(doc)
         if "queue" in doc:
             spec.queue = self.check_queue(doc)
+        if "on_drift" in doc and "on_drift" in _fields_for(deployment_type):
+            spec.on_drift = self.check_on_drift(doc)
         if deployment_type in STACK_TYPES:
             self.check_stack_fields(doc, spec, "")
         elif deployment_type == "static_file":
@@ -542,6 +548,24 @@ class _Checker:
                 "fifo: queued deployments all run, in order",
             )
             return QUEUE_SUPERSEDE
+        return rule
+
+    def check_on_drift(self, doc: YMap) -> str:
+        """`on_drift: report|redeploy`: what Sami does when live differs from what it
+        deployed (docs/status.md)."""
+        rule = self.string(doc, "on_drift", "on_drift")
+        if rule is None:
+            return ON_DRIFT_REPORT
+        if rule not in ON_DRIFT_RULES:
+            self.err(
+                doc.value_line("on_drift"),
+                "wrong-value",
+                f"on_drift {rule!r} is not a drift rule: expected one of "
+                f"{', '.join(ON_DRIFT_RULES)}",
+                "report (the default): drift is shown and audited; redeploy: Sami also "
+                "deploys the last SUCCEEDED artifact again",
+            )
+            return ON_DRIFT_REPORT
         return rule
 
     def check_stack_name(self, doc: YMap) -> str | None:

@@ -412,6 +412,7 @@ def _check_env(
         warnings=tuple(sort_problems(problems)),
         promote_after=spec.promote_after,
         queue=spec.queue,
+        on_drift=spec.on_drift,
     )
     return manifest, problems
 

@@ -89,7 +89,14 @@ class ControlPlane:
         self.locks = TargetLocks(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
         self.info = ServerInfo(ctx)
-        self.live = LiveStatus(ctx, self.agents, self.sessions, lambda: self.bus.shared)
+        self.live = LiveStatus(
+            ctx,
+            self.agents,
+            self.sessions,
+            lambda: self.bus.shared,
+            self.deployments,
+            self.manifests,
+        )
         # Other replicas on the same database (PostgreSQL): what each commits, the others
         # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.
         self.bus = store.make_bus()

@@ -23,9 +23,20 @@ from sami_control.core import authz, validation
 from sami_control.core.agents import Agents, principal_of
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
-from sami_control.core.model import DeploymentAction, LiveServiceState, Principal
+from sami_control.core.deployments import Deployments
+from sami_control.core.errors import DomainError
+from sami_control.core.manifest_catalog import ManifestCatalog
+from sami_control.core.model import (
+    DeploymentAction,
+    LiveServiceState,
+    Principal,
+    Role,
+    State,
+)
+from sami_control.core.requests import DeploymentInput
 from sami_control.core.sessions import AgentSession, Sessions
 from sami_control.core.store import Tx
+from sami_manifests import ON_DRIFT_REDEPLOY
 
 log = structlog.get_logger("sami.live")
 
@@ -36,6 +47,9 @@ STALE_AFTER = 150.0
 WATCH_RECHECK = 2.0
 # What the audit log names the drift records after.
 DETECTED, HEALED = "drift.detected", "drift.healed"
+# Who asks for the deployments of `on_drift: redeploy` (their created_by, the audit log's
+# token name).
+HEALER = Principal("", "sami (drift)", Role.ADMIN)
 
 
 def short_digest(digest: str) -> str:
@@ -114,11 +128,17 @@ class LiveStatus:
         agents: Agents,
         sessions: Sessions,
         shared_store: Callable[[], bool],
+        deployments: Deployments,
+        manifests: ManifestCatalog,
     ) -> None:
         self.ctx = ctx
         self.agents = agents
         self.sessions = sessions
         self._shared_store = shared_store
+        self.deployments = deployments
+        self.manifests = manifests
+        # When a self-heal was last requested here, per target (the store has the rest).
+        self._healed_at: dict[tuple[str, str, int], float] = {}
         # Set whenever a report here changed a row: wakes the watchers of this replica.
         self._changed = asyncio.Event()
 
@@ -135,6 +155,7 @@ class LiveStatus:
         cluster = session.cluster
         who = principal_of(session)
         changed = False
+        drifted: list[LiveServiceState] = []
         async with self.ctx.store.tx() as tx:
             known = {
                 (r.stack_name, r.swarm_service): r for r in await tx.list_live_services(cluster)
@@ -148,16 +169,18 @@ class LiveStatus:
                     tx, replace(reported, cluster=cluster, reported_at=now), before
                 )
                 if row is not None:
-                    changed |= await self._settle(tx, who, row, before, now)
+                    changed |= await self._settle(tx, who, row, before, now, drifted)
             if full:
                 for key, before in known.items():
                     if key not in seen and not before.removed:
                         gone = replace(before, removed=True, reported_at=now)
-                        changed |= await self._settle(tx, who, gone, before, now)
+                        changed |= await self._settle(tx, who, gone, before, now, drifted)
                 await tx.put_live_report_time(cluster, now)
         if changed:
             self._changed.set()
             self._changed = asyncio.Event()
+        for row in drifted:
+            await self._heal(row, now)
 
     async def _targeted(
         self, tx: Tx, row: LiveServiceState, before: LiveServiceState | None
@@ -185,6 +208,7 @@ class LiveStatus:
         row: LiveServiceState,
         before: LiveServiceState | None,
         now: float,
+        drifted: list[LiveServiceState],
     ) -> bool:
         """Decide `row`'s drift, audit where it starts or ends, store it if it changed.
         Returns whether anything was written."""
@@ -214,10 +238,67 @@ class LiveStatus:
                     tx, who, HEALED, _target(row), detail=f"was: {was}", service=row.service
                 )
                 log.info("drift_healed", target=_target(row), was=was)
+            if reason:
+                drifted.append(row)
         if before is not None and _same(before, row):
             return False
         await tx.put_live_service(row)
         return True
+
+    async def _heal(self, row: LiveServiceState, now: float) -> None:
+        """`on_drift: redeploy`: deploy the target's last SUCCEEDED artifact again, at most
+        once per interval, never while a deployment of the target is queued or in flight;
+        Deployments.create refuses a quarantined digest (and a locked target) itself."""
+        key = (row.service, row.environment, row.pull_request)
+        interval = self.ctx.settings.drift_redeploy_interval
+        if now - self._healed_at.get(key, -interval) < interval:
+            return
+        async with self.ctx.store.tx() as tx:
+            ours = await tx.get_deployment(row.deployment_id)
+            if ours is None:
+                return
+            try:
+                resolved = await self.manifests.resolve(
+                    tx, row.service, ours.deployment_type, row.environment
+                )
+            except DomainError:
+                return  # no manifest for it any more: nothing to heal with
+            if resolved.manifest.on_drift != ON_DRIFT_REDEPLOY:
+                return
+            if await tx.key_busy(*key) or await tx.queued_of_key(*key):
+                return
+            latest = await tx.latest_for_key(*key)
+            if (
+                latest is not None
+                and latest.created_by == HEALER.name
+                and now - latest.created_at < interval
+            ):
+                return  # another replica healed it a moment ago
+            good = next(
+                (
+                    d
+                    for d in await tx.finished_deploys_of_key(*key, 100)
+                    if d.state is State.SUCCEEDED and d.artifact_id
+                ),
+                None,
+            )
+        if good is None:
+            return
+        self._healed_at[key] = now
+        request = DeploymentInput(
+            service=row.service,
+            environment=row.environment,
+            artifact=good.artifact_id,
+            pull_request=row.pull_request,
+            reason=f"on_drift: redeploy ({row.drift_reason})",
+            deployment_type=ours.deployment_type,
+        )
+        try:
+            d = await self.deployments.create(HEALER, request)
+        except DomainError as exc:
+            log.warning("drift_redeploy_refused", target=_target(row), error=exc.message)
+            return
+        log.warning("drift_redeploy", target=_target(row), deployment_id=d.id, of=good.id)
 
     @staticmethod
     async def _removed_by_sami(tx: Tx, row: LiveServiceState) -> bool:

@@ -52,6 +52,7 @@ def entry_of(m: manifests.ResolvedManifest) -> dict[str, object]:
         "cron_schedule": m.cron.schedule if m.cron else "",
         "promote_after_seconds": m.promote_after,
         "queue": m.queue,
+        "on_drift": m.on_drift,
     }
 
 

@@ -38,3 +38,5 @@ class Settings:
     max_previews_per_service: int = 20
     # Replicas short or tasks unhealthy for longer than this is drift (docs/status.md).
     drift_grace: float = 30.0
+    # A target with `on_drift: redeploy` is redeployed by Sami at most once this often.
+    drift_redeploy_interval: float = 300.0

@@ -14,6 +14,7 @@ from sami_control.core.live_status import drift_reason
 from sami_control.core.model import Deployment, LiveServiceState, Outcome, Principal, Role
 from sami_control.core.sessions import AgentSession
 from sami_control.storage.sqlite_tx import SQLiteTx
+from tests import samples
 from tests.control.core_env import ADMIN, Clock, connect, deploy, drain, tick
 
 DIGEST = "sha256:" + "a" * 64
@@ -190,3 +191,51 @@ async def test_unknown_deployment_label_is_not_shown(env: tuple[ControlPlane, Cl
     a, _ = await deployed(cp)
     await cp.live.report(a, True, [live("dep_from_elsewhere")])
     assert await cp.live.get(ADMIN, "", "") == []
+
+
+async def redeploy_on_drift(cp: ControlPlane) -> None:
+    files = samples.repo()
+    path = "services/web/swarm/stage/sami.yaml"
+    files[path] = files[path] + b"on_drift: redeploy\n"
+    await cp.manifests.sync(ADMIN, "", list(files.items()))
+
+
+async def test_on_drift_redeploy_heals_once_per_interval(env: tuple[ControlPlane, Clock]) -> None:
+    cp, clock = env
+    a, d = await deployed(cp)
+    await redeploy_on_drift(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 1
+
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}")])
+    listed, _ = await cp.deployments.list(ADMIN, "web", "stage", None, 0, "")
+    heal = listed[0]
+    assert len(listed) == 2 and heal.created_by == "sami (drift)"
+    assert heal.artifact_id == d.artifact_id and heal.reason.startswith("on_drift: redeploy")
+
+    # Queued (then in flight): no second one, whatever the reports say.
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}", running_replicas=1)])
+    assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 2
+
+    # It failed; within the interval nothing more is tried, after it once more.
+    await tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    c = cmd.deployment
+    await cp.reports.result(a, heal.id, c.lease_id, c.epoch, Outcome.FAILED, "no")
+    drain(a)
+    clock.t += 10
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}")])
+    assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 2
+    clock.t += cp.settings.drift_redeploy_interval
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}", running_replicas=1)])
+    assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 3
+
+
+async def test_on_drift_report_only_reports(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}")])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_reason
+    assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 1
