@@ -14,11 +14,18 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from sami.v1 import status_pb2, status_pb2_grpc
+from sami.v1 import (
+    deployment_pb2,
+    deployment_pb2_grpc,
+    manifest_pb2,
+    manifest_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
+)
 from sami_dev.devswarm import DevSwarm
 from tests.harness import wait_for
 from tests.swarm.conftest import Images
-from tests.swarm.test_swarm_e2e import Sami, live
+from tests.swarm.test_swarm_e2e import SERVICES, Sami, deployments_repo, live
 
 __all__ = ["live"]  # the fixture, for pytest
 
@@ -111,3 +118,46 @@ def test_drift_by_hand_then_healed_scaled_and_stale(
     assert row["stale"] is True and row["drifted"] is True, row
     table = live.sami("status", "shop-f")
     assert "STALE" in table.out and "DRIFT: replicas" in table.out, table.out
+
+
+def test_on_drift_redeploy_puts_the_deployed_digest_back(
+    live: Sami, images: Images, devswarm: DevSwarm
+) -> None:
+    files = deployments_repo([*SERVICES, "heal"])
+    files["services/heal/swarm/stage/sami.yaml"] += b"on_drift: redeploy\n"
+    with grpc.insecure_channel(live.control.addr) as ch:
+        manifest_pb2_grpc.ManifestServiceStub(ch).SyncManifests(
+            manifest_pb2.SyncManifestsRequest(
+                files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in files.items()]
+            ),
+            metadata=(("authorization", f"Bearer {live.admin}"),),
+            timeout=10,
+        )
+    live.agent("m1")
+    v1 = live.register("heal", images.v1)
+    first = live.deploy_wait("heal", "stage", v1)
+    assert first.rc == 0, first.out + first.err
+    wait_for(lambda: any(rows(live, "heal")), timeout=30, what="the live status of heal")
+
+    docker(devswarm, "service", "update", "--detach", "--image", images.v2.ref, "stage_heal_web")
+    until_drift(live, "heal", "image: runs")
+
+    def healed() -> bool:
+        return live.running("stage_heal") == [images.v1.ref] * 2 and all(
+            not r.drifted and r.running_digest == images.v1.digest for r in rows(live, "heal")
+        )
+
+    wait_for(healed, timeout=150, interval=0.5, what="the drift healed by a redeploy")
+    with grpc.insecure_channel(live.control.addr) as ch:
+        listed = (
+            deployment_pb2_grpc.DeploymentServiceStub(ch)
+            .ListDeployments(
+                deployment_pb2.ListDeploymentsRequest(service="heal", environment="stage"),
+                metadata=(("authorization", f"Bearer {live.admin}"),),
+                timeout=10,
+            )
+            .deployments
+        )
+    healers = [d for d in listed if d.created_by == "sami (drift)"]
+    assert len(healers) == 1, listed
+    assert healers[0].reason.startswith("on_drift: redeploy (image: runs"), healers[0]
