@@ -107,6 +107,8 @@ class StatusReporter:
             try:
                 self._source.watch_changes(changed, stop)
             except Exception as exc:
+                if stop.is_set():
+                    return  # the stream ended: closing the client broke the read
                 self._log.warning("status_events_failed", error=str(exc))
             if stop.wait(REWATCH_DELAY):
                 return
