@@ -14,6 +14,7 @@ the target is in flight nothing is judged: its changes are Sami's own.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 
@@ -45,6 +46,8 @@ log = structlog.get_logger("sami.live")
 STALE_AFTER = 150.0
 # Watchers look at the store at least this often (other replicas' reports).
 WATCH_RECHECK = 2.0
+# The agent's outside_change for a hand-made scale: "replicas 3 -> 1".
+_SCALED = re.compile(r"replicas (\d+) -> \d+")
 # What the audit log names the drift records after.
 DETECTED, HEALED = "drift.detected", "drift.healed"
 # Who asks for the deployments of `on_drift: redeploy` (their created_by, the audit log's
@@ -79,15 +82,31 @@ def drift_reason(row: LiveServiceState, now: float, grace: float) -> str:
             f"image: runs {runs}, Sami deployed {short_digest(row.label_digest)} "
             f"(deployment {row.deployment_id})"
         )
-    if row.outside_change:
-        kind = "replicas" if row.outside_change.startswith("replicas") else "spec"
-        return f"{kind}: changed outside Sami ({row.outside_change})"
+    if row.deployed_replicas and row.desired_replicas != row.deployed_replicas:
+        return (
+            f"replicas: scaled to {row.desired_replicas} outside Sami "
+            f"(Sami deployed {row.deployed_replicas})"
+        )
+    if "spec" in row.outside_change.split(", "):
+        # Swarm keeps one previous spec only: a change undone by hand still differs from
+        # it; a deployment by Sami ends this drift.
+        return "spec: changed outside Sami (not the image or the replicas)"
     if row.degraded_since and now - row.degraded_since >= grace:
         lasted = f"for {now - row.degraded_since:.0f} s"
         if row.running_replicas < row.desired_replicas:
             return f"replicas: {row.running_replicas}/{row.desired_replicas} running {lasted}"
         return f"unhealthy: {row.unhealthy_tasks} task(s) failing their health check {lasted}"
     return ""
+
+
+def deployed_replicas(row: LiveServiceState, before: LiveServiceState | None) -> int:
+    """What Sami deployed of `row`'s replicas: kept while the deployment label stays; for a
+    label seen first, the spec's (or, if the agent says it was scaled by hand, the count
+    before that)."""
+    if before is not None and before.deployment_id == row.deployment_id:
+        return before.deployed_replicas
+    m = _SCALED.search(row.outside_change)
+    return int(m.group(1)) if m else row.desired_replicas
 
 
 def _target(row: LiveServiceState) -> str:
@@ -212,6 +231,7 @@ class LiveStatus:
     ) -> bool:
         """Decide `row`'s drift, audit where it starts or ends, store it if it changed.
         Returns whether anything was written."""
+        row = replace(row, deployed_replicas=deployed_replicas(row, before))
         if degraded(row) and not row.removed:
             since = before.degraded_since if before is not None else 0.0
             row = replace(row, degraded_since=since or now)
@@ -343,10 +363,16 @@ class LiveStatus:
         out = []
         for r in rows:
             reason, since = r.drift_reason, r.drift_since
-            if not reason and (r.service, r.environment, r.pull_request) not in busy:
-                # A grace period may have passed since the last report.
+            if (r.service, r.environment, r.pull_request) not in busy:
+                # Judged again now: a grace period may have passed since the last report,
+                # or a deployment that ended after it may have made live agree again (the
+                # record itself starts or ends with the next report).
                 reason = drift_reason(r, now, self.ctx.settings.drift_grace)
-                since = r.degraded_since + self.ctx.settings.drift_grace if reason else 0.0
+                if reason and not r.drift_reason:
+                    grace_ended = r.degraded_since + self.ctx.settings.drift_grace
+                    since = grace_ended if r.degraded_since else r.reported_at
+                elif not reason:
+                    since = 0.0
             report_time = max(reported.get(r.cluster, 0.0), r.reported_at)
             name, deployed = deployments.get(r.deployment_id, ("", 0.0))
             out.append(

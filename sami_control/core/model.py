@@ -341,6 +341,9 @@ class LiveServiceState:
     reported_at: float
     # Since when replicas are short or tasks unhealthy (0: they are not).
     degraded_since: float = 0.0
+    # The replicas Sami deployed: the spec's when its deployment label was first seen (or
+    # the count before a hand-made scale, when that is what was first seen); 0: unknown.
+    deployed_replicas: int = 0
     # Why live differs from what Sami deployed ("" : it does not), and since when.
     drift_reason: str = ""
     drift_since: float = 0.0

@@ -126,6 +126,7 @@ MIGRATIONS: list[str] = [
         update_message TEXT NOT NULL, change_time DOUBLE PRECISION NOT NULL,
         outside_change TEXT NOT NULL, removed BOOLEAN NOT NULL,
         reported_at DOUBLE PRECISION NOT NULL, degraded_since DOUBLE PRECISION NOT NULL,
+        deployed_replicas BIGINT NOT NULL,
         drift_reason TEXT NOT NULL, drift_since DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (cluster, stack_name, swarm_service)
     );

@@ -148,7 +148,8 @@ MIGRATIONS: list[str] = [
         desired_replicas INTEGER NOT NULL, running_replicas INTEGER NOT NULL,
         unhealthy_tasks INTEGER NOT NULL, update_state TEXT NOT NULL, update_message TEXT NOT NULL,
         change_time REAL NOT NULL, outside_change TEXT NOT NULL, removed INTEGER NOT NULL,
-        reported_at REAL NOT NULL, degraded_since REAL NOT NULL, drift_reason TEXT NOT NULL,
+        reported_at REAL NOT NULL, degraded_since REAL NOT NULL,
+        deployed_replicas INTEGER NOT NULL, drift_reason TEXT NOT NULL,
         drift_since REAL NOT NULL, PRIMARY KEY (cluster, stack_name, swarm_service)
     );
     CREATE TABLE live_reports (cluster TEXT PRIMARY KEY, reported_at REAL NOT NULL);

@@ -73,9 +73,13 @@ def test_drift_reasons() -> None:
     assert drift_reason(replace(row, image="nginx:alpine"), 0.0, 30.0).startswith(
         "image: runs nginx:alpine,"
     )
-    scaled = replace(row, outside_change="replicas 2 -> 1", desired_replicas=1)
-    assert drift_reason(scaled, 0.0, 30.0) == "replicas: changed outside Sami (replicas 2 -> 1)"
+    scaled = replace(row, desired_replicas=1, running_replicas=1, deployed_replicas=2)
+    assert drift_reason(scaled, 0.0, 30.0) == "replicas: scaled to 1 outside Sami (Sami deployed 2)"
     assert drift_reason(replace(row, outside_change="spec"), 0.0, 30.0).startswith("spec:")
+    # Put back by hand: the image is Sami's again, whatever Swarm's previous spec was.
+    assert drift_reason(replace(row, outside_change="image"), 0.0, 30.0) == ""
+    assert drift_reason(replace(scaled, desired_replicas=2, outside_change="replicas 1 -> 2"),
+                        0.0, 30.0) == ""  # fmt: skip
     short = replace(row, running_replicas=1, degraded_since=100.0)
     assert drift_reason(short, 129.0, 30.0) == ""  # within the grace period
     assert drift_reason(short, 131.0, 30.0) == "replicas: 1/2 running for 31 s"
@@ -239,3 +243,52 @@ async def test_on_drift_report_only_reports(env: tuple[ControlPlane, Clock]) -> 
     (row,) = await cp.live.get(ADMIN, "", "")
     assert row.drift_reason
     assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 1
+
+
+async def test_scaled_by_hand_and_back(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    await cp.live.report(
+        a,
+        False,
+        [live(d.id, desired_replicas=1, running_replicas=1, outside_change="replicas 2 -> 1")],
+    )
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_reason == "replicas: scaled to 1 outside Sami (Sami deployed 2)"
+    await cp.live.report(a, False, [live(d.id, outside_change="replicas 1 -> 2")])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_reason == ""
+
+
+async def test_first_seen_after_a_hand_scale(env: tuple[ControlPlane, Clock]) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(
+        a,
+        True,
+        [live(d.id, desired_replicas=1, running_replicas=1, outside_change="replicas 2 -> 1")],
+    )
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_reason == "replicas: scaled to 1 outside Sami (Sami deployed 2)"
+
+
+async def test_a_deployment_that_ends_the_drift_shows_at_once(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}")])
+    d2 = await deploy(cp)
+    await tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    # Its last change reported while it is in flight: the drift stays recorded...
+    await cp.live.report(a, False, [live(d2.id)])
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert row.drift_reason
+    c = cmd.deployment
+    await cp.reports.result(a, d2.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    # ...and once it ended, status no longer shows it, without waiting for a report.
+    (row,) = await cp.live.get(ADMIN, "", "")
+    assert not row.drift_reason and row.live.deployment_id == d2.id

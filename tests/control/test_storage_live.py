@@ -32,6 +32,7 @@ def live(cluster: str = "c1", stack: str = "production_web", name: str = "web") 
         removed=True,
         reported_at=1700000001.5,
         degraded_since=1700000000.75,
+        deployed_replicas=3,
         drift_reason="image: runs bbbb, Sami deployed aaaa",
         drift_since=1700000001.5,
     )

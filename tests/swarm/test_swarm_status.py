@@ -108,7 +108,7 @@ def test_drift_by_hand_then_healed_scaled_and_stale(
 
     # Scaled down by hand.
     docker(devswarm, "service", "scale", "--detach", f"{swarm_name}=1")
-    took = until_drift(live, "shop-f", "replicas: changed outside Sami (replicas 2 -> 1)")
+    took = until_drift(live, "shop-f", "replicas: scaled to 1 outside Sami (Sami deployed 2)")
     assert took < DRIFT_VISIBLE, took
 
     # The agent is gone: what it last said is shown, marked stale.
