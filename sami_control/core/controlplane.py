@@ -96,6 +96,7 @@ class ControlPlane:
             lambda: self.bus.shared,
             self.deployments,
             self.manifests,
+            self.streams,
         )
         # Other replicas on the same database (PostgreSQL): what each commits, the others
         # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.

@@ -25,7 +25,7 @@ from sami_control.core.agents import Agents, principal_of
 from sami_control.core.authz import Action
 from sami_control.core.context import Context
 from sami_control.core.deployments import Deployments
-from sami_control.core.errors import DomainError
+from sami_control.core.errors import DomainError, Unauthenticated
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.model import (
     DeploymentAction,
@@ -37,6 +37,7 @@ from sami_control.core.model import (
 from sami_control.core.requests import DeploymentInput
 from sami_control.core.sessions import AgentSession, Sessions
 from sami_control.core.store import Tx
+from sami_control.core.streams import Streams
 from sami_manifests import ON_DRIFT_REDEPLOY
 
 log = structlog.get_logger("sami.live")
@@ -149,6 +150,7 @@ class LiveStatus:
         shared_store: Callable[[], bool],
         deployments: Deployments,
         manifests: ManifestCatalog,
+        streams: Streams,
     ) -> None:
         self.ctx = ctx
         self.agents = agents
@@ -156,6 +158,7 @@ class LiveStatus:
         self._shared_store = shared_store
         self.deployments = deployments
         self.manifests = manifests
+        self.streams = streams
         # When a self-heal was last requested here, per target (the store has the rest).
         self._healed_at: dict[tuple[str, str, int], float] = {}
         # Set whenever a report here changed a row: wakes the watchers of this replica.
@@ -196,8 +199,7 @@ class LiveStatus:
                         changed |= await self._settle(tx, who, gone, before, now, drifted)
                 await tx.put_live_report_time(cluster, now)
         if changed:
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._wake_watchers()
         for row in drifted:
             await self._heal(row, now)
 
@@ -407,19 +409,29 @@ class LiveStatus:
         self, who: Principal, service: str, environment: str
     ) -> AsyncGenerator[list[ServiceStatus]]:
         """The rows now, then again whenever they change (here at once; through another
-        replica within WATCH_RECHECK), until the caller leaves."""
+        replica within WATCH_RECHECK), until the caller leaves. The stream counts against
+        the token's limit and ends (UNAUTHENTICATED) when the token is revoked or expires."""
         last: list[ServiceStatus] | None = None
-        while True:
-            changed = self._changed
-            rows = await self.get(who, service, environment)
-            if rows != last:
-                yield rows
-                last = rows
-            try:
-                async with asyncio.timeout(WATCH_RECHECK):
-                    await changed.wait()
-            except TimeoutError:
-                pass
+        with self.streams.opened("watch", who, lambda why: self._wake_watchers()) as stream:
+            while True:
+                if stream.ended:
+                    raise Unauthenticated(stream.ended)
+                changed = self._changed
+                # Not while a commit holds the store: reading would block the loop.
+                await self.ctx.store.writable()
+                rows = await self.get(who, service, environment)
+                if rows != last:
+                    yield rows
+                    last = rows
+                try:
+                    async with asyncio.timeout(WATCH_RECHECK):
+                        await changed.wait()
+                except TimeoutError:
+                    pass
+
+    def _wake_watchers(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
 
 def _in_scope(who: Principal, row: LiveServiceState) -> bool:

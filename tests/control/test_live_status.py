@@ -4,12 +4,14 @@ heals; nothing judged while a deployment is in flight; stale once the agent is g
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
 
 from sami_control.core.commands import AssignCommand
 from sami_control.core.controlplane import ControlPlane
+from sami_control.core.errors import Unauthenticated
 from sami_control.core.live_status import drift_reason
 from sami_control.core.model import Deployment, LiveServiceState, Outcome, Principal, Role
 from sami_control.core.sessions import AgentSession
@@ -292,3 +294,26 @@ async def test_a_deployment_that_ends_the_drift_shows_at_once(
     # ...and once it ended, status no longer shows it, without waiting for a report.
     (row,) = await cp.live.get(ADMIN, "", "")
     assert not row.drift_reason and row.live.deployment_id == d2.id
+
+
+async def test_watch_sends_rows_then_each_change_and_counts_as_a_stream(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    watch = cp.live.watch(ADMIN, "web", "")
+    first = await anext(watch)
+    assert [r.live.running_replicas for r in first] == [2]
+    assert len(cp.streams.of_token(ADMIN.token_id)) == 1
+    pending = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.05)
+    assert not pending.done()  # nothing changed: nothing sent
+    await cp.live.report(a, False, [live(d.id, running_replicas=1)])
+    second = await asyncio.wait_for(pending, 1.0)
+    assert [r.live.running_replicas for r in second] == [1]
+    cp.streams.end_token(ADMIN.token_id, "token revoked")
+    with pytest.raises(Unauthenticated):
+        await asyncio.wait_for(anext(watch), 1.0)
+    await watch.aclose()
+    assert cp.streams.of_token(ADMIN.token_id) == []
