@@ -3,9 +3,12 @@ its age, and drift with its reason."""
 
 from __future__ import annotations
 
+import grpc
 from google.protobuf import timestamp_pb2
 
+from sami_client.errors import SamiError
 from sami_client.pb import status_pb2
+from sami_client.release_cmd import drift_notes
 from sami_client.status_cmd import age, drift_text, health_text, status_table
 
 NOW = 1_800_000_000.0
@@ -60,3 +63,23 @@ def test_drift_and_stale_are_spelled_out() -> None:
 
 def test_age() -> None:
     assert [age(s) for s in (5, 119, 600, 7300, 200000)] == ["5s", "119s", "10m", "2h", "2d"]
+
+
+class FakeClient:
+    def __init__(self, rows: list[status_pb2.ServiceStatus] | None) -> None:
+        self.rows = rows
+
+    def get_status(self, service: str, environment: str) -> list[status_pb2.ServiceStatus]:
+        if self.rows is None:
+            raise SamiError(grpc.StatusCode.UNIMPLEMENTED, "an older control plane")
+        return [r for r in self.rows if r.service == service and r.environment == environment]
+
+
+def test_history_notes_the_drift_of_its_target_only() -> None:
+    drifted = row(drifted=True, drift_reason="replicas: scaled to 1 outside Sami (Sami deployed 2)")
+    preview = row(drifted=True, drift_reason="removed: gone", pull_request=4)
+    client = FakeClient([drifted, preview, row(swarm_service="worker")])
+    assert drift_notes(client, "web", "stage", 0) == [  # type: ignore[arg-type]
+        "drift: stage_web_web: replicas: scaled to 1 outside Sami (Sami deployed 2)"
+    ]
+    assert drift_notes(FakeClient(None), "web", "stage", 0) == []  # type: ignore[arg-type]
