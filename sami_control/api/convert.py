@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from sami_common import limits
 from sami_control.api.pb import (
     admin_pb2,
     agent_pb2,
@@ -188,9 +189,9 @@ def preview_stacks(stacks: object) -> list[PreviewStack]:
     ]
 
 
-# What is kept of an agent's free text in a LiveService (Docker's own values are far shorter;
-# a row is stored and shown, so a broken or hostile agent cannot make it large).
-_LIVE_TEXT = 512
+# What is kept of each text field of a LiveService (Docker's own values are far shorter; a
+# row is stored and shown, so a broken or hostile agent cannot make it large).
+_LIVE_TEXT = limits.MAX_LIVE_TEXT
 
 
 def live_services(services: object) -> list[LiveServiceState]:
