@@ -325,11 +325,19 @@ class LiveStatus:
     @staticmethod
     async def _removed_by_sami(tx: Tx, row: LiveServiceState) -> bool:
         """Whether Sami itself removed the service: its target's newest deployment is a
-        teardown (a closed preview), or deploys another stack."""
+        teardown (a closed preview) or deploys another stack, or the deployment that made
+        the service did not succeed (a new service of a failed rollout is removed)."""
         latest = await tx.latest_for_key(row.service, row.environment, row.pull_request)
         if latest is None:
             return True
-        return latest.action is DeploymentAction.TEARDOWN or latest.stack_name != row.stack_name
+        if latest.action is DeploymentAction.TEARDOWN or latest.stack_name != row.stack_name:
+            return True
+        made_by = await tx.get_deployment(row.deployment_id)
+        return made_by is None or made_by.state in (
+            State.FAILED,
+            State.ROLLED_BACK,
+            State.CANCELLED,
+        )
 
     # -- reading -----------------------------------------------------------------------
 

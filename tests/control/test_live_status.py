@@ -317,3 +317,22 @@ async def test_watch_sends_rows_then_each_change_and_counts_as_a_stream(
         await asyncio.wait_for(anext(watch), 1.0)
     await watch.aclose()
     assert cp.streams.of_token(ADMIN.token_id) == []
+
+
+async def test_a_new_service_of_a_failed_rollout_removed_is_no_drift(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, _ = env
+    a, d = await deployed(cp)
+    await cp.live.report(a, True, [live(d.id)])
+    d2 = await deploy(cp)
+    await tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    # The rollout adds a worker, fails, and removes it again (remove_failed_new_services).
+    await cp.live.report(a, False, [live(d2.id), live(d2.id, swarm_service="worker")])
+    c = cmd.deployment
+    await cp.reports.result(a, d2.id, c.lease_id, c.epoch, Outcome.FAILED, "worker crashed")
+    await cp.live.report(a, True, [live(d.id)])
+    rows = await cp.live.get(ADMIN, "", "")
+    assert [(r.live.swarm_service, r.drift_reason) for r in rows] == [("web", "")]
