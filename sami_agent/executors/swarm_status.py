@@ -25,6 +25,9 @@ from sami_agent.executors.swarm_watch import _mode
 SERVICE_ID_LABEL = "com.docker.swarm.service.id"
 # Container events that change what `live_services` says of a task.
 CONTAINER_ACTIONS = ("start", "die", "kill", "oom", "destroy", "health_status")
+# Every event action watched: the service's own, and those. (The engine matches
+# `health_status` to `health_status: healthy` and the like.)
+WATCHED_ACTIONS = ("create", "update", "remove", *CONTAINER_ACTIONS)
 
 
 def parse_time(text: str) -> float:
@@ -133,7 +136,9 @@ def watch_changes(
     `stop` is set (the caller closes `client` to interrupt a blocked read)."""
     events = client.events(
         decode=True,
-        filters={"type": ["service", "container"]},
+        # Filtered by the engine: a health check's every run is three exec_* events per
+        # container, which an idle agent should not even read.
+        filters={"type": ["service", "container"], "event": list(WATCHED_ACTIONS)},
     )
     try:
         for event in events:
