@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import drift, report, swarm
 from bench import profile as prof
-from bench import report, swarm
 from bench.common import REPO, Row, Skipped, machine_info, raise_fd_limit
 from bench.figures import calls, dashboard, delivery, idle, lifecycle, notify, replicas
 from bench.figures.params import FULL, QUICK, override
@@ -42,6 +42,7 @@ FIGURES: dict[str, tuple[str, Callable[[Ctx], list[Row]], tuple[str, ...]]] = {
     "pg-idle": ("14", replicas.fig_pg_idle, ()),
     # Lifecycles with 3 notification targets vs none, in the same run.
     "notify": ("15", notify.fig_notify, ()),
+    "drift": ("16", drift.fig_drift, ()),
 }
 
 
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = list(FIGURES) if not args.only else list(args.only)
     if args.quick and not args.only:
         wanted.remove("swarm")  # minutes of engine start and rollouts: run it on its own
+        wanted.remove("drift")  # likewise
     order = [n for n in FIGURES if n in wanted or any(n in FIGURES[w][2] for w in wanted)]
     tmp = Path(tempfile.mkdtemp(prefix="sami-bench-", dir="/tmp"))
     profile_dir = RESULTS if args.profile else None

@@ -113,6 +113,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " plane removes orphans (default: %(default)s)",
     )
     parser.add_argument(
+        "--status-interval",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="send a full live status report every S seconds, besides the changes Docker's"
+        " events announce (default: %(default)s)",
+    )
+    parser.add_argument(
         "--cron-interval",
         type=float,
         default=1.0,
@@ -216,6 +224,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
         args.agent_id,
         exit_on_auth_error=args.exit_on_auth_error,
         inventory_interval=args.inventory_interval,
+        status_interval=args.status_interval,
         cron_backend=built.cron,
         cron_interval=args.cron_interval,
     )

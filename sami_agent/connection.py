@@ -30,9 +30,11 @@ from sami_agent.executor import (
     Outcome,
     PreviewLister,
     ProgressReporter,
+    live_status_source,
 )
 from sami_agent.jobs import job_from_assignment, run_in_daemon_thread, seconds, slot_key
 from sami_agent.leases import Lease
+from sami_agent.live_status import DEFAULT_FULL_INTERVAL, StatusReporter
 from sami_agent.metrics import AgentMetrics
 from sami_agent.outgoing import clean
 from sami_agent.pb import agent_pb2, agent_pb2_grpc
@@ -106,6 +108,7 @@ class Agent:
         backoff: Backoff | None = None,
         welcome_timeout: float = 30.0,
         inventory_interval: float = DEFAULT_INVENTORY_INTERVAL,
+        status_interval: float = DEFAULT_FULL_INTERVAL,
         cron_backend: cron.CronBackend | None = None,
         cron_interval: float | None = None,
         metrics: AgentMetrics | None = None,
@@ -121,6 +124,7 @@ class Agent:
         self._backoff = backoff or Backoff()
         self._welcome_timeout = welcome_timeout
         self._inventory_interval = inventory_interval
+        self._status_interval = status_interval
         self._agent_log = logs.get("sami_agent").bind(agent_id=agent_id)
         # Names the replica of the current stream (set by each _session).
         self._log = self._agent_log.bind(control=self._ring.current)
@@ -285,7 +289,8 @@ class Agent:
         writer = asyncio.create_task(self._write_loop(call, outbox))
         beats = asyncio.create_task(self._heartbeat_loop())
         inventory = asyncio.create_task(self._inventory_loop())
-        tasks = {reader, writer, beats, inventory}
+        status = asyncio.create_task(self._status_loop())
+        tasks = {reader, writer, beats, inventory, status}
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():
@@ -295,7 +300,7 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-        for task in (reader, writer, beats, inventory):
+        for task in (reader, writer, beats, inventory, status):
             error = None if task.cancelled() else task.exception()
             if error is not None:
                 raise error
@@ -395,6 +400,17 @@ class Agent:
                     )
                 )
             await asyncio.sleep(self._inventory_interval)
+
+    async def _status_loop(self) -> None:
+        """Report what the Sami services run (docs/status.md) for as long as the stream."""
+        source = live_status_source(self._executor)
+        if source is None:
+            await asyncio.Event().wait()  # nothing to report; see _inventory_loop
+            return
+        reporter = StatusReporter(
+            source, self._send, self._log, full_interval=self._status_interval
+        )
+        await reporter.run()
 
     def _heartbeat_period(self) -> float:
         # Heartbeat as the Welcome says, but also often enough for the shortest lease TTL

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -94,3 +94,41 @@ class PreviewLister(Protocol):
     """Executors that run previews list them, so the control plane can remove orphans."""
 
     def list_previews(self) -> list[PreviewStack]: ...
+
+
+@dataclass(frozen=True)
+class LiveService:
+    """What one Sami service runs now (docs/status.md); equal values mean nothing changed."""
+
+    service_id: str
+    stack_name: str
+    service: str
+    deployment_id: str
+    label_digest: str
+    image: str
+    desired_replicas: int
+    running_replicas: int
+    unhealthy_tasks: int
+    update_state: str
+    update_message: str
+    change_time: float
+    outside_change: str = ""
+
+
+@runtime_checkable
+class LiveStatusSource(Protocol):
+    """Executors that can say what runs: read the Sami services (all, or those of
+    `service_ids`: the ones missing from the answer are gone), and block delivering the
+    ids of services Docker's event stream says changed until `stop` is set."""
+
+    def live_services(self, service_ids: Collection[str] | None = None) -> list[LiveService]: ...
+
+    def watch_changes(self, changed: Callable[[str], None], stop: threading.Event) -> None: ...
+
+
+def live_status_source(executor: Executor) -> LiveStatusSource | None:
+    """The executor itself if it reports live status, or the one it routes to that does."""
+    if isinstance(executor, LiveStatusSource):
+        return executor
+    routed = getattr(executor, "live_status_source", None)
+    return routed() if callable(routed) else None

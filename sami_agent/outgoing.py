@@ -19,6 +19,12 @@ FREE_TEXT: dict[str, dict[str, int]] = {
     "progress": {"phase": limits.MAX_PHASE, "message": limits.MAX_PROGRESS_MESSAGE},
     "result": {"reason": limits.MAX_REASON},
     "cron_run": {"message": limits.MAX_CRON_MESSAGE, "schedule": limits.MAX_CRON_SCHEDULE},
+    # `list.field`: the field of each element of a repeated message field.
+    "live_status": {
+        "services.update_state": limits.MAX_LIVE_TEXT,
+        "services.update_message": limits.MAX_LIVE_TEXT,
+        "services.outside_change": limits.MAX_LIVE_TEXT,
+    },
 }
 # Repeated free-text fields (each element cleaned).
 FREE_TEXT_LISTS: dict[str, dict[str, int]] = {
@@ -37,6 +43,15 @@ IDENTIFIERS: dict[str, frozenset[str]] = {
     "cron_run": frozenset(
         {"run_id", "deployment_id", "service", "environment", "stack", "job", "agent_id", "cluster"}
     ),
+    "live_status": frozenset(
+        {
+            "services.stack_name",
+            "services.service",
+            "services.deployment_id",
+            "services.label_digest",
+            "services.image",
+        }
+    ),
 }
 
 
@@ -51,10 +66,12 @@ def clean(message: agent_pb2.AgentMessage) -> agent_pb2.AgentMessage:
         return message
     body = getattr(message, kind)
     for name, limit in FREE_TEXT.get(kind, {}).items():
-        value = getattr(body, name)
-        cleaned = limits.clean_text(value, limit)
-        if cleaned != value:
-            setattr(body, name, cleaned)
+        outer, _, inner = name.rpartition(".")
+        for holder in getattr(body, outer) if outer else (body,):
+            value = getattr(holder, inner)
+            cleaned = limits.clean_text(value, limit)
+            if cleaned != value:
+                setattr(holder, inner, cleaned)
     for name, limit in FREE_TEXT_LISTS.get(kind, {}).items():
         values = getattr(body, name)
         for index, value in enumerate(values):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sami_client.pb import cron_pb2, lock_pb2
+from sami_client.pb import cron_pb2, lock_pb2, status_pb2
 
 # Items per page of a List call (SamiClient's too).
 DEFAULT_PAGE_SIZE = 100
@@ -16,6 +16,7 @@ DEFAULT_PAGE_SIZE = 100
 class LockAndCronCalls:
     _locks: Any  # lock_pb2_grpc.LockServiceStub, on the client's channel
     _cron: Any  # cron_pb2_grpc.CronServiceStub
+    _status: Any  # status_pb2_grpc.StatusServiceStub
 
     def _call(self, method: Any, request: Any, *, timeout: float | None = None) -> Any:
         raise NotImplementedError  # SamiClient's
@@ -53,6 +54,18 @@ class LockAndCronCalls:
             lock_pb2.ListLocksRequest(environment=environment, service=service),
         )
         return list(response.locks)
+
+    # Live status
+
+    def get_status(
+        self, service: str = "", environment: str = ""
+    ) -> list[status_pb2.ServiceStatus]:
+        """What runs (of `service` / `environment`): one row per swarm service and target."""
+        response: status_pb2.GetStatusResponse = self._call(
+            self._status.GetStatus,
+            status_pb2.GetStatusRequest(service=service, environment=environment),
+        )
+        return list(response.services)
 
     # Cron runs
 

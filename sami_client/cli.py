@@ -33,6 +33,7 @@ from sami_client import (
     notify_cmd,
     release_cmd,
     safety_cmd,
+    status_cmd,
     version_cmd,
 )
 from sami_client.context import CommandParser, Context, Subparsers, execute
@@ -48,6 +49,7 @@ _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
     release_cmd.register,
     safety_cmd.register,
     notify_cmd.register,
+    status_cmd.register,
     cluster_cmd.register,
     manifests_cmd.register,
     admin_cmd.register,

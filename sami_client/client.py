@@ -34,6 +34,7 @@ from sami_client.pb import (
     notify_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    status_pb2_grpc,
 )
 from sami_common.backoff import Backoff
 from sami_common.dial import CHANNEL_OPTIONS, Endpoint
@@ -97,6 +98,7 @@ class SamiClient(LockAndCronCalls, NotifyCalls):
         self._cron = cron_pb2_grpc.CronServiceStub(self._channel)
         self._locks = lock_pb2_grpc.LockServiceStub(self._channel)
         self._notify = notify_pb2_grpc.NotificationServiceStub(self._channel)
+        self._status = status_pb2_grpc.StatusServiceStub(self._channel)
 
     @property
     def addresses(self) -> tuple[str, ...]:

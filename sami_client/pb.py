@@ -25,6 +25,8 @@ from sami.v1 import (
     notify_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 
 __all__ = [
@@ -46,4 +48,6 @@ __all__ = [
     "notify_pb2_grpc",
     "server_pb2",
     "server_pb2_grpc",
+    "status_pb2",
+    "status_pb2_grpc",
 ]

@@ -188,7 +188,25 @@ def run_history(args: argparse.Namespace, ctx: Context) -> int:
             f"live: {older_live.id} ({render.artifact_label(older_live)}), older than the "
             f"{len(shown)} shown"
         )
+    if one_key:
+        for line in drift_notes(ctx.client(), args.service, args.env, args.pr or 0):
+            ctx.console.note(line)
     return int(ExitCode.SUCCEEDED)
+
+
+def drift_notes(client: SamiClient, service: str, environment: str, pr: int) -> list[str]:
+    """`drift: …` lines for the target's services that drifted from what Sami deployed
+    (docs/status.md); none when the control plane has no live status (an older one)."""
+    try:
+        rows = client.get_status(service, environment)
+    except SamiError:
+        return []
+    return [
+        f"drift: {r.stack_name}_{r.swarm_service}: {r.drift_reason}"
+        + (f" (since {render.timestamp(r.drift_time)})" if r.HasField("drift_time") else "")
+        for r in rows
+        if r.drifted and r.pull_request == pr
+    ]
 
 
 # rollback

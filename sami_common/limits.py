@@ -18,6 +18,7 @@ __all__ = [
     "MAX_CRON_MESSAGE",
     "MAX_CRON_SCHEDULE",
     "MAX_LEASES_PER_MESSAGE",
+    "MAX_LIVE_TEXT",
     "MAX_PHASE",
     "MAX_PROGRESS_MESSAGE",
     "MAX_REASON",
@@ -37,6 +38,9 @@ MAX_CRON_SCHEDULE = 200
 # Hello.version and each of Hello.capabilities.
 MAX_VERSION = 100
 MAX_CAPABILITY = 50
+# Each text field of a LiveStatus service (Swarm's update message, what changed by hand;
+# the control plane cuts every field of it to this).
+MAX_LIVE_TEXT = 512
 # Capabilities in a Hello, and leases in a Hello or a Heartbeat: a message with more is
 # refused whole (never cut: the control plane would act on part of what the agent holds).
 MAX_CAPABILITIES = 32

@@ -113,6 +113,22 @@ def _parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     serve.add_argument(
+        "--drift-grace",
+        type=float,
+        default=Settings.drift_grace,
+        metavar="S",
+        help="replicas short or tasks unhealthy for longer than S seconds is drift"
+        " (docs/status.md; default %(default)s)",
+    )
+    serve.add_argument(
+        "--drift-redeploy-interval",
+        type=float,
+        default=Settings.drift_redeploy_interval,
+        metavar="S",
+        help="redeploy a drifted target with `on_drift: redeploy` at most once every S seconds"
+        " (default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -299,6 +315,8 @@ def _serve(args: argparse.Namespace) -> int:
         notify_backoff=args.notify_backoff,
         notify_max_attempts=args.notify_max_attempts,
         notify_retention=args.notify_retention_days * 86400,
+        drift_grace=args.drift_grace,
+        drift_redeploy_interval=args.drift_redeploy_interval,
     )
     cfg = ServeConfig(
         listen=args.listen,

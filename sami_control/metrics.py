@@ -134,6 +134,8 @@ class _LiveState(Collector):
         # What the last refresh() read from the store; None if it failed (nothing reported).
         self._live: list[Deployment] | None = None
         self._clusters: list[str] = []
+        # Drifted live services (core/live_status.py) by environment.
+        self._drifted: Counter[str] = Counter()
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh each scrape; nothing to check at registration
@@ -145,10 +147,13 @@ class _LiveState(Collector):
             async with self.core.store.tx() as tx:
                 live = await tx.deployments_in_states(list(LIVE_STATES))
                 clusters = [c.id for c in await tx.list_clusters()]
+                drifted = Counter(
+                    r.environment for r in await tx.list_live_services() if r.drift_reason
+                )
         except Exception:  # a busy database must not fail the whole scrape
             log.exception("metrics_store_read_failed")
             return
-        self._live, self._clusters = live, clusters
+        self._live, self._clusters, self._drifted = live, clusters, drifted
 
     def collect(self) -> Iterator[Metric]:
         live, clusters = self._live, self._clusters
@@ -178,9 +183,18 @@ class _LiveState(Collector):
         for cluster in sorted({*clusters, *queued, *connected}):
             queue.add_metric([cluster], queued.get(cluster, 0))
             agents.add_metric([cluster], connected.get(cluster, 0))
+        drifted = GaugeMetricFamily(
+            "sami_drifted_services",
+            "Live services whose state differs from what Sami deployed (docs/status.md), by"
+            " environment.",
+            labels=["environment"],
+        )
+        for env in sorted({*ENVIRONMENTS, *self._drifted}):
+            drifted.add_metric([env], self._drifted.get(env, 0))
         yield deployments
         yield queue
         yield agents
+        yield drifted
         yield GaugeMetricFamily(
             "sami_watchers",
             "Open WatchDeployment streams (including webhook callers waiting for an outcome).",

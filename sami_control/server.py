@@ -44,6 +44,8 @@ from sami_control.api.pb import (
     notify_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 from sami_control.api.servicers import (
     AgentServicer,
@@ -56,6 +58,7 @@ from sami_control.api.servicers import (
     TokenServicer,
     add_deployment_service,
 )
+from sami_control.api.status import StatusServicer
 from sami_control.core.audit import Subject
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import DomainError
@@ -84,6 +87,7 @@ SERVICE_NAMES = [
     cron_pb2.DESCRIPTOR.services_by_name["CronService"].full_name,
     lock_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
     notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+    status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
@@ -304,6 +308,7 @@ class ControlServer:
         notify_pb2_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(self.core), self.server
         )
+        status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(self.core), self.server)
         manifest_pb2_grpc.add_ManifestServiceServicer_to_server(
             ManifestServicer(self.core), self.server
         )

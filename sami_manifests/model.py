@@ -51,6 +51,11 @@ DEFAULT_APPROVAL_EXPIRES = 24 * 3600
 MIN_APPROVAL_EXPIRES = 5  # short ones are for drills and tests
 MAX_APPROVAL_EXPIRES = 30 * 86400
 MAX_APPROVERS = 50
+# `on_drift:` — what Sami does when live differs from what it deployed (docs/status.md):
+# report it, or deploy the last SUCCEEDED artifact again.
+ON_DRIFT_REPORT = "report"
+ON_DRIFT_REDEPLOY = "redeploy"
+ON_DRIFT_RULES: tuple[str, ...] = (ON_DRIFT_REPORT, ON_DRIFT_REDEPLOY)
 
 
 def canonical_environment(name: str) -> str | None:
@@ -126,6 +131,7 @@ class ResolvedManifest:
     approval_expires: int = DEFAULT_APPROVAL_EXPIRES  # seconds
     # Where the deployed app is reached; `{pr}`: the pull request number.
     environment_url: str = ""
+    on_drift: str = ON_DRIFT_REPORT
 
     @property
     def manifest_path(self) -> str:

@@ -26,6 +26,8 @@ from .model import (
     MAX_PROMOTE_AFTER,
     MIN_APPROVAL_EXPIRES,
     MIN_CONVERGE_TIMEOUT,
+    ON_DRIFT_REPORT,
+    ON_DRIFT_RULES,
     QUEUE_RULES,
     QUEUE_SUPERSEDE,
     UNSUPPORTED_TYPES,
@@ -59,6 +61,7 @@ TOP_FIELDS: dict[str, frozenset[str]] = {
     "approvers": ALL_TYPES,
     "approval_expires": ALL_TYPES,
     "environment_url": ALL_TYPES,
+    "on_drift": STACK_TYPES,
 }
 STATIC_FILE_FIELDS = ("target_dir", "keep_releases")
 CRON_FIELDS = ("schedule", "stack_files", "image_services")
@@ -118,6 +121,7 @@ class ManifestSpec:
     approvers: tuple[str, ...] = ()
     approval_expires: int = DEFAULT_APPROVAL_EXPIRES
     environment_url: str = ""
+    on_drift: str = ON_DRIFT_REPORT
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,8 @@ class _Checker:
         self.check_approval(doc, spec)
         if "environment_url" in doc:
             spec.environment_url = self.check_environment_url(doc)
+        if "on_drift" in doc and "on_drift" in _fields_for(deployment_type):
+            spec.on_drift = self.check_on_drift(doc)
         if deployment_type in STACK_TYPES:
             self.check_stack_fields(doc, spec, "")
         elif deployment_type == "static_file":
@@ -662,6 +668,24 @@ class _Checker:
             )
             return ""
         return url
+
+    def check_on_drift(self, doc: YMap) -> str:
+        """`on_drift: report|redeploy`: what Sami does when live differs from what it
+        deployed (docs/status.md)."""
+        rule = self.string(doc, "on_drift", "on_drift")
+        if rule is None:
+            return ON_DRIFT_REPORT
+        if rule not in ON_DRIFT_RULES:
+            self.err(
+                doc.value_line("on_drift"),
+                "wrong-value",
+                f"on_drift {rule!r} is not a drift rule: expected one of "
+                f"{', '.join(ON_DRIFT_RULES)}",
+                "report (the default): drift is shown and audited; redeploy: Sami also "
+                "deploys the last SUCCEEDED artifact again",
+            )
+            return ON_DRIFT_REPORT
+        return rule
 
     def check_stack_name(self, doc: YMap) -> str | None:
         line = doc.value_line("stack_name")

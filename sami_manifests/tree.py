@@ -416,6 +416,7 @@ def _check_env(
         approvers=spec.approvers,
         approval_expires=spec.approval_expires,
         environment_url=spec.environment_url,
+        on_drift=spec.on_drift,
     )
     return manifest, problems
 

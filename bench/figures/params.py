@@ -42,6 +42,8 @@ class Params:
     footprint_settle: float
     # 8
     swarm_rounds: int
+    # 15: manual changes on the real swarm, timed until drift is visible
+    drift_rounds: int
     # 9: the dashboard's overview: services, deployments created per service and
     # environment, page loads measured
     ui_services: int
@@ -81,6 +83,7 @@ FULL = Params(
     fanout_interval=0.1,
     footprint_settle=3.0,
     swarm_rounds=5,
+    drift_rounds=20,
     ui_services=200,
     ui_rounds=3,
     ui_loads=20,
@@ -115,6 +118,7 @@ QUICK = Params(
     fanout_interval=0.1,
     footprint_settle=1.0,
     swarm_rounds=1,
+    drift_rounds=4,
     ui_services=200,
     ui_rounds=1,
     ui_loads=5,

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from sami.v1 import cron_pb2 as _cron_pb2
 from sami.v1 import deployment_pb2 as _deployment_pb2
 from sami.v1 import manifest_pb2 as _manifest_pb2
@@ -27,7 +28,7 @@ OUTCOME_ROLLED_BACK: Outcome
 OUTCOME_CANCELLED: Outcome
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack", "heartbeat", "progress", "result", "inventory", "cron_run")
+    __slots__ = ("hello", "ack", "heartbeat", "progress", "result", "inventory", "cron_run", "live_status")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +36,7 @@ class AgentMessage(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     CRON_RUN_FIELD_NUMBER: _ClassVar[int]
+    LIVE_STATUS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     heartbeat: Heartbeat
@@ -42,7 +44,8 @@ class AgentMessage(_message.Message):
     result: Result
     inventory: PreviewInventory
     cron_run: _cron_pb2.CronRun
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ..., cron_run: _Optional[_Union[_cron_pb2.CronRun, _Mapping]] = ...) -> None: ...
+    live_status: LiveStatus
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ..., cron_run: _Optional[_Union[_cron_pb2.CronRun, _Mapping]] = ..., live_status: _Optional[_Union[LiveStatus, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
     __slots__ = ("welcome", "assignment", "cancel", "revoke", "done", "cron_run_ack", "heartbeat_ack")
@@ -218,3 +221,41 @@ class CronRunAck(_message.Message):
     run_id: str
     error: str
     def __init__(self, run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class LiveStatus(_message.Message):
+    __slots__ = ("full", "services")
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    full: bool
+    services: _containers.RepeatedCompositeFieldContainer[LiveService]
+    def __init__(self, full: _Optional[bool] = ..., services: _Optional[_Iterable[_Union[LiveService, _Mapping]]] = ...) -> None: ...
+
+class LiveService(_message.Message):
+    __slots__ = ("stack_name", "service", "deployment_id", "label_digest", "image", "desired_replicas", "running_replicas", "unhealthy_tasks", "update_state", "update_message", "change_time", "outside_change", "removed")
+    STACK_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_TASKS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_STATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    stack_name: str
+    service: str
+    deployment_id: str
+    label_digest: str
+    image: str
+    desired_replicas: int
+    running_replicas: int
+    unhealthy_tasks: int
+    update_state: str
+    update_message: str
+    change_time: _timestamp_pb2.Timestamp
+    outside_change: str
+    removed: bool
+    def __init__(self, stack_name: _Optional[str] = ..., service: _Optional[str] = ..., deployment_id: _Optional[str] = ..., label_digest: _Optional[str] = ..., image: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., running_replicas: _Optional[int] = ..., unhealthy_tasks: _Optional[int] = ..., update_state: _Optional[str] = ..., update_message: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outside_change: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...

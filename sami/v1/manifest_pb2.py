@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sami/v1/manifest.proto\x12\x07sami.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\x0cManifestFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\xc5\x03\n\rManifestEntry\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65ployment_type\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x0e\n\x06\x66older\x18\x04 \x01(\t\x12\x11\n\tpr_deploy\x18\x05 \x01(\x08\x12\x13\n\x0bstack_files\x18\x06 \x03(\t\x12\x16\n\x0eimage_services\x18\x07 \x03(\t\x12 \n\x18\x63onverge_timeout_seconds\x18\x08 \x01(\x05\x12\x12\n\nstack_name\x18\t \x01(\t\x12\x0f\n\x07\x63luster\x18\n \x01(\t\x12\x19\n\x11static_target_dir\x18\x0b \x01(\t\x12\x15\n\rkeep_releases\x18\x0c \x01(\x05\x12\x15\n\rcron_schedule\x18\r \x01(\t\x12\x1d\n\x15promote_after_seconds\x18\x0e \x01(\x05\x12\r\n\x05queue\x18\x0f \x01(\t\x12\x19\n\x11\x61pproval_required\x18\x10 \x01(\x08\x12\x11\n\tapprovers\x18\x11 \x03(\t\x12 \n\x18\x61pproval_expires_seconds\x18\x12 \x01(\x05\x12\x17\n\x0f\x65nvironment_url\x18\x19 \x01(\t\"l\n\x0fManifestProblem\x12\x10\n\x08severity\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04hint\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\t\"\xa1\x02\n\x10ManifestRevision\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\'\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x16.sami.v1.ManifestEntry\x12*\n\x08warnings\x18\x05 \x03(\x0b\x32\x18.sami.v1.ManifestProblem\x12$\n\x05\x66iles\x18\x06 \x03(\x0b\x32\x15.sami.v1.ManifestFile\x12\x12\n\nfile_count\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\t \x01(\t\x12\x0f\n\x07\x63urrent\x18\n \x01(\x08\"L\n\x14SyncManifestsRequest\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\t\x12$\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x15.sami.v1.ManifestFile\"U\n\x15SyncManifestsResponse\x12+\n\x08revision\x18\x01 \x01(\x0b\x32\x19.sami.v1.ManifestRevision\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"A\n\x1aGetManifestRevisionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rinclude_files\x18\x02 \x01(\x08\"E\n\x1cListManifestRevisionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x1dListManifestRevisionsResponse\x12,\n\trevisions\x18\x01 \x03(\x0b\x32\x19.sami.v1.ManifestRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa0\x02\n\x0fManifestService\x12N\n\rSyncManifests\x12\x1d.sami.v1.SyncManifestsRequest\x1a\x1e.sami.v1.SyncManifestsResponse\x12U\n\x13GetManifestRevision\x12#.sami.v1.GetManifestRevisionRequest\x1a\x19.sami.v1.ManifestRevision\x12\x66\n\x15ListManifestRevisions\x12%.sami.v1.ListManifestRevisionsRequest\x1a&.sami.v1.ListManifestRevisionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sami/v1/manifest.proto\x12\x07sami.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\x0cManifestFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\xd7\x03\n\rManifestEntry\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65ployment_type\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x0e\n\x06\x66older\x18\x04 \x01(\t\x12\x11\n\tpr_deploy\x18\x05 \x01(\x08\x12\x13\n\x0bstack_files\x18\x06 \x03(\t\x12\x16\n\x0eimage_services\x18\x07 \x03(\t\x12 \n\x18\x63onverge_timeout_seconds\x18\x08 \x01(\x05\x12\x12\n\nstack_name\x18\t \x01(\t\x12\x0f\n\x07\x63luster\x18\n \x01(\t\x12\x19\n\x11static_target_dir\x18\x0b \x01(\t\x12\x15\n\rkeep_releases\x18\x0c \x01(\x05\x12\x15\n\rcron_schedule\x18\r \x01(\t\x12\x1d\n\x15promote_after_seconds\x18\x0e \x01(\x05\x12\r\n\x05queue\x18\x0f \x01(\t\x12\x19\n\x11\x61pproval_required\x18\x10 \x01(\x08\x12\x11\n\tapprovers\x18\x11 \x03(\t\x12 \n\x18\x61pproval_expires_seconds\x18\x12 \x01(\x05\x12\x17\n\x0f\x65nvironment_url\x18\x19 \x01(\t\x12\x10\n\x08on_drift\x18\x14 \x01(\t\"l\n\x0fManifestProblem\x12\x10\n\x08severity\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04hint\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\t\"\xa1\x02\n\x10ManifestRevision\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\'\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x16.sami.v1.ManifestEntry\x12*\n\x08warnings\x18\x05 \x03(\x0b\x32\x18.sami.v1.ManifestProblem\x12$\n\x05\x66iles\x18\x06 \x03(\x0b\x32\x15.sami.v1.ManifestFile\x12\x12\n\nfile_count\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\t \x01(\t\x12\x0f\n\x07\x63urrent\x18\n \x01(\x08\"L\n\x14SyncManifestsRequest\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\t\x12$\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x15.sami.v1.ManifestFile\"U\n\x15SyncManifestsResponse\x12+\n\x08revision\x18\x01 \x01(\x0b\x32\x19.sami.v1.ManifestRevision\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"A\n\x1aGetManifestRevisionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rinclude_files\x18\x02 \x01(\x08\"E\n\x1cListManifestRevisionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x1dListManifestRevisionsResponse\x12,\n\trevisions\x18\x01 \x03(\x0b\x32\x19.sami.v1.ManifestRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa0\x02\n\x0fManifestService\x12N\n\rSyncManifests\x12\x1d.sami.v1.SyncManifestsRequest\x1a\x1e.sami.v1.SyncManifestsResponse\x12U\n\x13GetManifestRevision\x12#.sami.v1.GetManifestRevisionRequest\x1a\x19.sami.v1.ManifestRevision\x12\x66\n\x15ListManifestRevisions\x12%.sami.v1.ListManifestRevisionsRequest\x1a&.sami.v1.ListManifestRevisionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MANIFESTFILE']._serialized_start=68
   _globals['_MANIFESTFILE']._serialized_end=143
   _globals['_MANIFESTENTRY']._serialized_start=146
-  _globals['_MANIFESTENTRY']._serialized_end=599
-  _globals['_MANIFESTPROBLEM']._serialized_start=601
-  _globals['_MANIFESTPROBLEM']._serialized_end=709
-  _globals['_MANIFESTREVISION']._serialized_start=712
-  _globals['_MANIFESTREVISION']._serialized_end=1001
-  _globals['_SYNCMANIFESTSREQUEST']._serialized_start=1003
-  _globals['_SYNCMANIFESTSREQUEST']._serialized_end=1079
-  _globals['_SYNCMANIFESTSRESPONSE']._serialized_start=1081
-  _globals['_SYNCMANIFESTSRESPONSE']._serialized_end=1166
-  _globals['_GETMANIFESTREVISIONREQUEST']._serialized_start=1168
-  _globals['_GETMANIFESTREVISIONREQUEST']._serialized_end=1233
-  _globals['_LISTMANIFESTREVISIONSREQUEST']._serialized_start=1235
-  _globals['_LISTMANIFESTREVISIONSREQUEST']._serialized_end=1304
-  _globals['_LISTMANIFESTREVISIONSRESPONSE']._serialized_start=1306
-  _globals['_LISTMANIFESTREVISIONSRESPONSE']._serialized_end=1408
-  _globals['_MANIFESTSERVICE']._serialized_start=1411
-  _globals['_MANIFESTSERVICE']._serialized_end=1699
+  _globals['_MANIFESTENTRY']._serialized_end=617
+  _globals['_MANIFESTPROBLEM']._serialized_start=619
+  _globals['_MANIFESTPROBLEM']._serialized_end=727
+  _globals['_MANIFESTREVISION']._serialized_start=730
+  _globals['_MANIFESTREVISION']._serialized_end=1019
+  _globals['_SYNCMANIFESTSREQUEST']._serialized_start=1021
+  _globals['_SYNCMANIFESTSREQUEST']._serialized_end=1097
+  _globals['_SYNCMANIFESTSRESPONSE']._serialized_start=1099
+  _globals['_SYNCMANIFESTSRESPONSE']._serialized_end=1184
+  _globals['_GETMANIFESTREVISIONREQUEST']._serialized_start=1186
+  _globals['_GETMANIFESTREVISIONREQUEST']._serialized_end=1251
+  _globals['_LISTMANIFESTREVISIONSREQUEST']._serialized_start=1253
+  _globals['_LISTMANIFESTREVISIONSREQUEST']._serialized_end=1322
+  _globals['_LISTMANIFESTREVISIONSRESPONSE']._serialized_start=1324
+  _globals['_LISTMANIFESTREVISIONSRESPONSE']._serialized_end=1426
+  _globals['_MANIFESTSERVICE']._serialized_start=1429
+  _globals['_MANIFESTSERVICE']._serialized_end=1717
 # @@protoc_insertion_point(module_scope)

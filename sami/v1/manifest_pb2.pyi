@@ -22,7 +22,7 @@ class ManifestFile(_message.Message):
     def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ManifestEntry(_message.Message):
-    __slots__ = ("service", "deployment_type", "environment", "folder", "pr_deploy", "stack_files", "image_services", "converge_timeout_seconds", "stack_name", "cluster", "static_target_dir", "keep_releases", "cron_schedule", "promote_after_seconds", "queue", "approval_required", "approvers", "approval_expires_seconds", "environment_url")
+    __slots__ = ("service", "deployment_type", "environment", "folder", "pr_deploy", "stack_files", "image_services", "converge_timeout_seconds", "stack_name", "cluster", "static_target_dir", "keep_releases", "cron_schedule", "promote_after_seconds", "queue", "approval_required", "approvers", "approval_expires_seconds", "environment_url", "on_drift")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class ManifestEntry(_message.Message):
     APPROVERS_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_URL_FIELD_NUMBER: _ClassVar[int]
+    ON_DRIFT_FIELD_NUMBER: _ClassVar[int]
     service: str
     deployment_type: str
     environment: str
@@ -61,7 +62,8 @@ class ManifestEntry(_message.Message):
     approvers: _containers.RepeatedScalarFieldContainer[str]
     approval_expires_seconds: int
     environment_url: str
-    def __init__(self, service: _Optional[str] = ..., deployment_type: _Optional[str] = ..., environment: _Optional[str] = ..., folder: _Optional[str] = ..., pr_deploy: _Optional[bool] = ..., stack_files: _Optional[_Iterable[str]] = ..., image_services: _Optional[_Iterable[str]] = ..., converge_timeout_seconds: _Optional[int] = ..., stack_name: _Optional[str] = ..., cluster: _Optional[str] = ..., static_target_dir: _Optional[str] = ..., keep_releases: _Optional[int] = ..., cron_schedule: _Optional[str] = ..., promote_after_seconds: _Optional[int] = ..., queue: _Optional[str] = ..., approval_required: _Optional[bool] = ..., approvers: _Optional[_Iterable[str]] = ..., approval_expires_seconds: _Optional[int] = ..., environment_url: _Optional[str] = ...) -> None: ...
+    on_drift: str
+    def __init__(self, service: _Optional[str] = ..., deployment_type: _Optional[str] = ..., environment: _Optional[str] = ..., folder: _Optional[str] = ..., pr_deploy: _Optional[bool] = ..., stack_files: _Optional[_Iterable[str]] = ..., image_services: _Optional[_Iterable[str]] = ..., converge_timeout_seconds: _Optional[int] = ..., stack_name: _Optional[str] = ..., cluster: _Optional[str] = ..., static_target_dir: _Optional[str] = ..., keep_releases: _Optional[int] = ..., cron_schedule: _Optional[str] = ..., promote_after_seconds: _Optional[int] = ..., queue: _Optional[str] = ..., approval_required: _Optional[bool] = ..., approvers: _Optional[_Iterable[str]] = ..., approval_expires_seconds: _Optional[int] = ..., environment_url: _Optional[str] = ..., on_drift: _Optional[str] = ...) -> None: ...
 
 class ManifestProblem(_message.Message):
     __slots__ = ("severity", "file", "line", "message", "hint", "code")

@@ -9,6 +9,7 @@ from sami_agent.executor import (
     ExecutionResult,
     Executor,
     Job,
+    LiveStatusSource,
     Outcome,
     PreviewLister,
     PreviewStack,
@@ -67,3 +68,10 @@ class RoutingExecutor:
                 for preview in executor.list_previews():
                     found.setdefault(preview.stack_name, preview)
         return sorted(found.values(), key=lambda p: p.stack_name)
+
+    def live_status_source(self) -> LiveStatusSource | None:
+        """The routed executor that reports live status (the swarm one), if any."""
+        for executor in dict.fromkeys(self.executors.values()):
+            if isinstance(executor, LiveStatusSource):
+                return executor
+        return None

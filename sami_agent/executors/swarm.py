@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,11 +56,12 @@ import docker
 from sami_agent.executor import (
     ExecutionResult,
     Job,
+    LiveService,
     Outcome,
     PreviewStack,
     ProgressReporter,
 )
-from sami_agent.executors import swarm_apply, swarm_previews
+from sami_agent.executors import swarm_apply, swarm_previews, swarm_status
 from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT, ApplyError, JobError, StackPlan
 from sami_agent.executors.swarm_watch import (
     FAILED_STATES,
@@ -203,6 +204,24 @@ class SwarmExecutor:
                 client.close()
         except (docker.errors.DockerException, OSError) as exc:
             return ExecutionResult(Outcome.FAILED, f"the Docker engine failed: {exc}")
+
+    def live_services(self, service_ids: Collection[str] | None = None) -> list[LiveService]:
+        client = self._client()
+        try:
+            return swarm_status.live_services(client, service_ids)
+        finally:
+            client.close()
+
+    def watch_changes(self, changed: Callable[[str], None], stop: threading.Event) -> None:
+        client = self._client()
+        # The event stream blocks in a read: closing the client when `stop` is set ends it.
+        threading.Thread(
+            target=lambda: stop.wait() or client.close(), name="sami-status-close", daemon=True
+        ).start()
+        try:
+            swarm_status.watch_changes(client, changed, stop)
+        finally:
+            client.close()
 
     def list_previews(self) -> list[PreviewStack]:
         client = self._client()

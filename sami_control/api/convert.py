@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from sami_common import limits
 from sami_control.api.pb import (
     admin_pb2,
     agent_pb2,
@@ -33,6 +34,7 @@ from sami_control.core.model import (
     Cluster,
     Deployment,
     Event,
+    LiveServiceState,
     ManifestRevision,
     PreviewStack,
     Role,
@@ -184,6 +186,38 @@ def preview_stacks(stacks: object) -> list[PreviewStack]:
     return [
         PreviewStack(s.stack_name, s.service, s.pull_request, s.deployment_id)
         for s in stacks  # type: ignore[attr-defined]
+    ]
+
+
+# What is kept of each text field of a LiveService (Docker's own values are far shorter; a
+# row is stored and shown, so a broken or hostile agent cannot make it large).
+_LIVE_TEXT = limits.MAX_LIVE_TEXT
+
+
+def live_services(services: object) -> list[LiveServiceState]:
+    """An agent's LiveStatus services; the cluster and the target are the core's to fill."""
+    return [
+        LiveServiceState(
+            cluster="",
+            stack_name=s.stack_name[:_LIVE_TEXT],
+            swarm_service=s.service[:_LIVE_TEXT],
+            service="",
+            environment="",
+            pull_request=0,
+            deployment_id=s.deployment_id[:_LIVE_TEXT],
+            label_digest=s.label_digest[:_LIVE_TEXT],
+            image=s.image[:_LIVE_TEXT],
+            desired_replicas=s.desired_replicas,
+            running_replicas=s.running_replicas,
+            unhealthy_tasks=s.unhealthy_tasks,
+            update_state=s.update_state[:_LIVE_TEXT],
+            update_message=s.update_message[:_LIVE_TEXT],
+            change_time=s.change_time.ToNanoseconds() / 1e9 if s.HasField("change_time") else 0.0,
+            outside_change=s.outside_change[:_LIVE_TEXT],
+            removed=s.removed,
+            reported_at=0.0,
+        )
+        for s in services  # type: ignore[attr-defined]
     ]
 
 

@@ -26,6 +26,8 @@ from sami.v1 import (
     notify_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 
 __all__ = [
@@ -49,4 +51,6 @@ __all__ = [
     "notify_pb2_grpc",
     "server_pb2",
     "server_pb2_grpc",
+    "status_pb2",
+    "status_pb2_grpc",
 ]

@@ -329,6 +329,9 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 await self.core.reports.inventory(s, convert.preview_stacks(msg.inventory.stacks))
             elif kind == "cron_run":
                 await cron.handle_report(self.core, s, msg.cron_run)
+            elif kind == "live_status":
+                ls = msg.live_status
+                await self.core.live.report(s, ls.full, convert.live_services(ls.services))
         except (PermissionDenied, Unauthenticated):
             raise
         except DomainError as exc:

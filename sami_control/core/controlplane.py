@@ -19,6 +19,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `reports` | core/agent_reports.py | what agents report on their stream |
 | `cron_runs` | core/cron_runs.py | the runs of cron jobs |
 | `locks` | core/target_locks.py | target locks (`sami lock`): take, release, break, list |
+| `live` | core/live_status.py | what runs (agents' live status), drift; `sami status` |
 | `info` | core/server_info.py | what this control plane is (version, store) |
 | `notifications` | core/notifications.py | notification targets, the outbox and its sender |
 
@@ -46,6 +47,7 @@ from sami_control.core.deployments import Deployments
 from sami_control.core.dispatch import Leases
 from sami_control.core.effects import Publisher
 from sami_control.core.hub import Hub
+from sami_control.core.live_status import LiveStatus
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.notifications import Notifications, RetryPolicy, Sender, Transport
 from sami_control.core.peers import Peers
@@ -96,6 +98,15 @@ class ControlPlane:
         self.info = ServerInfo(ctx)
         self.notifications = Notifications(ctx)
         self.publisher.outbox = self.notifications.outbox
+        self.live = LiveStatus(
+            ctx,
+            self.agents,
+            self.sessions,
+            lambda: self.bus.shared,
+            self.deployments,
+            self.manifests,
+            self.streams,
+        )
         # Other replicas on the same database (PostgreSQL): what each commits, the others
         # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.
         self.bus = store.make_bus()

@@ -56,6 +56,7 @@ def entry_of(m: manifests.ResolvedManifest) -> dict[str, object]:
         "approvers": list(m.approvers),
         "approval_expires_seconds": m.approval_expires if m.approval_required else 0,
         "environment_url": m.environment_url,
+        "on_drift": m.on_drift,
     }
 
 

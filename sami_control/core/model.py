@@ -369,3 +369,43 @@ class Delivery:
     last_error: str = ""
     created_at: float = 0.0
     finished_at: float = 0.0
+
+
+@dataclass
+class LiveServiceState:
+    """What one swarm service of a Sami target runs, as its cluster's agent last reported it,
+    and whether that drifted from what Sami deployed (core/live_status.py, docs/status.md).
+    One row per (cluster, stack_name, swarm_service); written only when it changes."""
+
+    cluster: str
+    stack_name: str
+    swarm_service: str  # the service's name in its stack
+    # The Sami target, from the deployment named by the service's label.
+    service: str
+    environment: str
+    pull_request: int
+    deployment_id: str
+    label_digest: str
+    image: str
+    desired_replicas: int
+    running_replicas: int
+    unhealthy_tasks: int
+    update_state: str
+    update_message: str
+    change_time: float
+    outside_change: str
+    removed: bool
+    reported_at: float
+    # Since when replicas are short or tasks unhealthy (0: they are not).
+    degraded_since: float = 0.0
+    # The replicas Sami deployed: the spec's when its deployment label was first seen (or
+    # the count before a hand-made scale, when that is what was first seen); 0: unknown.
+    deployed_replicas: int = 0
+    # Why live differs from what Sami deployed ("" : it does not), and since when.
+    drift_reason: str = ""
+    drift_since: float = 0.0
+
+    @property
+    def target(self) -> str:
+        pr = f" (PR {self.pull_request})" if self.pull_request else ""
+        return f"{self.service}/{self.environment}{pr}: {self.swarm_service}"

@@ -48,3 +48,7 @@ class Settings:
     notify_timeout: float = 10.0
     # Deliveries delivered or dead are kept this long (`sami notify log`), then deleted.
     notify_retention: float = 14 * 24 * 3600.0
+    # Replicas short or tasks unhealthy for longer than this is drift (docs/status.md).
+    drift_grace: float = 30.0
+    # A target with `on_drift: redeploy` is redeployed by Sami at most once this often.
+    drift_redeploy_interval: float = 300.0

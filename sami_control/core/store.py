@@ -18,6 +18,7 @@ from sami_control.core.model import (
     Delivery,
     Deployment,
     Event,
+    LiveServiceState,
     ManifestRevision,
     NotifyTarget,
     State,
@@ -167,6 +168,27 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     async def list_target_locks(self, environment: str = "") -> list[TargetLock]:
         """Every row (of `environment`, if given), expired ones included, oldest first."""
+
+    # live status (core/live_status.py), one row per (cluster, stack_name, swarm_service)
+    @abc.abstractmethod
+    async def put_live_service(self, row: LiveServiceState) -> None:
+        """Store `row`, replacing the row of its service."""
+
+    @abc.abstractmethod
+    async def delete_live_service(self, cluster: str, stack_name: str, swarm_service: str) -> None:
+        """Forget a service (one Sami removed on purpose, e.g. a torn-down preview)."""
+
+    @abc.abstractmethod
+    async def list_live_services(self, cluster: str = "") -> list[LiveServiceState]:
+        """Every row (of `cluster`, if given), by cluster, stack, service."""
+
+    @abc.abstractmethod
+    async def put_live_report_time(self, cluster: str, reported_at: float) -> None:
+        """When the cluster's agent last sent a full live status report."""
+
+    @abc.abstractmethod
+    async def live_report_times(self) -> dict[str, float]:
+        """The time of each cluster's last full live status report."""
 
     # events
     @abc.abstractmethod

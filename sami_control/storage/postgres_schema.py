@@ -138,6 +138,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (target_id, deployment_id)
     );
     """,
+    # 4: live status, as SQLite's migration 10.
+    """
+    CREATE TABLE live_services (
+        cluster TEXT NOT NULL, stack_name TEXT NOT NULL, swarm_service TEXT NOT NULL,
+        service TEXT NOT NULL, environment TEXT NOT NULL, pull_request BIGINT NOT NULL,
+        deployment_id TEXT NOT NULL, label_digest TEXT NOT NULL, image TEXT NOT NULL,
+        desired_replicas BIGINT NOT NULL, running_replicas BIGINT NOT NULL,
+        unhealthy_tasks BIGINT NOT NULL, update_state TEXT NOT NULL,
+        update_message TEXT NOT NULL, change_time DOUBLE PRECISION NOT NULL,
+        outside_change TEXT NOT NULL, removed BOOLEAN NOT NULL,
+        reported_at DOUBLE PRECISION NOT NULL, degraded_since DOUBLE PRECISION NOT NULL,
+        deployed_replicas BIGINT NOT NULL,
+        drift_reason TEXT NOT NULL, drift_since DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (cluster, stack_name, swarm_service)
+    );
+    CREATE TABLE live_reports (
+        cluster TEXT PRIMARY KEY, reported_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 # The tables with an identity `seq`: `store copy` moves their sequences past the copied rows.
@@ -161,6 +180,8 @@ TABLES = (
     "notify_targets",
     "notify_outbox",
     "notify_refs",
+    "live_services",
+    "live_reports",
 )
 
 # Taken (pg_advisory_xact_lock) by the transaction that migrates: replicas starting

@@ -163,4 +163,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (target_id, deployment_id)
     );
     """,
+    # 10: live status (core/live_status.py): what each Sami service runs as its agent last
+    # reported it, with its drift; and when each cluster's agent last sent a full report.
+    """
+    CREATE TABLE live_services (
+        cluster TEXT NOT NULL, stack_name TEXT NOT NULL, swarm_service TEXT NOT NULL,
+        service TEXT NOT NULL, environment TEXT NOT NULL, pull_request INTEGER NOT NULL,
+        deployment_id TEXT NOT NULL, label_digest TEXT NOT NULL, image TEXT NOT NULL,
+        desired_replicas INTEGER NOT NULL, running_replicas INTEGER NOT NULL,
+        unhealthy_tasks INTEGER NOT NULL, update_state TEXT NOT NULL, update_message TEXT NOT NULL,
+        change_time REAL NOT NULL, outside_change TEXT NOT NULL, removed INTEGER NOT NULL,
+        reported_at REAL NOT NULL, degraded_since REAL NOT NULL,
+        deployed_replicas INTEGER NOT NULL, drift_reason TEXT NOT NULL,
+        drift_since REAL NOT NULL, PRIMARY KEY (cluster, stack_name, swarm_service)
+    );
+    CREATE TABLE live_reports (cluster TEXT PRIMARY KEY, reported_at REAL NOT NULL);
+    """,
 ]

@@ -30,6 +30,7 @@ from sami_control.core.model import (
     TokenRecord,
 )
 from sami_control.core.store import Tx
+from sami_control.storage.sqlite_live import SQLiteLiveQueries
 from sami_control.storage.sqlite_notify import SQLiteNotifyQueries
 from sami_control.storage.sqlite_safety import SQLiteSafetyQueries
 
@@ -179,7 +180,7 @@ def _cron_run(row: sqlite3.Row) -> CronRun:
     return CronRun(**d)
 
 
-class SQLiteTx(SQLiteSafetyQueries, SQLiteNotifyQueries, Tx):
+class SQLiteTx(SQLiteSafetyQueries, SQLiteNotifyQueries, SQLiteLiveQueries, Tx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
 

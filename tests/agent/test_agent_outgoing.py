@@ -182,3 +182,20 @@ def test_every_string_field_an_agent_sends_is_either_cleaned_or_an_identifier() 
             | IDENTIFIERS.get(kind.name, frozenset())
         )
         assert fields == listed, f"AgentMessage.{kind.name}: unlisted {fields - listed}"
+
+
+def test_live_status_text_is_cleaned_in_every_service() -> None:
+    message = clean(
+        agent_pb2.AgentMessage(
+            live_status=agent_pb2.LiveStatus(
+                services=[
+                    agent_pb2.LiveService(service="web", update_message="paused\x1b[31m" * 100),
+                    agent_pb2.LiveService(service="api", outside_change="spec\n"),
+                ]
+            )
+        )
+    ).live_status
+    first, second = message.services
+    server_accepts("live_status.services.update_message", first.update_message, 512)
+    assert "\n" not in second.outside_change and second.outside_change.startswith("spec")
+    assert (first.service, second.service) == ("web", "api")

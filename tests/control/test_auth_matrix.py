@@ -28,6 +28,8 @@ from sami.v1 import (
     manifest_pb2_grpc,
     notify_pb2,
     notify_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 from sami_control import offline
 from sami_control.core.model import AgentRecord
@@ -62,6 +64,7 @@ class Ctx:
             notify_pb2.CreateTargetRequest(name="sample", kind="generic", url=DOWN),
             metadata=self.md(self.admin),
         )
+        self.status = status_pb2_grpc.StatusServiceStub(self.ch)
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
@@ -261,6 +264,10 @@ RPCS: dict[str, Call] = {
     "ListDeliveries": lambda c, md: c.notify.ListDeliveries(
         notify_pb2.ListDeliveriesRequest(), metadata=md
     ),
+    "GetStatus": lambda c, md: c.status.GetStatus(status_pb2.GetStatusRequest(), metadata=md),
+    "WatchStatus": lambda c, md: next(
+        iter(c.status.WatchStatus(status_pb2.GetStatusRequest(), metadata=md, timeout=5))
+    ),
     "AgentService.Connect": _connect,
 }
 
@@ -277,6 +284,8 @@ READ = {
     "ListManifestRevisions",
     "ListCronRuns",
     "ListLocks",
+    "GetStatus",
+    "WatchStatus",
 }
 DEPLOY_ALL = {
     "RegisterArtifact",

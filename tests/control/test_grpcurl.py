@@ -45,6 +45,7 @@ def test_list_shows_the_sami_services(live_server: LiveServer) -> None:
         "sami.v1.ClusterService",
         "sami.v1.ManifestService",
         "sami.v1.CronService",
+        "sami.v1.StatusService",
         "sami.v1.AgentService",
         "grpc.health.v1.Health",
     } <= services

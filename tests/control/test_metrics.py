@@ -14,7 +14,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sami.v1 import agent_pb2, deployment_pb2
+from sami.v1 import agent_pb2, deployment_pb2, status_pb2, status_pb2_grpc
 from sami_control.metrics import ControlMetrics
 from tests.security.conftest import (
     AgentStream,
@@ -203,3 +203,52 @@ def test_process_metrics_and_only_get(serve: Callable[[], Server]) -> None:
     with pytest.raises(urllib.error.HTTPError) as ei:
         urllib.request.urlopen(req, timeout=10)
     assert ei.value.code == 405
+
+
+def test_drifted_services_over_the_agent_stream(serve: Callable[[], Server]) -> None:
+    """An agent's LiveStatus report over gRPC: a service running another digest than Sami
+    deployed is counted as drifted and shown by GetStatus with its reason."""
+    srv = serve()
+    admin = srv.token("admin", "root")
+    s, art = seed(srv, admin)
+    first = create(s, admin, art)
+    agent = srv.token("agent", "agent-1", cluster="c1")
+    stream = AgentStream(s, agent, "a1")
+    try:
+        assert stream.welcomed.wait(10)
+        _until(lambda: len(_assignments(stream)) == 1)
+        (lease,) = _assignments(stream)
+        stream.send(
+            result=agent_pb2.Result(
+                deployment_id=first,
+                lease_id=lease.lease_id,
+                epoch=lease.deployment.epoch,
+                outcome=agent_pb2.OUTCOME_SUCCEEDED,
+            )
+        )
+        stream.wait_for("done")
+        digest = "sha256:" + "a" * 64
+        service = agent_pb2.LiveService(
+            stack_name=lease.deployment.stack_name,
+            service="web",
+            deployment_id=first,
+            label_digest=digest,
+            image="web@" + digest,
+            desired_replicas=1,
+            running_replicas=1,
+        )
+        stream.send(live_status=agent_pb2.LiveStatus(full=True, services=[service]))
+        _until(lambda: value(scrape(srv), "sami_drifted_services", environment="stage") == 0)
+        service.image = "web@sha256:" + "c" * 64
+        stream.send(live_status=agent_pb2.LiveStatus(full=False, services=[service]))
+        _until(lambda: value(scrape(srv), "sami_drifted_services", environment="stage") == 1)
+        status = status_pb2_grpc.StatusServiceStub(srv.channel())
+        (row,) = status.GetStatus(status_pb2.GetStatusRequest(), metadata=md(admin)).services
+        assert row.drifted and row.drift_reason.startswith("image: runs sha256:cccccccccccc")
+        assert (row.service, row.environment, row.running_digest) == (
+            "web",
+            "stage",
+            "sha256:" + "c" * 64,
+        )
+    finally:
+        stream.close()
