@@ -26,9 +26,10 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from sami.v1 import cron_pb2 as sami_dot_v1_dot_cron__pb2
 from sami.v1 import deployment_pb2 as sami_dot_v1_dot_deployment__pb2
 from sami.v1 import manifest_pb2 as sami_dot_v1_dot_manifest__pb2
+from sami.v1 import query_pb2 as sami_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sami/v1/agent.proto\x12\x07sami.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x12sami/v1/cron.proto\x1a\x18sami/v1/deployment.proto\x1a\x16sami/v1/manifest.proto\"\x9c\x02\n\x0c\x41gentMessage\x12\x1f\n\x05hello\x18\x01 \x01(\x0b\x32\x0e.sami.v1.HelloH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.sami.v1.AckH\x00\x12\'\n\theartbeat\x18\x03 \x01(\x0b\x32\x12.sami.v1.HeartbeatH\x00\x12%\n\x08progress\x18\x04 \x01(\x0b\x32\x11.sami.v1.ProgressH\x00\x12!\n\x06result\x18\x05 \x01(\x0b\x32\x0f.sami.v1.ResultH\x00\x12.\n\tinventory\x18\x06 \x01(\x0b\x32\x19.sami.v1.PreviewInventoryH\x00\x12$\n\x08\x63ron_run\x18\x07 \x01(\x0b\x32\x10.sami.v1.CronRunH\x00\x42\x05\n\x03msg\"\xa9\x02\n\x0e\x43ontrolMessage\x12#\n\x07welcome\x18\x01 \x01(\x0b\x32\x10.sami.v1.WelcomeH\x00\x12)\n\nassignment\x18\x02 \x01(\x0b\x32\x13.sami.v1.AssignmentH\x00\x12!\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x0f.sami.v1.CancelH\x00\x12!\n\x06revoke\x18\x04 \x01(\x0b\x32\x0f.sami.v1.RevokeH\x00\x12\x1d\n\x04\x64one\x18\x05 \x01(\x0b\x32\r.sami.v1.DoneH\x00\x12+\n\x0c\x63ron_run_ack\x18\x06 \x01(\x0b\x32\x13.sami.v1.CronRunAckH\x00\x12.\n\rheartbeat_ack\x18\x07 \x01(\x0b\x32\x15.sami.v1.HeartbeatAckH\x00\x42\x05\n\x03msg\"\x0e\n\x0cHeartbeatAck\"C\n\tHeldLease\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"i\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\'\n\x0bheld_leases\x18\x04 \x03(\x0b\x32\x12.sami.v1.HeldLease\"}\n\x07Welcome\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x0eresumed_leases\x18\x03 \x03(\x0b\x32\x12.sami.v1.HeldLease\"\xf2\x02\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\'\n\ndeployment\x18\x04 \x01(\x0b\x32\x13.sami.v1.Deployment\x12-\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x1e.sami.v1.Assignment.FilesEntry\x12,\n\tlease_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x08manifest\x18\x0b \x01(\x0b\x32\x16.sami.v1.ManifestEntry\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\t\x10\nJ\x04\x08\n\x10\x0bR\x05\x65pochR\x07\x61ttemptR\x11manifest_revisionR\x10\x63onverge_timeoutR\x0bstack_filesR\x0eimage_services\"A\n\x06\x43\x61ncel\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x06Revoke\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x04\x44one\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"9\n\x10PreviewInventory\x12%\n\x06stacks\x18\x01 \x03(\x0b\x32\x15.sami.v1.PreviewStack\"`\n\x0cPreviewStack\x12\x12\n\nstack_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x14\n\x0cpull_request\x18\x03 \x01(\x05\x12\x15\n\rdeployment_id\x18\x04 \x01(\t\"=\n\x03\x41\x63k\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"/\n\tHeartbeat\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.sami.v1.HeldLease\"t\n\x08Progress\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"s\n\x06Result\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x07outcome\x18\x04 \x01(\x0e\x32\x10.sami.v1.Outcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\"+\n\nCronRunAck\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t*}\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x17\n\x13OUTCOME_ROLLED_BACK\x10\x03\x12\x15\n\x11OUTCOME_CANCELLED\x10\x04\x32M\n\x0c\x41gentService\x12=\n\x07\x43onnect\x12\x15.sami.v1.AgentMessage\x1a\x17.sami.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sami/v1/agent.proto\x12\x07sami.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x12sami/v1/cron.proto\x1a\x18sami/v1/deployment.proto\x1a\x16sami/v1/manifest.proto\x1a\x13sami/v1/query.proto\"\xf0\x02\n\x0c\x41gentMessage\x12\x1f\n\x05hello\x18\x01 \x01(\x0b\x32\x0e.sami.v1.HelloH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.sami.v1.AckH\x00\x12\'\n\theartbeat\x18\x03 \x01(\x0b\x32\x12.sami.v1.HeartbeatH\x00\x12%\n\x08progress\x18\x04 \x01(\x0b\x32\x11.sami.v1.ProgressH\x00\x12!\n\x06result\x18\x05 \x01(\x0b\x32\x0f.sami.v1.ResultH\x00\x12.\n\tinventory\x18\x06 \x01(\x0b\x32\x19.sami.v1.PreviewInventoryH\x00\x12$\n\x08\x63ron_run\x18\x07 \x01(\x0b\x32\x10.sami.v1.CronRunH\x00\x12*\n\x0bquery_chunk\x18\x14 \x01(\x0b\x32\x13.sami.v1.QueryChunkH\x00\x12&\n\tquery_end\x18\x15 \x01(\x0b\x32\x11.sami.v1.QueryEndH\x00\x42\x05\n\x03msg\"\xf8\x02\n\x0e\x43ontrolMessage\x12#\n\x07welcome\x18\x01 \x01(\x0b\x32\x10.sami.v1.WelcomeH\x00\x12)\n\nassignment\x18\x02 \x01(\x0b\x32\x13.sami.v1.AssignmentH\x00\x12!\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x0f.sami.v1.CancelH\x00\x12!\n\x06revoke\x18\x04 \x01(\x0b\x32\x0f.sami.v1.RevokeH\x00\x12\x1d\n\x04\x64one\x18\x05 \x01(\x0b\x32\r.sami.v1.DoneH\x00\x12+\n\x0c\x63ron_run_ack\x18\x06 \x01(\x0b\x32\x13.sami.v1.CronRunAckH\x00\x12.\n\rheartbeat_ack\x18\x07 \x01(\x0b\x32\x15.sami.v1.HeartbeatAckH\x00\x12\x1f\n\x05query\x18\x14 \x01(\x0b\x32\x0e.sami.v1.QueryH\x00\x12,\n\x0cquery_cancel\x18\x15 \x01(\x0b\x32\x14.sami.v1.QueryCancelH\x00\x42\x05\n\x03msg\"\x0e\n\x0cHeartbeatAck\"C\n\tHeldLease\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"i\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\'\n\x0bheld_leases\x18\x04 \x03(\x0b\x32\x12.sami.v1.HeldLease\"}\n\x07Welcome\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x0eresumed_leases\x18\x03 \x03(\x0b\x32\x12.sami.v1.HeldLease\"\xf2\x02\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\'\n\ndeployment\x18\x04 \x01(\x0b\x32\x13.sami.v1.Deployment\x12-\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x1e.sami.v1.Assignment.FilesEntry\x12,\n\tlease_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x08manifest\x18\x0b \x01(\x0b\x32\x16.sami.v1.ManifestEntry\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\t\x10\nJ\x04\x08\n\x10\x0bR\x05\x65pochR\x07\x61ttemptR\x11manifest_revisionR\x10\x63onverge_timeoutR\x0bstack_filesR\x0eimage_services\"A\n\x06\x43\x61ncel\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x06Revoke\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x04\x44one\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"9\n\x10PreviewInventory\x12%\n\x06stacks\x18\x01 \x03(\x0b\x32\x15.sami.v1.PreviewStack\"`\n\x0cPreviewStack\x12\x12\n\nstack_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x14\n\x0cpull_request\x18\x03 \x01(\x05\x12\x15\n\rdeployment_id\x18\x04 \x01(\t\"=\n\x03\x41\x63k\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"/\n\tHeartbeat\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.sami.v1.HeldLease\"t\n\x08Progress\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"s\n\x06Result\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x07outcome\x18\x04 \x01(\x0e\x32\x10.sami.v1.Outcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\"+\n\nCronRunAck\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t*}\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x17\n\x13OUTCOME_ROLLED_BACK\x10\x03\x12\x15\n\x11OUTCOME_CANCELLED\x10\x04\x32M\n\x0c\x41gentService\x12=\n\x07\x43onnect\x12\x15.sami.v1.AgentMessage\x1a\x17.sami.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,44 +38,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASSIGNMENT_FILESENTRY']._loaded_options = None
   _globals['_ASSIGNMENT_FILESENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=2145
-  _globals['_OUTCOME']._serialized_end=2270
-  _globals['_AGENTMESSAGE']._serialized_start=135
-  _globals['_AGENTMESSAGE']._serialized_end=419
-  _globals['_CONTROLMESSAGE']._serialized_start=422
-  _globals['_CONTROLMESSAGE']._serialized_end=719
-  _globals['_HEARTBEATACK']._serialized_start=721
-  _globals['_HEARTBEATACK']._serialized_end=735
-  _globals['_HELDLEASE']._serialized_start=737
-  _globals['_HELDLEASE']._serialized_end=804
-  _globals['_HELLO']._serialized_start=806
-  _globals['_HELLO']._serialized_end=911
-  _globals['_WELCOME']._serialized_start=913
-  _globals['_WELCOME']._serialized_end=1038
-  _globals['_ASSIGNMENT']._serialized_start=1041
-  _globals['_ASSIGNMENT']._serialized_end=1411
-  _globals['_ASSIGNMENT_FILESENTRY']._serialized_start=1249
-  _globals['_ASSIGNMENT_FILESENTRY']._serialized_end=1293
-  _globals['_CANCEL']._serialized_start=1413
-  _globals['_CANCEL']._serialized_end=1478
-  _globals['_REVOKE']._serialized_start=1480
-  _globals['_REVOKE']._serialized_end=1545
-  _globals['_DONE']._serialized_start=1547
-  _globals['_DONE']._serialized_end=1594
-  _globals['_PREVIEWINVENTORY']._serialized_start=1596
-  _globals['_PREVIEWINVENTORY']._serialized_end=1653
-  _globals['_PREVIEWSTACK']._serialized_start=1655
-  _globals['_PREVIEWSTACK']._serialized_end=1751
-  _globals['_ACK']._serialized_start=1753
-  _globals['_ACK']._serialized_end=1814
-  _globals['_HEARTBEAT']._serialized_start=1816
-  _globals['_HEARTBEAT']._serialized_end=1863
-  _globals['_PROGRESS']._serialized_start=1865
-  _globals['_PROGRESS']._serialized_end=1981
-  _globals['_RESULT']._serialized_start=1983
-  _globals['_RESULT']._serialized_end=2098
-  _globals['_CRONRUNACK']._serialized_start=2100
-  _globals['_CRONRUNACK']._serialized_end=2143
-  _globals['_AGENTSERVICE']._serialized_start=2272
-  _globals['_AGENTSERVICE']._serialized_end=2349
+  _globals['_OUTCOME']._serialized_start=2329
+  _globals['_OUTCOME']._serialized_end=2454
+  _globals['_AGENTMESSAGE']._serialized_start=156
+  _globals['_AGENTMESSAGE']._serialized_end=524
+  _globals['_CONTROLMESSAGE']._serialized_start=527
+  _globals['_CONTROLMESSAGE']._serialized_end=903
+  _globals['_HEARTBEATACK']._serialized_start=905
+  _globals['_HEARTBEATACK']._serialized_end=919
+  _globals['_HELDLEASE']._serialized_start=921
+  _globals['_HELDLEASE']._serialized_end=988
+  _globals['_HELLO']._serialized_start=990
+  _globals['_HELLO']._serialized_end=1095
+  _globals['_WELCOME']._serialized_start=1097
+  _globals['_WELCOME']._serialized_end=1222
+  _globals['_ASSIGNMENT']._serialized_start=1225
+  _globals['_ASSIGNMENT']._serialized_end=1595
+  _globals['_ASSIGNMENT_FILESENTRY']._serialized_start=1433
+  _globals['_ASSIGNMENT_FILESENTRY']._serialized_end=1477
+  _globals['_CANCEL']._serialized_start=1597
+  _globals['_CANCEL']._serialized_end=1662
+  _globals['_REVOKE']._serialized_start=1664
+  _globals['_REVOKE']._serialized_end=1729
+  _globals['_DONE']._serialized_start=1731
+  _globals['_DONE']._serialized_end=1778
+  _globals['_PREVIEWINVENTORY']._serialized_start=1780
+  _globals['_PREVIEWINVENTORY']._serialized_end=1837
+  _globals['_PREVIEWSTACK']._serialized_start=1839
+  _globals['_PREVIEWSTACK']._serialized_end=1935
+  _globals['_ACK']._serialized_start=1937
+  _globals['_ACK']._serialized_end=1998
+  _globals['_HEARTBEAT']._serialized_start=2000
+  _globals['_HEARTBEAT']._serialized_end=2047
+  _globals['_PROGRESS']._serialized_start=2049
+  _globals['_PROGRESS']._serialized_end=2165
+  _globals['_RESULT']._serialized_start=2167
+  _globals['_RESULT']._serialized_end=2282
+  _globals['_CRONRUNACK']._serialized_start=2284
+  _globals['_CRONRUNACK']._serialized_end=2327
+  _globals['_AGENTSERVICE']._serialized_start=2456
+  _globals['_AGENTSERVICE']._serialized_end=2533
 # @@protoc_insertion_point(module_scope)

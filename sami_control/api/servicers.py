@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import structlog
 
-from sami_control.api import convert, cron
+from sami_control.api import convert, cron, queries
 from sami_control.api.auth import principal
 from sami_control.api.pb import (
     admin_pb2,
@@ -292,6 +292,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         finally:
             if session is not None:
                 self.core.agents.disconnect(session)
+                # Its callers' logs and plans end now, saying why.
+                self.core.relay.session_gone(session)
 
     async def _handle(self, s: AgentSession, msg: agent_pb2.AgentMessage) -> None:
         kind = msg.WhichOneof("msg")
@@ -315,6 +317,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 await self.core.reports.inventory(s, convert.preview_stacks(msg.inventory.stacks))
             elif kind == "cron_run":
                 await cron.handle_report(self.core, s, msg.cron_run)
+            elif kind in ("query_chunk", "query_end"):
+                queries.relay_report(self.core.relay, s, kind, msg)
         except (PermissionDenied, Unauthenticated):
             raise
         except DomainError as exc:

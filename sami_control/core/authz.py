@@ -17,6 +17,8 @@ class Action(enum.StrEnum):
     SYNC_MANIFESTS = "sync_manifests"
     AGENT_CONNECT = "agent_connect"
     READ_AUDIT = "read_audit"
+    # Read a service's logs: they can hold secrets, so not every reader (SECURITY.md).
+    READ_LOGS = "read_logs"
 
 
 ALLOWED: dict[Action, frozenset[Role]] = {
@@ -28,6 +30,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.SYNC_MANIFESTS: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.AGENT_CONNECT: frozenset({Role.AGENT}),
     Action.READ_AUDIT: frozenset({Role.ADMIN}),
+    Action.READ_LOGS: frozenset({Role.ADMIN, Role.DEPLOYER}),
 }
 
 
@@ -41,6 +44,7 @@ DOING: dict[Action, str] = {
     Action.SYNC_MANIFESTS: "sync manifests",
     Action.AGENT_CONNECT: "connect as an agent",
     Action.READ_AUDIT: "read the audit log",
+    Action.READ_LOGS: "read service logs (they can hold secrets)",
 }
 # What to ask for instead, when one kind of token is the answer.
 ASK_FOR: dict[Action, str] = {
@@ -63,17 +67,29 @@ def require(principal: Principal, action: Action) -> None:
 
 def require_deploy_scope(principal: Principal, service: str, environment: str) -> None:
     require(principal, Action.DEPLOY)
+    _require_scope(principal, service, environment, "deploy")
+
+
+def require_logs_scope(principal: Principal, service: str, environment: str) -> None:
+    """Logs are read by whoever may deploy the service there: admins, and deployers whose
+    scope covers the service and environment. Readers may not (logs can hold secrets)."""
+    require(principal, Action.READ_LOGS)
+    _require_scope(principal, service, environment, "read the logs of")
+
+
+def _require_scope(principal: Principal, service: str, environment: str, verb: str) -> None:
     if principal.role is Role.ADMIN:
         return
     if principal.services and service not in principal.services:
         raise PermissionDenied(
-            f"token {principal.name!r} may deploy only {', '.join(principal.services)}, "
+            f"token {principal.name!r} may {verb} only {', '.join(principal.services)}, "
             f"not {service!r}"
         )
     if principal.environments and environment not in principal.environments:
+        where = "to" if verb == "deploy" else "in"
         raise PermissionDenied(
-            f"token {principal.name!r} may deploy only to {', '.join(principal.environments)}, "
-            f"not {environment!r}"
+            f"token {principal.name!r} may {verb} only {where} "
+            f"{', '.join(principal.environments)}, not {environment!r}"
         )
 
 

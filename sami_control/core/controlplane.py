@@ -19,6 +19,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `cron_runs` | core/cron_runs.py | the runs of cron jobs |
 | `locks` | core/target_locks.py | target locks (`sami lock`): take, release, break, list |
 | `info` | core/server_info.py | what this control plane is (version, store) |
+| `queries` | core/queries.py | logs and plans asked of a connected agent (`relay`: the channel) |
 
 Nothing here imports grpc.
 """
@@ -45,6 +46,7 @@ from sami_control.core.effects import Publisher
 from sami_control.core.hub import Hub
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.peers import Peers
+from sami_control.core.queries import PlanBuilder, Queries, Relay
 from sami_control.core.server_info import ServerInfo
 from sami_control.core.sessions import Sessions
 from sami_control.core.settings import Settings
@@ -87,6 +89,8 @@ class ControlPlane:
         self.locks = TargetLocks(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
         self.info = ServerInfo(ctx)
+        self.relay = Relay(self.sessions, self.settings, clock, self._replica_name)
+        self.queries = Queries(ctx, self.relay, PlanBuilder(ctx, self.artifacts, self.manifests))
         # Other replicas on the same database (PostgreSQL): what each commits, the others
         # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.
         self.bus = store.make_bus()
@@ -107,6 +111,10 @@ class ControlPlane:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         store.on_failure(self._lost_commit)
+
+    def _replica_name(self) -> str:
+        """This replica's name on the bus, when other replicas may exist (else empty)."""
+        return self.bus.replica_id if self.bus.shared else ""
 
     async def start(self) -> None:
         if self.bus.shared:

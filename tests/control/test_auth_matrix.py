@@ -26,6 +26,8 @@ from sami.v1 import (
     lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
 )
 from sami_control import offline
 from sami_control.core.model import AgentRecord
@@ -50,6 +52,7 @@ class Ctx:
         self.man = manifest_pb2_grpc.ManifestServiceStub(self.ch)
         self.cron = cron_pb2_grpc.CronServiceStub(self.ch)
         self.locks = lock_pb2_grpc.LockServiceStub(self.ch)
+        self.query = query_pb2_grpc.QueryServiceStub(self.ch)
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
@@ -113,6 +116,29 @@ def sync_request(extra: str = "") -> manifest_pb2.SyncManifestsRequest:
 
 
 Call = Callable[[Ctx, tuple[tuple[str, str], ...]], object]
+
+
+def _past_authorization(call: Callable[[], object]) -> object:
+    """Logs and plans need a connected agent, and none is: a caller who may ask gets
+    UNAVAILABLE (no agent), one who may not gets PERMISSION_DENIED before that."""
+    try:
+        return call()
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAVAILABLE and "no agent of cluster" in (e.details() or ""):
+            return None
+        raise
+
+
+def _logs(c: Ctx, md: tuple[tuple[str, str], ...], env: str) -> object:
+    request = query_pb2.ServiceLogsRequest(service="web", environment=env, tail=5)
+    return _past_authorization(lambda: list(c.query.ServiceLogs(request, metadata=md, timeout=5)))
+
+
+def _plan(c: Ctx, md: tuple[tuple[str, str], ...], env: str) -> object:
+    request = query_pb2.PlanDeploymentRequest(
+        service="web", environment=env, artifact=c.artifact_id
+    )
+    return _past_authorization(lambda: c.query.PlanDeployment(request, metadata=md, timeout=5))
 
 
 def _connect(c: Ctx, md: tuple[tuple[str, str], ...]) -> object:
@@ -210,6 +236,10 @@ RPCS: dict[str, Call] = {
     "DeleteLock(another's)": lambda c, md: c.break_lock(md),
     "ListLocks": lambda c, md: c.locks.ListLocks(lock_pb2.ListLocksRequest(), metadata=md),
     "AgentService.Connect": _connect,
+    "ServiceLogs(web,stage)": lambda c, md: _logs(c, md, "stage"),
+    "ServiceLogs(web,production)": lambda c, md: _logs(c, md, "production"),
+    "PlanDeployment(web,stage)": lambda c, md: _plan(c, md, "stage"),
+    "PlanDeployment(web,production)": lambda c, md: _plan(c, md, "production"),
 }
 
 READ = {
@@ -235,6 +265,10 @@ DEPLOY_ALL = {
     "CancelDeployment(web,production)",
     "CreateLock+DeleteLock(web,stage)",
     "CreateLock+DeleteLock(*,production)",
+    "ServiceLogs(web,stage)",
+    "ServiceLogs(web,production)",
+    "PlanDeployment(web,stage)",
+    "PlanDeployment(web,production)",
 }
 # What each role may do; every other RPC must be refused.
 ALLOWED: dict[str, set[str]] = {
@@ -245,6 +279,9 @@ ALLOWED: dict[str, set[str]] = {
         "CreateDeployment(web,stage)",
         "CancelDeployment(web,stage)",
         "CreateLock+DeleteLock(web,stage)",
+        # Logs can hold secrets: whoever may deploy the service there, not every reader.
+        "ServiceLogs(web,stage)",
+        "PlanDeployment(web,stage)",
     },
     # Only an unscoped deployer may sync: a revision holds every service's manifests.
     "deployer(any)": READ | DEPLOY_ALL | {"SyncManifests"},
