@@ -19,6 +19,7 @@ FREE_TEXT: dict[str, dict[str, int]] = {
     "progress": {"phase": limits.MAX_PHASE, "message": limits.MAX_PROGRESS_MESSAGE},
     "result": {"reason": limits.MAX_REASON},
     "cron_run": {"message": limits.MAX_CRON_MESSAGE, "schedule": limits.MAX_CRON_SCHEDULE},
+    "query_end": {"error": limits.MAX_REASON},
 }
 # Repeated free-text fields (each element cleaned).
 FREE_TEXT_LISTS: dict[str, dict[str, int]] = {
@@ -37,6 +38,26 @@ IDENTIFIERS: dict[str, frozenset[str]] = {
     "cron_run": frozenset(
         {"run_id", "deployment_id", "service", "environment", "stack", "job", "agent_id", "cluster"}
     ),
+    # A query's answer goes to its caller as the swarm said it (log lines keep their bytes;
+    # the control plane stores none of it and bounds it by size: core/queries.py).
+    "query_chunk": frozenset(
+        {
+            "id",
+            "lines.task",
+            "lines.stream",
+            "lines.text",
+            "plan.stack_name",
+            "plan.cluster",
+            "plan.agent_id",
+            "plan.image",
+            "plan.services.name",
+            "plan.services.action",
+            "plan.services.changes.field",
+            "plan.services.changes.before",
+            "plan.services.changes.after",
+        }
+    ),
+    "query_end": frozenset({"id", "code"}),
 }
 
 

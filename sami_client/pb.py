@@ -21,6 +21,8 @@ from sami.v1 import (
     lock_pb2_grpc,
     manifest_pb2,
     manifest_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
 )
@@ -40,6 +42,8 @@ __all__ = [
     "lock_pb2_grpc",
     "manifest_pb2",
     "manifest_pb2_grpc",
+    "query_pb2",
+    "query_pb2_grpc",
     "server_pb2",
     "server_pb2_grpc",
 ]

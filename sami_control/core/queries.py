@@ -168,6 +168,8 @@ class Relay:
                     else:
                         item = await asyncio.wait_for(q.queue.get(), timeout)
                 except TimeoutError:
+                    if q.answered:
+                        continue  # accepted (an empty chunk), just quiet: a follow waits
                     raise Unavailable(
                         f"agent {q.session.agent_id} did not answer within {timeout:g} s "
                         "(an agent older than this control plane does not know queries)"
@@ -322,7 +324,8 @@ class Queries:
                 f"{t.service} in {t.environment} is a {d.deployment_type} service: only "
                 "swarm services have Docker logs"
             )
-        ask = LogsAsk(d.stack_name, t.service, since, tail or MAX_TAIL, follow)
+        # The Sami service is the whole stack: the logs of each of its swarm services.
+        ask = LogsAsk(d.stack_name, "", since, tail or MAX_TAIL, follow)
         q = self.relay.open(d.cluster, ask)
         log.info(
             "logs_query",

@@ -219,3 +219,19 @@ async def test_another_agent_cannot_answer_a_query() -> None:
     r.chunk(other, q.id, lines(1))
     r.end(other, q.id, "", "")
     assert q.queue.empty() and not q.ended
+
+
+async def test_an_agent_that_accepted_may_stay_quiet_past_the_answer_deadline() -> None:
+    a = session()
+    r, _ = relay(a, query_answer_timeout=0.05)
+    q = r.open("c1", ASK)
+    r.chunk(a, q.id, Chunk(0, 4, None))  # accepted, no line yet
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        r.chunk(a, q.id, lines(1))
+        r.end(a, q.id, "", "")
+
+    task = asyncio.create_task(later())
+    assert await collect(r.answers(q)) == ["1 lines"]
+    await task
