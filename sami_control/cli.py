@@ -87,6 +87,20 @@ def _parser() -> argparse.ArgumentParser:
         help="live preview stacks one service may have; 0: no limit (default %(default)s)",
     )
     serve.add_argument(
+        "--max-queries-per-agent",
+        type=int,
+        default=Settings.max_queries_per_agent,
+        help="logs and plans one agent answers at once (past it: RESOURCE_EXHAUSTED); "
+        "0: no limit (default %(default)s)",
+    )
+    serve.add_argument(
+        "--query-lines-per-second",
+        type=float,
+        default=Settings.query_lines_per_second,
+        help="log lines per second one `sami logs` stream carries at most; 0: no limit "
+        "(default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -265,6 +279,8 @@ def _serve(args: argparse.Namespace) -> int:
         token_recheck_interval=args.token_recheck_interval,
         max_streams_per_token=args.max_streams_per_token,
         max_previews_per_service=args.max_previews_per_service,
+        max_queries_per_agent=args.max_queries_per_agent,
+        query_lines_per_second=args.query_lines_per_second,
     )
     cfg = ServeConfig(
         listen=args.listen,

@@ -143,8 +143,8 @@ class Relay:
         if limit > 0 and self.open_count(best) >= limit:
             raise ResourceExhausted(
                 f"agent {best.agent_id} of cluster {cluster!r} already answers {limit} "
-                f"queries (logs, plans), the limit per agent (max_queries_per_agent); "
-                "retry once one ends"
+                "queries (logs, plans), the limit per agent (sami-control serve "
+                "--max-queries-per-agent); retry once one ends"
             )
         return best
 
