@@ -38,6 +38,7 @@ from sami_agent.live_status import DEFAULT_FULL_INTERVAL, StatusReporter
 from sami_agent.metrics import AgentMetrics
 from sami_agent.outgoing import clean
 from sami_agent.pb import agent_pb2, agent_pb2_grpc
+from sami_agent.queries import Queries
 from sami_common import logs
 from sami_common.addresses import AddressRing
 from sami_common.backoff import Backoff
@@ -146,6 +147,8 @@ class Agent:
         self._slot_tails: dict[str, asyncio.Future[None]] = {}
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Logs and plans the control plane asked for on the current stream (they end with it).
+        self._queries = Queries(executor, self._send, lambda: self._log)
         self.metrics = metrics or AgentMetrics()
         self.metrics.describe_agent(agent_id, package_version())
         self.metrics.count_running(
@@ -277,6 +280,8 @@ class Agent:
             await self._serve(call, outbox)
         finally:
             self._outbox = None
+            # Their answers had nowhere to go: the control plane ended their callers' streams.
+            self._queries.cancel_all("the stream ended")
             self.metrics.session_ended()
             await channel.close(grace=None)
 
@@ -482,6 +487,10 @@ class Agent:
             self._acks_heard = True
         elif kind == "cron_run_ack" and self._cron is not None:
             self._cron.acknowledged(message.cron_run_ack)
+        elif kind == "query":
+            self._queries.start(message.query)
+        elif kind == "query_cancel":
+            self._queries.cancel(message.query_cancel.id, message.query_cancel.reason)
         else:
             # A newer control plane may send messages this agent does not know yet.
             self._log.warning(

@@ -25,6 +25,7 @@ FREE_TEXT: dict[str, dict[str, int]] = {
         "services.update_message": limits.MAX_LIVE_TEXT,
         "services.outside_change": limits.MAX_LIVE_TEXT,
     },
+    "query_end": {"error": limits.MAX_REASON},
 }
 # Repeated free-text fields (each element cleaned).
 FREE_TEXT_LISTS: dict[str, dict[str, int]] = {
@@ -52,6 +53,26 @@ IDENTIFIERS: dict[str, frozenset[str]] = {
             "services.image",
         }
     ),
+    # A query's answer goes to its caller as the swarm said it (log lines keep their bytes;
+    # the control plane stores none of it and bounds it by size: core/queries.py).
+    "query_chunk": frozenset(
+        {
+            "id",
+            "lines.task",
+            "lines.stream",
+            "lines.text",
+            "plan.stack_name",
+            "plan.cluster",
+            "plan.agent_id",
+            "plan.image",
+            "plan.services.name",
+            "plan.services.action",
+            "plan.services.changes.field",
+            "plan.services.changes.before",
+            "plan.services.changes.after",
+        }
+    ),
+    "query_end": frozenset({"id", "code"}),
 }
 
 

@@ -11,6 +11,7 @@ from sami.v1 import (
     agent_pb2_grpc,
     cron_pb2,
     deployment_pb2,
+    query_pb2,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "agent_pb2_grpc",
     "cron_pb2",
     "deployment_pb2",
+    "query_pb2",
 ]

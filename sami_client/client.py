@@ -32,6 +32,8 @@ from sami_client.pb import (
     manifest_pb2,
     manifest_pb2_grpc,
     notify_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     status_pb2_grpc,
@@ -99,6 +101,7 @@ class SamiClient(LockAndCronCalls, NotifyCalls):
         self._locks = lock_pb2_grpc.LockServiceStub(self._channel)
         self._notify = notify_pb2_grpc.NotificationServiceStub(self._channel)
         self._status = status_pb2_grpc.StatusServiceStub(self._channel)
+        self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -496,6 +499,50 @@ class SamiClient(LockAndCronCalls, NotifyCalls):
                 self._clusters.ListAgents, cluster_pb2.ListAgentsRequest(cluster=cluster), "agents"
             )
         )
+
+    # Queries answered by an agent (logs, plans)
+
+    def service_logs(
+        self,
+        service: str,
+        environment: str,
+        *,
+        pull_request: int = 0,
+        since: float | None = None,
+        tail: int = 0,
+        follow: bool = False,
+    ) -> Iterator[query_pb2.LogLine]:
+        """The service's log lines as the agent streams them; closing the iterator (or
+        interrupting it) cancels the call, and the agent stops."""
+        request = query_pb2.ServiceLogsRequest(
+            service=service, environment=environment, pull_request=pull_request, tail=tail
+        )
+        request.follow = follow
+        if since is not None:
+            request.since.FromNanoseconds(int(since * 1e9))
+        with _translated_errors():
+            call = self._queries.ServiceLogs(request, metadata=self.endpoint.metadata())
+            try:
+                for response in call:
+                    yield from response.lines
+            finally:
+                call.cancel()
+
+    def plan_deployment(
+        self, service: str, environment: str, artifact: str, *, pull_request: int = 0
+    ) -> query_pb2.PlanDeploymentResponse:
+        """What deploying `artifact` would change, as an agent of the target computed it."""
+        plan: query_pb2.PlanDeploymentResponse = self._call(
+            self._queries.PlanDeployment,
+            query_pb2.PlanDeploymentRequest(
+                service=service,
+                environment=environment,
+                pull_request=pull_request,
+                artifact=normalize_artifact_ref(artifact),
+            ),
+            timeout=max(self._call_timeout, 120.0),
+        )
+        return plan
 
     def remove_agent(self, cluster: str, agent_id: str) -> cluster_pb2.Agent:
         """Forget the record of an agent that is not connected (admin only)."""

@@ -2,7 +2,7 @@
 
     sami deploy SERVICE --env ENV --artifact REF [--pr N] [--type T] [--request-id X]
                 [--reason R] [--force] [--wait-lock]
-                [--wait [--timeout DURATION] [--queue-timeout DURATION]]
+                [--wait [--timeout DURATION] [--queue-timeout DURATION]] [--plan]
     sami watch ID [--timeout DURATION]
     sami get ID
     sami list [--service S] [--env E] [--state STATE] [--limit N]
@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from sami_client import argtypes, render
+from sami_client import argtypes, query_cmd, render
 from sami_client.context import DEFAULT_LIST_LIMIT, Context, Subparsers
-from sami_client.errors import ExitCode
+from sami_client.errors import ExitCode, UsageError
 from sami_client.follow import (
     DEFAULT_WAIT_TIMEOUT,
     add_wait_options,
@@ -73,6 +73,12 @@ def register(commands: Subparsers) -> None:
         help="if the target is locked (`sami locks`), wait for the unlock instead of exiting 2 "
         "(bounded by --timeout)",
     )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="deploy nothing: show what the deployment would change on the swarm, as an "
+        "agent of the target computes it (same as `sami diff`)",
+    )
     add_wait_options(p)
     p.set_defaults(run=run_deploy)
 
@@ -115,6 +121,10 @@ def register(commands: Subparsers) -> None:
 
 
 def run_deploy(args: argparse.Namespace, ctx: Context) -> int:
+    if args.plan:
+        if args.wait or args.wait_lock or args.request_id:
+            raise UsageError("--plan deploys nothing: drop --wait, --wait-lock and --request-id")
+        return query_cmd.show_plan(ctx, args.service, args.env, args.artifact, args.pr)
     check_wait_options(args, timeout_also_for="--wait-lock" if args.wait_lock else "")
     limit = wait_timeout(args.timeout)
     deadline = None if limit is None else time.monotonic() + limit

@@ -129,6 +129,20 @@ def _parser() -> argparse.ArgumentParser:
         " (default %(default)s)",
     )
     serve.add_argument(
+        "--max-queries-per-agent",
+        type=int,
+        default=Settings.max_queries_per_agent,
+        help="logs and plans one agent answers at once (past it: RESOURCE_EXHAUSTED); "
+        "0: no limit (default %(default)s)",
+    )
+    serve.add_argument(
+        "--query-lines-per-second",
+        type=float,
+        default=Settings.query_lines_per_second,
+        help="log lines per second one `sami logs` stream carries at most; 0: no limit "
+        "(default %(default)s)",
+    )
+    serve.add_argument(
         "--lease-ttl",
         type=float,
         default=Settings.lease_ttl,
@@ -317,6 +331,8 @@ def _serve(args: argparse.Namespace) -> int:
         notify_retention=args.notify_retention_days * 86400,
         drift_grace=args.drift_grace,
         drift_redeploy_interval=args.drift_redeploy_interval,
+        max_queries_per_agent=args.max_queries_per_agent,
+        query_lines_per_second=args.query_lines_per_second,
     )
     cfg = ServeConfig(
         listen=args.listen,

@@ -42,11 +42,14 @@ from sami_control.api.pb import (
     manifest_pb2_grpc,
     notify_pb2,
     notify_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     status_pb2,
     status_pb2_grpc,
 )
+from sami_control.api.queries import QueryServicer
 from sami_control.api.servicers import (
     AgentServicer,
     ArtifactServicer,
@@ -90,6 +93,7 @@ SERVICE_NAMES = [
     status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name,
@@ -313,6 +317,7 @@ class ControlServer:
             ManifestServicer(self.core), self.server
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.core), self.server)
+        query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(self.core), self.server)
         admin_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(self.core), self.server)
         admin_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.core), self.server)
         server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(self.core), self.server)

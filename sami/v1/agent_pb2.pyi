@@ -5,6 +5,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from sami.v1 import cron_pb2 as _cron_pb2
 from sami.v1 import deployment_pb2 as _deployment_pb2
 from sami.v1 import manifest_pb2 as _manifest_pb2
+from sami.v1 import query_pb2 as _query_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -28,7 +29,7 @@ OUTCOME_ROLLED_BACK: Outcome
 OUTCOME_CANCELLED: Outcome
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack", "heartbeat", "progress", "result", "inventory", "cron_run", "live_status")
+    __slots__ = ("hello", "ack", "heartbeat", "progress", "result", "inventory", "cron_run", "live_status", "query_chunk", "query_end")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +38,8 @@ class AgentMessage(_message.Message):
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     CRON_RUN_FIELD_NUMBER: _ClassVar[int]
     LIVE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    QUERY_END_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     heartbeat: Heartbeat
@@ -45,10 +48,12 @@ class AgentMessage(_message.Message):
     inventory: PreviewInventory
     cron_run: _cron_pb2.CronRun
     live_status: LiveStatus
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ..., cron_run: _Optional[_Union[_cron_pb2.CronRun, _Mapping]] = ..., live_status: _Optional[_Union[LiveStatus, _Mapping]] = ...) -> None: ...
+    query_chunk: _query_pb2.QueryChunk
+    query_end: _query_pb2.QueryEnd
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., inventory: _Optional[_Union[PreviewInventory, _Mapping]] = ..., cron_run: _Optional[_Union[_cron_pb2.CronRun, _Mapping]] = ..., live_status: _Optional[_Union[LiveStatus, _Mapping]] = ..., query_chunk: _Optional[_Union[_query_pb2.QueryChunk, _Mapping]] = ..., query_end: _Optional[_Union[_query_pb2.QueryEnd, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel", "revoke", "done", "cron_run_ack", "heartbeat_ack")
+    __slots__ = ("welcome", "assignment", "cancel", "revoke", "done", "cron_run_ack", "heartbeat_ack", "query", "query_cancel")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +61,8 @@ class ControlMessage(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     CRON_RUN_ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CANCEL_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancel: Cancel
@@ -63,7 +70,9 @@ class ControlMessage(_message.Message):
     done: Done
     cron_run_ack: CronRunAck
     heartbeat_ack: HeartbeatAck
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., cron_run_ack: _Optional[_Union[CronRunAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
+    query: _query_pb2.Query
+    query_cancel: _query_pb2.QueryCancel
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., cron_run_ack: _Optional[_Union[CronRunAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.Query, _Mapping]] = ..., query_cancel: _Optional[_Union[_query_pb2.QueryCancel, _Mapping]] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ()

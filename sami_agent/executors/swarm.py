@@ -53,6 +53,7 @@ from typing import Any
 
 import docker
 
+from sami_agent import queries
 from sami_agent.executor import (
     ExecutionResult,
     Job,
@@ -61,7 +62,7 @@ from sami_agent.executor import (
     PreviewStack,
     ProgressReporter,
 )
-from sami_agent.executors import swarm_apply, swarm_previews, swarm_status
+from sami_agent.executors import swarm_apply, swarm_previews, swarm_query, swarm_status
 from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT, ApplyError, JobError, StackPlan
 from sami_agent.executors.swarm_watch import (
     FAILED_STATES,
@@ -227,6 +228,33 @@ class SwarmExecutor:
         client = self._client()
         try:
             return swarm_previews.list_previews(client)
+        finally:
+            client.close()
+
+    # -- queries (docs/agent-protocol.md, "Queries"): read the swarm, change nothing ----------
+
+    def service_logs(
+        self,
+        req: queries.LogsRequest,
+        emit: Callable[[queries.LogLine], bool],
+        cancelled: threading.Event,
+    ) -> None:
+        client = self._client()
+        try:
+            swarm_query.service_logs(client, req, emit, cancelled)
+        except docker.errors.DockerException as exc:
+            raise queries.QueryError("UNAVAILABLE", f"the Docker engine failed: {exc}") from None
+        finally:
+            client.close()
+
+    def stack_diff(self, job: Job) -> queries.StackDiff:
+        client = self._client()
+        try:
+            return swarm_query.stack_diff(
+                client, job, self._settings.docker_cli, self._settings.docker_env
+            )
+        except docker.errors.DockerException as exc:
+            raise queries.QueryError("UNAVAILABLE", f"the Docker engine failed: {exc}") from None
         finally:
             client.close()
 

@@ -14,6 +14,7 @@ from sami_control.api.pb import (
     cluster_pb2,
     deployment_pb2,
     manifest_pb2,
+    query_pb2,
 )
 from sami_control.core.commands import (
     AssignCommand,
@@ -24,6 +25,10 @@ from sami_control.core.commands import (
     DoneCommand,
     HeartbeatAckCommand,
     HeldLease,
+    LogsAsk,
+    PlanAsk,
+    QueryCancelCommand,
+    QueryCommand,
     RevokeCommand,
 )
 from sami_control.core.manifest_catalog import ManifestFile
@@ -237,20 +242,7 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
                     deployment=deployment(d, art),
                     files=files,
                     lease_ttl=dur(ttl),
-                    manifest=manifest_pb2.ManifestEntry(
-                        service=d.service,
-                        deployment_type=d.deployment_type,
-                        environment=d.environment,
-                        folder=d.manifest_folder + "/" if d.manifest_folder else "",
-                        pr_deploy=d.manifest_settings.pr_deploy,
-                        stack_files=d.stack_files,
-                        image_services=d.image_services,
-                        converge_timeout_seconds=int(d.converge_timeout),
-                        stack_name=d.stack_name,
-                        static_target_dir=d.manifest_settings.static_target_dir,
-                        keep_releases=d.manifest_settings.keep_releases,
-                        cron_schedule=d.manifest_settings.cron_schedule,
-                    ),
+                    manifest=assigned_manifest(d),
                 )
             )
         case CancelCommand(deployment_id=i, lease_id=lease, reason=r):
@@ -269,9 +261,63 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
             return agent_pb2.ControlMessage(
                 cron_run_ack=agent_pb2.CronRunAck(run_id=run_id, error=error)
             )
+        case QueryCommand():
+            return agent_pb2.ControlMessage(query=query(cmd))
+        case QueryCancelCommand(query_id=i, reason=r):
+            return agent_pb2.ControlMessage(
+                query_cancel=query_pb2.QueryCancel(id=i, reason=r[:500])
+            )
         case CloseCommand():
             return None
     raise AssertionError(f"unknown command {cmd!r}")
+
+
+def assigned_manifest(d: Deployment) -> manifest_pb2.ManifestEntry:
+    """The resolved manifest an assignment (or a plan) of `d` carries."""
+    return manifest_pb2.ManifestEntry(
+        service=d.service,
+        deployment_type=d.deployment_type,
+        environment=d.environment,
+        folder=d.manifest_folder + "/" if d.manifest_folder else "",
+        pr_deploy=d.manifest_settings.pr_deploy,
+        stack_files=d.stack_files,
+        image_services=d.image_services,
+        converge_timeout_seconds=int(d.converge_timeout),
+        stack_name=d.stack_name,
+        static_target_dir=d.manifest_settings.static_target_dir,
+        keep_releases=d.manifest_settings.keep_releases,
+        cron_schedule=d.manifest_settings.cron_schedule,
+    )
+
+
+def query(cmd: QueryCommand) -> query_pb2.Query:
+    out = query_pb2.Query(
+        id=cmd.query_id,
+        max_lines=cmd.limits.max_lines,
+        max_bytes=cmd.limits.max_bytes,
+        lines_per_second=cmd.limits.lines_per_second,
+    )
+    ask = cmd.ask
+    if isinstance(ask, LogsAsk):
+        out.logs.CopyFrom(
+            query_pb2.LogsQuery(
+                stack_name=ask.stack_name,
+                service=ask.service,
+                since=dur(ask.since) if ask.since is not None else None,
+                tail=ask.tail,
+                follow=ask.follow,
+            )
+        )
+    else:
+        assert isinstance(ask, PlanAsk)
+        out.plan.CopyFrom(
+            query_pb2.PlanQuery(
+                deployment=deployment(ask.deployment, ask.artifact),
+                files=ask.files,
+                manifest=assigned_manifest(ask.deployment),
+            )
+        )
+    return out
 
 
 def manifest_revision(

@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import structlog
 
-from sami_control.api import convert, cron
+from sami_control.api import convert, cron, queries
 from sami_control.api.auth import principal
 from sami_control.api.pb import (
     admin_pb2,
@@ -306,6 +306,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         finally:
             if session is not None:
                 self.core.agents.disconnect(session)
+                # Its callers' logs and plans end now, saying why.
+                self.core.relay.session_gone(session)
 
     async def _handle(self, s: AgentSession, msg: agent_pb2.AgentMessage) -> None:
         kind = msg.WhichOneof("msg")
@@ -332,6 +334,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             elif kind == "live_status":
                 ls = msg.live_status
                 await self.core.live.report(s, ls.full, convert.live_services(ls.services))
+            elif kind in ("query_chunk", "query_end"):
+                queries.relay_report(self.core.relay, s, kind, msg)
         except (PermissionDenied, Unauthenticated):
             raise
         except DomainError as exc:

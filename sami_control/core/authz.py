@@ -19,6 +19,8 @@ class Action(enum.StrEnum):
     READ_AUDIT = "read_audit"
     APPROVE = "approve"  # approve or reject deployments waiting for approval
     MANAGE_NOTIFICATIONS = "manage_notifications"  # targets hold secrets: admins only
+    # Read a service's logs: they can hold secrets, so not every reader (SECURITY.md).
+    READ_LOGS = "read_logs"
 
 
 ALLOWED: dict[Action, frozenset[Role]] = {
@@ -32,6 +34,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.READ_AUDIT: frozenset({Role.ADMIN}),
     Action.APPROVE: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.MANAGE_NOTIFICATIONS: frozenset({Role.ADMIN}),
+    Action.READ_LOGS: frozenset({Role.ADMIN, Role.DEPLOYER}),
 }
 
 
@@ -47,6 +50,7 @@ DOING: dict[Action, str] = {
     Action.READ_AUDIT: "read the audit log",
     Action.APPROVE: "approve or reject deployments",
     Action.MANAGE_NOTIFICATIONS: "manage notification targets or read their deliveries",
+    Action.READ_LOGS: "read service logs (they can hold secrets)",
 }
 # What to ask for instead, when one kind of token is the answer.
 ASK_FOR: dict[Action, str] = {
@@ -69,17 +73,29 @@ def require(principal: Principal, action: Action) -> None:
 
 def require_deploy_scope(principal: Principal, service: str, environment: str) -> None:
     require(principal, Action.DEPLOY)
+    _require_scope(principal, service, environment, "deploy")
+
+
+def require_logs_scope(principal: Principal, service: str, environment: str) -> None:
+    """Logs are read by whoever may deploy the service there: admins, and deployers whose
+    scope covers the service and environment. Readers may not (logs can hold secrets)."""
+    require(principal, Action.READ_LOGS)
+    _require_scope(principal, service, environment, "read the logs of")
+
+
+def _require_scope(principal: Principal, service: str, environment: str, verb: str) -> None:
     if principal.role is Role.ADMIN:
         return
     if principal.services and service not in principal.services:
         raise PermissionDenied(
-            f"token {principal.name!r} may deploy only {', '.join(principal.services)}, "
+            f"token {principal.name!r} may {verb} only {', '.join(principal.services)}, "
             f"not {service!r}"
         )
     if principal.environments and environment not in principal.environments:
+        where = "to" if verb == "deploy" else "in"
         raise PermissionDenied(
-            f"token {principal.name!r} may deploy only to {', '.join(principal.environments)}, "
-            f"not {environment!r}"
+            f"token {principal.name!r} may {verb} only {where} "
+            f"{', '.join(principal.environments)}, not {environment!r}"
         )
 
 

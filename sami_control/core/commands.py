@@ -59,6 +59,50 @@ class CloseCommand:
     fatal: DomainError | None = None
 
 
+@dataclass(frozen=True)
+class LogsAsk:
+    """A service's Docker logs (core/queries.py)."""
+
+    stack_name: str
+    service: str
+    since: float | None  # seconds back from now; None: everything Docker keeps
+    tail: int
+    follow: bool
+
+
+@dataclass(frozen=True)
+class PlanAsk:
+    """What deploying `artifact` as `deployment` (not stored) would change."""
+
+    deployment: Deployment
+    artifact: Artifact
+    files: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    max_lines: int
+    max_bytes: int
+    lines_per_second: float
+
+
+@dataclass(frozen=True)
+class QueryCommand:
+    """Ask the agent a question; it answers with chunks and an end (core/queries.py)."""
+
+    query_id: str
+    ask: LogsAsk | PlanAsk
+    limits: QueryLimits
+
+
+@dataclass(frozen=True)
+class QueryCancelCommand:
+    """The caller left (or a limit was reached): stop answering the query."""
+
+    query_id: str
+    reason: str
+
+
 Command = (
     AssignCommand
     | CancelCommand
@@ -66,6 +110,8 @@ Command = (
     | DoneCommand
     | CronRunAckCommand
     | HeartbeatAckCommand
+    | QueryCommand
+    | QueryCancelCommand
     | CloseCommand
 )
 

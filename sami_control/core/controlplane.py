@@ -22,6 +22,7 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `live` | core/live_status.py | what runs (agents' live status), drift; `sami status` |
 | `info` | core/server_info.py | what this control plane is (version, store) |
 | `notifications` | core/notifications.py | notification targets, the outbox and its sender |
+| `queries` | core/queries.py | logs and plans asked of a connected agent (`relay`: the channel) |
 
 Nothing here imports grpc.
 """
@@ -51,6 +52,7 @@ from sami_control.core.live_status import LiveStatus
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.notifications import Notifications, RetryPolicy, Sender, Transport
 from sami_control.core.peers import Peers
+from sami_control.core.queries import PlanBuilder, Queries, Relay
 from sami_control.core.server_info import ServerInfo
 from sami_control.core.sessions import Sessions
 from sami_control.core.settings import Settings
@@ -107,6 +109,8 @@ class ControlPlane:
             self.manifests,
             self.streams,
         )
+        self.relay = Relay(self.sessions, self.settings, clock, self._replica_name)
+        self.queries = Queries(ctx, self.relay, PlanBuilder(ctx, self.artifacts, self.manifests))
         # Other replicas on the same database (PostgreSQL): what each commits, the others
         # hear of (core/bus.py, core/peers.py). One replica (SQLite): nobody to tell.
         self.bus = store.make_bus()
@@ -146,6 +150,10 @@ class ControlPlane:
         )
         self.notifications.sender = sender
         return sender
+
+    def _replica_name(self) -> str:
+        """This replica's name on the bus, when other replicas may exist (else empty)."""
+        return self.bus.replica_id if self.bus.shared else ""
 
     async def start(self) -> None:
         if self.bus.shared:

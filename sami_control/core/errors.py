@@ -57,3 +57,10 @@ class ResourceExhausted(DomainError):
     """A per-token limit (open streams) is reached."""
 
     code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(DomainError):
+    """What the call needs is not reachable now (no agent connected, the agent left):
+    retrying later (or on another replica) may succeed."""
+
+    code = "UNAVAILABLE"

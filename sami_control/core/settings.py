@@ -52,3 +52,12 @@ class Settings:
     drift_grace: float = 30.0
     # A target with `on_drift: redeploy` is redeployed by Sami at most once this often.
     drift_redeploy_interval: float = 300.0
+    # Queries to agents (logs, plans: core/queries.py): open at once per agent session;
+    # per answer stream, lines and bytes in all and lines per second (the agent paces).
+    max_queries_per_agent: int = 4
+    query_max_lines: int = 100_000
+    query_max_bytes: int = 32 * 1024 * 1024
+    query_lines_per_second: float = 2000.0
+    # An agent that has not started answering a query within this has not understood it
+    # (an older agent) or is stuck: the caller gets UNAVAILABLE.
+    query_answer_timeout: float = 15.0

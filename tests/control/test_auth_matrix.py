@@ -28,6 +28,8 @@ from sami.v1 import (
     manifest_pb2_grpc,
     notify_pb2,
     notify_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
     status_pb2,
     status_pb2_grpc,
 )
@@ -65,6 +67,7 @@ class Ctx:
             metadata=self.md(self.admin),
         )
         self.status = status_pb2_grpc.StatusServiceStub(self.ch)
+        self.query = query_pb2_grpc.QueryServiceStub(self.ch)
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
             artifact_pb2.RegisterArtifactRequest(
@@ -146,6 +149,29 @@ def sync_request(extra: str = "") -> manifest_pb2.SyncManifestsRequest:
 
 
 Call = Callable[[Ctx, tuple[tuple[str, str], ...]], object]
+
+
+def _past_authorization(call: Callable[[], object]) -> object:
+    """Logs and plans need a connected agent, and none is: a caller who may ask gets
+    UNAVAILABLE (no agent), one who may not gets PERMISSION_DENIED before that."""
+    try:
+        return call()
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAVAILABLE and "no agent of cluster" in (e.details() or ""):
+            return None
+        raise
+
+
+def _logs(c: Ctx, md: tuple[tuple[str, str], ...], env: str) -> object:
+    request = query_pb2.ServiceLogsRequest(service="web", environment=env, tail=5)
+    return _past_authorization(lambda: list(c.query.ServiceLogs(request, metadata=md, timeout=5)))
+
+
+def _plan(c: Ctx, md: tuple[tuple[str, str], ...], env: str) -> object:
+    request = query_pb2.PlanDeploymentRequest(
+        service="web", environment=env, artifact=c.artifact_id
+    )
+    return _past_authorization(lambda: c.query.PlanDeployment(request, metadata=md, timeout=5))
 
 
 def _connect(c: Ctx, md: tuple[tuple[str, str], ...]) -> object:
@@ -269,6 +295,10 @@ RPCS: dict[str, Call] = {
         iter(c.status.WatchStatus(status_pb2.GetStatusRequest(), metadata=md, timeout=5))
     ),
     "AgentService.Connect": _connect,
+    "ServiceLogs(web,stage)": lambda c, md: _logs(c, md, "stage"),
+    "ServiceLogs(web,production)": lambda c, md: _logs(c, md, "production"),
+    "PlanDeployment(web,stage)": lambda c, md: _plan(c, md, "stage"),
+    "PlanDeployment(web,production)": lambda c, md: _plan(c, md, "production"),
 }
 
 READ = {
@@ -300,6 +330,10 @@ DEPLOY_ALL = {
     "RejectDeployment(web,production)",
     "CreateLock+DeleteLock(web,stage)",
     "CreateLock+DeleteLock(*,production)",
+    "ServiceLogs(web,stage)",
+    "ServiceLogs(web,production)",
+    "PlanDeployment(web,stage)",
+    "PlanDeployment(web,production)",
 }
 # What each role may do; every other RPC must be refused.
 ALLOWED: dict[str, set[str]] = {
@@ -312,6 +346,9 @@ ALLOWED: dict[str, set[str]] = {
         "ApproveDeployment(web,stage)",
         "RejectDeployment(web,stage)",
         "CreateLock+DeleteLock(web,stage)",
+        # Logs can hold secrets: whoever may deploy the service there, not every reader.
+        "ServiceLogs(web,stage)",
+        "PlanDeployment(web,stage)",
     },
     # Only an unscoped deployer may sync: a revision holds every service's manifests.
     "deployer(any)": READ | DEPLOY_ALL | {"SyncManifests"},
