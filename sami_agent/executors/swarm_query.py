@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,9 @@ _TASK_ID = "com.docker.swarm.task.id="
 
 
 # -- logs ----------------------------------------------------------------------------------
+
+# A non-follow read that gets no data for this long is ended (see _one_service_logs).
+STALL_SECONDS = 10.0
 
 
 def service_logs(
@@ -120,11 +124,20 @@ def _one_service_logs(
     api._raise_for_status(res)
     tasks = _TaskNames(client, name)
     done = threading.Event()
+    last_data = [time.monotonic()]
+    stalled = threading.Event()
 
     def close_when_stopped() -> None:
-        # A follow blocks in a read: closing the response is what ends it.
+        # A follow blocks in a read: closing the response is what ends it. A read that is not
+        # a follow must end by itself, but Swarm's log broker can stop sending a large tail
+        # without ending the response (seen on Docker 20.10 with `docker service logs` too):
+        # past STALL_SECONDS without data it is ended, and the caller told why.
         while not done.is_set():
             if cancelled.wait(0.2) or stop.is_set():
+                res.close()
+                return
+            if not req.follow and time.monotonic() - last_data[0] > STALL_SECONDS:
+                stalled.set()
                 res.close()
                 return
 
@@ -132,17 +145,25 @@ def _one_service_logs(
     tty = bool(svc["Spec"]["TaskTemplate"].get("ContainerSpec", {}).get("TTY", False))
     try:
         for stream, data in _frames(res, tty):
+            last_data[0] = time.monotonic()
             for raw in data.decode("utf-8", "replace").splitlines():
                 if not emit(_parse_line(raw, stream, tasks)):
                     return
             if cancelled.is_set() or stop.is_set():
                 return
     except (OSError, ValueError, AttributeError) as exc:
-        if not (cancelled.is_set() or stop.is_set()):
+        if not (cancelled.is_set() or stop.is_set() or stalled.is_set()):
             raise QueryError("UNAVAILABLE", f"the Docker engine ended the logs: {exc}") from None
     finally:
         done.set()
         res.close()
+    if stalled.is_set() and not (cancelled.is_set() or stop.is_set()):
+        raise QueryError(
+            "UNAVAILABLE",
+            f"the Docker engine stopped sending the logs of {name} for {STALL_SECONDS:.0f}s "
+            "without ending them (Swarm's log broker stalls on some large reads): the lines "
+            "above are what arrived; ask for fewer with --tail or --since",
+        )
 
 
 def _frames(res: Any, tty: bool) -> Iterator[tuple[str, bytes]]:
