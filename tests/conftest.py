@@ -30,13 +30,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `make test` (pytest-xdist, --dist loadgroup) every test that uses the real swarm
     runs on the same worker: one engine for all of them, as in a single process. Before
     xdist's own hook, which reads the group."""
-    swarm = [item for item in items if "devswarm" in getattr(item, "fixturenames", ())]
-    for item in swarm:
-        item.add_marker(pytest.mark.xdist_group("swarm"))
-    # The swarm group is the longest unit of work: first, so that one worker runs it while
-    # the other takes everything else, instead of running it alone at the end.
-    chosen = {id(item) for item in swarm}
-    items[:] = swarm + [item for item in items if id(item) not in chosen]
+    # xdist hands out the largest group first (its scope reorder), so one worker runs the
+    # swarm tests while the other takes everything else.
+    for item in items:
+        if "devswarm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("swarm"))
 
 
 @pytest.fixture(scope="session")
