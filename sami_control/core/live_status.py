@@ -290,6 +290,8 @@ class LiveStatus:
             if await tx.key_busy(*key) or await tx.queued_of_key(*key):
                 return
             latest = await tx.latest_for_key(*key)
+            if latest is not None and latest.state is State.AWAITING_APPROVAL:
+                return  # a request waits for its approval: another would only pile up
             if (
                 latest is not None
                 and latest.created_by == HEALER.name

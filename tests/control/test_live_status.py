@@ -13,7 +13,7 @@ from sami_control.core.commands import AssignCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import Unauthenticated
 from sami_control.core.live_status import drift_reason
-from sami_control.core.model import Deployment, LiveServiceState, Outcome, Principal, Role
+from sami_control.core.model import Deployment, LiveServiceState, Outcome, Principal, Role, State
 from sami_control.core.sessions import AgentSession
 from sami_control.storage.sqlite_tx import SQLiteTx
 from tests import samples
@@ -236,6 +236,25 @@ async def test_on_drift_redeploy_heals_once_per_interval(env: tuple[ControlPlane
     clock.t += cp.settings.drift_redeploy_interval
     await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}", running_replicas=1)])
     assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 3
+
+
+async def test_on_drift_redeploy_of_a_gated_target_asks_once_for_approval(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, clock = env
+    a, d = await deployed(cp)
+    files = samples.repo()
+    path = "services/web/swarm/stage/sami.yaml"
+    files[path] = files[path] + b"on_drift: redeploy\napproval: required\n"
+    await cp.manifests.sync(ADMIN, "", list(files.items()))
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}")])
+    listed, _ = await cp.deployments.list(ADMIN, "web", "stage", None, 0, "")
+    assert listed[0].state is State.AWAITING_APPROVAL  # newest first
+    # Intervals pass while nobody approves: still one request, not one per interval.
+    for _ in range(3):
+        clock.t += cp.settings.drift_redeploy_interval + 1
+        await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}", running_replicas=1)])
+    assert len((await cp.deployments.list(ADMIN, "web", "stage", None, 0, ""))[0]) == 2
 
 
 async def test_on_drift_report_only_reports(env: tuple[ControlPlane, Clock]) -> None:
