@@ -172,6 +172,15 @@ def _parser() -> argparse.ArgumentParser:
         "revoked offline (sami-control token revoke) keeps its streams (default %(default)s)",
     )
     serve.add_argument(
+        "--peer-sweep-interval",
+        type=float,
+        default=Settings.peer_sweep_interval,
+        metavar="S",
+        help="with other replicas (PostgreSQL): seconds between checks of this replica's "
+        "watchers against the store, the safety net under a lost notice "
+        "(docs/high-availability.md; default %(default)s)",
+    )
+    serve.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         default=os.environ.get("SAMI_METRICS_LISTEN", ""),
@@ -323,6 +332,7 @@ def _serve(args: argparse.Namespace) -> int:
         restart_grace=args.restart_grace,
         max_attempts=args.max_attempts,
         token_recheck_interval=args.token_recheck_interval,
+        peer_sweep_interval=args.peer_sweep_interval,
         max_streams_per_token=args.max_streams_per_token,
         max_previews_per_service=args.max_previews_per_service,
         dashboard_url=args.dashboard_url,

@@ -63,8 +63,6 @@ from sami_control.core.tokens import Tokens
 
 log = structlog.get_logger("sami.control")
 
-# How often, with other replicas, the watchers here are checked against the store.
-SWEEP_INTERVAL = 1.0
 # How often pending approvals are checked for expiry (they live minutes to days).
 APPROVAL_CHECK_INTERVAL = 1.0
 
@@ -228,7 +226,10 @@ class ControlPlane:
                     self.publisher.apply(await self.approvals.expire())
                 if not self._stopping:  # stop() may have run while we waited for the store
                     self.publisher.apply(await self.leases.dispatch())
-                if self.bus.shared and clock() - self._last_sweep >= SWEEP_INTERVAL:
+                if (
+                    self.bus.shared
+                    and clock() - self._last_sweep >= self.settings.peer_sweep_interval
+                ):
                     # The safety net under lost notices (core/peers.py); dispatch runs
                     # at least once a second anyway.
                     self._last_sweep = clock()

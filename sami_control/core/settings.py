@@ -25,6 +25,9 @@ class Settings:
     # How often the tokens of open streams are re-read, to end the streams of tokens
     # revoked by another process (the offline `sami-control token revoke`).
     token_recheck_interval: float = 2.0
+    # With other replicas: how often the watchers here are checked against the store, the
+    # safety net under a lost notice (core/peers.py).
+    peer_sweep_interval: float = 1.0
     # What a synced stack file may ask of the hosts: "off" (anything Swarm allows) or
     # "strict" (no host root, Docker socket, privileged mode…: SECURITY.md).
     stack_policy: str = "off"
