@@ -13,12 +13,14 @@ Swarm tests, when Debian's `postgresql` package is missing (install-engine.sh in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from sami_dev.devswarm import DevSwarm, missing_requirements
@@ -35,6 +37,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "devswarm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("swarm"))
+
+
+@pytest.fixture(autouse=True)
+def _swarm_services_removed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test on the real swarm, the services it left are removed: each test
+    deploys its own stacks, and the ones left behind (two replicas each, health-checked
+    every second) would keep the engine busy for the rest of the session, slowing every
+    later test on this machine."""
+    yield
+    if "devswarm" not in request.fixturenames:
+        return
+    swarm: DevSwarm = request.getfixturevalue("devswarm")
+    with contextlib.suppress(docker.errors.DockerException):
+        for service in swarm.client().services.list():
+            with contextlib.suppress(docker.errors.NotFound):
+                service.remove()
 
 
 @pytest.fixture(scope="session")
