@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -116,14 +117,17 @@ def test_logs_tail_and_follow_then_the_caller_leaves(live: Sami, talker: Image) 
         live.control, live.admin, "logs", "talk", "--env", "stage", "--tail", "1", "--follow"
     )
     seen: list[str] = []
+    errors: list[str] = []
 
-    def read() -> None:
-        assert follow.stdout is not None
-        for line in follow.stdout:
-            seen.append(line)
+    def read(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:
+            into.append(line)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    # Both pipes are read: the talker's stderr lines go to the CLI's stderr, and a full
+    # pipe would block the CLI in a write, and then in its flush at exit after the Ctrl-C.
+    for stream, into in ((follow.stdout, seen), (follow.stderr, errors)):
+        threading.Thread(target=read, args=(stream, into), daemon=True).start()
     try:
         # New lines keep arriving: later numbers than any the --tail call saw.
         wait_for(
