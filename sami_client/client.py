@@ -511,9 +511,11 @@ class SamiClient(LockAndCronCalls, NotifyCalls):
         since: float | None = None,
         tail: int = 0,
         follow: bool = False,
+        calls: list[Any] | None = None,
     ) -> Iterator[query_pb2.LogLine]:
         """The service's log lines as the agent streams them; closing the iterator (or
-        interrupting it) cancels the call, and the agent stops."""
+        interrupting it) cancels the call, and the agent stops. The call is appended to
+        `calls` when given, so that a signal handler may cancel it (`sami logs --follow`)."""
         request = query_pb2.ServiceLogsRequest(
             service=service, environment=environment, pull_request=pull_request, tail=tail
         )
@@ -522,6 +524,8 @@ class SamiClient(LockAndCronCalls, NotifyCalls):
             request.since.FromNanoseconds(int(since * 1e9))
         with _translated_errors():
             call = self._queries.ServiceLogs(request, metadata=self.endpoint.metadata())
+            if calls is not None:
+                calls.append(call)
             try:
                 for response in call:
                     yield from response.lines

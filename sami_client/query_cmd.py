@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 from typing import Any
 
 from sami_client import argtypes
@@ -75,6 +77,7 @@ def register(commands: Subparsers) -> None:
 def run_logs(args: argparse.Namespace, ctx: Context) -> int:
     if args.since is not None and args.since <= 0:
         raise UsageError("--since must be longer than 0")
+    calls: list[Any] = []
     lines = ctx.client().service_logs(
         args.service,
         args.env,
@@ -82,8 +85,20 @@ def run_logs(args: argparse.Namespace, ctx: Context) -> int:
         since=args.since,
         tail=args.tail or 0,
         follow=args.follow,
+        calls=calls,
     )
     console = ctx.console
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        # Ctrl-C cancels the call itself: the stream ends in the main thread's next read,
+        # instead of relying on an interrupt inside gRPC's wait (which could leave the
+        # process hanging at exit).
+        stopped.set()
+        for call in calls:
+            call.cancel()
+
+    previous = signal.signal(signal.SIGINT, stop)
     try:
         for line in lines:
             if ctx.json_output:
@@ -96,7 +111,12 @@ def run_logs(args: argparse.Namespace, ctx: Context) -> int:
     except KeyboardInterrupt:
         # Following ends when its reader says so: that is success (the agent is told).
         return int(ExitCode.SUCCEEDED)
+    except Exception:
+        if stopped.is_set():  # the cancelled call's error: the reader said stop
+            return int(ExitCode.SUCCEEDED)
+        raise
     finally:
+        signal.signal(signal.SIGINT, previous)
         lines.close()  # type: ignore[attr-defined]
     return int(ExitCode.SUCCEEDED)
 
