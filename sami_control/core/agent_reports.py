@@ -132,7 +132,7 @@ class AgentReports:
                 _drop_progress(session, f"deployment {d.id} has {MAX_PROGRESS_EVENTS} events")
             elif new:
                 ev = record(d, EventType.PROGRESS, now, message=message, phase=phase)
-                await tx.append_event(ev)
+                await self.ctx.publisher.store_event(tx, d, ev)
                 fx.add(d, ev)
             await tx.update_deployment(d)
         self.ctx.publisher.apply(fx)
@@ -177,8 +177,7 @@ class AgentReports:
                     return self._reject(session, deployment_id, lease_id, STALE)
                 ev = move(d, state, now, reason or state.name.lower().replace("_", " "))
                 await tx.update_deployment(d)
-                await tx.append_event(ev)
-                await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+                await self.ctx.publisher.store_event(tx, d, ev)
                 fx.add(d, ev)
             # else: a result we already stored, sent again after a reconnect.
         session.leases.discard(deployment_id)

@@ -57,8 +57,7 @@ class Approvals:
             ev = move(d, State.QUEUED, now, msg, phase="approval")
             d.status_message = ""
             await tx.update_deployment(d)
-            await tx.append_event(ev)
-            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+            await self.ctx.publisher.store_event(tx, d, ev)
             fx.add(d, ev)
             await self.deployments.supersede_queued(tx, fx, d, now)
             await self.audit.ok(
@@ -84,8 +83,7 @@ class Approvals:
             authz.require_rejecter(who, d)
             ev = move(d, State.CANCELLED, now, f"rejected by {who.name}: {reason}", "approval")
             await tx.update_deployment(d)
-            await tx.append_event(ev)
-            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+            await self.ctx.publisher.store_event(tx, d, ev)
             fx.add(d, ev)
             await self.audit.ok(
                 tx, who, "deployment.reject", d.id, detail=reason, service=d.service
@@ -128,8 +126,7 @@ class Approvals:
                     "approval",
                 )
                 await tx.update_deployment(d)
-                await tx.append_event(ev)
-                await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+                await self.ctx.publisher.store_event(tx, d, ev)
                 fx.add(d, ev)
                 await self.audit.ok(
                     tx,

@@ -253,8 +253,7 @@ class Deployments:
             message += f"; {d.status_message}"
         first = record(d, EventType.STATE_CHANGED, now, message=message)
         await tx.insert_deployment(d)
-        await tx.append_event(first)
-        await self.ctx.publisher.outbox.enqueue(tx, d, first)
+        await self.ctx.publisher.store_event(tx, d, first)
         fx.add(d, first)
         if d.state is State.QUEUED:
             await self.supersede_queued(tx, fx, d, now)
@@ -271,8 +270,7 @@ class Deployments:
             if old is not None and old.state is State.QUEUED:
                 ev = move(old, State.SUPERSEDED, now, f"superseded by {d.id}")
                 await tx.update_deployment(old)
-                await tx.append_event(ev)
-                await self.ctx.publisher.outbox.enqueue(tx, old, ev)
+                await self.ctx.publisher.store_event(tx, old, ev)
                 fx.add(old, ev)
 
     @audited("preview.teardown", _teardown_subject)
@@ -409,8 +407,7 @@ class Deployments:
                 # Its stream may be on another replica (or move there before this commits).
                 fx.tell_agent(d.cluster, d.agent_id, cmd)
             await tx.update_deployment(d)
-            await tx.append_event(ev)
-            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+            await self.ctx.publisher.store_event(tx, d, ev)
             fx.add(d, ev)
             fx.wake = True
             await self.audit.ok(

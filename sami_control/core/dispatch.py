@@ -67,8 +67,7 @@ class Leases:
         self.lease_until(d, now + self.ctx.settings.lease_ttl)
         if d.state is State.ASSIGNED:
             ev = move(d, State.IN_PROGRESS, now, f"accepted by agent {session.agent_id}")
-            await tx.append_event(ev)
-            await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+            await self.ctx.publisher.store_event(tx, d, ev)
             fx.add(d, ev)
 
     async def requeue(self, tx: Tx, fx: Effects, d: Deployment, now: float, why: str) -> None:
@@ -95,8 +94,7 @@ class Leases:
                 f"attempt {d.attempt} on agent {d.agent_id} lost: {why}; offering again",
             )
         await tx.update_deployment(d)
-        await tx.append_event(ev)
-        await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+        await self.ctx.publisher.store_event(tx, d, ev)
         fx.add(d, ev)
 
     async def expire(self) -> Effects:
@@ -180,8 +178,7 @@ class Leases:
         self.lease_until(d, now + self.ctx.settings.ack_timeout)
         ev = move(d, State.ASSIGNED, now, f"assigned to agent {s.agent_id} (attempt {d.attempt})")
         await tx.update_deployment(d)
-        await tx.append_event(ev)
-        await self.ctx.publisher.outbox.enqueue(tx, d, ev)
+        await self.ctx.publisher.store_event(tx, d, ev)
         fx.add(d, ev)
         art = await self.artifacts.by_id(tx, d.artifact_id) if d.artifact_id else None
         s.leases.add(d.id)

@@ -85,7 +85,7 @@ class _NoOutbox:
 class Publisher:
     def __init__(self, store: Store, hub: Hub, wake: Callable[[], None]) -> None:
         self._store = store
-        # Every service that stores a state change hands it to the outbox in the same
+        # store_event hands every stored state change to the outbox in the same
         # transaction (set by core/controlplane.py; nothing to notify by default).
         self.outbox: Outbox = _NoOutbox()
         self.hub = hub
@@ -93,6 +93,12 @@ class Publisher:
         self.observers: list[Observer] = []
         # Set once the replicas' bus is up (core/controlplane.py).
         self.peers: Peers | None = None
+
+    async def store_event(self, tx: Tx, d: Deployment, ev: Event) -> None:
+        """Append `ev` in `tx`; a state change writes its notifications in the same
+        transaction (the outbox), so none is ever stored without them."""
+        await tx.append_event(ev)
+        await self.outbox.enqueue(tx, d, ev)
 
     def apply(self, fx: Effects) -> None:
         """Publish what a transaction produced, once it is durable."""
