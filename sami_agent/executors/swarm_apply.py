@@ -292,30 +292,44 @@ def stack_deploy(
     Registry credentials are the agent's own (`docker login` on this host, read by the CLI
     from its config and sent to the swarm agents); nothing comes from the control plane.
     """
+    report("apply", f"docker stack deploy {plan.stack} ({', '.join(plan.stack_files)})")
+    try:
+        proc = run_stack_cli(
+            plan, ["deploy", "--with-registry-auth"], [plan.stack], docker_cli, env, timeout
+        )
+    except FileNotFoundError:
+        raise ApplyError(f"the docker CLI ({docker_cli}) is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise ApplyError(f"docker stack deploy did not finish within {timeout:.0f}s") from None
+    for message in _output_messages(proc.stdout + "\n" + proc.stderr):
+        report("apply", message)
+    if proc.returncode != 0:
+        detail = " ".join((proc.stderr or proc.stdout).split())
+        raise ApplyError(f"docker stack deploy failed (exit {proc.returncode}): {detail}")
+
+
+def run_stack_cli(
+    plan: StackPlan,
+    command: list[str],
+    trailing: list[str],
+    docker_cli: str,
+    env: Mapping[str, str] | None,
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
+    """`docker stack COMMAND -c FILE... TRAILING` on the plan's files (the stack files and
+    Sami's override), written to a folder that is removed afterwards. FileNotFoundError (no
+    docker CLI) and subprocess.TimeoutExpired are the caller's to explain."""
     with tempfile.TemporaryDirectory(prefix="sami-stack-") as tmp:
-        files = write_stack(plan, Path(tmp))
-        argv = [docker_cli, "stack", "deploy", "--with-registry-auth"]
-        for f in files:
+        argv = [docker_cli, "stack", *command]
+        for f in write_stack(plan, Path(tmp)):
             argv += ["-c", str(f)]
-        argv.append(plan.stack)
-        report("apply", f"docker stack deploy {plan.stack} ({', '.join(plan.stack_files)})")
-        try:
-            proc = subprocess.run(
-                argv,
-                cwd=tmp,
-                env=docker_cli_env(env),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise ApplyError(f"the docker CLI ({docker_cli}) is not installed") from None
-        except subprocess.TimeoutExpired:
-            raise ApplyError(f"docker stack deploy did not finish within {timeout:.0f}s") from None
-        for message in _output_messages(proc.stdout + "\n" + proc.stderr):
-            report("apply", message)
-        if proc.returncode != 0:
-            detail = " ".join((proc.stderr or proc.stdout).split())
-            raise ApplyError(f"docker stack deploy failed (exit {proc.returncode}): {detail}")
+        return subprocess.run(
+            [*argv, *trailing],
+            cwd=tmp,
+            env=docker_cli_env(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )

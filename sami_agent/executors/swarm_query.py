@@ -12,12 +12,10 @@ by name only (values often hold secrets, and a plan is shown to CI logs).
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -26,7 +24,7 @@ import yaml
 
 from sami_agent.executor import Job
 from sami_agent.executors import swarm_apply
-from sami_agent.executors.swarm_apply import STACK_NAMESPACE_LABEL, JobError, docker_cli_env
+from sami_agent.executors.swarm_apply import STACK_NAMESPACE_LABEL, JobError
 from sami_agent.queries import (
     FieldChange,
     LogLine,
@@ -274,28 +272,14 @@ def merged_config(
     plan: swarm_apply.StackPlan, docker_cli: str, env: Mapping[str, str] | None
 ) -> dict[str, Any]:
     """The stack files plus Sami's override, merged and interpolated by the docker CLI."""
-    with tempfile.TemporaryDirectory(prefix="sami-plan-") as tmp:
-        files = swarm_apply.write_stack(plan, Path(tmp))
-        argv = [docker_cli, "stack", "config"]
-        for f in files:
-            argv += ["-c", str(f)]
-        try:
-            proc = subprocess.run(
-                argv,
-                cwd=tmp,
-                env=docker_cli_env(env),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_CONFIG_TIMEOUT,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise QueryError(
-                "FAILED_PRECONDITION", f"the docker CLI ({docker_cli}) is not installed"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise QueryError("UNAVAILABLE", "docker stack config did not finish") from None
+    try:
+        proc = swarm_apply.run_stack_cli(plan, ["config"], [], docker_cli, env, _CONFIG_TIMEOUT)
+    except FileNotFoundError:
+        raise QueryError(
+            "FAILED_PRECONDITION", f"the docker CLI ({docker_cli}) is not installed"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise QueryError("UNAVAILABLE", "docker stack config did not finish") from None
     if proc.returncode != 0:
         detail = " ".join((proc.stderr or proc.stdout).split())
         raise QueryError("FAILED_PRECONDITION", f"docker stack config failed: {detail}")
