@@ -182,6 +182,8 @@ class LiveStatus:
             known = {
                 (r.stack_name, r.swarm_service): r for r in await tx.list_live_services(cluster)
             }
+            # One read of what Sami is changing right now, for every row of the report.
+            busy = await tx.active_keys()
             seen: set[tuple[str, str]] = set()
             for reported in services:
                 key = (reported.stack_name, reported.swarm_service)
@@ -191,12 +193,12 @@ class LiveStatus:
                     tx, replace(reported, cluster=cluster, reported_at=now), before
                 )
                 if row is not None:
-                    changed |= await self._settle(tx, who, row, before, now, drifted)
+                    changed |= await self._settle(tx, who, row, before, now, busy, drifted)
             if full:
                 for key, before in known.items():
                     if key not in seen and not before.removed:
                         gone = replace(before, removed=True, reported_at=now)
-                        changed |= await self._settle(tx, who, gone, before, now, drifted)
+                        changed |= await self._settle(tx, who, gone, before, now, busy, drifted)
                 await tx.put_live_report_time(cluster, now)
         if changed:
             self._wake_watchers()
@@ -229,6 +231,7 @@ class LiveStatus:
         row: LiveServiceState,
         before: LiveServiceState | None,
         now: float,
+        busy: set[tuple[str, str, int]],
         drifted: list[LiveServiceState],
     ) -> bool:
         """Decide `row`'s drift, audit where it starts or ends, store it if it changed.
@@ -243,7 +246,7 @@ class LiveStatus:
             await tx.delete_live_service(row.cluster, row.stack_name, row.swarm_service)
             return True
         was = before.drift_reason if before is not None else ""
-        if await tx.key_busy(row.service, row.environment, row.pull_request):
+        if (row.service, row.environment, row.pull_request) in busy:
             # Sami is changing it right now: keep the drift as it was until that ends.
             row = replace(row, drift_reason=was, drift_since=before.drift_since if before else 0.0)
         else:
