@@ -240,7 +240,9 @@ def test_kill9_of_a_replica_moves_its_agents_and_watchers_and_loses_nothing(pair
     load, loader = _start_load(p.both, p)
     wait_for(lambda: len(load.acked) >= 6, timeout=30, what="a first few deployments")
     deadline = time.monotonic() + 90
-    in_flight = [d for d in load.acked.values() if _state(p.b.addr, p.admin, d) not in TERMINAL]
+    in_flight = [
+        d for d in list(load.acked.values()) if _state(p.b.addr, p.admin, d) not in TERMINAL
+    ]
     # The watchers start on the replica about to die, then move to the next address.
     order = f"{victim.addr},{survivor.addr}"
     watchers = _watch(order, p, in_flight[-3:], deadline)
