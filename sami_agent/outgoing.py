@@ -35,7 +35,9 @@ FREE_TEXT_LISTS: dict[str, dict[str, int]] = {
 # stacks): changing one would make the report about something else, so they are sent as
 # they are. tests/agent/test_agent_outgoing.py checks every string field is in one list.
 IDENTIFIERS: dict[str, frozenset[str]] = {
-    "hello": frozenset({"agent_id", "held_leases.deployment_id", "held_leases.lease_id"}),
+    "hello": frozenset(
+        {"agent_id", "recipient", "held_leases.deployment_id", "held_leases.lease_id"}
+    ),
     "ack": frozenset({"deployment_id", "lease_id"}),
     "heartbeat": frozenset({"leases.deployment_id", "leases.lease_id"}),
     "progress": frozenset({"deployment_id", "lease_id"}),

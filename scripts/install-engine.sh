@@ -6,6 +6,8 @@
 #   iproute2         `ip` (usually there already)
 #   postgresql       initdb, pg_ctl, postgres: the tests' private PostgreSQL clusters (tests/pg.py)
 #   chromium         the browser the dashboard's tests drive headless (tests/ui, Playwright)
+#   age              the age command line: the secrets tests check that it opens what
+#                    `sami secret set` encrypts (tests/secrets)
 # Idempotent: a machine that has them already is left alone (no apt-get update either).
 # Must run as root (CI and the project's sessions do). See sami_dev/devswarm.py.
 set -euo pipefail
@@ -23,9 +25,10 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 # The dashboard's browser tests use the distribution's chromium (never `playwright install`).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v age >/dev/null 2>&1 || need+=(age)
 
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install-engine: dockerd, docker-registry, busybox, postgresql and chromium are present"
+    echo "install-engine: dockerd, docker-registry, busybox, postgresql, chromium and age are present"
     exit 0
 fi
 
@@ -47,4 +50,5 @@ done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
     || { echo "install-engine: postgresql's initdb still missing" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "install-engine: /usr/bin/chromium still missing" >&2; exit 1; }
+command -v age >/dev/null 2>&1 || { echo "install-engine: age still missing" >&2; exit 1; }
 echo "install-engine: done ($(dockerd --version))"

@@ -28,9 +28,10 @@ from sami.v1 import cron_pb2 as sami_dot_v1_dot_cron__pb2
 from sami.v1 import deployment_pb2 as sami_dot_v1_dot_deployment__pb2
 from sami.v1 import manifest_pb2 as sami_dot_v1_dot_manifest__pb2
 from sami.v1 import query_pb2 as sami_dot_v1_dot_query__pb2
+from sami.v1 import secret_pb2 as sami_dot_v1_dot_secret__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sami/v1/agent.proto\x12\x07sami.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12sami/v1/cron.proto\x1a\x18sami/v1/deployment.proto\x1a\x16sami/v1/manifest.proto\x1a\x13sami/v1/query.proto\"\x9c\x03\n\x0c\x41gentMessage\x12\x1f\n\x05hello\x18\x01 \x01(\x0b\x32\x0e.sami.v1.HelloH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.sami.v1.AckH\x00\x12\'\n\theartbeat\x18\x03 \x01(\x0b\x32\x12.sami.v1.HeartbeatH\x00\x12%\n\x08progress\x18\x04 \x01(\x0b\x32\x11.sami.v1.ProgressH\x00\x12!\n\x06result\x18\x05 \x01(\x0b\x32\x0f.sami.v1.ResultH\x00\x12.\n\tinventory\x18\x06 \x01(\x0b\x32\x19.sami.v1.PreviewInventoryH\x00\x12$\n\x08\x63ron_run\x18\x07 \x01(\x0b\x32\x10.sami.v1.CronRunH\x00\x12*\n\x0blive_status\x18\n \x01(\x0b\x32\x13.sami.v1.LiveStatusH\x00\x12*\n\x0bquery_chunk\x18\x14 \x01(\x0b\x32\x13.sami.v1.QueryChunkH\x00\x12&\n\tquery_end\x18\x15 \x01(\x0b\x32\x11.sami.v1.QueryEndH\x00\x42\x05\n\x03msg\"\xf8\x02\n\x0e\x43ontrolMessage\x12#\n\x07welcome\x18\x01 \x01(\x0b\x32\x10.sami.v1.WelcomeH\x00\x12)\n\nassignment\x18\x02 \x01(\x0b\x32\x13.sami.v1.AssignmentH\x00\x12!\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x0f.sami.v1.CancelH\x00\x12!\n\x06revoke\x18\x04 \x01(\x0b\x32\x0f.sami.v1.RevokeH\x00\x12\x1d\n\x04\x64one\x18\x05 \x01(\x0b\x32\r.sami.v1.DoneH\x00\x12+\n\x0c\x63ron_run_ack\x18\x06 \x01(\x0b\x32\x13.sami.v1.CronRunAckH\x00\x12.\n\rheartbeat_ack\x18\x07 \x01(\x0b\x32\x15.sami.v1.HeartbeatAckH\x00\x12\x1f\n\x05query\x18\x14 \x01(\x0b\x32\x0e.sami.v1.QueryH\x00\x12,\n\x0cquery_cancel\x18\x15 \x01(\x0b\x32\x14.sami.v1.QueryCancelH\x00\x42\x05\n\x03msg\"\x0e\n\x0cHeartbeatAck\"C\n\tHeldLease\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"i\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\'\n\x0bheld_leases\x18\x04 \x03(\x0b\x32\x12.sami.v1.HeldLease\"}\n\x07Welcome\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x0eresumed_leases\x18\x03 \x03(\x0b\x32\x12.sami.v1.HeldLease\"\xf2\x02\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\'\n\ndeployment\x18\x04 \x01(\x0b\x32\x13.sami.v1.Deployment\x12-\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x1e.sami.v1.Assignment.FilesEntry\x12,\n\tlease_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x08manifest\x18\x0b \x01(\x0b\x32\x16.sami.v1.ManifestEntry\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\t\x10\nJ\x04\x08\n\x10\x0bR\x05\x65pochR\x07\x61ttemptR\x11manifest_revisionR\x10\x63onverge_timeoutR\x0bstack_filesR\x0eimage_services\"A\n\x06\x43\x61ncel\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x06Revoke\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x04\x44one\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"9\n\x10PreviewInventory\x12%\n\x06stacks\x18\x01 \x03(\x0b\x32\x15.sami.v1.PreviewStack\"`\n\x0cPreviewStack\x12\x12\n\nstack_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x14\n\x0cpull_request\x18\x03 \x01(\x05\x12\x15\n\rdeployment_id\x18\x04 \x01(\t\"=\n\x03\x41\x63k\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"/\n\tHeartbeat\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.sami.v1.HeldLease\"t\n\x08Progress\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"s\n\x06Result\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x07outcome\x18\x04 \x01(\x0e\x32\x10.sami.v1.Outcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\"+\n\nCronRunAck\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"B\n\nLiveStatus\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12&\n\x08services\x18\x02 \x03(\x0b\x32\x14.sami.v1.LiveService\"\xc3\x02\n\x0bLiveService\x12\x12\n\nstack_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x15\n\rdeployment_id\x18\x03 \x01(\t\x12\x14\n\x0clabel_digest\x18\x04 \x01(\t\x12\r\n\x05image\x18\x05 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x06 \x01(\x05\x12\x18\n\x10running_replicas\x18\x07 \x01(\x05\x12\x17\n\x0funhealthy_tasks\x18\x08 \x01(\x05\x12\x14\n\x0cupdate_state\x18\t \x01(\t\x12\x16\n\x0eupdate_message\x18\n \x01(\t\x12/\n\x0b\x63hange_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eoutside_change\x18\x0c \x01(\t\x12\x0f\n\x07removed\x18\r \x01(\x08*}\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x17\n\x13OUTCOME_ROLLED_BACK\x10\x03\x12\x15\n\x11OUTCOME_CANCELLED\x10\x04\x32M\n\x0c\x41gentService\x12=\n\x07\x43onnect\x12\x15.sami.v1.AgentMessage\x1a\x17.sami.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sami/v1/agent.proto\x12\x07sami.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12sami/v1/cron.proto\x1a\x18sami/v1/deployment.proto\x1a\x16sami/v1/manifest.proto\x1a\x13sami/v1/query.proto\x1a\x14sami/v1/secret.proto\"\x9c\x03\n\x0c\x41gentMessage\x12\x1f\n\x05hello\x18\x01 \x01(\x0b\x32\x0e.sami.v1.HelloH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.sami.v1.AckH\x00\x12\'\n\theartbeat\x18\x03 \x01(\x0b\x32\x12.sami.v1.HeartbeatH\x00\x12%\n\x08progress\x18\x04 \x01(\x0b\x32\x11.sami.v1.ProgressH\x00\x12!\n\x06result\x18\x05 \x01(\x0b\x32\x0f.sami.v1.ResultH\x00\x12.\n\tinventory\x18\x06 \x01(\x0b\x32\x19.sami.v1.PreviewInventoryH\x00\x12$\n\x08\x63ron_run\x18\x07 \x01(\x0b\x32\x10.sami.v1.CronRunH\x00\x12*\n\x0blive_status\x18\n \x01(\x0b\x32\x13.sami.v1.LiveStatusH\x00\x12*\n\x0bquery_chunk\x18\x14 \x01(\x0b\x32\x13.sami.v1.QueryChunkH\x00\x12&\n\tquery_end\x18\x15 \x01(\x0b\x32\x11.sami.v1.QueryEndH\x00\x42\x05\n\x03msg\"\xf8\x02\n\x0e\x43ontrolMessage\x12#\n\x07welcome\x18\x01 \x01(\x0b\x32\x10.sami.v1.WelcomeH\x00\x12)\n\nassignment\x18\x02 \x01(\x0b\x32\x13.sami.v1.AssignmentH\x00\x12!\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x0f.sami.v1.CancelH\x00\x12!\n\x06revoke\x18\x04 \x01(\x0b\x32\x0f.sami.v1.RevokeH\x00\x12\x1d\n\x04\x64one\x18\x05 \x01(\x0b\x32\r.sami.v1.DoneH\x00\x12+\n\x0c\x63ron_run_ack\x18\x06 \x01(\x0b\x32\x13.sami.v1.CronRunAckH\x00\x12.\n\rheartbeat_ack\x18\x07 \x01(\x0b\x32\x15.sami.v1.HeartbeatAckH\x00\x12\x1f\n\x05query\x18\x14 \x01(\x0b\x32\x0e.sami.v1.QueryH\x00\x12,\n\x0cquery_cancel\x18\x15 \x01(\x0b\x32\x14.sami.v1.QueryCancelH\x00\x42\x05\n\x03msg\"\x0e\n\x0cHeartbeatAck\"C\n\tHeldLease\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"|\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\'\n\x0bheld_leases\x18\x04 \x03(\x0b\x32\x12.sami.v1.HeldLease\x12\x11\n\trecipient\x18\x05 \x01(\t\"}\n\x07Welcome\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x0eresumed_leases\x18\x03 \x03(\x0b\x32\x12.sami.v1.HeldLease\"\x9b\x03\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\'\n\ndeployment\x18\x04 \x01(\x0b\x32\x13.sami.v1.Deployment\x12-\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x1e.sami.v1.Assignment.FilesEntry\x12,\n\tlease_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x08manifest\x18\x0b \x01(\x0b\x32\x16.sami.v1.ManifestEntry\x12\'\n\x07secrets\x18\x0c \x03(\x0b\x32\x16.sami.v1.SecretPayload\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\t\x10\nJ\x04\x08\n\x10\x0bR\x05\x65pochR\x07\x61ttemptR\x11manifest_revisionR\x10\x63onverge_timeoutR\x0bstack_filesR\x0eimage_services\"A\n\x06\x43\x61ncel\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x06Revoke\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x04\x44one\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"9\n\x10PreviewInventory\x12%\n\x06stacks\x18\x01 \x03(\x0b\x32\x15.sami.v1.PreviewStack\"`\n\x0cPreviewStack\x12\x12\n\nstack_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x14\n\x0cpull_request\x18\x03 \x01(\x05\x12\x15\n\rdeployment_id\x18\x04 \x01(\t\"=\n\x03\x41\x63k\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"/\n\tHeartbeat\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.sami.v1.HeldLease\"t\n\x08Progress\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"s\n\x06Result\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x07outcome\x18\x04 \x01(\x0e\x32\x10.sami.v1.Outcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\"+\n\nCronRunAck\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"B\n\nLiveStatus\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12&\n\x08services\x18\x02 \x03(\x0b\x32\x14.sami.v1.LiveService\"\xc3\x02\n\x0bLiveService\x12\x12\n\nstack_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x15\n\rdeployment_id\x18\x03 \x01(\t\x12\x14\n\x0clabel_digest\x18\x04 \x01(\t\x12\r\n\x05image\x18\x05 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x06 \x01(\x05\x12\x18\n\x10running_replicas\x18\x07 \x01(\x05\x12\x17\n\x0funhealthy_tasks\x18\x08 \x01(\x05\x12\x14\n\x0cupdate_state\x18\t \x01(\t\x12\x16\n\x0eupdate_message\x18\n \x01(\t\x12/\n\x0b\x63hange_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eoutside_change\x18\x0c \x01(\t\x12\x0f\n\x07removed\x18\r \x01(\x08*}\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x17\n\x13OUTCOME_ROLLED_BACK\x10\x03\x12\x15\n\x11OUTCOME_CANCELLED\x10\x04\x32M\n\x0c\x41gentService\x12=\n\x07\x43onnect\x12\x15.sami.v1.AgentMessage\x1a\x17.sami.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,48 +40,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASSIGNMENT_FILESENTRY']._loaded_options = None
   _globals['_ASSIGNMENT_FILESENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=2800
-  _globals['_OUTCOME']._serialized_end=2925
-  _globals['_AGENTMESSAGE']._serialized_start=189
-  _globals['_AGENTMESSAGE']._serialized_end=601
-  _globals['_CONTROLMESSAGE']._serialized_start=604
-  _globals['_CONTROLMESSAGE']._serialized_end=980
-  _globals['_HEARTBEATACK']._serialized_start=982
-  _globals['_HEARTBEATACK']._serialized_end=996
-  _globals['_HELDLEASE']._serialized_start=998
-  _globals['_HELDLEASE']._serialized_end=1065
-  _globals['_HELLO']._serialized_start=1067
-  _globals['_HELLO']._serialized_end=1172
-  _globals['_WELCOME']._serialized_start=1174
-  _globals['_WELCOME']._serialized_end=1299
-  _globals['_ASSIGNMENT']._serialized_start=1302
-  _globals['_ASSIGNMENT']._serialized_end=1672
-  _globals['_ASSIGNMENT_FILESENTRY']._serialized_start=1510
-  _globals['_ASSIGNMENT_FILESENTRY']._serialized_end=1554
-  _globals['_CANCEL']._serialized_start=1674
-  _globals['_CANCEL']._serialized_end=1739
-  _globals['_REVOKE']._serialized_start=1741
-  _globals['_REVOKE']._serialized_end=1806
-  _globals['_DONE']._serialized_start=1808
-  _globals['_DONE']._serialized_end=1855
-  _globals['_PREVIEWINVENTORY']._serialized_start=1857
-  _globals['_PREVIEWINVENTORY']._serialized_end=1914
-  _globals['_PREVIEWSTACK']._serialized_start=1916
-  _globals['_PREVIEWSTACK']._serialized_end=2012
-  _globals['_ACK']._serialized_start=2014
-  _globals['_ACK']._serialized_end=2075
-  _globals['_HEARTBEAT']._serialized_start=2077
-  _globals['_HEARTBEAT']._serialized_end=2124
-  _globals['_PROGRESS']._serialized_start=2126
-  _globals['_PROGRESS']._serialized_end=2242
-  _globals['_RESULT']._serialized_start=2244
-  _globals['_RESULT']._serialized_end=2359
-  _globals['_CRONRUNACK']._serialized_start=2361
-  _globals['_CRONRUNACK']._serialized_end=2404
-  _globals['_LIVESTATUS']._serialized_start=2406
-  _globals['_LIVESTATUS']._serialized_end=2472
-  _globals['_LIVESERVICE']._serialized_start=2475
-  _globals['_LIVESERVICE']._serialized_end=2798
-  _globals['_AGENTSERVICE']._serialized_start=2927
-  _globals['_AGENTSERVICE']._serialized_end=3004
+  _globals['_OUTCOME']._serialized_start=2882
+  _globals['_OUTCOME']._serialized_end=3007
+  _globals['_AGENTMESSAGE']._serialized_start=211
+  _globals['_AGENTMESSAGE']._serialized_end=623
+  _globals['_CONTROLMESSAGE']._serialized_start=626
+  _globals['_CONTROLMESSAGE']._serialized_end=1002
+  _globals['_HEARTBEATACK']._serialized_start=1004
+  _globals['_HEARTBEATACK']._serialized_end=1018
+  _globals['_HELDLEASE']._serialized_start=1020
+  _globals['_HELDLEASE']._serialized_end=1087
+  _globals['_HELLO']._serialized_start=1089
+  _globals['_HELLO']._serialized_end=1213
+  _globals['_WELCOME']._serialized_start=1215
+  _globals['_WELCOME']._serialized_end=1340
+  _globals['_ASSIGNMENT']._serialized_start=1343
+  _globals['_ASSIGNMENT']._serialized_end=1754
+  _globals['_ASSIGNMENT_FILESENTRY']._serialized_start=1592
+  _globals['_ASSIGNMENT_FILESENTRY']._serialized_end=1636
+  _globals['_CANCEL']._serialized_start=1756
+  _globals['_CANCEL']._serialized_end=1821
+  _globals['_REVOKE']._serialized_start=1823
+  _globals['_REVOKE']._serialized_end=1888
+  _globals['_DONE']._serialized_start=1890
+  _globals['_DONE']._serialized_end=1937
+  _globals['_PREVIEWINVENTORY']._serialized_start=1939
+  _globals['_PREVIEWINVENTORY']._serialized_end=1996
+  _globals['_PREVIEWSTACK']._serialized_start=1998
+  _globals['_PREVIEWSTACK']._serialized_end=2094
+  _globals['_ACK']._serialized_start=2096
+  _globals['_ACK']._serialized_end=2157
+  _globals['_HEARTBEAT']._serialized_start=2159
+  _globals['_HEARTBEAT']._serialized_end=2206
+  _globals['_PROGRESS']._serialized_start=2208
+  _globals['_PROGRESS']._serialized_end=2324
+  _globals['_RESULT']._serialized_start=2326
+  _globals['_RESULT']._serialized_end=2441
+  _globals['_CRONRUNACK']._serialized_start=2443
+  _globals['_CRONRUNACK']._serialized_end=2486
+  _globals['_LIVESTATUS']._serialized_start=2488
+  _globals['_LIVESTATUS']._serialized_end=2554
+  _globals['_LIVESERVICE']._serialized_start=2557
+  _globals['_LIVESERVICE']._serialized_end=2880
+  _globals['_AGENTSERVICE']._serialized_start=3009
+  _globals['_AGENTSERVICE']._serialized_end=3086
 # @@protoc_insertion_point(module_scope)

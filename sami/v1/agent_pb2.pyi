@@ -6,6 +6,7 @@ from sami.v1 import cron_pb2 as _cron_pb2
 from sami.v1 import deployment_pb2 as _deployment_pb2
 from sami.v1 import manifest_pb2 as _manifest_pb2
 from sami.v1 import query_pb2 as _query_pb2
+from sami.v1 import secret_pb2 as _secret_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -89,16 +90,18 @@ class HeldLease(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "version", "capabilities", "held_leases")
+    __slots__ = ("agent_id", "version", "capabilities", "held_leases", "recipient")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     HELD_LEASES_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     version: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     held_leases: _containers.RepeatedCompositeFieldContainer[HeldLease]
-    def __init__(self, agent_id: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., held_leases: _Optional[_Iterable[_Union[HeldLease, _Mapping]]] = ...) -> None: ...
+    recipient: str
+    def __init__(self, agent_id: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., held_leases: _Optional[_Iterable[_Union[HeldLease, _Mapping]]] = ..., recipient: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("cluster", "heartbeat_interval", "resumed_leases")
@@ -111,7 +114,7 @@ class Welcome(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., resumed_leases: _Optional[_Iterable[_Union[HeldLease, _Mapping]]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("lease_id", "deployment", "files", "lease_ttl", "manifest")
+    __slots__ = ("lease_id", "deployment", "files", "lease_ttl", "manifest", "secrets")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,12 +127,14 @@ class Assignment(_message.Message):
     FILES_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     deployment: _deployment_pb2.Deployment
     files: _containers.ScalarMap[str, bytes]
     lease_ttl: _duration_pb2.Duration
     manifest: _manifest_pb2.ManifestEntry
-    def __init__(self, lease_id: _Optional[str] = ..., deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ..., files: _Optional[_Mapping[str, bytes]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., manifest: _Optional[_Union[_manifest_pb2.ManifestEntry, _Mapping]] = ...) -> None: ...
+    secrets: _containers.RepeatedCompositeFieldContainer[_secret_pb2.SecretPayload]
+    def __init__(self, lease_id: _Optional[str] = ..., deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ..., files: _Optional[_Mapping[str, bytes]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., manifest: _Optional[_Union[_manifest_pb2.ManifestEntry, _Mapping]] = ..., secrets: _Optional[_Iterable[_Union[_secret_pb2.SecretPayload, _Mapping]]] = ...) -> None: ...
 
 class Cancel(_message.Message):
     __slots__ = ("deployment_id", "lease_id", "reason")

@@ -24,45 +24,50 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sami.v1 import artifact_pb2 as sami_dot_v1_dot_artifact__pb2
+from sami.v1 import secret_pb2 as sami_dot_v1_dot_secret__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sami/v1/deployment.proto\x12\x07sami.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16sami/v1/artifact.proto\"\x8f\x05\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\x12\x14\n\x0cpull_request\x18\x05 \x01(\x05\x12#\n\x08\x61rtifact\x18\x06 \x01(\x0b\x32\x11.sami.v1.Artifact\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\'\n\x05state\x18\t \x01(\x0e\x32\x18.sami.v1.DeploymentState\x12\x16\n\x0estatus_message\x18\n \x01(\t\x12\x0f\n\x07\x63luster\x18\x0b \x01(\t\x12\x10\n\x08\x61gent_id\x18\x0c \x01(\t\x12\x0f\n\x07\x61ttempt\x18\r \x01(\x05\x12\r\n\x05\x65poch\x18\x0e \x01(\x03\x12\x15\n\rlast_sequence\x18\x0f \x01(\x03\x12\x18\n\x10\x63\x61ncel_requested\x18\x10 \x01(\x08\x12\x17\n\x0f\x64\x65ployment_type\x18\x11 \x01(\t\x12\x12\n\nstack_name\x18\x12 \x01(\t\x12\x19\n\x11manifest_revision\x18\x17 \x01(\t\x12)\n\x06\x61\x63tion\x18\x18 \x01(\x0e\x32\x19.sami.v1.DeploymentAction\x12\x13\n\x0brollback_of\x18\x19 \x01(\t\x12\x12\n\ncreated_by\x18\x13 \x01(\t\x12/\n\x0b\x63reate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf2\x01\n\x0f\x44\x65ploymentEvent\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12 \n\x04type\x18\x03 \x01(\x0e\x32\x12.sami.v1.EventType\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.sami.v1.DeploymentState\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12(\n\x04time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x17\x43reateDeploymentRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x03 \x01(\t\x12\x14\n\x0cpull_request\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x17\n\x0f\x64\x65ployment_type\x18\x07 \x01(\t\x12\x13\n\x0brollback_of\x18\x08 \x01(\t\x12\r\n\x05\x66orce\x18\t \x01(\x08\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x8e\x01\n\x16ListDeploymentsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.sami.v1.DeploymentState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\\\n\x17ListDeploymentsResponse\x12(\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x13.sami.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x16WatchDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"w\n\x17WatchDeploymentResponse\x12)\n\ndeployment\x18\x01 \x01(\x0b\x32\x13.sami.v1.DeploymentH\x00\x12)\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.sami.v1.DeploymentEventH\x00\x42\x06\n\x04item\"c\n\x16TeardownPreviewRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x14\n\x0cpull_request\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"7\n\x17\x43\x61ncelDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x18\x41pproveDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"7\n\x17RejectDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*O\n\x10\x44\x65ploymentAction\x12!\n\x1d\x44\x45PLOYMENT_ACTION_UNSPECIFIED\x10\x00\x12\n\n\x06\x44\x45PLOY\x10\x01\x12\x0c\n\x08TEARDOWN\x10\x02*\xc0\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0c\n\x08\x41SSIGNED\x10\x02\x12\x0f\n\x0bIN_PROGRESS\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0f\n\x0bROLLED_BACK\x10\x06\x12\r\n\tCANCELLED\x10\x07\x12\x0e\n\nSUPERSEDED\x10\x08\x12\x15\n\x11\x41WAITING_APPROVAL\x10\t*T\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CHANGED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\n\n\x06NOTICE\x10\x03\x32\xfd\x04\n\x11\x44\x65ploymentService\x12I\n\x10\x43reateDeployment\x12 .sami.v1.CreateDeploymentRequest\x1a\x13.sami.v1.Deployment\x12\x43\n\rGetDeployment\x12\x1d.sami.v1.GetDeploymentRequest\x1a\x13.sami.v1.Deployment\x12T\n\x0fListDeployments\x12\x1f.sami.v1.ListDeploymentsRequest\x1a .sami.v1.ListDeploymentsResponse\x12V\n\x0fWatchDeployment\x12\x1f.sami.v1.WatchDeploymentRequest\x1a .sami.v1.WatchDeploymentResponse0\x01\x12I\n\x10\x43\x61ncelDeployment\x12 .sami.v1.CancelDeploymentRequest\x1a\x13.sami.v1.Deployment\x12G\n\x0fTeardownPreview\x12\x1f.sami.v1.TeardownPreviewRequest\x1a\x13.sami.v1.Deployment\x12K\n\x11\x41pproveDeployment\x12!.sami.v1.ApproveDeploymentRequest\x1a\x13.sami.v1.Deployment\x12I\n\x10RejectDeployment\x12 .sami.v1.RejectDeploymentRequest\x1a\x13.sami.v1.Deploymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sami/v1/deployment.proto\x12\x07sami.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16sami/v1/artifact.proto\x1a\x14sami/v1/secret.proto\"\x9d\x06\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\x12\x14\n\x0cpull_request\x18\x05 \x01(\x05\x12#\n\x08\x61rtifact\x18\x06 \x01(\x0b\x32\x11.sami.v1.Artifact\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\'\n\x05state\x18\t \x01(\x0e\x32\x18.sami.v1.DeploymentState\x12\x16\n\x0estatus_message\x18\n \x01(\t\x12\x0f\n\x07\x63luster\x18\x0b \x01(\t\x12\x10\n\x08\x61gent_id\x18\x0c \x01(\t\x12\x0f\n\x07\x61ttempt\x18\r \x01(\x05\x12\r\n\x05\x65poch\x18\x0e \x01(\x03\x12\x15\n\rlast_sequence\x18\x0f \x01(\x03\x12\x18\n\x10\x63\x61ncel_requested\x18\x10 \x01(\x08\x12\x17\n\x0f\x64\x65ployment_type\x18\x11 \x01(\t\x12\x12\n\nstack_name\x18\x12 \x01(\t\x12\x19\n\x11manifest_revision\x18\x17 \x01(\t\x12)\n\x06\x61\x63tion\x18\x18 \x01(\x0e\x32\x19.sami.v1.DeploymentAction\x12\x13\n\x0brollback_of\x18\x19 \x01(\t\x12#\n\x07secrets\x18\x1a \x03(\x0b\x32\x12.sami.v1.SecretRef\x12\x35\n\tvariables\x18\x1b \x03(\x0b\x32\".sami.v1.Deployment.VariablesEntry\x12\x12\n\ncreated_by\x18\x13 \x01(\t\x12/\n\x0b\x63reate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf2\x01\n\x0f\x44\x65ploymentEvent\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12 \n\x04type\x18\x03 \x01(\x0e\x32\x12.sami.v1.EventType\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.sami.v1.DeploymentState\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12(\n\x04time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x17\x43reateDeploymentRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x03 \x01(\t\x12\x14\n\x0cpull_request\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x17\n\x0f\x64\x65ployment_type\x18\x07 \x01(\t\x12\x13\n\x0brollback_of\x18\x08 \x01(\t\x12\r\n\x05\x66orce\x18\t \x01(\x08\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x8e\x01\n\x16ListDeploymentsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.sami.v1.DeploymentState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\\\n\x17ListDeploymentsResponse\x12(\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x13.sami.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x16WatchDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"w\n\x17WatchDeploymentResponse\x12)\n\ndeployment\x18\x01 \x01(\x0b\x32\x13.sami.v1.DeploymentH\x00\x12)\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.sami.v1.DeploymentEventH\x00\x42\x06\n\x04item\"c\n\x16TeardownPreviewRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x14\n\x0cpull_request\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"7\n\x17\x43\x61ncelDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x18\x41pproveDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"7\n\x17RejectDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*O\n\x10\x44\x65ploymentAction\x12!\n\x1d\x44\x45PLOYMENT_ACTION_UNSPECIFIED\x10\x00\x12\n\n\x06\x44\x45PLOY\x10\x01\x12\x0c\n\x08TEARDOWN\x10\x02*\xc0\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0c\n\x08\x41SSIGNED\x10\x02\x12\x0f\n\x0bIN_PROGRESS\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0f\n\x0bROLLED_BACK\x10\x06\x12\r\n\tCANCELLED\x10\x07\x12\x0e\n\nSUPERSEDED\x10\x08\x12\x15\n\x11\x41WAITING_APPROVAL\x10\t*T\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CHANGED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\n\n\x06NOTICE\x10\x03\x32\xfd\x04\n\x11\x44\x65ploymentService\x12I\n\x10\x43reateDeployment\x12 .sami.v1.CreateDeploymentRequest\x1a\x13.sami.v1.Deployment\x12\x43\n\rGetDeployment\x12\x1d.sami.v1.GetDeploymentRequest\x1a\x13.sami.v1.Deployment\x12T\n\x0fListDeployments\x12\x1f.sami.v1.ListDeploymentsRequest\x1a .sami.v1.ListDeploymentsResponse\x12V\n\x0fWatchDeployment\x12\x1f.sami.v1.WatchDeploymentRequest\x1a .sami.v1.WatchDeploymentResponse0\x01\x12I\n\x10\x43\x61ncelDeployment\x12 .sami.v1.CancelDeploymentRequest\x1a\x13.sami.v1.Deployment\x12G\n\x0fTeardownPreview\x12\x1f.sami.v1.TeardownPreviewRequest\x1a\x13.sami.v1.Deployment\x12K\n\x11\x41pproveDeployment\x12!.sami.v1.ApproveDeploymentRequest\x1a\x13.sami.v1.Deployment\x12I\n\x10RejectDeployment\x12 .sami.v1.RejectDeploymentRequest\x1a\x13.sami.v1.Deploymentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sami.v1.deployment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYMENTACTION']._serialized_start=1936
-  _globals['_DEPLOYMENTACTION']._serialized_end=2015
-  _globals['_DEPLOYMENTSTATE']._serialized_start=2018
-  _globals['_DEPLOYMENTSTATE']._serialized_end=2210
-  _globals['_EVENTTYPE']._serialized_start=2212
-  _globals['_EVENTTYPE']._serialized_end=2296
-  _globals['_DEPLOYMENT']._serialized_start=95
-  _globals['_DEPLOYMENT']._serialized_end=750
-  _globals['_DEPLOYMENTEVENT']._serialized_start=753
-  _globals['_DEPLOYMENTEVENT']._serialized_end=995
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=998
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1198
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1200
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1236
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1239
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1381
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1383
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1475
-  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_start=1477
-  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_end=1539
-  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_start=1541
-  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_end=1660
-  _globals['_TEARDOWNPREVIEWREQUEST']._serialized_start=1662
-  _globals['_TEARDOWNPREVIEWREQUEST']._serialized_end=1761
-  _globals['_CANCELDEPLOYMENTREQUEST']._serialized_start=1763
-  _globals['_CANCELDEPLOYMENTREQUEST']._serialized_end=1818
-  _globals['_APPROVEDEPLOYMENTREQUEST']._serialized_start=1820
-  _globals['_APPROVEDEPLOYMENTREQUEST']._serialized_end=1877
-  _globals['_REJECTDEPLOYMENTREQUEST']._serialized_start=1879
-  _globals['_REJECTDEPLOYMENTREQUEST']._serialized_end=1934
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=2299
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=2936
+  _globals['_DEPLOYMENT_VARIABLESENTRY']._loaded_options = None
+  _globals['_DEPLOYMENT_VARIABLESENTRY']._serialized_options = b'8\001'
+  _globals['_DEPLOYMENTACTION']._serialized_start=2100
+  _globals['_DEPLOYMENTACTION']._serialized_end=2179
+  _globals['_DEPLOYMENTSTATE']._serialized_start=2182
+  _globals['_DEPLOYMENTSTATE']._serialized_end=2374
+  _globals['_EVENTTYPE']._serialized_start=2376
+  _globals['_EVENTTYPE']._serialized_end=2460
+  _globals['_DEPLOYMENT']._serialized_start=117
+  _globals['_DEPLOYMENT']._serialized_end=914
+  _globals['_DEPLOYMENT_VARIABLESENTRY']._serialized_start=866
+  _globals['_DEPLOYMENT_VARIABLESENTRY']._serialized_end=914
+  _globals['_DEPLOYMENTEVENT']._serialized_start=917
+  _globals['_DEPLOYMENTEVENT']._serialized_end=1159
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=1162
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1362
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1364
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1400
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1403
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1545
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1547
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1639
+  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_start=1641
+  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_end=1703
+  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_start=1705
+  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_end=1824
+  _globals['_TEARDOWNPREVIEWREQUEST']._serialized_start=1826
+  _globals['_TEARDOWNPREVIEWREQUEST']._serialized_end=1925
+  _globals['_CANCELDEPLOYMENTREQUEST']._serialized_start=1927
+  _globals['_CANCELDEPLOYMENTREQUEST']._serialized_end=1982
+  _globals['_APPROVEDEPLOYMENTREQUEST']._serialized_start=1984
+  _globals['_APPROVEDEPLOYMENTREQUEST']._serialized_end=2041
+  _globals['_REJECTDEPLOYMENTREQUEST']._serialized_start=2043
+  _globals['_REJECTDEPLOYMENTREQUEST']._serialized_end=2098
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=2463
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=3100
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from sami.v1 import artifact_pb2 as _artifact_pb2
+from sami.v1 import secret_pb2 as _secret_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -55,7 +56,14 @@ PROGRESS: EventType
 NOTICE: EventType
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "id", "service", "environment", "pull_request", "artifact", "reason", "request_id", "state", "status_message", "cluster", "agent_id", "attempt", "epoch", "last_sequence", "cancel_requested", "deployment_type", "stack_name", "manifest_revision", "action", "rollback_of", "created_by", "create_time", "update_time", "finish_time")
+    __slots__ = ("name", "id", "service", "environment", "pull_request", "artifact", "reason", "request_id", "state", "status_message", "cluster", "agent_id", "attempt", "epoch", "last_sequence", "cancel_requested", "deployment_type", "stack_name", "manifest_revision", "action", "rollback_of", "secrets", "variables", "created_by", "create_time", "update_time", "finish_time")
+    class VariablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +85,8 @@ class Deployment(_message.Message):
     MANIFEST_REVISION_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ROLLBACK_OF_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -102,11 +112,13 @@ class Deployment(_message.Message):
     manifest_revision: str
     action: DeploymentAction
     rollback_of: str
+    secrets: _containers.RepeatedCompositeFieldContainer[_secret_pb2.SecretRef]
+    variables: _containers.ScalarMap[str, str]
     created_by: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     finish_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., status_message: _Optional[str] = ..., cluster: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., deployment_type: _Optional[str] = ..., stack_name: _Optional[str] = ..., manifest_revision: _Optional[str] = ..., action: _Optional[_Union[DeploymentAction, str]] = ..., rollback_of: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., status_message: _Optional[str] = ..., cluster: _Optional[str] = ..., agent_id: _Optional[str] = ..., attempt: _Optional[int] = ..., epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., deployment_type: _Optional[str] = ..., stack_name: _Optional[str] = ..., manifest_revision: _Optional[str] = ..., action: _Optional[_Union[DeploymentAction, str]] = ..., rollback_of: _Optional[str] = ..., secrets: _Optional[_Iterable[_Union[_secret_pb2.SecretRef, _Mapping]]] = ..., variables: _Optional[_Mapping[str, str]] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeploymentEvent(_message.Message):
     __slots__ = ("deployment_id", "sequence", "type", "state", "phase", "message", "agent_id", "attempt", "time")
