@@ -3,7 +3,7 @@
 process serving `--ui-listen`, with the CLI and a dry-run agent as real processes.
 
 Without /usr/bin/chromium the browser tests skip, except in CI (CI is set), where they
-fail: scripts/install-engine.sh installs chromium and chromium-driver."""
+fail: scripts/install-engine.sh installs chromium."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
     if not CHROMIUM.exists():
         message = (
             f"the browser tests need {CHROMIUM}: run scripts/install-engine.sh as root "
-            "(installs chromium and chromium-driver)"
+            "(installs chromium)"
         )
         if os.environ.get("CI"):
             pytest.fail(message)
