@@ -522,15 +522,28 @@ class SamiClient(LockAndCronCalls, NotifyCalls):
         request.follow = follow
         if since is not None:
             request.since.FromNanoseconds(int(since * 1e9))
+        # With several replicas, only the one the agent's stream is on can answer: the others
+        # say UNAVAILABLE at once. Move on while nothing has arrived yet (once lines have
+        # come, a broken stream is the answer: sending the call again would repeat them).
+        tries = len(self.addresses)
         with _translated_errors():
-            call = self._queries.ServiceLogs(request, metadata=self.endpoint.metadata())
-            if calls is not None:
-                calls.append(call)
-            try:
-                for response in call:
-                    yield from response.lines
-            finally:
-                call.cancel()
+            while True:
+                tries -= 1
+                call = self._queries.ServiceLogs(request, metadata=self.endpoint.metadata())
+                if calls is not None:
+                    calls.append(call)
+                received = False
+                try:
+                    for response in call:
+                        received = True
+                        yield from response.lines
+                    return
+                except grpc.RpcError as err:
+                    if received or tries <= 0 or err.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    self._channel.fail_over()
+                finally:
+                    call.cancel()
 
     def plan_deployment(
         self, service: str, environment: str, artifact: str, *, pull_request: int = 0

@@ -8,9 +8,12 @@ multi-address targets would check every replica against one name.
 A unary call that fails with UNAVAILABLE moves to the next address and is sent again there,
 once per address, when that is safe:
 
-- reads (Get*, List*, Watch*: every read in proto/sami/v1 is named so) and changes that carry a
+- reads (Get*, List*, Watch*: every read in proto/sami/v1 is named so, plus the agent
+  queries PlanDeployment and ServiceLogs, which change nothing) and changes that carry a
   `request_id` (CreateDeployment, TeardownPreview: the server answers a repeated key with
-  the deployment it already made) are sent again after any UNAVAILABLE;
+  the deployment it already made) are sent again after any UNAVAILABLE. An agent query
+  needs the replica the agent's stream is on: another answers UNAVAILABLE, and the call
+  moves on until it reaches it;
 - any other change (CancelDeployment, CreateCluster, CreateToken...) may have reached the
   server before the connection broke, and grpc does not tell whether it did. Such a call
   is sent only on a channel that grpc reported READY (connected, TLS handshake done); if
@@ -20,7 +23,8 @@ once per address, when that is safe:
 
 Other codes (NOT_FOUND, UNAUTHENTICATED, DEADLINE_EXCEEDED...) are the answer, not a replica
 being down: they are raised at once. Streams (`WatchDeployment`) are not re-sent here: the
-watch resumes itself after the last event it saw (`SamiClient.watch`, `fail_over`).
+watch resumes itself after the last event it saw (`SamiClient.watch`, `fail_over`), and
+`SamiClient.service_logs` moves on while no line has arrived yet.
 
 With a single address nothing changes: every call goes to it and its error is raised as
 grpc reported it.
@@ -44,13 +48,19 @@ from sami_common.dial import Endpoint
 CONNECT_TIMEOUT = 10.0
 
 _READ_PREFIXES = ("Get", "List", "Watch")
+# Questions for an agent: they read the swarm and change nothing.
+_AGENT_QUERIES = frozenset({"PlanDeployment", "ServiceLogs"})
 
 
 def retry_safe(method: str, request: Any) -> bool:
     """Whether sending `request` to `method` (`/sami.v1.Service/Method`) again, possibly to
     another replica, cannot do a change twice."""
     name = method.rsplit("/", 1)[-1]
-    return name.startswith(_READ_PREFIXES) or bool(getattr(request, "request_id", ""))
+    return (
+        name.startswith(_READ_PREFIXES)
+        or name in _AGENT_QUERIES
+        or bool(getattr(request, "request_id", ""))
+    )
 
 
 class FailoverChannel(grpc.Channel):

@@ -257,3 +257,26 @@ def test_an_approval_on_one_replica_runs_on_an_agent_of_the_other(replicas: Repl
         assert replicas.applies() == [dep]
     finally:
         agent_b.kill()
+
+
+def test_logs_and_plans_reach_the_replica_the_agent_is_on(replicas: Replicas) -> None:
+    """An agent query (logs, a plan) can only be answered by the replica that holds the
+    agent's stream. Given both addresses, the CLI asks the other replica first, which says
+    UNAVAILABLE, and moves on to the one that holds it: the answer is the agent's own (a
+    dry-run agent says it cannot read a swarm), not "no agent connected"."""
+    agent_b = replicas.agent_on(replicas.b, "agent-b")
+    both = {"SAMI_ADDR": f"{replicas.a.addr},{replicas.b.addr}"}
+    try:
+        wait_for(lambda: "agent-b" in sami(replicas.a, replicas.admin, "agents").out, what="agent")
+        alone = sami(replicas.a, replicas.admin, "logs", "web", "--env", "stage", "--tail", "5")
+        assert alone.rc != 0 and "connected to this control-plane replica" in alone.err, alone
+        for args in (
+            ("logs", "web", "--env", "stage", "--tail", "5"),
+            ("deploy", "web", "--env", "stage", "--artifact", REF, "--plan"),
+        ):
+            r = sami(replicas.a, replicas.admin, *args, env=both)
+            assert r.rc != 0, r
+            assert "cannot read a swarm" in r.err, (args, r.err)
+            assert "connected to this control-plane replica" not in r.err, (args, r.err)
+    finally:
+        agent_b.kill()
