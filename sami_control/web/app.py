@@ -40,6 +40,8 @@ def build_app(core: ControlPlane, *, tls: bool) -> web.Application:
     r.add_get("/deployments/{id}/rollback", actions.confirm_rollback)
     r.add_post("/deployments/{id}/rollback", actions.rollback)
     r.add_get("/services/{service}/{environment}", pages.history)
+    r.add_get("/status", pages.status)
+    r.add_get("/status/events", live.status_events)
     r.add_get("/agents", pages.agents)
     r.add_get("/audit", pages.audit)
     r.add_static("/static/", STATIC, append_version=False)

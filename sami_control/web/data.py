@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sami_control.core import authz
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import NotFound, PermissionDenied
+from sami_control.core.live_status import ServiceStatus
 from sami_control.core.model import (
     AgentRecord,
     Artifact,
@@ -45,6 +46,17 @@ class Cell:
     latest: Deployment | None = None
     running: Deployment | None = None
     artifact: Artifact | None = None
+    # What its agent last reported of the target's swarm services (docs/status.md).
+    live: list[ServiceStatus] = field(default_factory=list)
+
+    @property
+    def drift(self) -> str:
+        """The first drift reason among its services ("" when live agrees with Sami)."""
+        return next((s.drift_reason for s in self.live if s.drift_reason), "")
+
+    @property
+    def stale(self) -> bool:
+        return any(s.stale for s in self.live)
 
 
 @dataclass
@@ -99,6 +111,14 @@ class Data:
             services = sorted(s for s in targets if s > after)
             page = services[:OVERVIEW_PAGE]
             rows = [await self._service_row(who, s, targets[s]) for s in page]
+            live = await self.core.live.get(who, "", "")
+        for status in live:
+            if status.live.pull_request:
+                continue
+            for row in rows:
+                cell = row.cells.get(status.live.environment)
+                if row.service == status.live.service and cell is not None:
+                    cell.live.append(status)
         more = len(services) > OVERVIEW_PAGE
         return Overview(rows, page[-1] if more else "", synced=True)
 
@@ -206,6 +226,19 @@ class Data:
                 if art is not None:
                     artifacts[d.artifact_id] = art
         return History(rows, artifacts, _live_ids(succeeded), nxt)
+
+    async def status(self, who: Principal, service: str, env: str) -> list[ServiceStatus]:
+        """The live rows `sami status` shows, filtered to the caller's scope by the core."""
+        async with self.core.durable_call():
+            return await self.core.live.get(who, service, env)
+
+    async def watch_status(
+        self, who: Principal, service: str, env: str
+    ) -> AsyncGenerator[list[ServiceStatus], None]:
+        """The rows now, then again on each change (`sami status` follows the same watch)."""
+        async with self.core.durable_call():
+            async for rows in self.core.live.watch(who, service, env):
+                yield rows
 
     async def cancel(self, who: Principal, ident: str, reason: str) -> Deployment:
         async with self.core.durable_call():

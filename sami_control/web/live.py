@@ -7,7 +7,10 @@ revoked (`signed-out`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -17,6 +20,7 @@ from sami_control.core.errors import DomainError, InvalidArgument, Unauthenticat
 from sami_control.core.model import Deployment, Event
 from sami_control.web import render
 from sami_control.web.guard import Visit, signed_in
+from sami_control.web.status_rows import status_row
 
 log = structlog.get_logger("sami.control")
 
@@ -72,6 +76,57 @@ def frame(kind: str, payload: dict[str, Any], ident: int | None = None) -> bytes
     return f"{head}event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
 
 
+async def _open_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(f"retry: {RETRY_MS}\n\n".encode())
+    return response
+
+
+@contextlib.asynccontextmanager
+async def _stream_ends(
+    request: web.Request, visit: Visit, response: web.StreamResponse
+) -> AsyncIterator[None]:
+    """How a live stream ends once it has started (its status line has left): a revoked
+    or expired token ends the session and tells the page; another refusal is told to the
+    page; a browser gone is only logged."""
+    try:
+        yield
+    except Unauthenticated:
+        visit.ctx.sessions.end(visit.session.id)
+        await response.write(frame("signed-out", {}))
+    except DomainError as exc:
+        await response.write(frame("failed", {"message": exc.message}))
+    except ConnectionResetError:
+        log.debug("web_stream_gone", peer=request.remote)
+
+
+@signed_in
+async def status_events(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """The status page's rows as JSON (status_rows.status_row), now and on each change,
+    until the browser leaves or the session ends. A browser that reconnects gets the
+    rows of that moment: there is no history to resume."""
+    service = request.query.get("service", "")[:100]
+    env = request.query.get("env", "")[:40]
+    watch = visit.ctx.data.watch_status(visit.who, service, env)
+    try:
+        # Errors before the first rows (a bad name, too many streams) are pages with a
+        # status, through the error middleware.
+        rows = await anext(watch)
+        response = await _open_stream(request)
+        async with _stream_ends(request, visit, response):
+            while True:
+                now = time.time()
+                await response.write(frame("rows", {"rows": [status_row(r, now) for r in rows]}))
+                rows = await anext(watch)
+                if visit.session.ended:
+                    await response.write(frame("signed-out", {}))
+                    break
+        return response
+    finally:
+        await watch.aclose()
+
+
 @signed_in
 async def events(request: web.Request, visit: Visit) -> web.StreamResponse:
     after = resume_point(request)
@@ -81,11 +136,9 @@ async def events(request: web.Request, visit: Visit) -> web.StreamResponse:
         # with a status, through the error middleware.
         first = await anext(watch)
         assert isinstance(first, Deployment)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
-        await response.prepare(request)
-        await response.write(f"retry: {RETRY_MS}\n\n".encode())
+        response = await _open_stream(request)
         await response.write(frame("deployment", deployment_data(first)))
-        try:
+        async with _stream_ends(request, visit, response):
             async for item in watch:
                 if visit.session.ended:
                     await response.write(frame("signed-out", {}))
@@ -93,13 +146,6 @@ async def events(request: web.Request, visit: Visit) -> web.StreamResponse:
                 if isinstance(item, Event):
                     await response.write(frame("progress", event_data(item), item.sequence))
             await response.write(frame("end", {}))
-        except Unauthenticated:
-            visit.ctx.sessions.end(visit.session.id)
-            await response.write(frame("signed-out", {}))
-        except DomainError as exc:
-            await response.write(frame("failed", {"message": exc.message}))
-        except ConnectionResetError:
-            log.debug("web_stream_gone", peer=request.remote)
         return response
     finally:
         await watch.aclose()

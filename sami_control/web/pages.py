@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import time
 from html import escape as html_escape
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -14,6 +15,8 @@ from sami_control.core.errors import DomainError, InvalidArgument
 from sami_control.core.store import StorageFailed
 from sami_control.web import data, render
 from sami_control.web.guard import Visit, signed_in
+from sami_control.web.status_rows import status_row
+from sami_manifests import ENVIRONMENTS
 
 # Where overview.html's frame ends and the table goes.
 STREAM_MARK = "<!--sami:stream-->"
@@ -109,6 +112,25 @@ async def history(request: web.Request, visit: Visit) -> web.StreamResponse:
         may_deploy=data.may_deploy(visit.who, service, env),
         may_audit=data.may_read_audit(visit.who),
         now=time.time(),
+    )
+
+
+@signed_in
+async def status(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """What runs where, as `sami status` shows it; status.js keeps it live."""
+    service = _text_param(request, "service", 100)
+    env = _text_param(request, "env", 40)
+    rows = await visit.ctx.data.status(visit.who, service, env)
+    now = time.time()
+    query = urlencode({k: v for k, v in (("service", service), ("env", env)) if v})
+    return visit.page(
+        "status.html",
+        rows=[status_row(r, now) for r in rows],
+        service=service,
+        env=env,
+        environments=ENVIRONMENTS,
+        events_url="/status/events" + (f"?{query}" if query else ""),
+        may_audit=data.may_read_audit(visit.who),
     )
 
 

@@ -21,6 +21,7 @@ from tests.security.conftest import (
     Server,
     Stubs,
     create,
+    live_service,
     md,
     seed,
     start_server,
@@ -216,27 +217,9 @@ def test_drifted_services_over_the_agent_stream(serve: Callable[[], Server]) -> 
     stream = AgentStream(s, agent, "a1")
     try:
         assert stream.welcomed.wait(10)
-        _until(lambda: len(_assignments(stream)) == 1)
-        (lease,) = _assignments(stream)
-        stream.send(
-            result=agent_pb2.Result(
-                deployment_id=first,
-                lease_id=lease.lease_id,
-                epoch=lease.deployment.epoch,
-                outcome=agent_pb2.OUTCOME_SUCCEEDED,
-            )
-        )
-        stream.wait_for("done")
+        lease = stream.succeed(first)
         digest = "sha256:" + "a" * 64
-        service = agent_pb2.LiveService(
-            stack_name=lease.deployment.stack_name,
-            service="web",
-            deployment_id=first,
-            label_digest=digest,
-            image="web@" + digest,
-            desired_replicas=1,
-            running_replicas=1,
-        )
+        service = live_service(lease, digest, replicas=1)
         stream.send(live_status=agent_pb2.LiveStatus(full=True, services=[service]))
         _until(lambda: value(scrape(srv), "sami_drifted_services", environment="stage") == 0)
         service.image = "web@sha256:" + "c" * 64

@@ -266,7 +266,39 @@ class AgentStream:
             time.sleep(0.02)
         raise AssertionError(f"no {kind} (got {[m.WhichOneof('msg') for m in self.received]})")
 
+    def succeed(self, deployment_id: str, timeout: float = 10) -> agent_pb2.Assignment:
+        """Take the deployment's assignment and report it SUCCEEDED; returns it once the
+        result is stored (Done came back)."""
+        lease = self.wait_for("assignment", timeout).assignment
+        assert lease.deployment.id == deployment_id, lease.deployment.id
+        self.send(
+            result=agent_pb2.Result(
+                deployment_id=deployment_id,
+                lease_id=lease.lease_id,
+                epoch=lease.deployment.epoch,
+                outcome=agent_pb2.OUTCOME_SUCCEEDED,
+            )
+        )
+        self.wait_for("done", timeout)
+        return lease
+
     def close(self) -> None:
         self._closed.set()
         self._call.cancel()
         self.done.wait(5)
+
+
+def live_service(
+    lease: agent_pb2.Assignment, digest: str, replicas: int = 2
+) -> agent_pb2.LiveService:
+    """What an agent reports of the `web` service its deployment `lease` made, running
+    `digest` (Sami's label says the deployment's; set `.image` to run another by hand)."""
+    return agent_pb2.LiveService(
+        stack_name=lease.deployment.stack_name,
+        service="web",
+        deployment_id=lease.deployment.id,
+        label_digest=digest,
+        image="web@" + digest,
+        desired_replicas=replicas,
+        running_replicas=replicas,
+    )

@@ -9,8 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import grpc
 from playwright.sync_api import BrowserContext, Page, expect
 
+from sami.v1 import agent_pb2
+from tests.security.conftest import AgentStream, Stubs, live_service
 from tests.ui.conftest import UiStack
 
 LIVE_TIMEOUT = 30_000
@@ -167,7 +170,13 @@ def test_pages_run_without_csp_violations_read_at_phone_width_and_by_keyboard(
     page.goto(f"{ui.base}/deployments/{ok}")
     expect(page.locator("#state")).to_have_text("✓ succeeded")
     page.screenshot(path=shots / "dashboard-deployment.png")
-    for path in ("/agents", "/audit", "/services/web/stage", f"/deployments/{ok}/rollback"):
+    for path in (
+        "/status",
+        "/agents",
+        "/audit",
+        "/services/web/stage",
+        f"/deployments/{ok}/rollback",
+    ):
         page.goto(ui.base + path)
         expect(page.get_by_role("heading", level=1)).to_be_visible()
     # Keyboard: the first Tab reaches the skip link, which leads to the content.
@@ -176,7 +185,7 @@ def test_pages_run_without_csp_violations_read_at_phone_width_and_by_keyboard(
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     # Phone width: nothing wider than the screen.
     page.set_viewport_size({"width": 375, "height": 740})
-    for path in ("/", f"/deployments/{ok}", "/services/web/stage", "/agents"):
+    for path in ("/", "/status", f"/deployments/{ok}", "/services/web/stage", "/agents"):
         page.goto(ui.base + path)
         width: Any = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, (path, width)
@@ -214,3 +223,35 @@ def test_rollback_to_an_earlier_deployment_after_confirming(
     expect(page.locator(".facts").get_by_role("link", name=first)).to_be_visible()
     expect(page.locator(".facts")).to_contain_text("sha256:aaaaaaaaaaaa")
     expect(page.locator(".reason")).to_have_text(f"rollback to {first}: bad release")
+
+
+def test_the_status_page_shows_a_drift_as_it_starts(ui: UiStack, browser: BrowserContext) -> None:
+    """An agent (its gRPC stream driven by the test) reports what runs; the open status
+    page shows the row, then the drift when someone runs another image by hand, without a
+    reload; the overview marks the drifted target."""
+    dep = ui.deploy("stage")
+    with grpc.insecure_channel(ui.control.addr) as channel:
+        stream = AgentStream(Stubs(channel), ui.agent_token, "a1")
+        try:
+            lease = stream.succeed(dep, timeout=20)
+            service = live_service(lease, "sha256:" + "a" * 64)
+            stream.send(live_status=agent_pb2.LiveStatus(full=True, services=[service]))
+            problems: list[str] = []
+            page = sign_in(browser, ui, ui.reader, "/status")
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            row = page.locator("#status-rows tr").filter(has_text="stage_web_web")
+            expect(row).to_contain_text("2/2")
+            expect(row).to_contain_text("healthy")
+            expect(row).not_to_have_class("drifted")
+            # status.js has connected when it says when it last updated.
+            expect(page.locator("#status-live")).to_contain_text("updated", timeout=LIVE_TIMEOUT)
+            service.image = "web@sha256:" + "c" * 64
+            stream.send(live_status=agent_pb2.LiveStatus(full=False, services=[service]))
+            expect(row).to_have_class("drifted", timeout=LIVE_TIMEOUT)
+            expect(row).to_contain_text("drift: image: runs sha256:cccccccccccc")
+            page.get_by_role("link", name="Overview").first.click()
+            expect(page.locator(".drift")).to_contain_text("drift: image: runs")
+            assert problems == []
+        finally:
+            stream.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import http.client
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
@@ -95,6 +95,13 @@ class WebClient:
     def events(self, path: str, last_event_id: int | None = None) -> Iterator[tuple[str, str]]:
         """A live stream's (event, id) pairs as they arrive; closing the generator drops
         the connection, as a browser that lost it."""
+        for kind, ident, _ in self.messages(path, last_event_id):
+            yield kind, ident
+
+    def messages(
+        self, path: str, last_event_id: int | None = None
+    ) -> Generator[tuple[str, str, str]]:
+        """A live stream's (event, id, data) as they arrive, as `events`."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         try:
             h = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
@@ -103,7 +110,7 @@ class WebClient:
             conn.request("GET", path, headers=h)
             resp = conn.getresponse()
             assert resp.status == 200, resp.status
-            kind = ident = ""
+            kind = ident = data = ""
             while True:
                 line = resp.readline().decode()
                 if not line:
@@ -112,9 +119,11 @@ class WebClient:
                     kind = line[7:].strip()
                 elif line.startswith("id: "):
                     ident = line[4:].strip()
+                elif line.startswith("data: "):
+                    data = line[6:].rstrip("\n")
                 elif line == "\n" and kind:
-                    yield kind, ident
-                    kind = ident = ""
+                    yield kind, ident, data
+                    kind = ident = data = ""
         finally:
             conn.close()
 
