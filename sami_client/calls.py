@@ -67,6 +67,18 @@ class LockAndCronCalls:
         )
         return list(response.services)
 
+    def list_drift_records(
+        self, service: str, environment: str, pull_request: int = 0, limit: int = 0
+    ) -> list[status_pb2.DriftRecord]:
+        """The target's drift records, ongoing and past, newest first."""
+        response: status_pb2.ListDriftRecordsResponse = self._call(
+            self._status.ListDriftRecords,
+            status_pb2.ListDriftRecordsRequest(
+                service=service, environment=environment, pull_request=pull_request, limit=limit
+            ),
+        )
+        return list(response.records)
+
     # Cron runs
 
     def list_cron_runs(

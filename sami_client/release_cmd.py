@@ -194,18 +194,31 @@ def run_history(args: argparse.Namespace, ctx: Context) -> int:
     return int(ExitCode.SUCCEEDED)
 
 
+# The past drift records `sami history` notes under its table.
+PAST_DRIFT_NOTES = 10
+
+
 def drift_notes(client: SamiClient, service: str, environment: str, pr: int) -> list[str]:
-    """`drift: …` lines for the target's services that drifted from what Sami deployed
-    (docs/status.md); none when the control plane has no live status (an older one)."""
+    """`drift: …` lines for the target's services that drift from what Sami deployed now,
+    then `drift (ended …)` lines for its latest past drift records (docs/status.md); none
+    when the control plane has no live status (an older one)."""
     try:
         rows = client.get_status(service, environment)
+        past = [
+            r for r in client.list_drift_records(service, environment, pr) if r.HasField("end_time")
+        ]
     except SamiError:
         return []
-    return [
+    now = [
         f"drift: {r.stack_name}_{r.swarm_service}: {r.drift_reason}"
         + (f" (since {render.timestamp(r.drift_time)})" if r.HasField("drift_time") else "")
         for r in rows
         if r.drifted and r.pull_request == pr
+    ]
+    return now + [
+        f"drift (ended {render.timestamp(r.end_time)}): {r.swarm_service or service}: "
+        f"{r.reason} (from {render.timestamp(r.start_time)})"
+        for r in past[:PAST_DRIFT_NOTES]
     ]
 
 

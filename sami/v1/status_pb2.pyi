@@ -68,3 +68,39 @@ class ServiceStatus(_message.Message):
     stale: bool
     report_time: _timestamp_pb2.Timestamp
     def __init__(self, service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., cluster: _Optional[str] = ..., stack_name: _Optional[str] = ..., swarm_service: _Optional[str] = ..., artifact_name: _Optional[str] = ..., running_digest: _Optional[str] = ..., deployment_id: _Optional[str] = ..., deploy_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., desired_replicas: _Optional[int] = ..., running_replicas: _Optional[int] = ..., unhealthy_tasks: _Optional[int] = ..., health: _Optional[str] = ..., update_state: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drifted: _Optional[bool] = ..., drift_reason: _Optional[str] = ..., drift_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stale: _Optional[bool] = ..., report_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListDriftRecordsRequest(_message.Message):
+    __slots__ = ("service", "environment", "pull_request", "limit")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    PULL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    environment: str
+    pull_request: int
+    limit: int
+    def __init__(self, service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListDriftRecordsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[DriftRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[DriftRecord, _Mapping]]] = ...) -> None: ...
+
+class DriftRecord(_message.Message):
+    __slots__ = ("service", "environment", "pull_request", "swarm_service", "reason", "start_time", "end_time")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    PULL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    SWARM_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    environment: str
+    pull_request: int
+    swarm_service: str
+    reason: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, service: _Optional[str] = ..., environment: _Optional[str] = ..., pull_request: _Optional[int] = ..., swarm_service: _Optional[str] = ..., reason: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

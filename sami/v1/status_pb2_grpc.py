@@ -47,6 +47,11 @@ class StatusServiceStub:
                 request_serializer=sami_dot_v1_dot_status__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=sami_dot_v1_dot_status__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.ListDriftRecords = channel.unary_unary(
+                '/sami.v1.StatusService/ListDriftRecords',
+                request_serializer=sami_dot_v1_dot_status__pb2.ListDriftRecordsRequest.SerializeToString,
+                response_deserializer=sami_dot_v1_dot_status__pb2.ListDriftRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class StatusServiceServicer:
@@ -68,6 +73,14 @@ class StatusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDriftRecords(self, request, context):
+        """One target's drift records, ongoing and past, newest first: why each began, when, and
+        when it ended (`sami history`). Readers may call it for targets in their scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +93,11 @@ def add_StatusServiceServicer_to_server(servicer, server):
                     servicer.WatchStatus,
                     request_deserializer=sami_dot_v1_dot_status__pb2.GetStatusRequest.FromString,
                     response_serializer=sami_dot_v1_dot_status__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'ListDriftRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDriftRecords,
+                    request_deserializer=sami_dot_v1_dot_status__pb2.ListDriftRecordsRequest.FromString,
+                    response_serializer=sami_dot_v1_dot_status__pb2.ListDriftRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +157,33 @@ class StatusService:
             '/sami.v1.StatusService/WatchStatus',
             sami_dot_v1_dot_status__pb2.GetStatusRequest.SerializeToString,
             sami_dot_v1_dot_status__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDriftRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sami.v1.StatusService/ListDriftRecords',
+            sami_dot_v1_dot_status__pb2.ListDriftRecordsRequest.SerializeToString,
+            sami_dot_v1_dot_status__pb2.ListDriftRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

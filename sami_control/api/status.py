@@ -9,7 +9,7 @@ from sami_control.api.auth import principal
 from sami_control.api.convert import ts
 from sami_control.api.pb import status_pb2, status_pb2_grpc
 from sami_control.api.rpc import Servicer
-from sami_control.core.live_status import ServiceStatus, running_digest
+from sami_control.core.live_status import DriftRecord, ServiceStatus, running_digest
 
 
 def status_message(s: ServiceStatus) -> status_pb2.ServiceStatus:
@@ -39,6 +39,18 @@ def status_message(s: ServiceStatus) -> status_pb2.ServiceStatus:
     )
 
 
+def drift_message(r: DriftRecord) -> status_pb2.DriftRecord:
+    return status_pb2.DriftRecord(
+        service=r.service,
+        environment=r.environment,
+        pull_request=r.pull_request,
+        swarm_service=r.swarm_service,
+        reason=r.reason,
+        start_time=ts(r.started),
+        end_time=ts(r.ended),  # unset while it goes on
+    )
+
+
 def _response(rows: list[ServiceStatus]) -> status_pb2.GetStatusResponse:
     return status_pb2.GetStatusResponse(services=[status_message(r) for r in rows])
 
@@ -49,6 +61,18 @@ class StatusServicer(Servicer, status_pb2_grpc.StatusServiceServicer):
     ) -> status_pb2.GetStatusResponse:
         rows = await self.core.live.get(principal(), request.service, request.environment)
         return _response(rows)
+
+    async def ListDriftRecords(
+        self, request: status_pb2.ListDriftRecordsRequest, context: Any
+    ) -> status_pb2.ListDriftRecordsResponse:
+        records = await self.core.live.drift_history(
+            principal(),
+            request.service,
+            request.environment,
+            request.pull_request,
+            request.limit,
+        )
+        return status_pb2.ListDriftRecordsResponse(records=[drift_message(r) for r in records])
 
     async def WatchStatus(self, request: status_pb2.GetStatusRequest, context: Any) -> None:
         # A coroutine that writes (not a generator): see DeploymentServicer.WatchDeployment.

@@ -5,6 +5,7 @@ answered with Revoke."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -71,6 +72,9 @@ class AgentReports:
         self.leases = leases
         self.deployments = deployments
         self.cron_runs = cron_runs
+        # Told of each deployment a result ended, once it is stored (LiveStatus judges the
+        # target's drift again: core/controlplane.py wires it).
+        self.on_result: Callable[[AgentSession, Deployment], Awaitable[None]] | None = None
 
     @property
     def audit(self) -> Audit:
@@ -169,6 +173,7 @@ class AgentReports:
             )
             state = State.FAILED
         fx = Effects(wake=True)
+        ended: Deployment | None = None
         async with self.ctx.store.tx() as tx:
             current = await hold(tx, deployment_id)
             if not _finished_by(session, current, lease_id):
@@ -179,10 +184,13 @@ class AgentReports:
                 await tx.update_deployment(d)
                 await self.ctx.publisher.store_event(tx, d, ev)
                 fx.add(d, ev)
+                ended = d
             # else: a result we already stored, sent again after a reconnect.
         session.leases.discard(deployment_id)
         fx.send(session, DoneCommand(deployment_id, lease_id))
         self.ctx.publisher.apply(fx)
+        if ended is not None and self.on_result is not None:
+            await self.on_result(session, ended)
 
     @audited("agent.report", _about)
     async def heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:

@@ -107,6 +107,7 @@ class ControlPlane:
             self.manifests,
             self.streams,
         )
+        self.reports.on_result = self.live.deployment_ended
         self.relay = Relay(self.sessions, self.settings, clock, self._replica_name)
         self.queries = Queries(ctx, self.relay, PlanBuilder(ctx, self.artifacts, self.manifests))
         # Other replicas on the same database (PostgreSQL): what each commits, the others

@@ -28,6 +28,8 @@ from sami_control.core.deployments import Deployments
 from sami_control.core.errors import DomainError, Unauthenticated
 from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.model import (
+    AuditEntry,
+    Deployment,
     DeploymentAction,
     LiveServiceState,
     Principal,
@@ -51,6 +53,10 @@ WATCH_RECHECK = 2.0
 _SCALED = re.compile(r"replicas (\d+) -> \d+")
 # What the audit log names the drift records after.
 DETECTED, HEALED = "drift.detected", "drift.healed"
+# The most drift records one call answers, and the audit entries read to find them (the
+# newest of the service's; older records are in `sami audit`).
+DRIFT_RECORDS = 50
+DRIFT_AUDIT_READ = 1000
 # Who asks for the deployments of `on_drift: redeploy` (their created_by, the audit log's
 # token name).
 HEALER = Principal("", "sami (drift)", Role.ADMIN)
@@ -111,8 +117,52 @@ def deployed_replicas(row: LiveServiceState, before: LiveServiceState | None) ->
 
 
 def _target(row: LiveServiceState) -> str:
+    """The audit target of a drift record: `service[#pr]/environment/stack_service`."""
     pr = f"#{row.pull_request}" if row.pull_request else ""
-    return f"{row.service}{pr}/{row.environment}"
+    return f"{row.service}{pr}/{row.environment}/{row.stack_name}_{row.swarm_service}"
+
+
+@dataclass(frozen=True)
+class DriftRecord:
+    """One drift of a swarm service of a target: why, from when, to when (0: goes on)."""
+
+    service: str
+    environment: str
+    pull_request: int
+    swarm_service: str  # `stack_service`; "" in records audited before it was named
+    reason: str
+    started: float
+    ended: float = 0.0
+
+
+def _record_key(target: str) -> tuple[str, str, int, str] | None:
+    """(service, environment, pull request, swarm service) of a drift audit target."""
+    head, _, rest = target.partition("/")
+    environment, _, swarm_service = rest.partition("/")
+    service, _, pr = head.partition("#")
+    if not environment or (pr and not pr.isdigit()):
+        return None
+    return service, environment, int(pr or 0), swarm_service
+
+
+def drift_records(entries: list[AuditEntry]) -> list[DriftRecord]:
+    """The drift records told by `drift.detected` / `drift.healed` audit entries (any
+    order), newest first: each detected opens a record, the next healed of the same swarm
+    service ends it. A healed whose start is older than the entries read is left out."""
+    open_records: dict[tuple[str, str, int, str], DriftRecord] = {}
+    done: list[DriftRecord] = []
+    for e in sorted(entries, key=lambda e: e.seq):
+        key = _record_key(e.target)
+        if key is None:
+            continue
+        if e.action == DETECTED:
+            previous = open_records.pop(key, None)
+            if previous is not None:  # two starts in a row: the first ended unrecorded
+                done.append(previous)
+            open_records[key] = DriftRecord(*key, reason=e.detail, started=e.time)
+        elif e.action == HEALED and key in open_records:
+            done.append(replace(open_records.pop(key), ended=e.time))
+    return sorted([*done, *open_records.values()], key=lambda r: r.started, reverse=True)
 
 
 def _same(a: LiveServiceState, b: LiveServiceState) -> bool:
@@ -204,6 +254,25 @@ class LiveStatus:
             self._wake_watchers()
         for row in drifted:
             await self._heal(row, now)
+
+    async def deployment_ended(self, session: AgentSession, d: Deployment) -> None:
+        """A deployment of a target ended: judge the target's rows again now, from what
+        the agent last reported. A drift the deployment healed ends now (and is audited),
+        not with the agent's next report of a change, which may be its full report a
+        minute later: its reports during the rollout were not judged (Sami's own changes)."""
+        key = (d.service, d.environment, d.pull_request)
+        now = self.ctx.clock()
+        changed = False
+        async with self.ctx.store.tx() as tx:
+            busy = await tx.active_keys()
+            if key in busy:
+                return  # the target's next deployment is on its way: it will judge
+            who = principal_of(session)
+            for row in await tx.list_live_services(d.cluster):
+                if (row.service, row.environment, row.pull_request) == key:
+                    changed |= await self._settle(tx, who, row, row, now, busy, [])
+        if changed:
+            self._wake_watchers()
 
     async def _targeted(
         self, tx: Tx, row: LiveServiceState, before: LiveServiceState | None
@@ -411,6 +480,26 @@ class LiveStatus:
         )
         return out
 
+    async def drift_history(
+        self, who: Principal, service: str, environment: str, pull_request: int, limit: int
+    ) -> list[DriftRecord]:
+        """The target's drift records, ongoing and past, newest first (from the audit log,
+        where they are written). Readers may ask, for targets in their scope."""
+        authz.require(who, Action.READ)
+        validation.name("service", service, "service name")
+        validation.environment("environment", environment)
+        if not _in_scope_of(who, service, environment):
+            return []
+        limit = max(1, min(limit or DRIFT_RECORDS, DRIFT_RECORDS))
+        async with self.ctx.store.tx() as tx:
+            entries = await tx.list_audit_actions(service, (DETECTED, HEALED), DRIFT_AUDIT_READ)
+        records = [
+            r
+            for r in drift_records(entries)
+            if r.environment == environment and r.pull_request == pull_request
+        ]
+        return records[:limit]
+
     def _stale(self, cluster: str, reported: float, now: float, connected: set[str]) -> bool:
         """No agent of the cluster connected here, and (alone on the store, or not heard of
         through the store for a while: it may be connected to another replica)."""
@@ -449,6 +538,10 @@ class LiveStatus:
 
 def _in_scope(who: Principal, row: LiveServiceState) -> bool:
     """A token scoped to services or environments sees only their rows."""
-    if who.services and row.service not in who.services:
+    return _in_scope_of(who, row.service, row.environment)
+
+
+def _in_scope_of(who: Principal, service: str, environment: str) -> bool:
+    if who.services and service not in who.services:
         return False
-    return not (who.environments and row.environment not in who.environments)
+    return not (who.environments and environment not in who.environments)

@@ -237,6 +237,13 @@ class Tx(abc.ABC):
     ) -> list[AuditEntry]:
         """Entries at or after `since` and after position `after_seq`, oldest first."""
 
+    @abc.abstractmethod
+    async def list_audit_actions(
+        self, service: str, actions: Sequence[str], limit: int
+    ) -> list[AuditEntry]:
+        """The newest `limit` entries of `service` whose action is one of `actions`, newest
+        (highest seq) first."""
+
     # cron runs (written once, never changed)
     @abc.abstractmethod
     async def insert_cron_run(self, run: CronRun) -> None: ...

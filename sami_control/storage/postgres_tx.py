@@ -415,6 +415,18 @@ class PostgresTx(PostgresSafetyQueries, PostgresNotifyQueries, PostgresLiveQueri
         rows = await self.c.fetch(pg(sql), since, after_seq, *args, limit)
         return [AuditEntry(**dict(r)) for r in rows]
 
+    async def list_audit_actions(
+        self, service: str, actions: Sequence[str], limit: int
+    ) -> list[AuditEntry]:
+        rows = await self.c.fetch(
+            "SELECT * FROM audit WHERE service = $1 AND action = ANY($2::text[]) "
+            "ORDER BY seq DESC LIMIT $3",
+            service,
+            list(actions),
+            limit,
+        )
+        return [AuditEntry(**dict(r)) for r in rows]
+
     # cron runs
     async def insert_cron_run(self, run: CronRun) -> None:
         row = dataclasses.asdict(run)

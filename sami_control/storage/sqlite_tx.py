@@ -488,6 +488,17 @@ class SQLiteTx(SQLiteSafetyQueries, SQLiteNotifyQueries, SQLiteLiveQueries, Tx):
         args.append(limit)
         return [AuditEntry(**dict(r)) for r in self.c.execute(sql, args)]
 
+    async def list_audit_actions(
+        self, service: str, actions: Sequence[str], limit: int
+    ) -> list[AuditEntry]:
+        marks = ", ".join("?" for _ in actions)
+        sql = (
+            f"SELECT * FROM audit WHERE service = ? AND action IN ({marks}) "
+            "ORDER BY seq DESC LIMIT ?"
+        )
+        rows = self.c.execute(sql, [service, *actions, limit])
+        return [AuditEntry(**dict(r)) for r in rows]
+
     # cron runs
     async def insert_cron_run(self, run: CronRun) -> None:
         row = dataclasses.asdict(run)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sami_control.core import authz
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import NotFound, PermissionDenied
-from sami_control.core.live_status import ServiceStatus
+from sami_control.core.live_status import DriftRecord, ServiceStatus
 from sami_control.core.model import (
     AgentRecord,
     Artifact,
@@ -34,6 +34,8 @@ from sami_manifests import ENVIRONMENTS
 # The environment columns of the overview; previews are listed under their service.
 COLUMNS = tuple(e for e in ENVIRONMENTS if e != "pull_request")
 OVERVIEW_PAGE = 50
+# Drift records a history page shows (the newest; `sami audit` has every one).
+DRIFT_SHOWN = 10
 # Previews listed per service on the overview (their newest deployments).
 PREVIEWS_READ = 50
 
@@ -88,6 +90,8 @@ class History:
     # What runs now: the newest SUCCEEDED deploy (per pull request, for previews).
     live_ids: set[str]
     next_page: str
+    # The target's drift records, newest first (none for previews: one per pull request).
+    drift: list[DriftRecord] = field(default_factory=list)
 
 
 class Data:
@@ -225,7 +229,10 @@ class Data:
                 art = await self._artifact(who, d)
                 if art is not None:
                     artifacts[d.artifact_id] = art
-        return History(rows, artifacts, _live_ids(succeeded), nxt)
+            drift = []
+            if env != "pull_request" and not page_token:
+                drift = await self.core.live.drift_history(who, service, env, 0, DRIFT_SHOWN)
+        return History(rows, artifacts, _live_ids(succeeded), nxt, drift)
 
     async def status(self, who: Principal, service: str, env: str) -> list[ServiceStatus]:
         """The live rows `sami status` shows, filtered to the caller's scope by the core."""

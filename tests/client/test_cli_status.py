@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf import timestamp_pb2
 
+from sami_client import render
 from sami_client.errors import SamiError
 from sami_client.pb import status_pb2
 from sami_client.release_cmd import drift_notes
@@ -66,13 +67,23 @@ def test_age() -> None:
 
 
 class FakeClient:
-    def __init__(self, rows: list[status_pb2.ServiceStatus] | None) -> None:
+    def __init__(
+        self,
+        rows: list[status_pb2.ServiceStatus] | None,
+        records: list[status_pb2.DriftRecord] | None = None,
+    ) -> None:
         self.rows = rows
+        self.records = records or []
 
     def get_status(self, service: str, environment: str) -> list[status_pb2.ServiceStatus]:
         if self.rows is None:
             raise SamiError(grpc.StatusCode.UNIMPLEMENTED, "an older control plane")
         return [r for r in self.rows if r.service == service and r.environment == environment]
+
+    def list_drift_records(
+        self, service: str, environment: str, pull_request: int = 0
+    ) -> list[status_pb2.DriftRecord]:
+        return list(self.records)
 
 
 def test_history_notes_the_drift_of_its_target_only() -> None:
@@ -83,3 +94,24 @@ def test_history_notes_the_drift_of_its_target_only() -> None:
         "drift: stage_web_web: replicas: scaled to 1 outside Sami (Sami deployed 2)"
     ]
     assert drift_notes(FakeClient(None), "web", "stage", 0) == []  # type: ignore[arg-type]
+
+
+def test_history_notes_ended_drift_records_after_the_current_drift() -> None:
+    drifted = row(drifted=True, drift_reason="image: runs b")
+    going_on = status_pb2.DriftRecord(
+        swarm_service="stage_web_web", reason="image: runs b", start_time=_ts(NOW)
+    )
+    ended = status_pb2.DriftRecord(
+        swarm_service="stage_web_web",
+        reason="replicas: scaled to 1 outside Sami (Sami deployed 2)",
+        start_time=_ts(NOW - 600),
+        end_time=_ts(NOW - 300),
+    )
+    notes = drift_notes(FakeClient([drifted], [going_on, ended]), "web", "stage", 0)  # type: ignore[arg-type]
+    assert len(notes) == 2 and notes[0] == "drift: stage_web_web: image: runs b"
+    assert notes[1].startswith("drift (ended ")
+    assert notes[1].endswith(
+        "): stage_web_web: replicas: scaled to 1 outside Sami (Sami deployed 2) (from "
+        + render.timestamp(_ts(NOW - 600))
+        + ")"
+    )

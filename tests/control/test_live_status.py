@@ -12,8 +12,16 @@ import pytest
 from sami_control.core.commands import AssignCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import Unauthenticated
-from sami_control.core.live_status import drift_reason
-from sami_control.core.model import Deployment, LiveServiceState, Outcome, Principal, Role, State
+from sami_control.core.live_status import drift_reason, drift_records
+from sami_control.core.model import (
+    AuditEntry,
+    Deployment,
+    LiveServiceState,
+    Outcome,
+    Principal,
+    Role,
+    State,
+)
 from sami_control.core.sessions import AgentSession
 from sami_control.storage.sqlite_tx import SQLiteTx
 from tests import samples
@@ -115,6 +123,79 @@ async def test_report_stores_targets_and_drift_starts_and_heals(
     (row,) = await cp.live.get(ADMIN, "", "")
     assert not row.drift_reason
     assert [action for action, _ in await audit_actions(cp)] == ["drift.detected", "drift.healed"]
+
+
+async def test_drift_records_past_and_ongoing_newest_first_in_scope(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    cp, clock = env
+    a, d = await deployed(cp)
+    sidecar = live(d.id, swarm_service="redis")
+    await cp.live.report(a, True, [live(d.id), sidecar])
+    start = clock.t = clock.t + 5
+    await cp.live.report(a, False, [live(d.id, image=f"web@{OTHER}")])
+    healed = clock.t = clock.t + 5
+    await cp.live.report(a, False, [live(d.id)])
+    again = clock.t = clock.t + 5
+    await cp.live.report(a, False, [replace(sidecar, desired_replicas=1)])
+
+    records = await cp.live.drift_history(ADMIN, "web", "stage", 0, 0)
+    assert [(r.swarm_service, r.started, r.ended) for r in records] == [
+        ("stage_web_redis", again, 0.0),  # goes on
+        ("stage_web_web", start, healed),
+    ]
+    assert records[1].reason.startswith("image: runs sha256:cccccccccccc")
+    assert records[0].reason.startswith("replicas: scaled to 1 outside Sami")
+    assert len(await cp.live.drift_history(ADMIN, "web", "stage", 0, 1)) == 1
+    assert await cp.live.drift_history(ADMIN, "web", "production", 0, 0) == []
+    assert await cp.live.drift_history(ADMIN, "web", "stage", 7, 0) == []
+    prod_only = Principal("t9", "prod-reader", Role.READER, environments=("production",))
+    assert await cp.live.drift_history(prod_only, "web", "stage", 0, 0) == []
+
+
+async def test_a_deployment_that_heals_a_drift_ends_its_record_when_it_ends(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    """The agent's reports during the rollout are not judged (Sami's own changes), and it
+    sends none after: the result itself ends the record, not the next full report."""
+    cp, clock = env
+    a, _ = await deployed(cp)
+    d1 = (await cp.deployments.list(ADMIN, "web", "stage", None, 1, ""))[0][0]
+    await cp.live.report(a, True, [live(d1.id, image=f"web@{OTHER}")])
+    assert (await cp.live.get(ADMIN, "", ""))[0].drift_reason.startswith("image: runs")
+    d2 = await deploy(cp)
+    await tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+    clock.t += 5
+    await cp.live.report(a, False, [live(d2.id)])  # in flight: not judged
+    assert [action for action, _ in await audit_actions(cp)] == ["drift.detected"]
+    clock.t += 5
+    c = cmd.deployment
+    await cp.reports.result(a, d2.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    assert [action for action, _ in await audit_actions(cp)] == ["drift.detected", "drift.healed"]
+    (record,) = await cp.live.drift_history(ADMIN, "web", "stage", 0, 0)
+    assert record.ended == clock.t
+    assert not (await cp.live.get(ADMIN, "", ""))[0].drift_reason
+
+
+def test_drift_records_from_audit_entries_of_any_age() -> None:
+    def e(seq: int, action: str, target: str, detail: str = "") -> AuditEntry:
+        return AuditEntry(float(seq), "", "sami", action, target, "ok", detail, seq=seq)
+
+    records = drift_records(
+        [
+            e(4, "drift.healed", "web/stage/stage_web_web"),
+            e(1, "drift.healed", "web/stage/stage_web_web"),  # its start is older: left out
+            e(2, "drift.detected", "web/stage/stage_web_web", "image: a"),
+            e(3, "drift.detected", "web#12/pull_request", "removed: b"),  # an old target
+            e(5, "drift.detected", "not a target", "?"),
+        ]
+    )
+    assert [(r.service, r.pull_request, r.swarm_service, r.reason, r.ended) for r in records] == [
+        ("web", 12, "", "removed: b", 0.0),
+        ("web", 0, "stage_web_web", "image: a", 4.0),
+    ]
 
 
 async def test_only_changes_are_written(

@@ -463,6 +463,29 @@ async def test_audit_pages_from_a_time_and_a_position(open_store: OpenStore) -> 
         ]
 
 
+async def test_audit_of_a_service_by_actions_newest_first(open_store: OpenStore) -> None:
+    s = await open_store()
+    async with s.tx() as tx:
+        for i, (action, service) in enumerate(
+            [
+                ("drift.detected", "web"),
+                ("deployment.create", "web"),
+                ("drift.healed", "web"),
+                ("drift.detected", "api"),
+                ("drift.detected", "web"),
+            ]
+        ):
+            await tx.append_audit(
+                AuditEntry(float(i), "t1", "ci", action, f"t{i}", "ok", service=service)
+            )
+    async with s.tx() as tx:
+        drift = ("drift.detected", "drift.healed")
+        found = await tx.list_audit_actions("web", drift, 10)
+        assert [e.target for e in found] == ["t4", "t2", "t0"]
+        assert [e.target for e in await tx.list_audit_actions("web", drift, 2)] == ["t4", "t2"]
+        assert await tx.list_audit_actions("db", drift, 10) == []
+
+
 def cron_run(i: int, environment: str = "production", exit_code: int | None = 0) -> CronRun:
     return CronRun(
         run_id=f"run_{i}",

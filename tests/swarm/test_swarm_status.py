@@ -106,6 +106,18 @@ def test_drift_by_hand_then_healed_scaled_and_stale(
         what="the drift to end",
     )
 
+    # The history keeps the record: why, from when, until when (it ends with the agent's
+    # next report; status judges at read time, so it may show the end sooner).
+    def recorded() -> bool:
+        history = live.sami("history", "shop-f", "--env", "stage")
+        assert history.rc == 0, history.err
+        return (
+            f"): {swarm_name}: image: runs {images.v2.digest[:19]}" in history.err
+            and "drift (ended " in history.err
+        )
+
+    wait_for(recorded, timeout=90, interval=1, what="the ended drift record in sami history")
+
     # Scaled down by hand.
     docker(devswarm, "service", "scale", "--detach", f"{swarm_name}=1")
     took = until_drift(live, "shop-f", "replicas: scaled to 1 outside Sami (Sami deployed 2)")

@@ -55,7 +55,8 @@ def test_status_page_shows_rows_drift_live_and_only_in_scope(
     try:
         assert stream.welcomed.wait(10)
         lease = stream.succeed(first)
-        service = live_service(lease, "sha256:" + "a" * 64)
+        digest = "sha256:" + "a" * 64
+        service = live_service(lease, digest)
         stream.send(live_status=agent_pb2.LiveStatus(full=True, services=[service]))
         web = WebClient(srv.server.web.port)
         web.sign_in(admin)
@@ -89,6 +90,13 @@ def test_status_page_shows_rows_drift_live_and_only_in_scope(
         overview = _text(web.get("/").body)
         assert "drift: image: runs sha256:cccccccccccc" in overview
         assert "/status?service=web&env=stage" in overview
+        # The target's history lists the drift record, going on, then ended once healed.
+        history = _text(web.get("/services/web/stage").body)
+        assert "<h2>Drift</h2>" in history and "goes on" in history
+        service.image = "web@" + digest
+        stream.send(live_status=agent_pb2.LiveStatus(full=False, services=[service]))
+        _until(lambda: ", ended " in _text(web.get("/services/web/stage").body))
+        assert "image: runs sha256:cccccccccccc" in _text(web.get("/services/web/stage").body)
 
         # A deployer of another service sees none of it, on the page or on the stream.
         theirs = WebClient(srv.server.web.port)
