@@ -398,5 +398,7 @@ def test_an_agents_key_and_the_assignment_that_carries_the_recorded_versions(
         assert dict(assigned.deployment.variables) == {"DOMAIN": "one.example"}
         got = json.loads(sami("get", dep["id"], "-o", "json").out)
         assert got["secrets"] == [{"name": "db", "version": 1}]
+        shown = [line.split() for line in sami("get", dep["id"]).lines]
+        assert ["secrets", "db", "v1"] in shown and ["variables", "DOMAIN=one.example"] in shown
     finally:
         agent.close()
