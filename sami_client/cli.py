@@ -34,6 +34,7 @@ from sami_client import (
     query_cmd,
     release_cmd,
     safety_cmd,
+    secret_cmd,
     status_cmd,
     version_cmd,
 )
@@ -53,6 +54,7 @@ _GROUPS: tuple[Callable[[Subparsers], object], ...] = (
     status_cmd.register,
     query_cmd.register,
     cluster_cmd.register,
+    secret_cmd.register,
     manifests_cmd.register,
     admin_cmd.register,
     cron_cmd.register,

@@ -34,10 +34,12 @@ from sami_client.pb import (
     notify_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    secret_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     status_pb2_grpc,
 )
+from sami_client.secret_calls import SecretCalls
 from sami_common.backoff import Backoff
 from sami_common.dial import CHANNEL_OPTIONS, Endpoint
 from sami_common.imageref import normalize_artifact_ref
@@ -78,7 +80,7 @@ def _translated_errors() -> Iterator[None]:
         raise SamiError.from_rpc_error(err) from err
 
 
-class SamiClient(LockAndCronCalls, NotifyCalls):
+class SamiClient(LockAndCronCalls, NotifyCalls, SecretCalls):
     def __init__(
         self,
         endpoint: Endpoint,
@@ -102,6 +104,7 @@ class SamiClient(LockAndCronCalls, NotifyCalls):
         self._notify = notify_pb2_grpc.NotificationServiceStub(self._channel)
         self._status = status_pb2_grpc.StatusServiceStub(self._channel)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
+        self._secrets = secret_pb2_grpc.SecretServiceStub(self._channel)
 
     @property
     def addresses(self) -> tuple[str, ...]:

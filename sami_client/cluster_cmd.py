@@ -6,6 +6,8 @@ and the agents that run deployments on them.
     sami cluster list
     sami agents [--cluster NAME]
     sami agents rm CLUSTER AGENT_ID
+    sami cluster recipients [CLUSTER]          (secret_cmd.py)
+    sami cluster recipient add|rm CLUSTER AGE1…
 
 `register(subparsers)` adds the commands to the `sami` CLI.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from sami_client import render
+from sami_client import render, secret_cmd
 from sami_client.context import Context, Subparsers
 from sami_client.errors import ExitCode
 
@@ -45,6 +47,7 @@ def register(commands: Subparsers) -> None:
 
     p = sub.add_parser("list", help="list clusters")
     p.set_defaults(run=run_list)
+    secret_cmd.register_recipients(sub)
 
     p = commands.add_parser("agents", help="list agents and whether they are connected")
     p.add_argument("--cluster", default="", help="only agents of this cluster")

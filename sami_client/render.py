@@ -208,6 +208,9 @@ def deployment_detail(d: deployment_pb2.Deployment) -> str:
         ("digest", d.artifact.digest),
         ("type", d.deployment_type),
         ("stack", d.stack_name),
+        # The versions and values it recorded (`sami secret`, `sami var`): never a secret's value.
+        ("secrets", ", ".join(f"{s.name} v{s.version}" for s in d.secrets)),
+        ("variables", ", ".join(f"{k}={v}" for k, v in sorted(d.variables.items()))),
         ("cluster", d.cluster),
         ("agent", d.agent_id + (f" (attempt {d.attempt})" if d.attempt else "")),
         ("reason", d.reason),

@@ -44,12 +44,15 @@ from sami_control.api.pb import (
     notify_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    secret_pb2,
+    secret_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     status_pb2,
     status_pb2_grpc,
 )
 from sami_control.api.queries import QueryServicer
+from sami_control.api.secrets import SecretServicer
 from sami_control.api.servicers import (
     AgentServicer,
     ArtifactServicer,
@@ -89,6 +92,7 @@ SERVICE_NAMES = [
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
     cron_pb2.DESCRIPTOR.services_by_name["CronService"].full_name,
     lock_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
+    secret_pb2.DESCRIPTOR.services_by_name["SecretService"].full_name,
     notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
     status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
     manifest_pb2.DESCRIPTOR.services_by_name["ManifestService"].full_name,
@@ -309,6 +313,7 @@ class ControlServer:
         )
         cron_pb2_grpc.add_CronServiceServicer_to_server(CronServicer(self.core), self.server)
         lock_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(self.core), self.server)
+        secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(self.core), self.server)
         notify_pb2_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(self.core), self.server
         )

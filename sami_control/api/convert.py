@@ -15,6 +15,7 @@ from sami_control.api.pb import (
     deployment_pb2,
     manifest_pb2,
     query_pb2,
+    secret_pb2,
 )
 from sami_control.core.commands import (
     AssignCommand,
@@ -43,6 +44,7 @@ from sami_control.core.model import (
     ManifestRevision,
     PreviewStack,
     Role,
+    SecretVersion,
     TokenRecord,
 )
 from sami_control.core.requests import ArtifactInput, DeploymentInput
@@ -130,6 +132,8 @@ def deployment(d: Deployment, art: Artifact | None) -> deployment_pb2.Deployment
         manifest_revision=d.manifest_revision,
         action=int(d.action),  # type: ignore[arg-type]
         rollback_of=d.rollback_of,
+        secrets=[secret_pb2.SecretRef(name=n, version=v) for n, v in sorted(d.secrets.items())],
+        variables=d.variables,
         created_by=d.created_by,
         create_time=ts(d.created_at),
         update_time=ts(d.updated_at),
@@ -235,7 +239,7 @@ def held(leases: object) -> list[HeldLease]:
 
 def command(cmd: Command) -> agent_pb2.ControlMessage | None:
     match cmd:
-        case AssignCommand(deployment=d, artifact=art, lease_ttl=ttl, files=files):
+        case AssignCommand(deployment=d, artifact=art, lease_ttl=ttl, files=files, secrets=ss):
             return agent_pb2.ControlMessage(
                 assignment=agent_pb2.Assignment(
                     lease_id=d.lease_id,
@@ -243,6 +247,7 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
                     files=files,
                     lease_ttl=dur(ttl),
                     manifest=assigned_manifest(d),
+                    secrets=[secret_payload(v) for v in ss],
                 )
             )
         case CancelCommand(deployment_id=i, lease_id=lease, reason=r):
@@ -270,6 +275,10 @@ def command(cmd: Command) -> agent_pb2.ControlMessage | None:
         case CloseCommand():
             return None
     raise AssertionError(f"unknown command {cmd!r}")
+
+
+def secret_payload(v: SecretVersion) -> secret_pb2.SecretPayload:
+    return secret_pb2.SecretPayload(name=v.name, version=v.version, ciphertext=v.ciphertext)
 
 
 def assigned_manifest(d: Deployment) -> manifest_pb2.ManifestEntry:

@@ -274,13 +274,13 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         who = principal()
-        agent_id, version, capabilities, held = await _hello(request_iterator)
+        agent_id, version, capabilities, held, recipient = await _hello(request_iterator)
         session: AgentSession | None = None
         try:
             # The Welcome names the leases resumed: it is written once that is on disk.
             async with self.core.durable_call():
                 session, resumed = await self.core.agents.connect(
-                    who, agent_id, version, capabilities, held
+                    who, agent_id, version, capabilities, held, recipient
                 )
             del who, capabilities, held  # not kept for the life of the stream
             await context.write(
@@ -345,7 +345,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
 
 async def _hello(
     requests: Any,
-) -> tuple[str, str, list[str], list[HeldLease]]:
+) -> tuple[str, str, list[str], list[HeldLease], str]:
     """The agent's Hello: what the session needs of it, not the message (kept, it would
     hold its parsed protobuf for the whole life of the stream)."""
     try:
@@ -355,7 +355,13 @@ async def _hello(
     if first.WhichOneof("msg") != "hello":
         raise InvalidArgument("hello", "the first message must be Hello")
     hello = first.hello
-    return hello.agent_id, hello.version, list(hello.capabilities), convert.held(hello.held_leases)
+    return (
+        hello.agent_id,
+        hello.version,
+        list(hello.capabilities),
+        convert.held(hello.held_leases),
+        hello.recipient,
+    )
 
 
 class _AgentStream:

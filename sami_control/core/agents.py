@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import structlog
 
 from sami_common import limits
-from sami_control.core import authz, paging, validation
+from sami_control.core import authz, paging, recipients, validation
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
 from sami_control.core.bus import Notice
@@ -60,11 +60,15 @@ class Agents:
         version: str,
         capabilities: Iterable[str],
         held: list[HeldLease],
+        recipient: str = "",
     ) -> tuple[AgentSession, list[HeldLease]]:
         """A new session for the agent's stream, and the held leases still honoured (the
-        others are offered again at once)."""
+        others are offered again at once). `recipient`, the agent's age public key, is
+        registered as one of its cluster's recipients (core/recipients.py)."""
         authz.require(who, Action.AGENT_CONNECT)
         validation.agent_id("hello.agent_id", agent_id)
+        if recipient:
+            recipients.check_recipient("hello.recipient", recipient)
         validation.text("hello.version", version, limit=limits.MAX_VERSION)
         caps_sent = list(capabilities)
         if len(caps_sent) > limits.MAX_CAPABILITIES:
@@ -110,7 +114,7 @@ class Agents:
             previous.send(CloseCommand("this agent id connected again on another stream"))
             previous.closed = True
         try:
-            resumed, fx = await self._resume_leases(who, session, held, now)
+            resumed, fx = await self._resume_leases(who, session, held, now, recipient)
         except BaseException:
             self.streams.close(session.stream)
             raise
@@ -129,7 +133,12 @@ class Agents:
         return session, resumed
 
     async def _resume_leases(
-        self, who: Principal, session: AgentSession, held: list[HeldLease], now: float
+        self,
+        who: Principal,
+        session: AgentSession,
+        held: list[HeldLease],
+        now: float,
+        recipient: str,
     ) -> tuple[list[HeldLease], Effects]:
         agent_id = session.agent_id
         held_by_id = {h.deployment_id: h for h in held}
@@ -166,6 +175,8 @@ class Agents:
                     last_seen_at=now,
                 )
             )
+            if recipient:
+                await recipients.register_agent(tx, self.audit, who, agent_id, recipient, now)
             await self.audit.ok(
                 tx,
                 who,

@@ -21,6 +21,8 @@ class Action(enum.StrEnum):
     MANAGE_NOTIFICATIONS = "manage_notifications"  # targets hold secrets: admins only
     # Read a service's logs: they can hold secrets, so not every reader (SECURITY.md).
     READ_LOGS = "read_logs"
+    # Set, remove or export secrets, set or remove variables (core/secrets.py).
+    MANAGE_SECRETS = "manage_secrets"
 
 
 ALLOWED: dict[Action, frozenset[Role]] = {
@@ -35,6 +37,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.APPROVE: frozenset({Role.ADMIN, Role.DEPLOYER}),
     Action.MANAGE_NOTIFICATIONS: frozenset({Role.ADMIN}),
     Action.READ_LOGS: frozenset({Role.ADMIN, Role.DEPLOYER}),
+    Action.MANAGE_SECRETS: frozenset({Role.ADMIN, Role.DEPLOYER}),
 }
 
 
@@ -51,6 +54,7 @@ DOING: dict[Action, str] = {
     Action.APPROVE: "approve or reject deployments",
     Action.MANAGE_NOTIFICATIONS: "manage notification targets or read their deliveries",
     Action.READ_LOGS: "read service logs (they can hold secrets)",
+    Action.MANAGE_SECRETS: "set, remove or export secrets or change variables",
 }
 # What to ask for instead, when one kind of token is the answer.
 ASK_FOR: dict[Action, str] = {
@@ -81,6 +85,22 @@ def require_logs_scope(principal: Principal, service: str, environment: str) -> 
     scope covers the service and environment. Readers may not (logs can hold secrets)."""
     require(principal, Action.READ_LOGS)
     _require_scope(principal, service, environment, "read the logs of")
+
+
+def require_secrets_scope(principal: Principal, service: str, environment: str) -> None:
+    """Secrets and variables of a service/environment are set (and secrets' ciphertexts
+    exported) by whoever may deploy it there: admins, and deployers whose scope covers it."""
+    require(principal, Action.MANAGE_SECRETS)
+    _require_scope(principal, service, environment, "manage the secrets and variables of")
+
+
+def in_scope(principal: Principal, service: str, environment: str) -> bool:
+    """Whether a bound token's scope covers service/environment (what it may list)."""
+    if principal.role is Role.ADMIN:
+        return True
+    return (not principal.services or service in principal.services) and (
+        not principal.environments or environment in principal.environments
+    )
 
 
 def _require_scope(principal: Principal, service: str, environment: str, verb: str) -> None:

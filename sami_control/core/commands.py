@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sami_control.core.errors import DomainError
-from sami_control.core.model import Artifact, Deployment
+from sami_control.core.model import Artifact, Deployment, SecretVersion
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,8 @@ class AssignCommand:
     artifact: Artifact | None  # None only for tearing down a preview Sami never recorded
     lease_ttl: float
     files: dict[str, bytes]
+    # The secret versions the deployment recorded, with their ciphertexts.
+    secrets: tuple[SecretVersion, ...] = ()
 
 
 @dataclass(frozen=True)

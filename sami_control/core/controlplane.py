@@ -19,6 +19,9 @@ Each resource has its own module and class; callers reach them as attributes, e.
 | `reports` | core/agent_reports.py | what agents report on their stream |
 | `cron_runs` | core/cron_runs.py | the runs of cron jobs |
 | `locks` | core/target_locks.py | target locks (`sami lock`): take, release, break, list |
+| `secrets` | core/secrets.py | secrets (ciphertext only): set, list, remove, export |
+| `variables` | core/variables.py | variables of a service/environment |
+| `recipients` | core/recipients.py | the clusters' age recipients (the agents' public keys) |
 | `live` | core/live_status.py | what runs (agents' live status), drift; `sami status` |
 | `info` | core/server_info.py | what this control plane is (version, store) |
 | `notifications` | core/notifications.py | notification targets, the outbox and its sender |
@@ -53,6 +56,8 @@ from sami_control.core.manifest_catalog import ManifestCatalog
 from sami_control.core.notifications import Notifications, RetryPolicy, Sender, Transport
 from sami_control.core.peers import Peers
 from sami_control.core.queries import PlanBuilder, Queries, Relay
+from sami_control.core.recipients import Recipients
+from sami_control.core.secrets import Secrets
 from sami_control.core.server_info import ServerInfo
 from sami_control.core.sessions import Sessions
 from sami_control.core.settings import Settings
@@ -60,6 +65,7 @@ from sami_control.core.store import StorageFailed, Store
 from sami_control.core.streams import Streams
 from sami_control.core.target_locks import TargetLocks
 from sami_control.core.tokens import Tokens
+from sami_control.core.variables import Variables
 
 log = structlog.get_logger("sami.control")
 
@@ -94,6 +100,9 @@ class ControlPlane:
         self.approvals = Approvals(ctx, self.deployments)
         self.cron_runs = CronRuns(ctx)
         self.locks = TargetLocks(ctx)
+        self.secrets = Secrets(ctx)
+        self.variables = Variables(ctx)
+        self.recipients = Recipients(ctx)
         self.reports = AgentReports(ctx, self.agents, self.leases, self.deployments, self.cron_runs)
         self.info = ServerInfo(ctx)
         self.notifications = Notifications(ctx)

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from sami_control.core import approval_rules, authz, paging, quarantine, target_locks, validation
+from sami_control.core import (
+    approval_rules,
+    authz,
+    paging,
+    quarantine,
+    secrets,
+    target_locks,
+    validation,
+)
 from sami_control.core.artifacts import Artifacts
 from sami_control.core.audit import Audit, Subject, audited
 from sami_control.core.authz import Action
@@ -252,6 +260,8 @@ class Deployments:
             d.status_message = approval_rules.awaiting_message(d)
             message += f"; {d.status_message}"
         first = record(d, EventType.STATE_CHANGED, now, message=message)
+        # Every path that creates a deployment comes here: each records what it uses.
+        await secrets.record(tx, d)
         await tx.insert_deployment(d)
         await self.ctx.publisher.store_event(tx, d, first)
         fx.add(d, first)

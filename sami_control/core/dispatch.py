@@ -9,6 +9,7 @@ core/controlplane.py) knows when the earliest one runs out and sleeps until then
 
 from __future__ import annotations
 
+from sami_control.core import secrets
 from sami_control.core.artifacts import Artifacts
 from sami_control.core.commands import AssignCommand, RevokeCommand
 from sami_control.core.context import Context
@@ -187,4 +188,7 @@ class Leases:
             if d.manifest_revision
             else {}
         )
-        fx.send(s, AssignCommand(d, art, self.ctx.settings.lease_ttl, files=files))
+        payloads = tuple(await secrets.payloads(tx, d))
+        fx.send(
+            s, AssignCommand(d, art, self.ctx.settings.lease_ttl, files=files, secrets=payloads)
+        )

@@ -174,6 +174,11 @@ class Deployment:
     rollback_of: str = ""
     # The id of the token that asked for it: its request_id is unique per token only.
     created_by_token: str = ""
+    # The secret versions (name → version) and variable values (name → value) of its
+    # service/environment it uses, recorded when it is created (core/secrets.py); a
+    # rollback's are those of the deployment it goes back to.
+    secrets: dict[str, int] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
     seq: int = 0  # storage order, newest highest
 
     @property
@@ -409,3 +414,50 @@ class LiveServiceState:
     def target(self) -> str:
         pr = f" (PR {self.pull_request})" if self.pull_request else ""
         return f"{self.service}/{self.environment}{pr}: {self.swarm_service}"
+
+
+@dataclass
+class Recipient:
+    """An age X25519 recipient (`age1…`) of a cluster: the secrets of the environments it
+    serves are encrypted to every one of its recipients (core/secrets.py)."""
+
+    cluster: str
+    recipient: str
+    agent_id: str = ""  # the agent whose Hello registered it; "": added by an admin
+    added_by: str = ""
+    added_at: float = 0.0
+    last_seen_at: float = 0.0  # the last Hello that carried it (agents' keys only)
+    label: str = ""
+
+
+@dataclass
+class SecretVersion:
+    """One version of a secret of a service/environment: ciphertext only (age), made on the
+    client for `recipients`. Versions are never changed, except the last one of a name
+    being marked removed (`sami secret rm`): rollbacks still use the earlier ones."""
+
+    service: str
+    environment: str
+    name: str
+    version: int
+    ciphertext: bytes
+    recipients: list[str] = field(default_factory=list)
+    set_by: str = ""
+    set_at: float = 0.0
+    removed_at: float = 0.0  # 0: not removed; else no longer given to new deployments
+
+    @property
+    def removed(self) -> bool:
+        return bool(self.removed_at)
+
+
+@dataclass
+class Variable:
+    """A value (not secret) that fills `${NAME}` in a service's stack files."""
+
+    service: str
+    environment: str
+    name: str
+    value: str
+    set_by: str = ""
+    set_at: float = 0.0

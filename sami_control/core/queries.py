@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sami_control.core import authz, validation
+from sami_control.core import authz, secrets, validation
 from sami_control.core.artifacts import Artifacts
 from sami_control.core.commands import (
     LogsAsk,
@@ -430,4 +430,7 @@ class PlanBuilder:
             manifest_folder=m.folder,
             manifest_settings=ManifestSettings(pr_deploy=m.pr_deploy),
         )
+        async with self.ctx.store.tx() as tx:
+            # What a deployment made now would use (names and versions; no ciphertext).
+            await secrets.record(tx, d)
         return d, art, files

@@ -21,9 +21,12 @@ from sami_control.core.model import (
     LiveServiceState,
     ManifestRevision,
     NotifyTarget,
+    Recipient,
+    SecretVersion,
     State,
     TargetLock,
     TokenRecord,
+    Variable,
 )
 
 
@@ -297,6 +300,53 @@ class Tx(abc.ABC):
 
     @abc.abstractmethod
     async def put_notify_ref(self, target_id: str, deployment_id: str, ref: str) -> None: ...
+
+    # secrets and variables (core/secrets.py); a cluster's age recipients
+    @abc.abstractmethod
+    async def put_recipient(self, r: Recipient) -> None:
+        """Store `r`, replacing the row of its (cluster, recipient)."""
+
+    @abc.abstractmethod
+    async def get_recipient(self, cluster: str, recipient: str) -> Recipient | None: ...
+    @abc.abstractmethod
+    async def list_recipients(self, cluster: str = "") -> list[Recipient]:
+        """Every recipient (of `cluster`, if given), by cluster, recipient."""
+
+    @abc.abstractmethod
+    async def delete_recipient(self, cluster: str, recipient: str) -> bool:
+        """Remove the row; False if there was none."""
+
+    @abc.abstractmethod
+    async def insert_secret_version(self, v: SecretVersion) -> None:
+        """Store a new version; Conflict if (service, environment, name, version) exists."""
+
+    @abc.abstractmethod
+    async def latest_secrets(self, service: str = "", environment: str = "") -> list[SecretVersion]:
+        """The newest version of each secret name, removed ones included (of `service`,
+        `environment`, if given), by service, environment, name."""
+
+    @abc.abstractmethod
+    async def get_secret_versions(
+        self, service: str, environment: str, versions: Mapping[str, int]
+    ) -> list[SecretVersion]:
+        """The versions named (name → version) that exist, by name."""
+
+    @abc.abstractmethod
+    async def mark_secret_removed(
+        self, service: str, environment: str, name: str, version: int, at: float
+    ) -> None: ...
+    @abc.abstractmethod
+    async def put_variable(self, v: Variable) -> None:
+        """Store `v`, replacing the value of its (service, environment, name)."""
+
+    @abc.abstractmethod
+    async def list_variables(self, service: str = "", environment: str = "") -> list[Variable]:
+        """Every variable (of `service`, `environment`, if given), by service, environment,
+        name."""
+
+    @abc.abstractmethod
+    async def delete_variable(self, service: str, environment: str, name: str) -> bool:
+        """Remove the variable; False if there was none."""
 
 
 class Store(abc.ABC):

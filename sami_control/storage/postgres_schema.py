@@ -157,6 +157,29 @@ MIGRATIONS: list[str] = [
         cluster TEXT PRIMARY KEY, reported_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 11: secrets and variables, as SQLite's migration 11.
+    """
+    CREATE TABLE recipients (
+        cluster TEXT NOT NULL, recipient TEXT NOT NULL, agent_id TEXT NOT NULL,
+        added_by TEXT NOT NULL, added_at DOUBLE PRECISION NOT NULL,
+        last_seen_at DOUBLE PRECISION NOT NULL, label TEXT NOT NULL,
+        PRIMARY KEY (cluster, recipient)
+    );
+    CREATE TABLE secret_versions (
+        service TEXT NOT NULL, environment TEXT NOT NULL, name TEXT NOT NULL,
+        version BIGINT NOT NULL, ciphertext BYTEA NOT NULL, recipients TEXT NOT NULL,
+        set_by TEXT NOT NULL, set_at DOUBLE PRECISION NOT NULL,
+        removed_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (service, environment, name, version)
+    );
+    CREATE TABLE variables (
+        service TEXT NOT NULL, environment TEXT NOT NULL, name TEXT NOT NULL,
+        value TEXT NOT NULL, set_by TEXT NOT NULL, set_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (service, environment, name)
+    );
+    ALTER TABLE deployments ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE deployments ADD COLUMN variables TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 # The tables with an identity `seq`: `store copy` moves their sequences past the copied rows.
@@ -182,6 +205,9 @@ TABLES = (
     "notify_refs",
     "live_services",
     "live_reports",
+    "recipients",
+    "secret_versions",
+    "variables",
 )
 
 # Taken (pg_advisory_xact_lock) by the transaction that migrates: replicas starting

@@ -31,6 +31,7 @@ from sami_control.core.store import Tx
 from sami_control.storage.postgres_live import PostgresLiveQueries
 from sami_control.storage.postgres_notify import PostgresNotifyQueries
 from sami_control.storage.postgres_safety import PostgresSafetyQueries
+from sami_control.storage.postgres_secrets import PostgresSecretQueries
 from sami_control.storage.sqlite_tx import (
     _AUDIT_COLUMNS,
     _DEP_COLUMNS,
@@ -102,7 +103,9 @@ def _list_sql(select: str, filters: Sequence[tuple[str, Any]], order: str) -> tu
     return sql + " " + order, args
 
 
-class PostgresTx(PostgresSafetyQueries, PostgresNotifyQueries, PostgresLiveQueries, Tx):
+class PostgresTx(
+    PostgresSafetyQueries, PostgresNotifyQueries, PostgresLiveQueries, PostgresSecretQueries, Tx
+):
     def __init__(self, conn: Any) -> None:
         self.c = conn  # an asyncpg connection (pooled), inside a transaction
 

@@ -179,4 +179,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE live_reports (cluster TEXT PRIMARY KEY, reported_at REAL NOT NULL);
     """,
+    # 11: secrets and variables (core/secrets.py, docs/secrets.md): each cluster's age
+    # recipients, the versions of each secret (ciphertext only), the variables, and what a
+    # deployment recorded of them (JSON: name → version, name → value).
+    """
+    CREATE TABLE recipients (
+        cluster TEXT NOT NULL, recipient TEXT NOT NULL, agent_id TEXT NOT NULL,
+        added_by TEXT NOT NULL, added_at REAL NOT NULL, last_seen_at REAL NOT NULL,
+        label TEXT NOT NULL, PRIMARY KEY (cluster, recipient)
+    );
+    CREATE TABLE secret_versions (
+        service TEXT NOT NULL, environment TEXT NOT NULL, name TEXT NOT NULL,
+        version INTEGER NOT NULL, ciphertext BLOB NOT NULL, recipients TEXT NOT NULL,
+        set_by TEXT NOT NULL, set_at REAL NOT NULL, removed_at REAL NOT NULL,
+        PRIMARY KEY (service, environment, name, version)
+    );
+    CREATE TABLE variables (
+        service TEXT NOT NULL, environment TEXT NOT NULL, name TEXT NOT NULL,
+        value TEXT NOT NULL, set_by TEXT NOT NULL, set_at REAL NOT NULL,
+        PRIMARY KEY (service, environment, name)
+    );
+    ALTER TABLE deployments ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE deployments ADD COLUMN variables TEXT NOT NULL DEFAULT '{}';
+    """,
 ]

@@ -33,6 +33,7 @@ from sami_control.core.store import Tx
 from sami_control.storage.sqlite_live import SQLiteLiveQueries
 from sami_control.storage.sqlite_notify import SQLiteNotifyQueries
 from sami_control.storage.sqlite_safety import SQLiteSafetyQueries
+from sami_control.storage.sqlite_secrets import SQLiteSecretQueries
 
 _JSON_FIELDS = {
     "entries",
@@ -107,13 +108,13 @@ def _empty_if_none(v: str | None) -> str:
 
 # Per column, what turns a Deployment's value into the stored one, and back (None: as is).
 _DEP_ENCODE: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(("stack_files", "image_services"), _json),
+    **dict.fromkeys(("stack_files", "image_services", "secrets", "variables"), _json),
     "manifest_settings": lambda m: _json(dataclasses.asdict(m)),
     "request_id": _none_if_empty,
     "artifact_id": _none_if_empty,
 }
 _DEP_DECODE: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(("stack_files", "image_services"), json.loads),
+    **dict.fromkeys(("stack_files", "image_services", "secrets", "variables"), json.loads),
     "manifest_settings": lambda text: _settings(json.loads(text)),
     "request_id": _empty_if_none,
     "artifact_id": _empty_if_none,
@@ -180,7 +181,9 @@ def _cron_run(row: sqlite3.Row) -> CronRun:
     return CronRun(**d)
 
 
-class SQLiteTx(SQLiteSafetyQueries, SQLiteNotifyQueries, SQLiteLiveQueries, Tx):
+class SQLiteTx(
+    SQLiteSafetyQueries, SQLiteNotifyQueries, SQLiteLiveQueries, SQLiteSecretQueries, Tx
+):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
 

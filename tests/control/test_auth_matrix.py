@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+import pyrage
 import pytest
 
 from sami.v1 import (
@@ -30,6 +31,8 @@ from sami.v1 import (
     notify_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    secret_pb2,
+    secret_pb2_grpc,
     status_pb2,
     status_pb2_grpc,
 )
@@ -67,6 +70,13 @@ class Ctx:
             metadata=self.md(self.admin),
         )
         self.status = status_pb2_grpc.StatusServiceStub(self.ch)
+        self.secrets = secret_pb2_grpc.SecretServiceStub(self.ch)
+        # c1's one recipient: what every secret of stage and production is encrypted to.
+        self.key = pyrage.x25519.Identity.generate()
+        self.secrets.AddRecipient(
+            secret_pb2.AddRecipientRequest(cluster="c1", recipient=str(self.key.to_public())),
+            metadata=self.md(self.admin),
+        )
         self.query = query_pb2_grpc.QueryServiceStub(self.ch)
         self.man.SyncManifests(sync_request(), metadata=self.md(self.admin))
         self.artifact_id = self.art.RegisterArtifact(
@@ -117,6 +127,55 @@ class Ctx:
         )
         return self.locks.DeleteLock(
             lock_pb2.DeleteLockRequest(environment="stage", service=service), metadata=md
+        )
+
+    def set_secret(
+        self, service: str, env: str, md: tuple[tuple[str, str], ...], name: str = ""
+    ) -> secret_pb2.Secret:
+        got = self.secrets.GetRecipients(
+            secret_pb2.GetRecipientsRequest(service=service, environment=env),
+            metadata=self.md(self.admin),
+        )
+        ciphertext = pyrage.encrypt(
+            b"hunter2", [pyrage.x25519.Recipient.from_str(r) for r in got.recipients]
+        )
+        return self.secrets.SetSecret(  # type: ignore[no-any-return]
+            secret_pb2.SetSecretRequest(
+                service=service,
+                environment=env,
+                name=name or f"s{next(_n)}",
+                ciphertext=ciphertext,
+                recipients_digest=got.recipients_digest,
+            ),
+            metadata=md,
+        )
+
+    def remove_secret(self, env: str, md: tuple[tuple[str, str], ...]) -> object:
+        """Remove a secret an admin set (so that there is one to remove)."""
+        s = self.set_secret("web", env, self.md(self.admin))
+        return self.secrets.RemoveSecret(
+            secret_pb2.RemoveSecretRequest(service="web", environment=env, name=s.name),
+            metadata=md,
+        )
+
+    def variable_and_remove(self, env: str, md: tuple[tuple[str, str], ...]) -> object:
+        name = f"V{next(_n)}"
+        self.secrets.SetVariable(
+            secret_pb2.SetVariableRequest(service="web", environment=env, name=name, value="1"),
+            metadata=md,
+        )
+        return self.secrets.RemoveVariable(
+            secret_pb2.RemoveVariableRequest(service="web", environment=env, name=name),
+            metadata=md,
+        )
+
+    def recipient_and_remove(self, md: tuple[tuple[str, str], ...]) -> object:
+        r = str(pyrage.x25519.Identity.generate().to_public())
+        self.secrets.AddRecipient(
+            secret_pb2.AddRecipientRequest(cluster="c1", recipient=r), metadata=md
+        )
+        return self.secrets.RemoveRecipient(
+            secret_pb2.RemoveRecipientRequest(cluster="c1", recipient=r), metadata=md
         )
 
     def awaiting(self, env: str) -> str:
@@ -295,6 +354,37 @@ RPCS: dict[str, Call] = {
         iter(c.status.WatchStatus(status_pb2.GetStatusRequest(), metadata=md, timeout=5))
     ),
     "AgentService.Connect": _connect,
+    "GetRecipients(web,stage)": lambda c, md: c.secrets.GetRecipients(
+        secret_pb2.GetRecipientsRequest(service="web", environment="stage"), metadata=md
+    ),
+    "GetRecipients(web,production)": lambda c, md: c.secrets.GetRecipients(
+        secret_pb2.GetRecipientsRequest(service="web", environment="production"), metadata=md
+    ),
+    "SetSecret(web,stage)": lambda c, md: c.set_secret("web", "stage", md),
+    "SetSecret(web,production)": lambda c, md: c.set_secret("web", "production", md),
+    "SetSecret(api,stage)": lambda c, md: c.set_secret("api", "stage", md),
+    "RemoveSecret(web,stage)": lambda c, md: c.remove_secret("stage", md),
+    "RemoveSecret(web,production)": lambda c, md: c.remove_secret("production", md),
+    "ExportSecrets(web,stage)": lambda c, md: c.secrets.ExportSecrets(
+        secret_pb2.ExportSecretsRequest(service="web", environment="stage"), metadata=md
+    ),
+    "ExportSecrets(web,production)": lambda c, md: c.secrets.ExportSecrets(
+        secret_pb2.ExportSecretsRequest(service="web", environment="production"), metadata=md
+    ),
+    "ListSecrets": lambda c, md: c.secrets.ListSecrets(
+        secret_pb2.ListSecretsRequest(), metadata=md
+    ),
+    "SetVariable+RemoveVariable(web,stage)": lambda c, md: c.variable_and_remove("stage", md),
+    "SetVariable+RemoveVariable(web,production)": lambda c, md: c.variable_and_remove(
+        "production", md
+    ),
+    "ListVariables": lambda c, md: c.secrets.ListVariables(
+        secret_pb2.ListVariablesRequest(), metadata=md
+    ),
+    "ListRecipients": lambda c, md: c.secrets.ListRecipients(
+        secret_pb2.ListRecipientsRequest(), metadata=md
+    ),
+    "AddRecipient+RemoveRecipient": lambda c, md: c.recipient_and_remove(md),
     "ServiceLogs(web,stage)": lambda c, md: _logs(c, md, "stage"),
     "ServiceLogs(web,production)": lambda c, md: _logs(c, md, "production"),
     "PlanDeployment(web,stage)": lambda c, md: _plan(c, md, "stage"),
@@ -316,9 +406,23 @@ READ = {
     "ListLocks",
     "GetStatus",
     "WatchStatus",
+    # Names and versions of secrets, and variables (which are not secret).
+    "ListSecrets",
+    "ListVariables",
 }
 DEPLOY_ALL = {
     "RegisterArtifact",
+    "GetRecipients(web,stage)",
+    "GetRecipients(web,production)",
+    "SetSecret(web,stage)",
+    "SetSecret(web,production)",
+    "SetSecret(api,stage)",
+    "RemoveSecret(web,stage)",
+    "RemoveSecret(web,production)",
+    "ExportSecrets(web,stage)",
+    "ExportSecrets(web,production)",
+    "SetVariable+RemoveVariable(web,stage)",
+    "SetVariable+RemoveVariable(web,production)",
     "CreateDeployment(web,stage)",
     "CreateDeployment(api,stage)",
     "CreateDeployment(web,production)",
@@ -349,6 +453,12 @@ ALLOWED: dict[str, set[str]] = {
         # Logs can hold secrets: whoever may deploy the service there, not every reader.
         "ServiceLogs(web,stage)",
         "PlanDeployment(web,stage)",
+        # Secrets and variables: whoever may deploy the service there.
+        "GetRecipients(web,stage)",
+        "SetSecret(web,stage)",
+        "RemoveSecret(web,stage)",
+        "ExportSecrets(web,stage)",
+        "SetVariable+RemoveVariable(web,stage)",
     },
     # Only an unscoped deployer may sync: a revision holds every service's manifests.
     "deployer(any)": READ | DEPLOY_ALL | {"SyncManifests"},

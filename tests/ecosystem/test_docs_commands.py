@@ -34,6 +34,7 @@ DOCS = [
     REPO / "docs" / "high-availability.md",
     REPO / "docs" / "postgresql.md",
     REPO / "docs" / "notifications.md",
+    REPO / "docs" / "secrets.md",
     REPO / "examples" / "github" / "README.md",
 ]
 COMMENTED = [
