@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 
@@ -74,6 +74,9 @@ from sami_agent.executors.swarm_watch import (
     safe_observe,
 )
 from sami_manifests import DEFAULT_CONVERGE_TIMEOUT
+
+if TYPE_CHECKING:
+    from sami_agent.keys import AgentKey
 
 __all__ = ["SwarmExecutor"]
 
@@ -104,6 +107,7 @@ class SwarmExecutor:
     The engine is found like the docker CLI finds it (DOCKER_HOST, DOCKER_TLS_VERIFY,
     DOCKER_CERT_PATH, else the local socket); `docker_env` adds to or overrides that
     environment, for the SDK and the CLI alike (tests pass a private engine's DOCKER_HOST).
+    `key` is the agent's age key, which opens the secrets of the assignments.
     """
 
     capabilities: tuple[str, ...] = ("swarm", "compose")
@@ -122,7 +126,9 @@ class SwarmExecutor:
         swarm_grace: float = 8.0,
         rollback_timeout: float | None = None,
         remove_failed_new_services: bool = True,
+        key: AgentKey | None = None,
     ) -> None:
+        self._key = key
         self._settings = _Settings(
             docker_cli=docker_cli,
             docker_env=dict(docker_env or {}),
