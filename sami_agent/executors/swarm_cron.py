@@ -83,15 +83,30 @@ _FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 def _deploy_blocks(job: Job, plan: StackPlan) -> dict[str, dict[str, Any]]:
     """Each service's `deploy:` mapping, merged over the stack files in order (shallowly:
-    enough to read mode, replicas, update_config and restart_policy)."""
+    enough to read mode, replicas, update_config and restart_policy), read from the plan's
+    files: the stack files with their variables filled."""
     merged: dict[str, dict[str, Any]] = {name: {} for name in plan.services}
     for path in plan.stack_files:
-        doc = yaml.safe_load(job.files[path]) or {}
+        doc = _unescaped(yaml.safe_load(plan.files[path]) or {})
         for name, spec in (doc.get("services") or {}).items():
             deploy = (spec or {}).get("deploy") if isinstance(spec, dict) else None
             if isinstance(deploy, dict) and name in merged:
                 merged[name].update(deploy)
     return merged
+
+
+def _unescaped(node: Any) -> Any:
+    """A filled stack file as docker reads it back: `$$` is `$` (swarm_apply writes every
+    literal `$` of a stack file it filled as `$$`), and digits are a number (as docker casts
+    `replicas: ${N}` once filled)."""
+    if isinstance(node, str):
+        text = node.replace("$$", "$")
+        return int(text) if text.isdigit() else text
+    if isinstance(node, dict):
+        return {k: _unescaped(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unescaped(v) for v in node]
+    return node
 
 
 def cron_plan(job: Job, since: float) -> tuple[StackPlan, list[str]]:
