@@ -49,6 +49,12 @@ class UsageError(Exception):
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The agent's arguments, or those of `sami-agent keygen` (`command` says which)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keygen"]:
+        args = keygen_parser().parse_args(argv[1:])
+        args.command = "keygen"
+        return args
     parser = argparse.ArgumentParser(
         prog="sami-agent",
         description=(
@@ -165,7 +171,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="exit (status 3) when the control plane rejects the token, instead of retrying",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.command = "run"
+    return args
 
 
 def read_token(token_file: str | None) -> str:
@@ -312,8 +320,7 @@ async def serve(agent: Agent, metrics_listen: str = "") -> None:
             await metrics.stop()
 
 
-def keygen(argv: Sequence[str]) -> int:
-    """`sami-agent keygen`: write a new key, print its recipient (stdout: only that)."""
+def keygen_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sami-agent keygen",
         description=(
@@ -333,7 +340,11 @@ def keygen(argv: Sequence[str]) -> int:
         help="replace an existing key file (secrets encrypted to the old key no longer open"
         " here until they are set again or rekeyed)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def keygen(args: argparse.Namespace) -> int:
+    """`sami-agent keygen`: write a new key, print its recipient (stdout: only that)."""
     try:
         key = generate_key_file(args.key_file, force=args.force)
     except KeyFileError as exc:
@@ -345,10 +356,9 @@ def keygen(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["keygen"]:
-        return keygen(argv[1:])
     args = parse_args(argv)
+    if args.command == "keygen":
+        return keygen(args)
     try:
         logs.configure()
     except logs.InvalidLogLevel as exc:
