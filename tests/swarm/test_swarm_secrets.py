@@ -28,6 +28,7 @@ from sami_agent.executors import swarm_apply
 from sami_agent.executors.swarm import SwarmExecutor
 from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT
 from sami_agent.keys import AgentKey, generate_key_file
+from sami_agent.queries import QueryError
 from sami_dev.devswarm import DevSwarm
 from tests.swarm.conftest import Image, Images
 from tests.swarm.test_swarm_executor import Recorder
@@ -334,3 +335,32 @@ def test_no_secret_value_is_written_in_plain_text(
     state = Path(key.path).parent
     for path in state.rglob("*"):
         assert not path.is_file() or canary.encode() not in path.read_bytes()
+
+
+def test_the_plan_names_secret_versions_without_decrypting_or_creating_anything(
+    devswarm: DevSwarm, images: Images, secret_executor: SwarmExecutor, key: AgentKey, stack: str
+) -> None:
+    job = secret_job(stack, images.v1, "dep-q1", key.recipient, b"pw-one", 1)
+    result, _ = run(secret_executor, job)
+    assert result.outcome is Outcome.SUCCEEDED, result.reason
+    (running,) = sami_objects(devswarm, stack, "secret")
+    configs = sami_objects(devswarm, stack, "config")
+
+    # A plan carries the versions, never the ciphertexts.
+    same = dataclasses.replace(job, deployment_id="plan", secret_payloads=())
+    (web,) = secret_executor.stack_diff(same).services
+    assert web.action == "unchanged", web
+
+    newer = dataclasses.replace(same, secrets=(SecretRef("db_password", 2),))
+    (web,) = secret_executor.stack_diff(newer).services
+    assert web.action == "update"
+    assert [(c.field, c.before, c.after) for c in web.changes] == [
+        ("secrets", running, f"{stack}_db_password_v2")
+    ]
+    assert list(sami_objects(devswarm, stack, "secret")) == [running]  # nothing created
+    assert sami_objects(devswarm, stack, "config") == configs
+
+    with pytest.raises(QueryError) as caught:
+        secret_executor.stack_diff(dataclasses.replace(same, variables={}))
+    assert caught.value.code == "FAILED_PRECONDITION"
+    assert "undefined variable: GREETING" in str(caught.value)
