@@ -18,12 +18,20 @@ import datetime
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyrage
 
-__all__ = ["AgentKey", "KeyFileError", "default_key_file", "generate_key_file", "load_key_file"]
+__all__ = [
+    "AgentKey",
+    "KeyFileError",
+    "default_key_file",
+    "generate_key_file",
+    "load_key_file",
+    "load_or_create_key_file",
+]
 
 KEY_FILE_NAME = "age-key.txt"
 
@@ -48,7 +56,7 @@ class AgentKey:
         return bytes(pyrage.decrypt(ciphertext, list(self.identities)))
 
 
-def default_key_file(environ: os._Environ[str] | dict[str, str] | None = None) -> str:
+def default_key_file(environ: Mapping[str, str] | None = None) -> str:
     """Where the agent keeps its key without --key-file or SAMI_KEY_FILE: in its state
     folder, `/var/lib/sami-agent/` for root, else `$XDG_STATE_HOME/sami-agent/` (by
     default `~/.local/state/sami-agent/`)."""

@@ -167,3 +167,15 @@ def test_hello_carries_the_agent_recipient(tmp_path: Path) -> None:
             assert first.hello.recipient == key.recipient
 
     asyncio.run(scenario())
+
+
+def test_the_default_key_file_is_in_the_agent_state_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sami_agent.keys import default_key_file
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert default_key_file({"XDG_STATE_HOME": "/st"}) == "/st/sami-agent/age-key.txt"
+    assert default_key_file({}).endswith("/.local/state/sami-agent/age-key.txt")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_key_file({}) == "/var/lib/sami-agent/age-key.txt"

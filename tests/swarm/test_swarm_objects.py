@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from sami_agent.executor import SecretPayload, SecretRef
 from sami_agent.executors.swarm_apply import JobError, override_document, plan
+from sami_agent.executors.swarm_cron import cron_plan
 from sami_agent.executors.swarm_objects import (
     FILE_VERSION,
     ObjectError,
@@ -290,3 +292,26 @@ def test_a_config_outside_the_repo_is_left_as_the_stack_says(key: AgentKey) -> N
     rendered = render(plan(job), job, key, on_swarm("hand_made"))
     assert [o.kind for o in rendered.objects] == ["secret"]
     assert isinstance(rendered, Rendered)
+
+
+def test_a_cron_job_reads_its_filled_stack_file() -> None:
+    stack = b"""\
+services:
+  backup:
+    image: app
+    command: ["sh", "-c", "echo $$PATH"]
+    deploy:
+      replicas: ${RUNS}
+"""
+    job = make_job(
+        deployment_type="cron",
+        cron_schedule="30 2 * * *",
+        files={"stack.yml": stack},
+        image_services=("backup",),
+        variables={"RUNS": "2"},
+    )
+    chosen, _ = cron_plan(job, since=0.0)
+    labels = chosen.service_overrides["backup"]["deploy"]["labels"]
+    assert labels["sami.cron-replicas"] == "2"
+    with pytest.raises(JobError, match="undefined variable: RUNS"):
+        cron_plan(dataclasses.replace(job, variables={}), since=0.0)
