@@ -124,7 +124,8 @@ def load_key_file(path: str) -> AgentKey:
         raise KeyFileError(
             f"the key file {path} may be read by other users (mode"
             f" {stat.S_IMODE(info.st_mode):04o}); it opens every secret of the cluster:"
-            f" run `chmod 600 {path}`"
+            f" run `chmod 600 {path}` (mounted as a Swarm secret: give it `mode: 0400` and"
+            " the agent's uid)"
         )
     try:
         with open(path, "rb") as f:

@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from sami_agent.executor import Job, ProgressReporter
+from sami_agent.executors import swarm_variables
 from sami_agent.executors.swarm_objects import Declared, ObjectError, Versioned, declared_objects
 from sami_manifests.interpolation import InterpolationError, interpolate_tree, tree_has_references
 
@@ -208,7 +209,7 @@ def plan(job: Job) -> StackPlan:
             raise JobError(f"stack file {path} is not among the job's files")
         doc = _load_compose(path, job.files[path])
         try:
-            doc, written = _interpolated(path, doc, job.variables)
+            doc, written = _interpolated(path, doc, job.files[path], job.variables)
         except InterpolationError as exc:
             undefined.append(str(exc))
             continue
@@ -264,20 +265,22 @@ def plan(job: Job) -> StackPlan:
 
 
 def _interpolated(
-    path: str, doc: dict[str, Any], variables: Mapping[str, str]
+    path: str, doc: dict[str, Any], data: bytes, variables: Mapping[str, str]
 ) -> tuple[dict[str, Any], bytes | None]:
     """The stack file's document with its variables filled, and the bytes to write in its
-    place (None: it refers to no variable and is written unchanged, `$$` and all).
-
-    The values are filled into the parsed document, never into the text, so a value cannot
-    add YAML structure (a newline and `privileged: true`); the document written is the
-    filled one, each literal `$` doubled, for docker to read back."""
+    place (None: it refers to no variable and is written unchanged, `$$` and all). Raises
+    InterpolationError naming every undefined variable of the file, or JobError."""
     if not tree_has_references(doc):
         return doc, None
-    written = interpolate_tree(doc, variables, source=path, escape_dollars=True)
-    filled = interpolate_tree(doc, variables, source=path)
-    text = yaml.safe_dump(written, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return filled, text.encode()
+    interpolate_tree(doc, variables, source=path)  # every problem of the file at once
+    try:
+        written = swarm_variables.fill_stack_file(path, data, variables)
+    except swarm_variables.CastError as exc:
+        raise JobError(str(exc)) from None
+    filled = swarm_variables.filled_document(written)
+    if not isinstance(filled, dict):
+        raise JobError(f"stack file {path} is not a compose mapping")
+    return filled, written
 
 
 def override_document(plan: StackPlan) -> dict[str, Any]:

@@ -45,12 +45,11 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import docker
-import yaml
 
 from sami_agent import cron
 from sami_agent.cron import CronJob, RunMark, RunState, ScaledClock
 from sami_agent.executor import ExecutionResult, Job, Outcome, ProgressReporter
-from sami_agent.executors import swarm_apply
+from sami_agent.executors import swarm_apply, swarm_variables
 from sami_agent.executors.swarm_apply import (
     LABEL_DEPLOYMENT,
     STACK_NAMESPACE_LABEL,
@@ -87,26 +86,12 @@ def _deploy_blocks(job: Job, plan: StackPlan) -> dict[str, dict[str, Any]]:
     files: the stack files with their variables filled."""
     merged: dict[str, dict[str, Any]] = {name: {} for name in plan.services}
     for path in plan.stack_files:
-        doc = _unescaped(yaml.safe_load(plan.files[path]) or {})
+        doc = swarm_variables.filled_document(plan.files[path]) or {}
         for name, spec in (doc.get("services") or {}).items():
             deploy = (spec or {}).get("deploy") if isinstance(spec, dict) else None
             if isinstance(deploy, dict) and name in merged:
                 merged[name].update(deploy)
     return merged
-
-
-def _unescaped(node: Any) -> Any:
-    """A filled stack file as docker reads it back: `$$` is `$` (swarm_apply writes every
-    literal `$` of a stack file it filled as `$$`), and digits are a number (as docker casts
-    `replicas: ${N}` once filled)."""
-    if isinstance(node, str):
-        text = node.replace("$$", "$")
-        return int(text) if text.isdigit() else text
-    if isinstance(node, dict):
-        return {k: _unescaped(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_unescaped(v) for v in node]
-    return node
 
 
 def cron_plan(job: Job, since: float) -> tuple[StackPlan, list[str]]:

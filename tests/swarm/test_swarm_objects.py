@@ -82,29 +82,44 @@ def test_variables_fill_the_stack_files_and_docker_finds_nothing_left(
 services:
   web:
     image: app
+    ports:
+      - 22:22
   redis:
     image: redis:${IMAGE_TAG}
     command: ["sh", "-c", "echo $$HOME ${GREETING:-hi}"]
+    read_only: ${READ_ONLY}
     environment:
       PASSWORD: ${PASSWORD}
+      COUNT: ${REPLICAS}
     deploy:
       replicas: ${REPLICAS}
 """
     job = make_job(
         files={"stack.yml": stack},
         image_services=("web",),
-        variables={"IMAGE_TAG": "7.2", "PASSWORD": "pa$word", "REPLICAS": "2"},
+        variables={"IMAGE_TAG": "7.2", "PASSWORD": "pa$word", "REPLICAS": "2", "READ_ONLY": "yes"},
     )
     chosen = plan(job)
     written = chosen.files["stack.yml"].decode()
-    doc = yaml.safe_load(written)
-    assert doc["services"]["redis"]["image"] == "redis:7.2"
+    redis = yaml.safe_load(written)["services"]["redis"]
+    assert redis["image"] == "redis:7.2"
     # Literal `$` is `$$` for docker's own round, which thus sees no variable left.
-    assert doc["services"]["redis"]["command"][2] == "echo $$HOME hi"
-    assert doc["services"]["redis"]["environment"]["PASSWORD"] == "pa$$word"
-    assert doc["services"]["redis"]["deploy"]["replicas"] == "2"  # docker casts it
+    assert redis["command"][2] == "echo $$HOME hi"
+    assert redis["environment"] == {"PASSWORD": "pa$$word", "COUNT": "2"}  # strings stay so
+    # Where the docker CLI casts an interpolated value, it gets the cast value.
+    assert redis["deploy"]["replicas"] == 2 and redis["read_only"] is True
+    # A scalar without variables keeps its text: `22:22` is base 60 to PyYAML, a string to
+    # docker's YAML parser, and must reach it as written.
+    assert "- 22:22\n" in written
     assert "from-the-agent" not in written
     assert job.files["stack.yml"] == stack  # the job's own files are left alone
+
+
+def test_a_value_the_cli_would_not_cast_fails_the_plan() -> None:
+    stack = b"services:\n  web:\n    image: app\n    deploy:\n      replicas: ${N}\n"
+    job = make_job(files={"stack.yml": stack}, image_services=("web",), variables={"N": "two"})
+    with pytest.raises(JobError, match=r"stack.yml: services.web.deploy.replicas: 'two' is not"):
+        plan(job)
 
 
 def test_undefined_variables_fail_the_plan_naming_each_with_its_file(
