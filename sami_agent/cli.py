@@ -28,6 +28,7 @@ from sami_agent.keys import (
     default_key_file,
     generate_key_file,
     load_or_create_key_file,
+    new_key_text,
 )
 from sami_common import logs
 from sami_common.addresses import AddressError, parse_addresses
@@ -332,7 +333,9 @@ def keygen_parser() -> argparse.ArgumentParser:
         "--key-file",
         metavar="FILE",
         default=os.environ.get("SAMI_KEY_FILE") or default_key_file(),
-        help="where to write it (default: SAMI_KEY_FILE, else %(default)s)",
+        help="where to write it (default: SAMI_KEY_FILE, else %(default)s); `-` writes the"
+        " key to stdout (e.g. into `docker secret create sami-agent-key -`) and the recipient"
+        " to stderr",
     )
     parser.add_argument(
         "--force",
@@ -345,6 +348,11 @@ def keygen_parser() -> argparse.ArgumentParser:
 
 def keygen(args: argparse.Namespace) -> int:
     """`sami-agent keygen`: write a new key, print its recipient (stdout: only that)."""
+    if args.key_file == "-":
+        text, recipient = new_key_text()
+        sys.stdout.write(text)
+        print(f"sami-agent keygen: recipient {recipient}", file=sys.stderr)
+        return EXIT_OK
     try:
         key = generate_key_file(args.key_file, force=args.force)
     except KeyFileError as exc:

@@ -89,16 +89,14 @@ def generate_key_file(path: str, *, force: bool = False) -> AgentKey:
         raise KeyFileError(
             f"cannot create the folder of the key file {path}: {exc.strerror}"
         ) from None
-    identity = pyrage.x25519.Identity.generate()
-    created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = (f"# created: {created}\n# public key: {identity.to_public()}\n{identity}\n").encode()
+    text, _ = new_key_text()
     try:
         fd, tmp = tempfile.mkstemp(prefix=".age-key-", dir=target.parent)  # mode 0600
     except OSError as exc:
         raise KeyFileError(f"cannot write the key file {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text)
+            f.write(text.encode())
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
@@ -106,7 +104,16 @@ def generate_key_file(path: str, *, force: bool = False) -> AgentKey:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise KeyFileError(f"cannot write the key file {path}: {exc.strerror}") from None
-    return AgentKey(str(target), (identity,))
+    return AgentKey(str(target), _identities(str(target), text.encode()))
+
+
+def new_key_text() -> tuple[str, str]:
+    """A new identity as an age identity file's text (as `age-keygen` writes it), and its
+    recipient."""
+    identity = pyrage.x25519.Identity.generate()
+    created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recipient = str(identity.to_public())
+    return f"# created: {created}\n# public key: {recipient}\n{identity}\n", recipient
 
 
 def load_key_file(path: str) -> AgentKey:

@@ -179,3 +179,17 @@ def test_the_default_key_file_is_in_the_agent_state_folder(
     assert default_key_file({}).endswith("/.local/state/sami-agent/age-key.txt")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert default_key_file({}) == "/var/lib/sami-agent/age-key.txt"
+
+
+def test_keygen_to_stdout_writes_the_key_there_and_the_recipient_to_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # For `sami-agent keygen --key-file - | docker secret create sami-agent-key -`.
+    assert cli.main(["keygen", "--key-file", "-"]) == 0
+    out, err = capsys.readouterr()
+    path = tmp_path / "from-stdout.txt"
+    path.write_text(out)
+    path.chmod(0o600)
+    key = load_key_file(str(path))
+    assert err.strip() == f"sami-agent keygen: recipient {key.recipient}"
+    assert "AGE-SECRET-KEY" not in err
