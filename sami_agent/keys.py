@@ -19,7 +19,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyrage
@@ -45,7 +45,8 @@ class AgentKey:
     """The identities of a key file (the first one's recipient is this agent's)."""
 
     path: str
-    identities: tuple[pyrage.x25519.Identity, ...]
+    # Never in a repr (logs): str() of an identity is the private key.
+    identities: tuple[pyrage.x25519.Identity, ...] = field(repr=False)
 
     @property
     def recipient(self) -> str:

@@ -40,6 +40,7 @@ def test_keygen_writes_a_private_key_file_and_prints_its_recipient(
     assert key.recipient == recipient
     assert key.decrypt(pyrage.encrypt(b"s3cret", [pyrage.x25519.Recipient.from_str(recipient)]))
     assert [p.name for p in path.parent.iterdir()] == ["age-key.txt"]  # no temporary left
+    assert "identities" not in repr(key)  # nothing of the private key in a log line
 
 
 def test_keygen_refuses_to_replace_a_key_without_force(
