@@ -2,8 +2,11 @@
 
 Without a reachable Docker engine the agent still serves static_file deployments (and says
 that swarm/compose are disabled). Exit status: 0 after SIGTERM/SIGINT, 2 for bad usage or
-configuration (no token, no executor at all), 3 when the token is rejected and
---exit-on-auth-error is set.
+configuration (no token, no executor at all, an unusable key file), 3 when the token is
+rejected and --exit-on-auth-error is set.
+
+`sami-agent keygen [--key-file PATH] [--force]` writes a new age key (the agent's half of
+the cluster's secrets, docs/secrets.md) and prints its recipient.
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ from typing import TYPE_CHECKING
 
 from sami_agent.connection import Agent, AgentAuthError
 from sami_agent.executors import ExecutorUnavailable, build_executors
+from sami_agent.keys import (
+    AgentKey,
+    KeyFileError,
+    default_key_file,
+    generate_key_file,
+    load_or_create_key_file,
+    new_key_text,
+)
 from sami_common import logs
 from sami_common.addresses import AddressError, parse_addresses
 from sami_common.dial import DEFAULT_ADDR, Endpoint
@@ -39,6 +50,12 @@ class UsageError(Exception):
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The agent's arguments, or those of `sami-agent keygen` (`command` says which)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keygen"]:
+        args = keygen_parser().parse_args(argv[1:])
+        args.command = "keygen"
+        return args
     parser = argparse.ArgumentParser(
         prog="sami-agent",
         description=(
@@ -86,6 +103,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FILE",
         default=os.environ.get("SAMI_CLIENT_KEY") or None,
         help="PEM key of --client-cert (default: SAMI_CLIENT_KEY)",
+    )
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        default=os.environ.get("SAMI_KEY_FILE") or None,
+        help="the agent's age key, which opens the cluster's secrets (default: SAMI_KEY_FILE,"
+        f" else {default_key_file()}); created (mode 0600) when it does not exist;"
+        " a dry-run agent uses one only when given one",
     )
     parser.add_argument(
         "--dry-run",
@@ -147,7 +172,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="exit (status 3) when the control plane rejects the token, instead of retrying",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.command = "run"
+    return args
 
 
 def read_token(token_file: str | None) -> str:
@@ -167,6 +194,30 @@ def read_token(token_file: str | None) -> str:
             " (or pass --token-file FILE)"
         )
     return token
+
+
+def agent_key(args: argparse.Namespace) -> AgentKey | None:
+    """The key of --key-file (or its default), created when missing; None for a dry-run
+    agent given none (it decrypts nothing, and tests and demos leave no key behind)."""
+    if args.dry_run and not args.key_file:
+        return None
+    path = args.key_file or default_key_file()
+    try:
+        key, created = load_or_create_key_file(path)
+    except KeyFileError as exc:
+        raise UsageError(f"{exc} (from --key-file or SAMI_KEY_FILE)") from None
+    log = logs.get("sami_agent")
+    if created:
+        log.info(
+            "agent_key_created",
+            key_file=path,
+            recipient=key.recipient,
+            message="a new age key: secrets must be encrypted to this recipient"
+            " (it is registered with the control plane when the agent connects)",
+        )
+    else:
+        log.info("agent_key_loaded", key_file=path, recipient=key.recipient)
+    return key
 
 
 def build_agent(args: argparse.Namespace) -> Agent:
@@ -208,9 +259,11 @@ def build_agent(args: argparse.Namespace) -> Agent:
         client_cert_file=args.client_cert,
         client_key_file=args.client_key,
     )
+    key = agent_key(args)
     try:
         built = build_executors(
             dry_run=args.dry_run,
+            key=key,
             step_seconds=args.dry_run_step_seconds,
             ledger_path=args.ledger,
             agent_id=args.agent_id,
@@ -227,6 +280,7 @@ def build_agent(args: argparse.Namespace) -> Agent:
         status_interval=args.status_interval,
         cron_backend=built.cron,
         cron_interval=args.cron_interval,
+        recipient=key.recipient if key is not None else "",
     )
 
 
@@ -267,8 +321,52 @@ async def serve(agent: Agent, metrics_listen: str = "") -> None:
             await metrics.stop()
 
 
+def keygen_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sami-agent keygen",
+        description=(
+            "Write a new age key for this agent (mode 0600) and print its recipient. Copy the"
+            " file to the cluster's other agents to share one key, or let each make its own."
+        ),
+    )
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        default=os.environ.get("SAMI_KEY_FILE") or default_key_file(),
+        help="where to write it (default: SAMI_KEY_FILE, else %(default)s); `-` writes the"
+        " key to stdout (e.g. into `docker secret create sami-agent-key -`) and the recipient"
+        " to stderr",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing key file (secrets encrypted to the old key no longer open"
+        " here until they are set again or rekeyed)",
+    )
+    return parser
+
+
+def keygen(args: argparse.Namespace) -> int:
+    """`sami-agent keygen`: write a new key, print its recipient (stdout: only that)."""
+    if args.key_file == "-":
+        text, recipient = new_key_text()
+        sys.stdout.write(text)
+        print(f"sami-agent keygen: recipient {recipient}", file=sys.stderr)
+        return EXIT_OK
+    try:
+        key = generate_key_file(args.key_file, force=args.force)
+    except KeyFileError as exc:
+        print(f"sami-agent keygen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"sami-agent keygen: wrote {key.path}", file=sys.stderr)
+    print(key.recipient)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "keygen":
+        return keygen(args)
     try:
         logs.configure()
     except logs.InvalidLogLevel as exc:

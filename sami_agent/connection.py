@@ -112,6 +112,7 @@ class Agent:
         status_interval: float = DEFAULT_FULL_INTERVAL,
         cron_backend: cron.CronBackend | None = None,
         cron_interval: float | None = None,
+        recipient: str = "",
         metrics: AgentMetrics | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -121,6 +122,8 @@ class Agent:
         self._ring = AddressRing.shuffled(endpoint.addresses, rng)
         self._executor = executor
         self._agent_id = agent_id
+        # The public half of the agent's age key (sami_agent/keys.py), sent in every Hello.
+        self._recipient = recipient
         self._exit_on_auth_error = exit_on_auth_error
         self._backoff = backoff or Backoff()
         self._welcome_timeout = welcome_timeout
@@ -433,6 +436,7 @@ class Agent:
             version=package_version(),
             capabilities=list(self._executor.capabilities),
             held_leases=[lease.held() for lease in self._leases.values()],
+            recipient=self._recipient,
         )
 
     def _on_welcome(self, welcome: agent_pb2.Welcome) -> asyncio.Queue[agent_pb2.AgentMessage]:

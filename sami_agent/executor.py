@@ -24,6 +24,24 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A version of a secret (`sami secret set`) a deployment uses."""
+
+    name: str
+    version: int
+
+
+@dataclass(frozen=True)
+class SecretPayload:
+    """One secret version as the assignment carries it: an age ciphertext only the cluster's
+    keys open. Decrypted in memory at deploy time, never written anywhere by the agent."""
+
+    name: str
+    version: int
+    ciphertext: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Job:
     deployment_id: str
     service: str
@@ -48,6 +66,12 @@ class Job:
     action: str = "deploy"
     # cron: the job's 5-field schedule (docs/cron.md).
     cron_schedule: str = ""
+    # The secret versions the deployment uses, their ciphertexts, and the values of the
+    # variables that fill `${NAME}` in the stack files (docs/swarm-executor.md, "Secrets,
+    # configs and variables"). A plan has the versions but no ciphertexts.
+    secrets: tuple[SecretRef, ...] = ()
+    secret_payloads: tuple[SecretPayload, ...] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def teardown(self) -> bool:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from sami_agent.executor import Job
+from sami_agent.executor import Job, SecretPayload, SecretRef
 from sami_agent.pb import agent_pb2, deployment_pb2
 from sami_manifests import DEFAULT_KEEP_RELEASES
 
@@ -52,6 +52,11 @@ def job_from_assignment(assignment: agent_pb2.Assignment) -> Job:
         else DEFAULT_KEEP_RELEASES,
         action="teardown" if deployment.action == deployment_pb2.TEARDOWN else "deploy",
         cron_schedule=manifest.cron_schedule,
+        secrets=tuple(SecretRef(s.name, s.version) for s in deployment.secrets),
+        secret_payloads=tuple(
+            SecretPayload(p.name, p.version, bytes(p.ciphertext)) for p in assignment.secrets
+        ),
+        variables=dict(deployment.variables),
     )
 
 

@@ -166,10 +166,12 @@ def agent(
     *extra: str,
     env: dict[str, str] | None = None,
 ) -> Proc:
+    # Its age key in the test's folder (created at start), not in the machine's state folder.
+    key_file = str(tmp / f"agent-{agent_id}-age-key.txt")
     return Proc(
         [PY, "-m", "sami_agent", "--control", control.addr, "--agent-id", agent_id, *extra],
         tmp / f"agent-{agent_id}.log",
-        env=base_env(SAMI_TOKEN=token, **(env or {})),
+        env=base_env(SAMI_TOKEN=token, SAMI_KEY_FILE=key_file, **(env or {})),
     ).start()
 
 

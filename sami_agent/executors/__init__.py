@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sami_agent.executors.static_file import StaticFileExecutor
     from sami_agent.executors.swarm import SwarmExecutor
     from sami_agent.executors.swarm_cron import SwarmCronExecutor
+    from sami_agent.keys import AgentKey
 
 __all__ = [
     "DryRunExecutor",
@@ -63,6 +64,7 @@ def build_executors(
     ledger_path: str | os.PathLike[str] | None = None,
     agent_id: str = "",
     cron_clock: ScaledClock | None = None,
+    key: AgentKey | None = None,
 ) -> Executors:
     """The dry-run executor when asked for (and no cron backend); else a RoutingExecutor
     over the Swarm executor (swarm, compose), its cron executor (cron, which is also the
@@ -71,7 +73,8 @@ def build_executors(
     When the Swarm executor cannot start (no Docker SDK, no engine answering), a warning is
     logged and the agent runs static_file deployments only: it does not advertise swarm,
     compose or cron, so the control plane sends it none, and it runs no cron jobs.
-    `step_seconds`, `ledger_path` and `agent_id` only matter for the dry run.
+    `step_seconds`, `ledger_path` and `agent_id` only matter for the dry run; `key` (the
+    agent's age key, which opens the secrets of its assignments) for Swarm deployments.
     """
     if dry_run:
         dry = DryRunExecutor(step_seconds=step_seconds, ledger_path=ledger_path, agent_id=agent_id)
@@ -79,7 +82,7 @@ def build_executors(
     routes: dict[str, Executor] = {}
     cron: SwarmCronExecutor | None = None
     try:
-        swarm, cron = _swarm_executors(cron_clock)
+        swarm, cron = _swarm_executors(cron_clock, key)
     except ExecutorUnavailable as exc:
         logs.get("sami_agent.executors").warning(
             "swarm_executor_unavailable",
@@ -97,7 +100,9 @@ def build_executors(
     return Executors(RoutingExecutor(routes), cron)
 
 
-def _swarm_executors(clock: ScaledClock | None) -> tuple[SwarmExecutor, SwarmCronExecutor]:
+def _swarm_executors(
+    clock: ScaledClock | None, key: AgentKey | None
+) -> tuple[SwarmExecutor, SwarmCronExecutor]:
     """The Swarm executor and the cron executor on its engine, or ExecutorUnavailable."""
     try:
         swarm = importlib.import_module("sami_agent.executors.swarm")
@@ -108,7 +113,7 @@ def _swarm_executors(clock: ScaledClock | None) -> tuple[SwarmExecutor, SwarmCro
             " dependencies, or run the agent with --dry-run to try it without Docker"
         ) from exc
     try:
-        executor: SwarmExecutor = swarm.SwarmExecutor()
+        executor: SwarmExecutor = swarm.SwarmExecutor(key=key)
     except Exception as exc:
         raise ExecutorUnavailable(
             f"could not start the Swarm executor: {exc}. Check that DOCKER_HOST (or"

@@ -3,7 +3,11 @@ converge, roll back when it does not.
 
 One `execute()`:
 
-1. **Plan** (`swarm_apply.plan`): validate the job; pin the artifact by digest.
+1. **Plan** (`swarm_apply.plan`): validate the job; fill the stack files' variables from the
+   deployment's; pin the artifact by digest. Then (`swarm_objects.render`, reading the
+   engine but changing nothing) decrypt the deployment's secrets in memory and name each
+   secret and config version by content; a variable, a secret or a key that is missing
+   fails the deployment here, before anything changes.
 2. **Recognise a redelivery**: when every service of the stack already carries this
    deployment's `sami.deployment-id` label, the job was applied before (an earlier attempt
    of this deployment): it is only watched. Applying again would not be a no-op: swarmkit's
@@ -13,7 +17,8 @@ One `execute()`:
    (`/distribution/{ref}/json`, resolved by the engine with the agent's own registry
    credentials), so a missing image fails at once with the registry's reason ("manifest
    unknown") and nothing is touched.
-4. **Apply**: `docker stack deploy --with-registry-auth` (see swarm_apply).
+4. **Apply**: create the secret and config versions the swarm does not have yet, then
+   `docker stack deploy --with-registry-auth` (see swarm_apply).
 5. **Converge** (Docker SDK, polling): every service of the stack runs its desired replicas
    on the new spec (current spec carries our label; tasks pass the daemon's `_up-to-date`
    filter), healthy, with `UpdateStatus` `completed` or absent; for a service without an
@@ -36,6 +41,8 @@ One `execute()`:
    removed (`remove_failed_new_services`, default on), so a failed first deployment leaves
    no crash-looping service behind; the reason carries what the tasks said. Outcome FAILED.
 7. **Cancel**: the same rollback, outcome CANCELLED.
+8. **Clean up** after a success: the stack's secret and config versions Sami made that no
+   service uses, in its spec or in the spec Swarm would roll back to, are removed.
 
 A redelivered job whose spec swarm already rolled back in between is applied again (swarm's
 automatic rollback clears `PreviousSpec`, so no trace of it stays on the service): the
@@ -49,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 
@@ -62,7 +69,13 @@ from sami_agent.executor import (
     PreviewStack,
     ProgressReporter,
 )
-from sami_agent.executors import swarm_apply, swarm_previews, swarm_query, swarm_status
+from sami_agent.executors import (
+    swarm_apply,
+    swarm_objects,
+    swarm_previews,
+    swarm_query,
+    swarm_status,
+)
 from sami_agent.executors.swarm_apply import LABEL_DEPLOYMENT, ApplyError, JobError, StackPlan
 from sami_agent.executors.swarm_watch import (
     FAILED_STATES,
@@ -74,6 +87,9 @@ from sami_agent.executors.swarm_watch import (
     safe_observe,
 )
 from sami_manifests import DEFAULT_CONVERGE_TIMEOUT
+
+if TYPE_CHECKING:
+    from sami_agent.keys import AgentKey
 
 __all__ = ["SwarmExecutor"]
 
@@ -104,6 +120,7 @@ class SwarmExecutor:
     The engine is found like the docker CLI finds it (DOCKER_HOST, DOCKER_TLS_VERIFY,
     DOCKER_CERT_PATH, else the local socket); `docker_env` adds to or overrides that
     environment, for the SDK and the CLI alike (tests pass a private engine's DOCKER_HOST).
+    `key` is the agent's age key, which opens the secrets of the assignments.
     """
 
     capabilities: tuple[str, ...] = ("swarm", "compose")
@@ -122,7 +139,9 @@ class SwarmExecutor:
         swarm_grace: float = 8.0,
         rollback_timeout: float | None = None,
         remove_failed_new_services: bool = True,
+        key: AgentKey | None = None,
     ) -> None:
+        self._key = key
         self._settings = _Settings(
             docker_cli=docker_cli,
             docker_env=dict(docker_env or {}),
@@ -176,7 +195,12 @@ class SwarmExecutor:
         except docker.errors.DockerException as exc:
             return ExecutionResult(Outcome.FAILED, f"the Docker engine does not answer: {exc}")
         try:
-            rollout = _Rollout(client, self._settings, job, plan, report, cancelled, settle=settle)
+            rendered = self._render(client, job, plan, report)
+            if isinstance(rendered, ExecutionResult):
+                return rendered
+            rollout = _Rollout(
+                client, self._settings, job, rendered, report, cancelled, settle=settle
+            )
             result = rollout.run()
         except (docker.errors.DockerException, OSError) as exc:
             # The engine went away at a point that has no retry of its own.
@@ -186,6 +210,23 @@ class SwarmExecutor:
         if len(result.reason) > MAX_REASON:
             result = ExecutionResult(result.outcome, result.reason[: MAX_REASON - 3] + "...")
         return result
+
+    def _render(
+        self, client: docker.DockerClient, job: Job, plan: StackPlan, report: ProgressReporter
+    ) -> StackPlan | ExecutionResult:
+        """The plan with its secret and config versions decided (secrets decrypted in
+        memory), or the FAILED result that says which cannot be provided. Changes nothing."""
+        try:
+            rendered = swarm_objects.render(
+                plan, job, self._key, swarm_objects.engine_lookup(client)
+            )
+        except swarm_objects.ObjectError as exc:
+            return ExecutionResult(Outcome.FAILED, str(exc))
+        for note in rendered.notes:
+            report("plan", note)
+        for obj in rendered.objects:
+            report("plan", obj.describe())
+        return swarm_objects.with_rendering(plan, rendered)
 
     def _teardown(
         self, job: Job, report: ProgressReporter, cancelled: threading.Event
@@ -298,6 +339,13 @@ class _Rollout:
             if self.cancelled.is_set():
                 return ExecutionResult(Outcome.CANCELLED, "cancelled before anything was applied")
             try:
+                swarm_objects.create_objects(self.client, self.plan, self.report)
+            except docker.errors.APIError as exc:
+                return ExecutionResult(
+                    Outcome.FAILED,
+                    f"could not create the stack's secrets and configs: {exc.explanation or exc}",
+                )
+            try:
                 swarm_apply.stack_deploy(
                     self.plan,
                     self.report,
@@ -311,6 +359,7 @@ class _Rollout:
             self._report_unpruned()
         verdict = self._converge()
         if verdict.kind == "converged":
+            self._prune_objects()
             return ExecutionResult(Outcome.SUCCEEDED, verdict.reason)
         if verdict.kind == "superseded":
             return ExecutionResult(Outcome.FAILED, verdict.reason)
@@ -360,6 +409,14 @@ class _Rollout:
                 self.seen_ours.update(touched)
                 return self._roll_back(Verdict("failed", error))
         return ExecutionResult(Outcome.FAILED, error)
+
+    def _prune_objects(self) -> None:
+        """Remove the secret and config versions nothing uses any more. A failure here
+        does not undo a success: the next successful deployment tries again."""
+        try:
+            swarm_objects.prune_objects(self.client, self.plan.stack, self.report)
+        except (docker.errors.DockerException, OSError) as exc:
+            self.report("cleanup", f"could not remove unused secret and config versions: {exc}")
 
     def _report_unpruned(self) -> None:
         try:

@@ -15,7 +15,12 @@ repo), plus one generated override file, passed last:
             sami.artifact-digest: sha256:...
 
 `docker stack deploy` merges `-c` files in order, so the override wins without Sami
-rewriting (or reformatting) the user's YAML. The labels are *service* labels (`deploy.labels`
+rewriting (or reformatting) the user's YAML. Two exceptions, both decided before anything
+changes: a stack file that refers to variables (`${NAME}`) is written interpolated from the
+deployment's variables (sami_manifests/interpolation.py; never from the agent's environment),
+with every literal `$` written `$$` so that docker's own interpolation finds nothing left to
+fill; and the override also points the stack's top-level secrets and configs at versions
+named by content (swarm_objects.py). The labels are *service* labels (`deploy.labels`
 become `Spec.Labels`), not container labels: changing them never restarts a task, so a
 sidecar whose spec did not change is not redeployed just because the deployment id did.
 
@@ -40,6 +45,9 @@ from typing import Any
 import yaml
 
 from sami_agent.executor import Job, ProgressReporter
+from sami_agent.executors import swarm_variables
+from sami_agent.executors.swarm_objects import Declared, ObjectError, Versioned, declared_objects
+from sami_manifests.interpolation import InterpolationError, interpolate_tree, tree_has_references
 
 LABEL_DEPLOYMENT = "sami.deployment-id"
 LABEL_DIGEST = "sami.artifact-digest"
@@ -118,6 +126,12 @@ class StackPlan:
     # More override keys per service, merged into the generated override (`deploy:` keys,
     # labels included, are merged one level down): cron jobs set their mode this way.
     service_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The top-level secrets and configs the stack files declare (interpolated), and, once
+    # rendered (swarm_objects.render), the override's entries for the versioned ones and
+    # the objects to create before deploying.
+    objects: tuple[Declared, ...] = ()
+    top_level: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    versioned: tuple[Versioned, ...] = ()
 
     def swarm_name(self, service: str) -> str:
         return f"{self.stack}_{service}"
@@ -186,11 +200,22 @@ def plan(job: Job) -> StackPlan:
     image = pinned_image(job.artifact_ref, job.artifact_digest)
     services: list[str] = []
     version: str | None = None
+    files = dict(job.files)
+    docs: list[tuple[str, dict[str, Any]]] = []
+    undefined: list[str] = []
     for path in job.stack_files:
         _safe_relpath(path)
         if path not in job.files:
             raise JobError(f"stack file {path} is not among the job's files")
         doc = _load_compose(path, job.files[path])
+        try:
+            doc, written = _interpolated(path, doc, job.files[path], job.variables)
+        except InterpolationError as exc:
+            undefined.append(str(exc))
+            continue
+        if written is not None:
+            files[path] = written
+        docs.append((path, doc))
         if version is None and doc.get("version") is not None:
             version = str(doc["version"])
         for name in doc.get("services") or {}:
@@ -198,6 +223,17 @@ def plan(job: Job) -> StackPlan:
                 raise JobError(f"stack file {path}: service name {name!r} is not valid")
             if name not in services:
                 services.append(name)
+    if undefined:
+        raise JobError(
+            f"{'; '.join(undefined)}. Variables come from the deployment only (`sami var set"
+            f" {job.service} NAME=VALUE --env {job.environment}`), never from the agent's"
+            " environment; give the stack file a default (`${NAME:-value}`) where one is"
+            " enough"
+        )
+    try:
+        objects = declared_objects(docs)
+    except ObjectError as exc:
+        raise JobError(str(exc)) from None
     if not services:
         raise JobError(f"stack files {', '.join(job.stack_files)} define no services")
     image_services = tuple(job.image_services)
@@ -221,10 +257,30 @@ def plan(job: Job) -> StackPlan:
         image_services=image_services,
         image=image,
         digest=job.artifact_digest,
-        files=dict(job.files),
+        files=files,
         stack_files=tuple(job.stack_files),
         compose_version=version,
+        objects=objects,
     )
+
+
+def _interpolated(
+    path: str, doc: dict[str, Any], data: bytes, variables: Mapping[str, str]
+) -> tuple[dict[str, Any], bytes | None]:
+    """The stack file's document with its variables filled, and the bytes to write in its
+    place (None: it refers to no variable and is written unchanged, `$$` and all). Raises
+    InterpolationError naming every undefined variable of the file, or JobError."""
+    if not tree_has_references(doc):
+        return doc, None
+    interpolate_tree(doc, variables, source=path)  # every problem of the file at once
+    try:
+        written = swarm_variables.fill_stack_file(path, data, variables)
+    except swarm_variables.CastError as exc:
+        raise JobError(str(exc)) from None
+    filled = swarm_variables.filled_document(written)
+    if not isinstance(filled, dict):
+        raise JobError(f"stack file {path} is not a compose mapping")
+    return filled, written
 
 
 def override_document(plan: StackPlan) -> dict[str, Any]:
@@ -244,6 +300,9 @@ def override_document(plan: StackPlan) -> dict[str, Any]:
                 entry[key] = value
         services[name] = entry
     doc: dict[str, Any] = {"services": services}
+    for section in ("secrets", "configs"):
+        if plan.top_level.get(section):
+            doc[section] = {key: dict(entry) for key, entry in plan.top_level[section].items()}
     if plan.compose_version is not None:
         # The 20.10 CLI refuses to merge files of different `version`s.
         doc = {"version": plan.compose_version, **doc}

@@ -45,12 +45,11 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import docker
-import yaml
 
 from sami_agent import cron
 from sami_agent.cron import CronJob, RunMark, RunState, ScaledClock
 from sami_agent.executor import ExecutionResult, Job, Outcome, ProgressReporter
-from sami_agent.executors import swarm_apply
+from sami_agent.executors import swarm_apply, swarm_variables
 from sami_agent.executors.swarm_apply import (
     LABEL_DEPLOYMENT,
     STACK_NAMESPACE_LABEL,
@@ -83,10 +82,11 @@ _FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 def _deploy_blocks(job: Job, plan: StackPlan) -> dict[str, dict[str, Any]]:
     """Each service's `deploy:` mapping, merged over the stack files in order (shallowly:
-    enough to read mode, replicas, update_config and restart_policy)."""
+    enough to read mode, replicas, update_config and restart_policy), read from the plan's
+    files: the stack files with their variables filled."""
     merged: dict[str, dict[str, Any]] = {name: {} for name in plan.services}
     for path in plan.stack_files:
-        doc = yaml.safe_load(job.files[path]) or {}
+        doc = swarm_variables.filled_document(plan.files[path]) or {}
         for name, spec in (doc.get("services") or {}).items():
             deploy = (spec or {}).get("deploy") if isinstance(spec, dict) else None
             if isinstance(deploy, dict) and name in merged:

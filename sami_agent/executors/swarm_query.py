@@ -2,7 +2,10 @@
 "Queries"): a service's logs, and the plan of a deployment. Nothing here changes the swarm.
 
 The plan is computed from what `docker stack deploy` would be given — the same files and
-override `swarm_apply.stack_deploy` writes (the artifact pinned by digest, Sami's labels),
+override `swarm_apply.stack_deploy` writes (the variables filled, the artifact pinned by
+digest, Sami's labels, the secret and config versions; a plan carries no ciphertext, so a
+secret version is named after the object that holds it on the swarm, else
+`<stack>_<name>_v<version>`, and nothing is decrypted or created),
 merged and interpolated by the docker CLI itself (`docker stack config`) — compared with the
 services the engine runs now. Sami's own labels (`sami.*`) change on every deployment and are
 left out of the comparison; environment variables are compared by name and value but shown
@@ -23,7 +26,7 @@ import docker.errors
 import yaml
 
 from sami_agent.executor import Job
-from sami_agent.executors import swarm_apply
+from sami_agent.executors import swarm_apply, swarm_objects
 from sami_agent.executors.swarm_apply import STACK_NAMESPACE_LABEL, JobError
 from sami_agent.queries import (
     FieldChange,
@@ -244,8 +247,16 @@ def stack_diff(
     """What `docker stack deploy` of `job` would change, from the engine's current view."""
     try:
         plan = swarm_apply.plan(job)
-    except JobError as exc:
+        rendered = swarm_objects.render(
+            plan,
+            job,
+            None,
+            swarm_objects.engine_lookup(client),
+            find=swarm_objects.engine_find(client),
+        )
+    except (JobError, swarm_objects.ObjectError) as exc:
         raise QueryError("FAILED_PRECONDITION", str(exc)) from None
+    plan = swarm_objects.with_rendering(plan, rendered)
     config = merged_config(plan, docker_cli, env)
     desired: dict[str, Any] = config.get("services") or {}
     running = {

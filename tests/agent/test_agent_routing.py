@@ -68,9 +68,17 @@ def test_build_executors_routes_swarm_compose_cron_and_static_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = types.ModuleType("sami_agent.executors.swarm")
-    module.SwarmExecutor = lambda: Fake("swarm", "compose")  # type: ignore[attr-defined]
+    keys_given: list[object] = []
+
+    def swarm_executor(*, key: object) -> Fake:
+        keys_given.append(key)
+        return Fake("swarm", "compose")
+
+    module.SwarmExecutor = swarm_executor  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sami_agent.executors.swarm", module)
-    built = build_executors(dry_run=False)
+    key = object()
+    built = build_executors(dry_run=False, key=key)  # type: ignore[arg-type]
+    assert keys_given == [key]  # the agent's key opens the secrets of swarm deployments
     executor = built.executor
     assert isinstance(executor, RoutingExecutor)
     assert executor.capabilities == ("swarm", "compose", "cron", "static_file")
@@ -83,7 +91,7 @@ def test_build_executors_routes_swarm_compose_cron_and_static_file(
     assert built.cron._swarm is executor.executors["swarm"]
 
 
-def _broken_engine() -> Fake:
+def _broken_engine(**_: object) -> Fake:
     raise ConnectionRefusedError("connection refused: /var/run/docker.sock")
 
 

@@ -243,6 +243,10 @@ def test_agent_service(path: Path) -> None:
     }
     assert args.token_file == targets["sami-agent-token"]
     assert args.ca == targets["sami-ca"]
+    # Its age key from a Swarm secret, not a file made in the container (lost on restart).
+    assert args.key_file == targets["sami-agent-key"]
+    key = next(e for e in agent["secrets"] if e["source"] == "sami_agent_key")
+    assert key["mode"] == 0o400 and key["uid"] == "10001"
     assert "SAMI_TOKEN" not in agent.get("environment", {})
     assert agent["hostname"] == "{{.Node.Hostname}}", "a stable agent id across restarts"
     assert agent["healthcheck"] == {"disable": True}

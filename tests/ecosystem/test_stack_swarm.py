@@ -26,7 +26,7 @@ from sami_dev.devswarm import DevSwarm
 from . import deploy_files as df
 
 STACK_NAME = "samitest"
-SECRETS = ("sami-tls-cert", "sami-tls-key", "sami-ca", "sami-agent-token")
+SECRETS = ("sami-tls-cert", "sami-tls-key", "sami-ca", "sami-agent-token", "sami-agent-key")
 VOLUME = "sami-control-data"
 
 STAND_IN_CONTROL = """#!/bin/sh
@@ -101,6 +101,14 @@ def test_stack_config_of_the_real_cli(devswarm: DevSwarm, path: Path) -> None:
     assert config["secrets"]["sami_agent_token"] == {"name": "sami-agent-token", "external": True}
     assert agent["command"][agent["command"].index("--token-file") + 1] == (
         f"/run/secrets/{token['target']}"
+    )
+    # The agents' age key: one Swarm secret, readable by the agent's user only (the agent
+    # refuses a key others may read).
+    key = next(s for s in agent["secrets"] if s["source"] == "sami_agent_key")
+    assert config["secrets"]["sami_agent_key"] == {"name": "sami-agent-key", "external": True}
+    assert (key["uid"], key["mode"]) == ("10001", 0o400)
+    assert agent["command"][agent["command"].index("--key-file") + 1] == (
+        f"/run/secrets/{key['target']}"
     )
     assert agent["user"] == f"10001:{df.stack_env()['DOCKER_GID']}"
     assert agent["image"] == df.stack_env()["SAMI_IMAGE"]
@@ -178,8 +186,15 @@ def test_stack_deploys_on_a_real_swarm(swarm_ready: DevSwarm) -> None:
         "GID": "10001",
         "Mode": 0o400,
     }
+    assert secrets["sami-agent-key"] == {
+        "Name": "sami_agent_key",
+        "UID": "10001",
+        "GID": "10001",
+        "Mode": 0o400,
+    }
     args = container["Args"]
     assert args[args.index("--token-file") + 1] == "/run/secrets/sami_agent_token"
+    assert args[args.index("--key-file") + 1] == "/run/secrets/sami_agent_key"
     assert container["Hostname"] == "{{.Node.Hostname}}"
     assert container["User"] == f"10001:{df.stack_env()['DOCKER_GID']}"
 
