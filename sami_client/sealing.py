@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import pyrage  # type: ignore[import-untyped]
+import pyrage
 
 from sami_client.errors import UsageError
 

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import pyrage  # type: ignore[import-untyped]
+import pyrage
 
 MAGIC = b"age-encryption.org/v1\n"
 ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
