@@ -248,6 +248,25 @@ def tree_has_references(node: Any) -> bool:
     return False
 
 
+def required_in_tree(node: Any) -> list[str]:
+    """The variables a parsed document's string values need a value for (keys are left
+    alone, as compose does; comments are not values), each once, in order."""
+    names: list[str] = []
+
+    def walk(n: Any) -> None:
+        if isinstance(n, str):
+            names.extend(required_variables(n))
+        elif isinstance(n, dict):
+            for v in n.values():
+                walk(v)
+        elif isinstance(n, list):
+            for v in n:
+                walk(v)
+
+    walk(node)
+    return list(dict.fromkeys(names))
+
+
 def _malformed(text: str) -> bool:
     problems: list[Problem] = []
     _fill(text, {}, False, problems)

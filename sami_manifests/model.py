@@ -132,6 +132,9 @@ class ResolvedManifest:
     # Where the deployed app is reached; `{pr}`: the pull request number.
     environment_url: str = ""
     on_drift: str = ON_DRIFT_REPORT
+    # The `${NAME}`s its stack files need a value for (`sami var set`): a deployment that
+    # lacks one is refused when it is created, naming it.
+    variables: tuple[str, ...] = ()
 
     @property
     def manifest_path(self) -> str:

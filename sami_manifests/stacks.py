@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import values
+from .interpolation import required_in_tree
 from .problems import Limits, Problem, error, warning
 from .safeyaml import YList, YMap, load_yaml
 from .schema import Located
@@ -37,6 +38,8 @@ class StackCheck:
     services: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     parsed: bool = True  # False when a stack file could not be read at all
+    # The `${NAME}`s the stack files need a value for (no default), in order of appearance.
+    variables: list[str] = field(default_factory=list)
 
 
 def check_stack_files(
@@ -61,6 +64,7 @@ def check_stack_files(
         _StackFile(path, stack.value, files.keys(), result, cron).check(doc)
         if policy == POLICY_STRICT:
             result.problems.extend(stack_policy_problems(path, doc))
+        result.variables.extend(v for v in required_in_tree(doc) if v not in result.variables)
     return result
 
 

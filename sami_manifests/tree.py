@@ -364,6 +364,7 @@ def _check_env(
         return None, problems
 
     image_services: tuple[str, ...] = ()
+    variables: tuple[str, ...] = ()
     if spec.stack_files and (spec.deployment_type in STACK_TYPES or spec.deployment_type == "cron"):
         stacks = check_stack_files(
             folder,
@@ -374,6 +375,7 @@ def _check_env(
             policy=stack_policy,
         )
         problems.extend(stacks.problems)
+        variables = tuple(stacks.variables)
         if stacks.parsed:
             image_services = _resolve_image_services(spec, stacks.services, manifest_path, problems)
             stack = spec.stack_name
@@ -417,6 +419,7 @@ def _check_env(
         approval_expires=spec.approval_expires,
         environment_url=spec.environment_url,
         on_drift=spec.on_drift,
+        variables=variables,
     )
     return manifest, problems
 

@@ -4,7 +4,7 @@ superseded, cancelled, listed and watched. Leases and dispatch are core/dispatch
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 from sami_control.core import (
     approval_rules,
@@ -170,7 +170,14 @@ class Deployments:
             if m.approval_required:
                 # Waits for another identity's approval before it is queued (core/approvals.py).
                 d.state = State.AWAITING_APPROVAL
-            await self.enqueue(tx, fx, d, f"requested by {who.name}", req.reason)
+            await self.enqueue(
+                tx,
+                fx,
+                d,
+                f"requested by {who.name}",
+                req.reason,
+                needs=(m.manifest_path, m.variables),
+            )
             await self.audit.ok(
                 tx,
                 who,
@@ -250,9 +257,19 @@ class Deployments:
             )
         return prior
 
-    async def enqueue(self, tx: Tx, fx: Effects, d: Deployment, who: str, reason: str) -> None:
+    async def enqueue(
+        self,
+        tx: Tx,
+        fx: Effects,
+        d: Deployment,
+        who: str,
+        reason: str,
+        needs: tuple[str, Sequence[str]] = ("", ()),
+    ) -> None:
         """Store a new deployment (QUEUED, or AWAITING_APPROVAL when its target requires an
-        approval) and, once it is queued, apply the supersede rule (`supersede_queued`)."""
+        approval) and, once it is queued, apply the supersede rule (`supersede_queued`).
+        `needs`: the manifest and the variables its stack files need a value for; a
+        deployment whose recorded variables lack one is refused, naming them."""
         await tx.lock(key_lock(d.service, d.environment, d.pull_request))
         now = d.created_at
         message = who + (f": {reason}" if reason else "")
@@ -262,6 +279,7 @@ class Deployments:
         first = record(d, EventType.STATE_CHANGED, now, message=message)
         # Every path that creates a deployment comes here: each records what it uses.
         await secrets.record(tx, d)
+        _check_variables(d, *needs)
         await tx.insert_deployment(d)
         await self.ctx.publisher.store_event(tx, d, first)
         fx.add(d, first)
@@ -495,3 +513,28 @@ class Deployments:
 
 def _ends(e: Event) -> bool:
     return e.type is EventType.STATE_CHANGED and e.state.terminal
+
+
+def _check_variables(d: Deployment, manifest_path: str, needed: Sequence[str]) -> None:
+    """Refuse `d` now if its stack files need a variable it did not record: its agent
+    would fail it in its plan (the agent's own environment is never used), after a queue
+    and an assignment, where a CI job learns it a minute later."""
+    if d.action is not DeploymentAction.DEPLOY:
+        return
+    missing = [name for name in needed if name not in d.variables]
+    if not missing:
+        return
+    names = ", ".join("${" + name + "}" for name in missing)
+    where = f"{d.service} in {d.environment}"
+    if d.rollback_of:
+        raise FailedPrecondition(
+            f"the stack files of {manifest_path} use {names}, which deployment "
+            f"{d.rollback_of} (this rollback's target) did not record; set it with "
+            f"`sami var set {d.service} {missing[0]}=VALUE --env {d.environment}` and "
+            "deploy its artifact again instead of rolling back"
+        )
+    raise FailedPrecondition(
+        f"the stack files of {manifest_path} use {names}, not set for {where}: "
+        f"`sami var set {d.service} {missing[0]}=VALUE --env {d.environment}` (or give it a "
+        "default in the stack file: ${" + missing[0] + ":-value})"
+    )

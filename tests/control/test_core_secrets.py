@@ -12,6 +12,7 @@ from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from sami_control.core.model import Outcome, Principal, Role
 from sami_control.core.secrets import MAX_SECRET_BYTES
+from tests import samples
 from tests.control.core_env import ADMIN, AGENT_C1, REF, Clock, connect, deploy, drain, get, tick
 from tests.control.test_core_safety import run_to
 
@@ -198,3 +199,37 @@ async def test_deployments_record_versions_and_rollbacks_reuse_their_targets(
     # The recorded versions' ciphertexts, which the cluster's key opens.
     sent = {(v.name, v.version): pyrage.decrypt(v.ciphertext, [ESCROW]) for v in cmd.secrets}
     assert sent == {("api_key", 1): b"k", ("db", 1): b"one"}
+
+
+async def test_a_deployment_whose_stacks_need_an_unset_variable_is_refused_naming_it(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    """Refused when created, not failed by the agent a minute later; a default, a `$$`
+    escape or a comment needs no value; a rollback to a deployment that recorded none is
+    refused too."""
+    cp, _ = env
+    a = await connect(cp, "a1")
+    first = await deploy(cp)  # before the stack needed anything
+    await run_to(cp, a, first, Outcome.SUCCEEDED)
+    stack = samples.STACK + (
+        "    environment:\n"
+        "      DOMAIN: ${{DOMAIN}}\n"
+        "      OPTIONAL: ${{OPT:-x}}\n"
+        "      LITERAL: $$HOME\n"
+        "# ${{IN_A_COMMENT}}\n"
+    )
+    await cp.manifests.sync(ADMIN, "", list(samples.repo(stack=stack).items()))
+    before = await cp.deployments.list(ADMIN, "web", "stage", None, 100, "")
+    with pytest.raises(FailedPrecondition) as refused:
+        await deploy(cp)
+    message = refused.value.message
+    assert "${DOMAIN}" in message and "sami var set web DOMAIN=VALUE --env stage" in message
+    assert "OPT" not in message and "HOME" not in message and "IN_A_COMMENT" not in message
+    assert await cp.deployments.list(ADMIN, "web", "stage", None, 100, "") == before
+
+    await cp.variables.set(ADMIN, "web", "stage", "DOMAIN", "example.test")
+    d = await deploy(cp)
+    assert d.variables == {"DOMAIN": "example.test"}
+    # A rollback records its target's variables: the first deployment had none.
+    with pytest.raises(FailedPrecondition, match="did not record"):
+        await deploy(cp, rollback_of=first.id)
