@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 
 from sami_client.cli import main
 
@@ -22,6 +24,27 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("SAMI_", "GITHUB_")):
             monkeypatch.delenv(name)
+
+
+class _CurrentStderr:
+    """sys.stderr as it is when written to (capsys swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@pytest.fixture(autouse=True)
+def _server_logs_on_stderr() -> Iterator[None]:
+    """A control plane in this process (live_server) logs on stderr, as `sami-control
+    serve` does: on stdout (structlog's default, unconfigured) a line it logs during a CLI
+    call would be read as the CLI's output (a `memory_trimmed` line once was)."""
+    before = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()))
+    yield
+    structlog.configure(**before)
 
 
 @pytest.fixture
