@@ -193,6 +193,10 @@ def main() -> int:
                     addr,
                     "--agent-id",
                     "demo-agent",
+                    # The key that opens the demo cluster's secrets stays with the demo's
+                    # data (the default is the host's /var/lib/sami-agent).
+                    "--key-file",
+                    str(data / "agent-key" / "age-key.txt"),
                     *(["--dry-run"] if engine == "dry-run" else []),
                 ],
                 stdout=agent_log.open("wb"),
