@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import drift, report, swarm
+from bench import drift, report, status_load, swarm
 from bench import profile as prof
 from bench.common import REPO, Row, Skipped, machine_info, raise_fd_limit
 from bench.figures import calls, dashboard, delivery, idle, lifecycle, notify, replicas
@@ -43,6 +43,8 @@ FIGURES: dict[str, tuple[str, Callable[[Ctx], list[Row]], tuple[str, ...]]] = {
     # Lifecycles with 3 notification targets vs none, in the same run.
     "notify": ("15", notify.fig_notify, ()),
     "drift": ("16", drift.fig_drift, ()),
+    # The control plane with agents idle, then reporting live status.
+    "status": ("17", status_load.fig_status, ()),
 }
 
 
