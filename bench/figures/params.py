@@ -53,6 +53,12 @@ class Params:
     status_window: float
     status_settle: float
     status_change_interval: float
+    # 18: `sami logs` next to `docker service logs`: the tails read (comma-separated), the
+    # lines each task prints (at least the largest tail), rounds, the service's replicas
+    logs_tails: str
+    logs_lines: int
+    logs_rounds: int
+    logs_replicas: int
     # 9: the dashboard's overview: services, deployments created per service and
     # environment, page loads measured
     ui_services: int
@@ -99,6 +105,10 @@ FULL = Params(
     status_window=60.0,
     status_settle=3.0,
     status_change_interval=30.0,
+    logs_tails="2000,10000",
+    logs_lines=10000,
+    logs_rounds=5,
+    logs_replicas=1,
     ui_services=200,
     ui_rounds=3,
     ui_loads=20,
@@ -140,6 +150,10 @@ QUICK = Params(
     status_window=15.0,
     status_settle=1.0,
     status_change_interval=30.0,
+    logs_tails="2000",
+    logs_lines=2000,
+    logs_rounds=2,
+    logs_replicas=1,
     ui_services=200,
     ui_rounds=1,
     ui_loads=5,
