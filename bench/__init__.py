@@ -19,6 +19,9 @@ its baseline measured in the same run on the same machine:
 13. pg-watch      1,000 watchers on replica B of events stored by replica A
 14. pg-idle       10,000 idle agents over two replicas: RSS, CPU, pickup meanwhile
 15. notify        figure 3 with 3 webhook notification targets vs none, same run
+16. drift         a manual `docker service update` -> the drift in GetStatus (root + engine)
+17. status        1,000 agents reporting live status vs the same agents idle: RSS, CPU, reports/s
+18. logs          `sami logs --tail N` vs `docker service logs --tail N`: lines/s (root + engine)
 (10-14 need PostgreSQL's binaries, else they say skipped; a private cluster is started.)
 
 Results: one table on stdout, bench/results/<full|quick>.json with the machine's details.

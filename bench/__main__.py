@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import drift, report, swarm
+from bench import drift, logs_throughput, report, status_load, swarm
 from bench import profile as prof
 from bench.common import REPO, Row, Skipped, machine_info, raise_fd_limit
 from bench.figures import calls, dashboard, delivery, idle, lifecycle, notify, replicas
@@ -43,6 +43,10 @@ FIGURES: dict[str, tuple[str, Callable[[Ctx], list[Row]], tuple[str, ...]]] = {
     # Lifecycles with 3 notification targets vs none, in the same run.
     "notify": ("15", notify.fig_notify, ()),
     "drift": ("16", drift.fig_drift, ()),
+    # The control plane with agents idle, then reporting live status.
+    "status": ("17", status_load.fig_status, ()),
+    # `sami logs` next to `docker service logs` on a real swarm.
+    "logs": ("18", logs_throughput.fig_logs, ()),
 }
 
 
@@ -93,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick and not args.only:
         wanted.remove("swarm")  # minutes of engine start and rollouts: run it on its own
         wanted.remove("drift")  # likewise
+        wanted.remove("logs")  # likewise
     order = [n for n in FIGURES if n in wanted or any(n in FIGURES[w][2] for w in wanted)]
     tmp = Path(tempfile.mkdtemp(prefix="sami-bench-", dir="/tmp"))
     profile_dir = RESULTS if args.profile else None

@@ -218,6 +218,32 @@ def agents_worker(link: Link, plan: AgentPlan) -> None:
     asyncio.run(_agents(link, plan))
 
 
+async def connect_all(
+    plan: AgentPlan, agents: list[SimAgent], stats: Stats, servers: list[asyncio.Task[None]]
+) -> tuple[list[SimAgent], float]:
+    """Connect `agents` `plan.connect_batch` at a time; start serving each one connected
+    (its task appended to `servers`). Returns the agents connected and the seconds taken."""
+    connected = []
+    t0 = time.monotonic()
+    for start in range(0, len(agents), plan.connect_batch):
+        batch = agents[start : start + plan.connect_batch]
+        left = plan.connect_timeout - (time.monotonic() - t0)
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(a.connect(), max(1.0, left)) for a in batch),
+            return_exceptions=True,
+        )
+        for a, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, grpc.aio.AioRpcError):
+                stats.error(f"connect:{outcome.code().name}", str(outcome.details()))
+            elif isinstance(outcome, BaseException):
+                stats.error(f"connect:{type(outcome).__name__}", str(outcome))
+            else:
+                stats.connected += 1
+                connected.append(a)
+                servers.append(asyncio.create_task(a.serve()))
+    return connected, time.monotonic() - t0
+
+
 async def _agents(link: Link, plan: AgentPlan) -> None:
     stats = Stats()
     gate = asyncio.Event()
@@ -228,30 +254,15 @@ async def _agents(link: Link, plan: AgentPlan) -> None:
         for i, agent_id in enumerate(plan.agent_ids)
     ]
     servers: list[asyncio.Task[None]] = []
-    t0 = time.monotonic()
     try:
-        for start in range(0, len(agents), plan.connect_batch):
-            batch = agents[start : start + plan.connect_batch]
-            left = plan.connect_timeout - (time.monotonic() - t0)
-            outcomes = await asyncio.gather(
-                *(asyncio.wait_for(a.connect(), max(1.0, left)) for a in batch),
-                return_exceptions=True,
-            )
-            for a, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, grpc.aio.AioRpcError):
-                    stats.error(f"connect:{outcome.code().name}", str(outcome.details()))
-                elif isinstance(outcome, BaseException):
-                    stats.error(f"connect:{type(outcome).__name__}", str(outcome))
-                else:
-                    stats.connected += 1
-                    servers.append(asyncio.create_task(a.serve()))
+        _, connect_s = await connect_all(plan, agents, stats, servers)
         link.send(
             "ready",
             {
                 "connected": stats.connected,
                 "errors": dict(stats.errors),
                 "error_details": stats.error_details,
-                "connect_seconds": time.monotonic() - t0,
+                "connect_seconds": connect_s,
             },
         )
         deadline = time.monotonic() + plan.max_lifetime

@@ -42,8 +42,23 @@ class Params:
     footprint_settle: float
     # 8
     swarm_rounds: int
-    # 15: manual changes on the real swarm, timed until drift is visible
+    # 16: manual changes on the real swarm, timed until drift is visible
     drift_rounds: int
+    # 17: agents reporting live status (one cluster each, this many services), the
+    # processes they run in, the window measured idle and then reporting, the pause before
+    # each window, and the mean seconds between an agent's changed services
+    status_agents: int
+    status_procs: int
+    status_services: int
+    status_window: float
+    status_settle: float
+    status_change_interval: float
+    # 18: `sami logs` next to `docker service logs`: the tails read (comma-separated), the
+    # lines each task prints (at least the largest tail), rounds, the service's replicas
+    logs_tails: str
+    logs_lines: int
+    logs_rounds: int
+    logs_replicas: int
     # 9: the dashboard's overview: services, deployments created per service and
     # environment, page loads measured
     ui_services: int
@@ -84,6 +99,16 @@ FULL = Params(
     footprint_settle=3.0,
     swarm_rounds=5,
     drift_rounds=20,
+    status_agents=1000,
+    status_procs=4,
+    status_services=5,
+    status_window=60.0,
+    status_settle=3.0,
+    status_change_interval=30.0,
+    logs_tails="2000,10000",
+    logs_lines=10000,
+    logs_rounds=5,
+    logs_replicas=1,
     ui_services=200,
     ui_rounds=3,
     ui_loads=20,
@@ -119,6 +144,16 @@ QUICK = Params(
     footprint_settle=1.0,
     swarm_rounds=1,
     drift_rounds=4,
+    status_agents=200,
+    status_procs=2,
+    status_services=5,
+    status_window=15.0,
+    status_settle=1.0,
+    status_change_interval=30.0,
+    logs_tails="2000",
+    logs_lines=2000,
+    logs_rounds=2,
+    logs_replicas=1,
     ui_services=200,
     ui_rounds=1,
     ui_loads=5,

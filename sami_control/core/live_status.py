@@ -229,9 +229,7 @@ class LiveStatus:
         changed = False
         drifted: list[LiveServiceState] = []
         async with self.ctx.store.tx() as tx:
-            known = {
-                (r.stack_name, r.swarm_service): r for r in await tx.list_live_services(cluster)
-            }
+            known = await self._known(tx, cluster, full, services)
             # One read of what Sami is changing right now, for every row of the report.
             busy = await tx.active_keys()
             seen: set[tuple[str, str]] = set()
@@ -273,6 +271,21 @@ class LiveStatus:
                     changed |= await self._settle(tx, who, row, row, now, busy, [])
         if changed:
             self._wake_watchers()
+
+    @staticmethod
+    async def _known(
+        tx: Tx, cluster: str, full: bool, services: list[LiveServiceState]
+    ) -> dict[tuple[str, str], LiveServiceState]:
+        """The stored rows the report is compared with: every row of the cluster for a full
+        report (those it no longer has were removed), only the reported services' rows for a
+        report of changes (most name one service; a cluster may have hundreds)."""
+        if full:
+            rows = await tx.list_live_services(cluster)
+        else:
+            keys = {(s.stack_name, s.swarm_service) for s in services}
+            found = [await tx.get_live_service(cluster, *key) for key in sorted(keys)]
+            rows = [r for r in found if r is not None]
+        return {(r.stack_name, r.swarm_service): r for r in rows}
 
     async def _targeted(
         self, tx: Tx, row: LiveServiceState, before: LiveServiceState | None

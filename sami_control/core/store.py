@@ -186,6 +186,12 @@ class Tx(abc.ABC):
         """Every row (of `cluster`, if given), by cluster, stack, service."""
 
     @abc.abstractmethod
+    async def get_live_service(
+        self, cluster: str, stack_name: str, swarm_service: str
+    ) -> LiveServiceState | None:
+        """One service's row (a report of a few changed services reads only theirs)."""
+
+    @abc.abstractmethod
     async def put_live_report_time(self, cluster: str, reported_at: float) -> None:
         """When the cluster's agent last sent a full live status report."""
 

@@ -43,6 +43,18 @@ class PostgresLiveQueries:
         sql += ' ORDER BY cluster COLLATE "C", stack_name COLLATE "C", swarm_service COLLATE "C"'
         return [live_service(r) for r in await self.c.fetch(sql, *args)]
 
+    async def get_live_service(
+        self, cluster: str, stack_name: str, swarm_service: str
+    ) -> LiveServiceState | None:
+        row = await self.c.fetchrow(
+            "SELECT * FROM live_services"
+            " WHERE cluster = $1 AND stack_name = $2 AND swarm_service = $3",
+            cluster,
+            stack_name,
+            swarm_service,
+        )
+        return live_service(row) if row else None
+
     async def put_live_report_time(self, cluster: str, reported_at: float) -> None:
         await self.c.execute(
             "INSERT INTO live_reports (cluster, reported_at) VALUES ($1, $2)"

@@ -43,6 +43,16 @@ class SQLiteLiveQueries:
         sql += " ORDER BY cluster, stack_name, swarm_service"
         return [live_service(r) for r in self.c.execute(sql, args)]
 
+    async def get_live_service(
+        self, cluster: str, stack_name: str, swarm_service: str
+    ) -> LiveServiceState | None:
+        row = self.c.execute(
+            "SELECT * FROM live_services"
+            " WHERE cluster = ? AND stack_name = ? AND swarm_service = ?",
+            (cluster, stack_name, swarm_service),
+        ).fetchone()
+        return live_service(row) if row else None
+
     async def put_live_report_time(self, cluster: str, reported_at: float) -> None:
         self.c.execute(
             "INSERT OR REPLACE INTO live_reports (cluster, reported_at) VALUES (?, ?)",

@@ -56,6 +56,8 @@ async def test_live_services_round_trip_replace_list_and_delete(open_store: Open
         assert rows[1] == replace(live(), running_replicas=3, removed=False)
         assert rows[2] == live(name="worker")
         assert [r.cluster for r in await tx.list_live_services("c0")] == ["c0"]
+        assert await tx.get_live_service("c1", "production_web", "worker") == live(name="worker")
+        assert await tx.get_live_service("c0", "production_web", "worker") is None
         await tx.delete_live_service("c1", "production_web", "worker")
         assert len(await tx.list_live_services("c1")) == 1
 
