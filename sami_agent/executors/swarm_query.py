@@ -14,6 +14,8 @@ by name only (values often hold secrets, and a plan is shown to CI logs).
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import urllib3
 import yaml
 
 from sami_agent.executor import Job
@@ -79,7 +82,7 @@ def service_logs(
         except QueryError as exc:
             errors.append(exc)
             stop.set()
-        except (docker.errors.DockerException, OSError) as exc:
+        except (docker.errors.DockerException, OSError, urllib3.exceptions.HTTPError) as exc:
             errors.append(QueryError("UNAVAILABLE", f"the Docker engine failed: {exc}"))
             stop.set()
 
@@ -121,7 +124,11 @@ def _one_service_logs(
     }
     # What APIClient.service_logs does, but demultiplexed by stream (its helper drops
     # whether a line came from stdout or stderr).
-    res = api._get(api._url("/services/{0}/logs", svc["ID"]), params=params, stream=True)
+    # A follow may be quiet for as long as the service is: no read timeout (a cancel ends it,
+    # close_when_stopped). A read that is not a follow keeps the client's timeout as a
+    # backstop behind the stall guard.
+    timeout: dict[str, Any] = {"timeout": None} if req.follow else {}
+    res = api._get(api._url("/services/{0}/logs", svc["ID"]), params=params, stream=True, **timeout)
     api._raise_for_status(res)
     tasks = _TaskNames(client, name)
     done = threading.Event()
@@ -135,11 +142,11 @@ def _one_service_logs(
         # past STALL_SECONDS without data it is ended, and the caller told why.
         while not done.is_set():
             if cancelled.wait(0.2) or stop.is_set():
-                res.close()
+                _abort(res)
                 return
             if not req.follow and time.monotonic() - last_data[0] > STALL_SECONDS:
                 stalled.set()
-                res.close()
+                _abort(res)
                 return
 
     threading.Thread(target=close_when_stopped, name="sami-logs-cancel", daemon=True).start()
@@ -152,7 +159,7 @@ def _one_service_logs(
                     return
             if cancelled.is_set() or stop.is_set():
                 return
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, urllib3.exceptions.HTTPError) as exc:
         if not (cancelled.is_set() or stop.is_set() or stalled.is_set()):
             raise QueryError("UNAVAILABLE", f"the Docker engine ended the logs: {exc}") from None
     finally:
@@ -165,6 +172,22 @@ def _one_service_logs(
             "without ending them (Swarm's log broker stalls on some large reads): the lines "
             "above are what arrived; ask for fewer with --tail or --since",
         )
+
+
+def _abort(res: Any) -> None:
+    """End a log response from another thread. Closing it is not enough: a read blocked in
+    the reading thread goes on waiting (until the client's 60 s timeout, whose error then
+    ended the query as if it were complete). Shutting the socket down wakes the read at
+    once, with the end of the stream."""
+    raw = getattr(res, "raw", None)
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is None:  # where urllib3 keeps no connection: through http.client's file
+        fp = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    res.close()
 
 
 def _frames(res: Any, tty: bool) -> Iterator[tuple[str, bytes]]:
