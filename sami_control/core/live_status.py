@@ -213,6 +213,12 @@ class LiveStatus:
         self._healed_at: dict[tuple[str, str, int], float] = {}
         # Set whenever a report here changed a row: wakes the watchers of this replica.
         self._changed = asyncio.Event()
+        # (cluster, service, environment, pull request) -> its drifted rows (stack, swarm
+        # service), as settled here: a deployment that ends judges its target again only
+        # when something of it drifted (deployment_ended), not on every result. The
+        # cluster's agent sends its reports and its results on one stream, to one replica;
+        # after a restart its full report at connect settles every row again.
+        self._drifting: dict[tuple[str, str, str, int], set[tuple[str, str]]] = {}
 
     # -- agents' reports ---------------------------------------------------------------
 
@@ -259,6 +265,8 @@ class LiveStatus:
         not with the agent's next report of a change, which may be its full report a
         minute later: its reports during the rollout were not judged (Sami's own changes)."""
         key = (d.service, d.environment, d.pull_request)
+        if (d.cluster, *key) not in self._drifting:
+            return  # nothing of the target drifted: nothing a deployment could heal
         now = self.ctx.clock()
         changed = False
         async with self.ctx.store.tx() as tx:
@@ -326,6 +334,7 @@ class LiveStatus:
             row = replace(row, degraded_since=0.0)
         if row.removed and await self._removed_by_sami(tx, row):
             await tx.delete_live_service(row.cluster, row.stack_name, row.swarm_service)
+            self._note_drift(row, drifting=False)
             return True
         was = before.drift_reason if before is not None else ""
         if (row.service, row.environment, row.pull_request) in busy:
@@ -347,10 +356,23 @@ class LiveStatus:
                 log.info("drift_healed", target=_target(row), was=was)
             if reason:
                 drifted.append(row)
+        self._note_drift(row, drifting=bool(row.drift_reason))
         if before is not None and _same(before, row):
             return False
         await tx.put_live_service(row)
         return True
+
+    def _note_drift(self, row: LiveServiceState, drifting: bool) -> None:
+        """Keep `_drifting` (the targets with a drifted row, as this replica last settled
+        them) true for `row`."""
+        target = (row.cluster, row.service, row.environment, row.pull_request)
+        rows = self._drifting.get(target)
+        if drifting:
+            self._drifting.setdefault(target, set()).add((row.stack_name, row.swarm_service))
+        elif rows is not None:
+            rows.discard((row.stack_name, row.swarm_service))
+            if not rows:
+                del self._drifting[target]
 
     async def _heal(self, row: LiveServiceState, now: float) -> None:
         """`on_drift: redeploy`: deploy the target's last SUCCEEDED artifact again, at most
