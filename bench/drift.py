@@ -11,9 +11,7 @@ from its return. Goal (issue 17): p99 ≤ 2 s. Needs root and the engine package
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,10 +19,10 @@ from pathlib import Path
 
 import grpc
 
-from bench.common import PY, Row, Skipped, median, percentile, wait_for_text
+from bench.common import PY, Row, Skipped, median, percentile
 from bench.control import CLUSTER, ControlPlane, deployments_repo
 from bench.figures.shared import Ctx
-from bench.swarm import MANIFEST, STACK, _run
+from bench.swarm import MANIFEST, STACK, _run, start_agent, stop_agent
 from sami.v1 import status_pb2, status_pb2_grpc
 
 SERVICE = "drift-web"
@@ -63,18 +61,7 @@ def fig_drift(ctx: Ctx) -> list[Row]:
         cp.sync_manifests(admin, deployments_repo([SERVICE], stack=STACK, manifest=MANIFEST))
         cp.register_artifact(admin, "bench", v1)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMI_", "GITHUB_"))}
-        env.update(swarm.env)
-        agent_log = root / "agent.log"
-        with open(agent_log, "ab") as log:
-            agent = subprocess.Popen(
-                [PY, "-m", "sami_agent", "--control", cp.addr, "--agent-id", "bench-drift"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**env, "SAMI_TOKEN": agent_token, "SAMI_LOG_FORMAT": "json"},
-                start_new_session=True,
-            )
-        wait_for_text(agent_log, "control_plane_connected", 60)
+        agent, env = start_agent(cp, swarm.env, agent_token, root, "bench-drift")
         cli_env = {**env, "SAMI_ADDR": cp.addr, "SAMI_TOKEN": admin}
         _run(
             [PY, "-m", "sami_client", "deploy", SERVICE, "--env", "stage", "--artifact", v1,
@@ -117,13 +104,8 @@ def fig_drift(ctx: Ctx) -> list[Row]:
             )
         channel.close()
     finally:
-        if agent is not None and agent.poll() is None:
-            os.kill(agent.pid, signal.SIGTERM)
-            try:
-                agent.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(agent.pid, signal.SIGKILL)
-                agent.wait(5)
+        if agent is not None:
+            stop_agent(agent)
         if cp is not None:
             cp.stop()
         swarm.stop()

@@ -41,10 +41,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import PY, Row, Skipped, cpu_seconds, median, wait_for_text
+from bench.common import PY, Row, Skipped, cpu_seconds, median
 from bench.control import CLUSTER, ControlPlane, deployments_repo
 from bench.figures.shared import Ctx, ratio_of
-from bench.swarm import MANIFEST, _run
+from bench.swarm import MANIFEST, _run, start_agent, stop_agent
 
 FIGURE = "18"
 SERVICE = "loud"
@@ -219,18 +219,7 @@ def fig_logs(ctx: Ctx) -> list[Row]:
         cp.sync_manifests(admin, deployments_repo([SERVICE], stack=stack, manifest=MANIFEST))
         cp.register_artifact(admin, SERVICE, ref)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMI_", "GITHUB_"))}
-        env.update(swarm.env)
-        agent_log = root / "agent.log"
-        with open(agent_log, "ab") as log:
-            agent = subprocess.Popen(
-                [PY, "-m", "sami_agent", "--control", cp.addr, "--agent-id", "bench-logs"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**env, "SAMI_TOKEN": agent_token, "SAMI_LOG_FORMAT": "json"},
-                start_new_session=True,
-            )
-        wait_for_text(agent_log, "control_plane_connected", 60)
+        agent, env = start_agent(cp, swarm.env, agent_token, root, "bench-logs")
         cli_env = {**env, "SAMI_ADDR": cp.addr, "SAMI_TOKEN": admin}
         _run(
             [PY, "-m", "sami_client", "deploy", SERVICE, "--env", "stage", "--artifact", ref,
@@ -251,13 +240,8 @@ def fig_logs(ctx: Ctx) -> list[Row]:
         _wait_sami_logs(tools)
         bound = _rounds(ctx, tools, [1, tails[-1]], p.logs_rounds, ("sami-bound",))
     finally:
-        if agent is not None and agent.poll() is None:
-            os.kill(agent.pid, signal.SIGTERM)
-            try:
-                agent.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(agent.pid, signal.SIGKILL)
-                agent.wait(5)
+        if agent is not None:
+            stop_agent(agent)
         if cp is not None:
             cp.stop()
         swarm.stop()

@@ -21,6 +21,40 @@ from bench.common import PY, Row, Skipped, median, wait_for_text
 from bench.control import CLUSTER, ControlPlane, deployments_repo
 from bench.figures.shared import Ctx
 
+
+def start_agent(
+    cp: ControlPlane, swarm_env: dict[str, str], token: str, root: Path, agent_id: str
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """A real sami-agent on the private swarm, connected to `cp` (logging to root/agent.log),
+    once it is; and the environment the figure runs its commands with (the swarm's, none of
+    the caller's SAMI_* or GITHUB_*)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMI_", "GITHUB_"))}
+    env.update(swarm_env)
+    agent_log = root / "agent.log"
+    with open(agent_log, "ab") as log:
+        agent = subprocess.Popen(
+            [PY, "-m", "sami_agent", "--control", cp.addr, "--agent-id", agent_id],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**env, "SAMI_TOKEN": token, "SAMI_LOG_FORMAT": "json"},
+            start_new_session=True,
+        )
+    wait_for_text(agent_log, "control_plane_connected", 60)
+    return agent, env
+
+
+def stop_agent(agent: subprocess.Popen[bytes]) -> None:
+    """Stop the agent start_agent started (by its pid), killing it if it lingers."""
+    if agent.poll() is not None:
+        return
+    os.kill(agent.pid, signal.SIGTERM)
+    try:
+        agent.wait(15)
+    except subprocess.TimeoutExpired:
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(5)
+
+
 # Like tests/swarm/test_swarm_executor.py's stack: no published port, a fast health check.
 STACK = """\
 version: "3.8"
@@ -108,18 +142,7 @@ def fig_swarm(ctx: Ctx) -> list[Row]:
         for ref in (v1, v2):
             cp.register_artifact(admin, "bench", ref)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMI_", "GITHUB_"))}
-        env.update(swarm.env)
-        agent_log = root / "agent.log"
-        with open(agent_log, "ab") as log:
-            agent = subprocess.Popen(
-                [PY, "-m", "sami_agent", "--control", cp.addr, "--agent-id", "bench-swarm"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**env, "SAMI_TOKEN": agent_token, "SAMI_LOG_FORMAT": "json"},
-                start_new_session=True,
-            )
-        wait_for_text(agent_log, "control_plane_connected", 60)
+        agent, env = start_agent(cp, swarm.env, agent_token, root, "bench-swarm")
 
         cli_env = {**env, "SAMI_ADDR": cp.addr, "SAMI_TOKEN": admin}
 
@@ -179,13 +202,8 @@ def fig_swarm(ctx: Ctx) -> list[Row]:
                 f"docker {docker_times[-1]:.2f} s"
             )
     finally:
-        if agent is not None and agent.poll() is None:
-            os.kill(agent.pid, signal.SIGTERM)
-            try:
-                agent.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(agent.pid, signal.SIGKILL)
-                agent.wait(5)
+        if agent is not None:
+            stop_agent(agent)
         if cp is not None:
             cp.stop()
         swarm.stop()

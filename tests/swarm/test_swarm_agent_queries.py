@@ -13,16 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-import grpc
 import pytest
 
-from sami.v1 import manifest_pb2, manifest_pb2_grpc
 from sami_agent.executor import Outcome
 from sami_agent.executors.swarm import SwarmExecutor
 from sami_dev.devswarm import DevSwarm
-from tests.harness import ControlPlane, sami, sami_popen, wait_for
+from tests.harness import sami, sami_popen, wait_for
 from tests.swarm.conftest import Image, Images
-from tests.swarm.test_swarm_e2e import FAST, Sami, deployments_repo
+from tests.swarm.test_swarm_e2e import Sami, deployments_repo, running
 from tests.swarm.test_swarm_executor import STACK, job
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,31 +35,13 @@ TALKER_CMD = [
 
 @pytest.fixture
 def live(tmp_path: Path, devswarm: DevSwarm) -> Iterator[Sami]:
-    control = ControlPlane(tmp_path, *FAST)
-    control.cluster("local", "stage", "production", "pull_request")
-    admin = control.token("admin", name="ci")
-    agent_token = control.token("agent", "--cluster", "local", name="manager")
-    control.start()
-    s = Sami(tmp_path, devswarm, control, admin, agent_token)
     files = deployments_repo(["talk", "plan-a", "plan-b"])
     # plan-a's manifest asks for 3 replicas where the running stack has 2.
     files["services/plan-a/swarm/stage/stack.yml"] = STACK.replace(
         "replicas: 2", "replicas: 3"
     ).encode()
-    try:
-        with grpc.insecure_channel(control.addr) as ch:
-            manifest_pb2_grpc.ManifestServiceStub(ch).SyncManifests(
-                manifest_pb2.SyncManifestsRequest(
-                    files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in files.items()]
-                ),
-                metadata=(("authorization", f"Bearer {admin}"),),
-                timeout=10,
-            )
+    with running(tmp_path, devswarm, files) as s:
         yield s
-    finally:
-        for p in s.agents:
-            p.kill()
-        control.kill()
 
 
 @pytest.fixture(scope="module")

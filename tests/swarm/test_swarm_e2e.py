@@ -3,6 +3,7 @@ the sami CLI as real processes, images from a real registry, rollouts watched li
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -94,8 +95,11 @@ class Sami:
 SERVICES = ["shop-a", "shop-b", "shop-c", "shop-d", "shop-e", "shop-f", "shop-g"]
 
 
-@pytest.fixture
-def live(tmp_path: Path, devswarm: DevSwarm) -> Iterator[Sami]:
+@contextlib.contextmanager
+def running(tmp_path: Path, devswarm: DevSwarm, files: dict[str, bytes]) -> Iterator[Sami]:
+    """sami-control (cluster `local` serving every environment, an admin and an agent
+    token) with `files` synced as the deployments repo; agents started with Sami.agent and
+    the control plane are stopped at the end."""
     control = ControlPlane(tmp_path, *FAST)
     control.cluster("local", "stage", "production", "pull_request")
     admin = control.token("admin", name="ci")
@@ -106,10 +110,7 @@ def live(tmp_path: Path, devswarm: DevSwarm) -> Iterator[Sami]:
         with grpc.insecure_channel(control.addr) as ch:
             manifest_pb2_grpc.ManifestServiceStub(ch).SyncManifests(
                 manifest_pb2.SyncManifestsRequest(
-                    files=[
-                        manifest_pb2.ManifestFile(path=p, content=c)
-                        for p, c in deployments_repo(SERVICES).items()
-                    ]
+                    files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in files.items()]
                 ),
                 metadata=(("authorization", f"Bearer {admin}"),),
                 timeout=10,
@@ -119,6 +120,12 @@ def live(tmp_path: Path, devswarm: DevSwarm) -> Iterator[Sami]:
         for p in s.agents:
             p.kill()
         control.kill()
+
+
+@pytest.fixture
+def live(tmp_path: Path, devswarm: DevSwarm) -> Iterator[Sami]:
+    with running(tmp_path, devswarm, deployments_repo(SERVICES)) as s:
+        yield s
 
 
 def test_rollout_update_and_health_rollback(live: Sami, images: Images) -> None:

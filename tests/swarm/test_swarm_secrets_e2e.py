@@ -13,14 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from sami.v1 import manifest_pb2, manifest_pb2_grpc
 from sami_dev.devswarm import DevSwarm
-from tests.harness import PY, ControlPlane, Result, base_env, wait_for
+from tests.harness import PY, Result, base_env, wait_for
 from tests.swarm.conftest import Images
-from tests.swarm.test_swarm_e2e import FAST, MANIFEST, Sami
+from tests.swarm.test_swarm_e2e import MANIFEST, Sami, running
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -54,31 +52,13 @@ secrets:
 
 @pytest.fixture
 def live(tmp_path: Path, devswarm: DevSwarm) -> Iterator[Sami]:
-    control = ControlPlane(tmp_path, *FAST)
-    control.cluster("local", "stage", "production", "pull_request")
-    admin = control.token("admin", name="ci")
-    agent_token = control.token("agent", "--cluster", "local", name="manager")
-    control.start()
-    s = Sami(tmp_path, devswarm, control, admin, agent_token)
     folder = f"services/{SERVICE}/swarm/stage"
     files = {
         f"{folder}/sami.yaml": MANIFEST.format(service=SERVICE, extra="").encode(),
         f"{folder}/stack.yml": STACK.encode(),
     }
-    try:
-        with grpc.insecure_channel(control.addr) as ch:
-            manifest_pb2_grpc.ManifestServiceStub(ch).SyncManifests(
-                manifest_pb2.SyncManifestsRequest(
-                    files=[manifest_pb2.ManifestFile(path=p, content=c) for p, c in files.items()]
-                ),
-                metadata=(("authorization", f"Bearer {admin}"),),
-                timeout=10,
-            )
+    with running(tmp_path, devswarm, files) as s:
         yield s
-    finally:
-        for p in s.agents:
-            p.kill()
-        control.kill()
 
 
 def _with_stdin(live: Sami, stdin: str, *args: str) -> Result:
