@@ -190,7 +190,12 @@ class AgentReports:
         fx.send(session, DoneCommand(deployment_id, lease_id))
         self.ctx.publisher.apply(fx)
         if ended is not None and self.on_result is not None:
-            await self.on_result(session, ended)
+            try:
+                await self.on_result(session, ended)
+            except Exception:
+                # The result is stored and Done is on its way: a drift judged again later
+                # (the agent's next report) must not end the agent's stream.
+                log.exception("result_hook_failed", deployment_id=deployment_id)
 
     @audited("agent.report", _about)
     async def heartbeat(self, session: AgentSession, held: list[HeldLease]) -> None:

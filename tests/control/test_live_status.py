@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from sami_control.core.commands import AssignCommand
+from sami_control.core.commands import AssignCommand, DoneCommand
 from sami_control.core.controlplane import ControlPlane
 from sami_control.core.errors import Unauthenticated
 from sami_control.core.live_status import drift_reason, drift_records
@@ -436,3 +436,25 @@ async def test_a_new_service_of_a_failed_rollout_removed_is_no_drift(
     await cp.live.report(a, True, [live(d.id)])
     rows = await cp.live.get(ADMIN, "", "")
     assert [(r.live.swarm_service, r.drift_reason) for r in rows] == [("web", "")]
+
+
+async def test_a_failure_to_judge_after_a_result_does_not_fail_the_result(
+    env: tuple[ControlPlane, Clock],
+) -> None:
+    """The result is stored and Done sent before the target is judged again: a store
+    failure there leaves the drift to the agent's next report, not the agent's stream."""
+    cp, _ = env
+    a = await connect(cp, "a1")
+    d = await deploy(cp)
+    await tick(cp)
+    (cmd,) = drain(a)
+    assert isinstance(cmd, AssignCommand)
+
+    async def broken(*_: object) -> None:
+        raise OSError("the store went away")
+
+    cp.reports.on_result = broken
+    c = cmd.deployment
+    await cp.reports.result(a, d.id, c.lease_id, c.epoch, Outcome.SUCCEEDED, "")
+    assert (await cp.deployments.get(ADMIN, d.id)).state is State.SUCCEEDED
+    assert any(isinstance(m, DoneCommand) for m in drain(a))
