@@ -231,7 +231,9 @@ class Secrets:
         service, env = self._check_target(service, environment)
         authz.require_secrets_scope(who, service, env)
         async with self.ctx.store.tx() as tx:
-            current = [v for v in await tx.latest_secrets(service, env) if not v.removed]
+            current = [
+                v for v in await tx.latest_secrets(service, env, ciphertexts=True) if not v.removed
+            ]
             await self.audit.ok(
                 tx,
                 who,

@@ -327,9 +327,13 @@ class Tx(abc.ABC):
         """Store a new version; Conflict if (service, environment, name, version) exists."""
 
     @abc.abstractmethod
-    async def latest_secrets(self, service: str = "", environment: str = "") -> list[SecretVersion]:
+    async def latest_secrets(
+        self, service: str = "", environment: str = "", *, ciphertexts: bool = False
+    ) -> list[SecretVersion]:
         """The newest version of each secret name, removed ones included (of `service`,
-        `environment`, if given), by service, environment, name."""
+        `environment`, if given), by service, environment, name. Their ciphertexts (up to
+        720 KiB each) only when asked: most callers want names and versions (every
+        CreateDeployment records them); the others get b"" ."""
 
     @abc.abstractmethod
     async def get_secret_versions(

@@ -15,6 +15,7 @@ from sami_control.storage.sqlite_secrets import (
     VARIABLE_COLUMNS,
     recipient_row,
     scope_filters,
+    secret_columns,
     secret_row,
     secret_values,
     variable_row,
@@ -76,9 +77,11 @@ class PostgresSecretQueries:
             *secret_values(v),
         )
 
-    async def latest_secrets(self, service: str = "", environment: str = "") -> list[SecretVersion]:
+    async def latest_secrets(
+        self, service: str = "", environment: str = "", *, ciphertexts: bool = False
+    ) -> list[SecretVersion]:
         filters = scope_filters(service, environment)
-        sql = LATEST_SECRETS.format(cols=", ".join(SECRET_COLUMNS)) + _where(filters)
+        sql = LATEST_SECRETS.format(cols=secret_columns(ciphertexts, "''::bytea")) + _where(filters)
         rows = await self.c.fetch(sql + _ORDER, *[v for _, v in filters])
         return [secret_row(r) for r in rows]
 

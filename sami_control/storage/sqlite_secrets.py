@@ -22,6 +22,15 @@ LATEST_SECRETS = (
 )
 
 
+def secret_columns(ciphertexts: bool, empty_bytes: str) -> str:
+    """The columns of a SecretVersion, the ciphertext replaced by `empty_bytes` (the
+    dialect's empty blob literal) unless it is wanted."""
+    return ", ".join(
+        c if ciphertexts or c != "ciphertext" else f"{empty_bytes} AS ciphertext"
+        for c in SECRET_COLUMNS
+    )
+
+
 def recipient_row(row: Any) -> Recipient:
     return Recipient(**{k: row[k] for k in RECIPIENT_COLUMNS})
 
@@ -89,8 +98,10 @@ class SQLiteSecretQueries:
             secret_values(v),
         )
 
-    async def latest_secrets(self, service: str = "", environment: str = "") -> list[SecretVersion]:
-        sql = LATEST_SECRETS.format(cols=", ".join(SECRET_COLUMNS))
+    async def latest_secrets(
+        self, service: str = "", environment: str = "", *, ciphertexts: bool = False
+    ) -> list[SecretVersion]:
+        sql = LATEST_SECRETS.format(cols=secret_columns(ciphertexts, "X''"))
         filters = scope_filters(service, environment)
         sql += "".join(f" AND {c} = ?" for c, _ in filters)
         rows = self.c.execute(sql + " ORDER BY service, environment, name", [v for _, v in filters])

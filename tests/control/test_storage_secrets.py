@@ -63,9 +63,12 @@ async def test_secret_versions_latest_removed_and_by_version(open_store: OpenSto
             await tx.insert_secret_version(version("db", 2))  # versions are never rewritten
     s = await open_store()
     async with s.tx() as tx:
-        latest = await tx.latest_secrets("web", "stage")
+        latest = await tx.latest_secrets("web", "stage", ciphertexts=True)
         assert [(v.name, v.version) for v in latest] == [("api_key", 1), ("db", 2)]
         assert latest[1] == replace(version("db", 2), recipients=["age1a", "age1b"])
+        # Names and versions only, unless the ciphertexts are asked for.
+        light = await tx.latest_secrets("web", "stage")
+        assert light == [replace(v, ciphertext=b"") for v in latest]
         every = await tx.latest_secrets()
         assert [(v.service, v.environment, v.name) for v in every] == [
             ("api", "stage", "db"),
