@@ -32,7 +32,7 @@ __all__ = [
     "InterpolationError",
     "Problem",
     "interpolate",
-    "interpolate_tree",
+    "required_in_tree",
     "required_variables",
     "tree_has_references",
     "variables_of",
@@ -210,28 +210,6 @@ def interpolate(
     """
     problems: list[Problem] = []
     out = _fill(text, values, escape_dollars, problems)
-    if problems:
-        raise InterpolationError(source, problems)
-    return out
-
-
-def interpolate_tree(
-    node: Any, values: Mapping[str, str], *, source: str = "", escape_dollars: bool = False
-) -> Any:
-    """A parsed YAML document with every string value interpolated (keys are left alone, as
-    compose does). Raises InterpolationError naming every problem of the whole document."""
-    problems: list[Problem] = []
-
-    def walk(n: Any) -> Any:
-        if isinstance(n, str):
-            return _fill(n, values, escape_dollars, problems) if "$" in n else n
-        if isinstance(n, dict):
-            return {k: walk(v) for k, v in n.items()}
-        if isinstance(n, list):
-            return [walk(v) for v in n]
-        return n
-
-    out = walk(node)
     if problems:
         raise InterpolationError(source, problems)
     return out

@@ -47,7 +47,7 @@ import yaml
 from sami_agent.executor import Job, ProgressReporter
 from sami_agent.executors import swarm_variables
 from sami_agent.executors.swarm_objects import Declared, ObjectError, Versioned, declared_objects
-from sami_manifests.interpolation import InterpolationError, interpolate_tree, tree_has_references
+from sami_manifests.interpolation import InterpolationError, tree_has_references
 
 LABEL_DEPLOYMENT = "sami.deployment-id"
 LABEL_DIGEST = "sami.artifact-digest"
@@ -272,7 +272,6 @@ def _interpolated(
     InterpolationError naming every undefined variable of the file, or JobError."""
     if not tree_has_references(doc):
         return doc, None
-    interpolate_tree(doc, variables, source=path)  # every problem of the file at once
     try:
         written = swarm_variables.fill_stack_file(path, data, variables)
     except swarm_variables.CastError as exc:

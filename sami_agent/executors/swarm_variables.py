@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from sami_manifests.interpolation import interpolate
+from sami_manifests.interpolation import InterpolationError, Problem, interpolate
 
 __all__ = ["CastError", "fill_stack_file"]
 
@@ -121,12 +121,15 @@ def _cast_for(path: tuple[str, ...]) -> _Cast | None:
 def fill_stack_file(source: str, data: bytes, variables: Mapping[str, str]) -> bytes:
     """The stack file `data` with its variables filled for docker (see the module's
     docstring). Raises sami_manifests.interpolation.InterpolationError (every undefined
-    variable of the file) or CastError."""
+    variable of the file at once) or CastError."""
     node = yaml.compose(data, Loader=yaml.SafeLoader)
     if node is None:
         return data
+    undefined: list[Problem] = []
     problems: list[str] = []
-    _fill(node, (), variables, source, problems, set())
+    _fill(node, (), variables, source, (undefined, problems), set())
+    if undefined:
+        raise InterpolationError(source, undefined)
     if problems:
         raise CastError(f"{source}: {'; '.join(problems)}")
     text = yaml.serialize(node, Dumper=yaml.SafeDumper, allow_unicode=True)
@@ -138,9 +141,11 @@ def _fill(
     path: tuple[str, ...],
     variables: Mapping[str, str],
     source: str,
-    problems: list[str],
+    problems: tuple[list[Problem], list[str]],
     seen: set[int],
 ) -> None:
+    """Fill every string scalar under `node`; what cannot be filled goes to `problems`
+    (undefined variables, values that do not cast)."""
     if id(node) in seen:  # an alias of a node already filled
         return
     seen.add(id(node))
@@ -160,9 +165,14 @@ def _fill_scalar(
     path: tuple[str, ...],
     variables: Mapping[str, str],
     source: str,
-    problems: list[str],
+    problems: tuple[list[Problem], list[str]],
 ) -> None:
-    escaped = interpolate(node.value, variables, source=source, escape_dollars=True)
+    undefined, cast_problems = problems
+    try:
+        escaped = interpolate(node.value, variables, source=source, escape_dollars=True)
+    except InterpolationError as exc:
+        undefined.extend(exc.problems)
+        return
     cast = _cast_for(path)
     if cast is None or escaped == node.value:
         # The CLI casts only what its own interpolation changed.
@@ -173,7 +183,7 @@ def _fill_scalar(
     try:
         node.value = converter(plain)
     except CastError as exc:
-        problems.append(f"{'.'.join(path)}: {exc}")
+        cast_problems.append(f"{'.'.join(path)}: {exc}")
         return
     node.tag, node.style = tag, None
 
