@@ -450,9 +450,13 @@ class LiveStatus:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def get(self, who: Principal, service: str, environment: str) -> list[ServiceStatus]:
+    async def get(
+        self, who: Principal, service: str, environment: str, *, deployments: bool = True
+    ) -> list[ServiceStatus]:
         """Every live row the caller may see (of `service` / `environment`), by service,
-        environment, pull request, swarm service."""
+        environment, pull request, swarm service. Without `deployments` the rows' artifact
+        and deploy time are not read (a read of each row's deployment and artifact): for
+        who needs only their health, drift and staleness (the dashboard's overview)."""
         authz.require(who, Action.READ)
         if service:
             validation.name("service", service, "service name")
@@ -469,12 +473,12 @@ class LiveStatus:
             ]
             reported = await tx.live_report_times()
             busy = await tx.active_keys()
-            deployments = {}
-            for deployment_id in {r.deployment_id for r in rows}:
+            made_by: dict[str, tuple[str, float]] = {}
+            for deployment_id in {r.deployment_id for r in rows} if deployments else ():
                 d = await tx.get_deployment(deployment_id)
                 if d is not None:
                     art = await tx.get_artifact(d.artifact_id) if d.artifact_id else None
-                    deployments[deployment_id] = (
+                    made_by[deployment_id] = (
                         art.artifact_name if art is not None else "",
                         d.finished_at or d.created_at,
                     )
@@ -493,7 +497,7 @@ class LiveStatus:
                 elif not reason:
                     since = 0.0
             report_time = max(reported.get(r.cluster, 0.0), r.reported_at)
-            name, deployed = deployments.get(r.deployment_id, ("", 0.0))
+            name, deployed = made_by.get(r.deployment_id, ("", 0.0))
             out.append(
                 ServiceStatus(
                     live=r,

@@ -115,14 +115,13 @@ class Data:
             services = sorted(s for s in targets if s > after)
             page = services[:OVERVIEW_PAGE]
             rows = [await self._service_row(who, s, targets[s]) for s in page]
-            live = await self.core.live.get(who, "", "")
+            live = await self.core.live.get(who, "", "", deployments=False)
+        by_service = {row.service: row for row in rows}
         for status in live:
-            if status.live.pull_request:
-                continue
-            for row in rows:
-                cell = row.cells.get(status.live.environment)
-                if row.service == status.live.service and cell is not None:
-                    cell.live.append(status)
+            row = by_service.get(status.live.service)
+            cell = row.cells.get(status.live.environment) if row else None
+            if cell is not None and not status.live.pull_request:
+                cell.live.append(status)
         more = len(services) > OVERVIEW_PAGE
         return Overview(rows, page[-1] if more else "", synced=True)
 
